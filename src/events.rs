@@ -1,0 +1,314 @@
+//! Everything that happens is an [`Event`]; terminal output, JSON lines and hooks all subscribe
+//! to the same stream, so they can never disagree about what happened.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::items::Item;
+use crate::repo::Node;
+
+/// The outcome of one item on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemStatus {
+    Ok,
+    Fixed,
+    Skipped,
+    Failed,
+}
+
+impl ItemStatus {
+    /// The word used in output, JSON and hooks.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemStatus::Ok => "ok",
+            ItemStatus::Fixed => "fixed",
+            ItemStatus::Skipped => "skipped",
+            ItemStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Per-node counts, as shown in the summary table and given to `node_apply_end`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NodeResult {
+    pub ok: usize,
+    pub fixed: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub total: usize,
+    /// Why the node as a whole did not run (unreachable, lock held, hook skip).
+    pub error: Option<String>,
+}
+
+/// What a subscriber wants to happen next; only hooks at `*_start` points say anything but
+/// `Continue`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Flow {
+    Continue,
+    /// `skip_node(reason)` from node_apply_start / node_run_start.
+    SkipNode(String),
+    /// `abort(reason)` from apply_start / run_start, or a failing `*_start` hook.
+    Abort(String),
+}
+
+/// One lifecycle point (SPEC section 6). Borrowed, so emitting costs no copies.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    ApplyStart {
+        target: &'a str,
+        nodes: &'a [&'a Node],
+        interactive: bool,
+    },
+    ApplyEnd {
+        target: &'a str,
+        nodes: &'a [&'a Node],
+        duration: Duration,
+    },
+    NodeApplyStart {
+        node: &'a Node,
+        interactive: bool,
+    },
+    NodeApplyEnd {
+        node: &'a Node,
+        duration: Duration,
+        interactive: bool,
+        result: &'a NodeResult,
+    },
+    ItemApplyStart {
+        node: &'a Node,
+        item: &'a Item,
+    },
+    ItemApplyEnd {
+        node: &'a Node,
+        item: &'a Item,
+        duration: Duration,
+        status: ItemStatus,
+        status_before: Option<&'a Value>,
+        status_after: Option<&'a Value>,
+        /// Skip reason or failure message.
+        reason: Option<&'a str>,
+    },
+    ActionRunStart {
+        node: &'a Node,
+        item: &'a Item,
+    },
+    ActionRunEnd {
+        node: &'a Node,
+        item: &'a Item,
+        duration: Duration,
+        status: ItemStatus,
+    },
+    RunStart {
+        target: &'a str,
+        nodes: &'a [&'a Node],
+        command: &'a str,
+    },
+    RunEnd {
+        target: &'a str,
+        nodes: &'a [&'a Node],
+        command: &'a str,
+        duration: Duration,
+    },
+    NodeRunStart {
+        node: &'a Node,
+        command: &'a str,
+    },
+    NodeRunEnd {
+        node: &'a Node,
+        command: &'a str,
+        duration: Duration,
+        return_code: Option<i32>,
+        stdout: &'a [u8],
+        stderr: &'a [u8],
+    },
+    LockAdd {
+        node: &'a Node,
+        lock_id: &'a str,
+        items: &'a [String],
+        expiry: i64,
+        comment: &'a str,
+    },
+    LockRemove {
+        node: &'a Node,
+        lock_id: &'a str,
+    },
+    LockShow {
+        node: &'a Node,
+        lock_info: &'a Value,
+    },
+    NodeSshConnect {
+        node: &'a Node,
+    },
+    TestNode {
+        node: &'a Node,
+    },
+    Test,
+}
+
+impl Event<'_> {
+    /// The hook function name for this point.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::ApplyStart { .. } => "apply_start",
+            Event::ApplyEnd { .. } => "apply_end",
+            Event::NodeApplyStart { .. } => "node_apply_start",
+            Event::NodeApplyEnd { .. } => "node_apply_end",
+            Event::ItemApplyStart { .. } => "item_apply_start",
+            Event::ItemApplyEnd { .. } => "item_apply_end",
+            Event::ActionRunStart { .. } => "action_run_start",
+            Event::ActionRunEnd { .. } => "action_run_end",
+            Event::RunStart { .. } => "run_start",
+            Event::RunEnd { .. } => "run_end",
+            Event::NodeRunStart { .. } => "node_run_start",
+            Event::NodeRunEnd { .. } => "node_run_end",
+            Event::LockAdd { .. } => "lock_add",
+            Event::LockRemove { .. } => "lock_remove",
+            Event::LockShow { .. } => "lock_show",
+            Event::NodeSshConnect { .. } => "node_ssh_connect",
+            Event::TestNode { .. } => "test_node",
+            Event::Test => "test",
+        }
+    }
+
+    /// The event as one JSON object (`--json` output); hooks get the same fields.
+    pub fn to_json(&self) -> Value {
+        let names = |nodes: &[&Node]| nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+        let secs = |d: &Duration| d.as_secs_f64();
+        let body = match self {
+            Event::ApplyStart {
+                target,
+                nodes,
+                interactive,
+            } => {
+                json!({"target": target, "nodes": names(nodes), "interactive": interactive})
+            }
+            Event::ApplyEnd {
+                target,
+                nodes,
+                duration,
+            } => {
+                json!({"target": target, "nodes": names(nodes), "duration": secs(duration)})
+            }
+            Event::NodeApplyStart { node, interactive } => {
+                json!({"node": node.name, "interactive": interactive})
+            }
+            Event::NodeApplyEnd {
+                node,
+                duration,
+                interactive,
+                result,
+            } => json!({
+                "node": node.name, "duration": secs(duration), "interactive": interactive, "result": result
+            }),
+            Event::ItemApplyStart { node, item } | Event::ActionRunStart { node, item } => {
+                json!({"node": node.name, "item": item.id, "bundle": item.bundle})
+            }
+            Event::ItemApplyEnd {
+                node,
+                item,
+                duration,
+                status,
+                status_before,
+                status_after,
+                reason,
+            } => json!({
+                "node": node.name, "item": item.id, "bundle": item.bundle, "duration": secs(duration),
+                "status": status, "status_before": status_before, "status_after": status_after, "reason": reason,
+            }),
+            Event::ActionRunEnd {
+                node,
+                item,
+                duration,
+                status,
+            } => json!({
+                "node": node.name, "item": item.id, "bundle": item.bundle, "duration": secs(duration), "status": status
+            }),
+            Event::RunStart {
+                target,
+                nodes,
+                command,
+            } => {
+                json!({"target": target, "nodes": names(nodes), "command": command})
+            }
+            Event::RunEnd {
+                target,
+                nodes,
+                command,
+                duration,
+            } => json!({
+                "target": target, "nodes": names(nodes), "command": command, "duration": secs(duration)
+            }),
+            Event::NodeRunStart { node, command } => json!({"node": node.name, "command": command}),
+            Event::NodeRunEnd {
+                node,
+                command,
+                duration,
+                return_code,
+                stdout,
+                stderr,
+            } => json!({
+                "node": node.name, "command": command, "duration": secs(duration), "return_code": return_code,
+                "stdout": String::from_utf8_lossy(stdout), "stderr": String::from_utf8_lossy(stderr),
+            }),
+            Event::LockAdd {
+                node,
+                lock_id,
+                items,
+                expiry,
+                comment,
+            } => json!({
+                "node": node.name, "lock_id": lock_id, "items": items, "expiry": expiry, "comment": comment
+            }),
+            Event::LockRemove { node, lock_id } => json!({"node": node.name, "lock_id": lock_id}),
+            Event::LockShow { node, lock_info } => {
+                json!({"node": node.name, "lock_info": lock_info})
+            }
+            Event::NodeSshConnect { node } | Event::TestNode { node } => json!({"node": node.name}),
+            Event::Test => json!({}),
+        };
+        let mut obj = json!({"event": self.name()});
+        if let (Some(o), Value::Object(b)) = (obj.as_object_mut(), body) {
+            o.extend(b);
+        }
+        obj
+    }
+}
+
+/// Something that wants to hear about events (output, JSON, hooks).
+pub trait Subscriber: Send + Sync {
+    /// Called for every event, from whichever worker thread produced it.
+    fn on_event(&self, event: &Event<'_>) -> Flow;
+}
+
+/// Fans events out to every subscriber, in the order they were added.
+#[derive(Default)]
+pub struct Bus {
+    subscribers: Vec<Box<dyn Subscriber>>,
+}
+
+impl Bus {
+    /// An empty bus.
+    pub fn new() -> Self {
+        Bus::default()
+    }
+
+    /// Adds a subscriber.
+    pub fn subscribe(&mut self, s: Box<dyn Subscriber>) {
+        self.subscribers.push(s);
+    }
+
+    /// Delivers `event` to every subscriber; the first non-`Continue` answer wins, but every
+    /// subscriber still hears the event.
+    pub fn emit(&self, event: &Event<'_>) -> Flow {
+        let mut flow = Flow::Continue;
+        for s in &self.subscribers {
+            let f = s.on_event(event);
+            if flow == Flow::Continue {
+                flow = f;
+            }
+        }
+        flow
+    }
+}

@@ -1,0 +1,1 @@
+//! Rhai hooks: user scripts called at every lifecycle point (SPEC section 6).

@@ -1,0 +1,196 @@
+//! Items: the things a bundle manages. Every type has the same shape (typed attributes parsed
+//! from items.toml / items.rhai; an expected state; an actual state read from the node; a fix).
+
+use crate::diag::Location;
+
+/// What kind of thing an item manages, with its type-specific attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemKind {
+    File(FileAttrs),
+    Directory(DirectoryAttrs),
+    Symlink(SymlinkAttrs),
+    Action(ActionAttrs),
+    User(UserAttrs),
+    Group(GroupAttrs),
+    PkgApt(PkgAptAttrs),
+    SvcSystemd(SvcSystemdAttrs),
+}
+
+impl ItemKind {
+    /// The singular type name used in item ids (`file:/etc/motd`).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ItemKind::File(_) => "file",
+            ItemKind::Directory(_) => "directory",
+            ItemKind::Symlink(_) => "symlink",
+            ItemKind::Action(_) => "action",
+            ItemKind::User(_) => "user",
+            ItemKind::Group(_) => "group",
+            ItemKind::PkgApt(_) => "pkg_apt",
+            ItemKind::SvcSystemd(_) => "svc_systemd",
+        }
+    }
+}
+
+/// Every item type: (table name in items.toml, singular id prefix).
+pub const ITEM_TYPES: &[(&str, &str)] = &[
+    ("files", "file"),
+    ("directories", "directory"),
+    ("symlinks", "symlink"),
+    ("actions", "action"),
+    ("users", "user"),
+    ("groups", "group"),
+    ("pkg_apt", "pkg_apt"),
+    ("svc_systemd", "svc_systemd"),
+];
+
+/// How a file's content is produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentType {
+    /// UTF-8 text taken verbatim.
+    #[default]
+    Text,
+    /// A minijinja template rendered per node.
+    Jinja2,
+    /// `content` is base64; the decoded bytes are the file.
+    Base64,
+    /// `source` is uploaded byte for byte.
+    Binary,
+    /// Only existence, mode and ownership are managed.
+    Any,
+}
+
+/// Where a file's content comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileSource {
+    /// Inline `content`.
+    Content(String),
+    /// `source`, resolved to `bundles/NAME/files/...`.
+    Source(std::path::PathBuf),
+    /// No content (content_type "any", or delete).
+    None,
+}
+
+/// `[files."PATH"]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileAttrs {
+    pub source: FileSource,
+    pub content_type: ContentType,
+    /// Permission bits; `None` leaves them alone.
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub delete: bool,
+    /// Never diff or log the content.
+    pub sensitive: bool,
+}
+
+/// `[directories."PATH"]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectoryAttrs {
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    /// Remove entries not managed by any file/directory/symlink item.
+    pub purge: bool,
+    pub delete: bool,
+}
+
+/// `[symlinks."PATH"]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SymlinkAttrs {
+    pub target: String,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub delete: bool,
+}
+
+/// `[actions.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionAttrs {
+    pub command: String,
+    /// Accepted exit codes; empty means any.
+    pub expected_return_code: Vec<i32>,
+    pub expected_stdout: Option<String>,
+    pub expected_stderr: Option<String>,
+    pub data_stdin: Option<String>,
+    /// Some(true): only in interactive runs; Some(false): never ask.
+    pub interactive: Option<bool>,
+}
+
+/// `[users.NAME]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UserAttrs {
+    pub uid: Option<u32>,
+    /// Primary group, by name or number.
+    pub gid: Option<String>,
+    pub groups: Option<Vec<String>>,
+    pub home: Option<String>,
+    pub shell: Option<String>,
+    pub full_name: Option<String>,
+    pub password_hash: Option<String>,
+    pub delete: bool,
+}
+
+/// `[groups.NAME]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GroupAttrs {
+    pub gid: Option<u32>,
+    pub delete: bool,
+}
+
+/// `[pkg_apt.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PkgAptAttrs {
+    pub installed: bool,
+}
+
+/// `[svc_systemd.NAME]`; `None` means "don't care".
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SvcSystemdAttrs {
+    pub running: Option<bool>,
+    pub enabled: Option<bool>,
+    pub masked: Option<bool>,
+}
+
+/// The attributes every item type shares (SPEC 4.2), as written (selectors unresolved).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Deps {
+    pub needs: Vec<String>,
+    pub needed_by: Vec<String>,
+    pub after: Vec<String>,
+    pub before: Vec<String>,
+    pub precedes: Vec<String>,
+    pub preceded_by: Vec<String>,
+    pub triggers: Vec<String>,
+    pub triggered_by: Vec<String>,
+    pub tags: Vec<String>,
+    pub triggered: bool,
+    pub unless: Option<String>,
+    pub skip: bool,
+    /// `None`: computed (true unless skip/triggered/unless is set).
+    pub cascade_skip: Option<bool>,
+    pub comment: Option<String>,
+}
+
+/// One item of one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// `TYPE:NAME`, e.g. `file:/etc/motd`.
+    pub id: String,
+    /// The part after `TYPE:` (a path for files, a name otherwise).
+    pub name: String,
+    pub bundle: String,
+    pub kind: ItemKind,
+    pub deps: Deps,
+    /// Where the item was defined (items.toml table or items.rhai).
+    pub location: Location,
+}
+
+impl Item {
+    /// The singular type name (`file`, `pkg_apt`, ...).
+    pub fn type_name(&self) -> &'static str {
+        self.kind.type_name()
+    }
+}

@@ -1,0 +1,24 @@
+//! cinch: agentless configuration management over SSH.
+//!
+//! Flow: [`cli`] -> [`repo::Repo`] (loaded once, immutable) -> [`plan::Plan`] per node ->
+//! executor over a [`transport::Transport`] -> [`events::Event`]s -> subscribers
+//! (terminal output, JSON lines, hooks).
+
+pub mod apply;
+pub mod check;
+pub mod cli;
+pub mod console;
+pub mod diag;
+pub mod error;
+pub mod events;
+pub mod hooks;
+pub mod inspect;
+pub mod interrupt;
+pub mod items;
+pub mod lock;
+pub mod output;
+pub mod plan;
+pub mod repo;
+pub mod run;
+pub mod shell;
+pub mod transport;
