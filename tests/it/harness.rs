@@ -1,0 +1,120 @@
+//! A small builder over a temporary repo, so tests read like user stories:
+//! `TestRepo::new().file("nodes.toml", "...").cinch(&["apply", "web1"]).expect_code(0)`.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A repo in a temporary directory, deleted when dropped.
+pub struct TestRepo {
+    pub dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+/// What one `cinch` invocation produced.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts the exit code, showing all output when it differs.
+    #[track_caller]
+    pub fn expect_code(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Asserts stdout contains `needle`.
+    #[track_caller]
+    pub fn stdout_has(self, needle: &str) -> Self {
+        assert!(self.stdout.contains(needle), "stdout lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Asserts stderr contains `needle`.
+    #[track_caller]
+    pub fn stderr_has(self, needle: &str) -> Self {
+        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Stdout parsed as JSON lines.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+            .collect()
+    }
+}
+
+impl TestRepo {
+    /// An empty repo directory (with an empty `bundles/`).
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("cinch-test").tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("bundles")).expect("bundles dir");
+        TestRepo { dir, env: vec![("CINCH_IDENTITY".into(), "tester".into())] }
+    }
+
+    /// The repo's root.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file relative to the repo root, creating parent directories.
+    pub fn file(self, rel: &str, content: &str) -> Self {
+        self.write(rel, content);
+        self
+    }
+
+    /// Like [`TestRepo::file`] but by reference, for tests that change a repo between runs.
+    pub fn write(&self, rel: &str, content: &str) {
+        let p = self.dir.path().join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, content).expect("write");
+    }
+
+    /// Sets an environment variable for every cinch run.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs `cinch -r REPO ARGS...` and captures everything.
+    pub fn cinch(&self, args: &[&str]) -> Run {
+        let mut cmd = cinch_command();
+        cmd.arg("-r").arg(self.dir.path()).args(args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        run(cmd)
+    }
+}
+
+/// The binary under test, with a clean environment for repo discovery.
+pub fn cinch_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cinch"));
+    cmd.env_remove("CINCH_REPO").env("NO_COLOR", "1");
+    cmd
+}
+
+/// Runs a prepared command, capturing output.
+pub fn run(mut cmd: Command) -> Run {
+    let out = cmd.output().expect("running cinch");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Path of the repo-template shipped with cinch.
+pub fn repo_template() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("repo-template")
+}
