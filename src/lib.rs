@@ -20,5 +20,6 @@ pub mod output;
 pub mod plan;
 pub mod repo;
 pub mod run;
+pub mod script;
 pub mod shell;
 pub mod transport;
