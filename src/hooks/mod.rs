@@ -4,8 +4,8 @@
 //! top-level `const`s and `import`s are visible to its functions as `global::NAME` and `alias::`);
 //! after that only its functions are called, from whichever node worker emits the event.
 //!
-//! Wiring, for commands: `let hooks = hooks::subscribe(&mut bus, &repo.path, console.clone())?;`
-//! then emit events on the bus and end with `if hooks.had_errors() { exit 1 }`.
+//! Wiring: [`crate::events::command_bus`] subscribes the hooks (via [`subscribe`]); commands emit
+//! events on that bus and end with `if bus.had_errors() { exit 1 }`.
 //! How a command must treat the [`Flow`] a hook returns:
 //! - `apply_start` / `run_start`: `Abort(reason)` stops before anything runs; show the reason, exit 1.
 //! - `node_apply_start` / `node_run_start`: `SkipNode(reason)` skips that node
@@ -571,11 +571,19 @@ impl Subscriber for Hooks {
     fn on_event(&self, event: &Event<'_>) -> Flow {
         self.dispatch(event)
     }
+
+    fn had_errors(&self) -> bool {
+        Hooks::had_errors(self)
+    }
 }
 
 impl Subscriber for Arc<Hooks> {
     fn on_event(&self, event: &Event<'_>) -> Flow {
         self.dispatch(event)
+    }
+
+    fn had_errors(&self) -> bool {
+        Hooks::had_errors(self)
     }
 }
 

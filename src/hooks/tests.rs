@@ -961,3 +961,36 @@ fn lint_warns_about_misspelt_hooks_and_too_many_parameters() {
     );
     assert!(text[2].contains("private"), "{}", text[2]);
 }
+
+#[test]
+fn bus_reports_hook_errors_through_subscribe() {
+    let repo = Repo::new();
+    repo.file(
+        "hooks/a.rhai",
+        "fn test(repo) { throw \"policy violated\"; }\n",
+    );
+    let mut bus = Bus::new();
+    let hooks = subscribe(&mut bus, repo.path(), console()).expect("subscribe");
+    assert!(!bus.had_errors());
+    assert_eq!(bus.emit(&Event::Test), Flow::Continue);
+    assert!(bus.had_errors());
+    assert!(hooks.had_errors());
+    let errors = hooks.errors();
+    assert_eq!(errors[0].message, "hook test failed: policy violated");
+    assert_eq!(
+        errors[0].location.as_ref().map(|l| (l.line, l.column)),
+        Some((1, 17))
+    );
+}
+
+#[test]
+fn subscribe_refuses_a_broken_hook_as_a_repo_error() {
+    let repo = Repo::new();
+    repo.file("hooks/a.rhai", "fn test(repo) {\n");
+    let mut bus = Bus::new();
+    let err = subscribe(&mut bus, repo.path(), console())
+        .err()
+        .expect("must fail");
+    assert_eq!(err.exit_code(), 2);
+    assert!(err.to_string().contains("hooks/a.rhai:"), "{err}");
+}
