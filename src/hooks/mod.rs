@@ -807,7 +807,7 @@ fn close_hook_name(name: &str) -> Option<&'static str> {
         .iter()
         .map(|(h, _)| *h)
         .map(|h| (strsim::damerau_levenshtein(name, h), h))
-        .filter(|(d, h)| *d > 0 && *d <= 2.max(h.len() / 6))
+        .filter(|(d, h)| *d > 0 && *d <= if h.len() <= 6 { 1 } else { 2 })
         .min_by_key(|(d, _)| *d)
         .map(|(_, h)| h)
 }
@@ -889,5 +889,7 @@ fn item_attributes(kind: &ItemKind) -> Value {
     }
 }
 
+#[cfg(test)]
+mod examples;
 #[cfg(test)]
 mod tests;
