@@ -994,3 +994,39 @@ fn subscribe_refuses_a_broken_hook_as_a_repo_error() {
     assert_eq!(err.exit_code(), 2);
     assert!(err.to_string().contains("hooks/a.rhai:"), "{err}");
 }
+
+#[test]
+fn run_local_is_bounded_in_time() {
+    let repo = Repo::new();
+    repo.file(
+        "hooks/a.rhai",
+        r#"
+fn test_node(repo, node) { run_local("sleep 30; echo late", 0.3); }
+fn test(repo) {
+    let r = run_local("(sleep 30 >/dev/null 2>&1 &); echo hi", 5);
+    if r.stdout != "hi\n" || r.rc != 0 { throw `unexpected ${r}`; }
+}
+"#,
+    );
+    let hooks = repo.hooks();
+    let started = std::time::Instant::now();
+    hooks.on_event(&Event::TestNode {
+        node: &node("web1", json!({})),
+    });
+    hooks.on_event(&Event::Test);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let errors = hooks.errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .message
+            .contains("run_local: timed out after 0.3s: sleep 30; echo late"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(errors[0].location.as_ref().map(|l| l.line), Some(2));
+}
