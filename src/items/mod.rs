@@ -194,3 +194,9 @@ impl Item {
         self.kind.type_name()
     }
 }
+
+pub mod action;
+pub mod directory;
+pub mod file;
+pub mod state;
+pub mod symlink;
