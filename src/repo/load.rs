@@ -132,6 +132,15 @@ pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
     }
 
     if !diags.is_empty() {
+        // In file order, so users can fix them top to bottom.
+        diags.sort_by(|a, b| {
+            let key = |d: &Diagnostic| {
+                d.location
+                    .as_ref()
+                    .map(|l| (l.file.clone(), l.line, l.column))
+            };
+            key(a).cmp(&key(b))
+        });
         return Err(diags);
     }
 
@@ -449,7 +458,7 @@ fn read_group(
                 format!(
                     "group '{name}': invalid member pattern '{}': {}",
                     p.value,
-                    e.to_string().lines().last().unwrap_or("bad regex").trim()
+                    regex_reason(&e)
                 ),
             )),
         }
@@ -467,6 +476,13 @@ fn read_group(
         metadata,
         spans,
     }
+}
+
+/// The last line of a regex error ("unclosed group"), without the pattern echo above it.
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text.lines().last().unwrap_or("invalid regex").trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_string()
 }
 
 /// Every directory under `bundles/` is a bundle; `metadata.toml` in it holds its defaults.
