@@ -16,8 +16,8 @@ pub fn cmd_groups(_ctx: &Context, _args: &GroupsArgs) -> Result<u8> {
 }
 
 /// Runs `cinch items`.
-pub fn cmd_items(_ctx: &Context, _args: &ItemsArgs) -> Result<u8> {
-    Err(Error::Usage("items is not built yet".into()))
+pub fn cmd_items(ctx: &Context, args: &ItemsArgs) -> Result<u8> {
+    crate::items::listing::run(ctx, args)
 }
 
 /// Runs `cinch metadata`.
