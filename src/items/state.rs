@@ -129,7 +129,7 @@ pub fn show_keys(change: &Change, hidden: &[&str]) -> String {
     };
     let mut out = String::new();
     if let (Some(e), None) = (&change.expected, &change.actual) {
-        for (k, v) in e {
+        for (k, v) in e.iter().filter(|(k, _)| *k != "type") {
             out.push_str(&crate::diff::key_line(k, "-", &val(k, Some(v))));
         }
     } else if let (None, Some(a)) = (&change.expected, &change.actual) {
