@@ -252,21 +252,21 @@ fn run_node(
             ..Default::default()
         };
     }
-    if mode == Mode::Apply {
-        if let Flow::SkipNode(reason) = bus.emit(&Event::NodeApplyStart { node, interactive }) {
-            out.node_line(node, &format!("skipped by hook ({reason})"), false);
-            return NodeRun {
-                reports: job
-                    .graph
-                    .items
-                    .iter()
-                    .enumerate()
-                    .map(|(idx, _)| skipped_report(idx, &format!("node skipped by hook: {reason}")))
-                    .collect(),
-                duration: started.elapsed(),
-                ..Default::default()
-            };
-        }
+    if mode == Mode::Apply
+        && let Flow::SkipNode(reason) = bus.emit(&Event::NodeApplyStart { node, interactive })
+    {
+        out.node_line(node, &format!("skipped by hook ({reason})"), false);
+        return NodeRun {
+            reports: job
+                .graph
+                .items
+                .iter()
+                .enumerate()
+                .map(|(idx, _)| skipped_report(idx, &format!("node skipped by hook: {reason}")))
+                .collect(),
+            duration: started.elapsed(),
+            ..Default::default()
+        };
     }
     let bar = out.node_started(node, job.graph.items.len());
     let sink = NodeSink {
