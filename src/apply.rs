@@ -219,19 +219,16 @@ fn run(ctx: &Context, select: &SelectArgs, mode: Mode, interactive: bool) -> Res
     let rows: Vec<(&Node, &NodeRun)> = jobs.iter().map(|j| j.node).zip(results.iter()).collect();
     out.summary(&rows);
 
-    let interrupted = crate::interrupt::requested() || results.iter().any(|r| r.interrupted);
     let failed = results
         .iter()
         .any(|r| r.error.is_some() || r.count(Outcome::Failed) > 0);
     let drift = results.iter().any(|r| r.count(Outcome::WouldChange) > 0);
     Ok(if crate::interrupt::requested() {
         130
-    } else if failed || (mode == Mode::Verify && drift) {
+    } else if failed || bus.had_errors() || (mode == Mode::Verify && drift) {
         1
-    } else if interrupted {
-        // An interactive "quit" is the user's choice, not a failure.
-        0
     } else {
+        // An interactive "quit" is the user's choice, not a failure.
         0
     })
 }
