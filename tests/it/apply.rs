@@ -503,3 +503,48 @@ fn killed_apply_never_leaves_a_partial_file() {
     s.cinch(&["apply", "n1"]).expect_code(0);
     assert!(std::fs::read(s.path("big")).unwrap() == big);
 }
+
+#[test]
+fn interactive_asks_per_item_through_a_pty() {
+    use std::io::{Read, Write};
+    let s = Scene::new(
+        "[files.\"@/a\"]\ncontent = \"A\\n\"\n[files.\"@/b\"]\ncontent = \"B\\n\"\n[files.\"@/c\"]\ncontent = \"C\\n\"\n",
+    );
+    let inner = format!(
+        "'{}' -r '{}' apply -i n1",
+        env!("CARGO_BIN_EXE_cinch"),
+        s.repo.path().display()
+    );
+    // util-linux `script` runs cinch on a real pseudo-terminal and relays our stdin to it.
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .env("CINCH_IDENTITY", "tester")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux script");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"n\ny\nq\n").unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("Create file:"), "{out}");
+    assert!(out.contains("+A"), "the question shows the diff: {out}");
+    assert!(out.contains("skipped (declined interactively)"), "{out}");
+    assert!(out.contains("skipped (quit interactively)"), "{out}");
+    assert!(!s.path("a").exists(), "answered no");
+    assert_eq!(
+        std::fs::read_to_string(s.path("b")).unwrap(),
+        "B\n",
+        "answered yes"
+    );
+    assert!(!s.path("c").exists(), "quit");
+}
