@@ -12,8 +12,7 @@ pub fn engine(repo_path: &Path) -> rhai::Engine {
     engine.set_max_operations(MAX_OPERATIONS);
     engine.set_max_call_levels(64);
     engine.set_max_expr_depths(128, 64);
-    let mut resolver =
-        rhai::module_resolvers::FileModuleResolver::new_with_path(repo_path.join("libs"));
+    let mut resolver = rhai::module_resolvers::FileModuleResolver::new_with_path(repo_path.join("libs"));
     resolver.enable_cache(true);
     engine.set_module_resolver(resolver);
     engine
