@@ -149,6 +149,11 @@ fn run(ctx: &Context, select: &SelectArgs, mode: Mode, interactive: bool) -> Res
         return Err(Error::Repo(diags));
     }
 
+    let connect = crate::transport::ConnectOptions::from_settings(
+        &repo.path,
+        &repo.settings.ssh,
+        ctx.add_host_keys,
+    );
     let console = &*ctx.console;
     let bus = if mode == Mode::Apply {
         crate::events::command_bus(ctx, &repo)?
@@ -193,7 +198,7 @@ fn run(ctx: &Context, select: &SelectArgs, mode: Mode, interactive: bool) -> Res
                 loop {
                     let k = next.fetch_add(1, Ordering::SeqCst);
                     let Some(job) = jobs.get(k) else { break };
-                    let r = run_node(job, &bus, &out, mode, interactive);
+                    let r = run_node(job, &bus, &out, &connect, mode, interactive);
                     if let Ok(mut v) = results.lock() {
                         v[k] = Some(r);
                     }
@@ -237,6 +242,7 @@ fn run_node(
     job: &Prepared<'_>,
     bus: &Bus,
     out: &Reporter<'_>,
+    connect: &crate::transport::ConnectOptions,
     mode: Mode,
     interactive: bool,
 ) -> NodeRun {
@@ -281,7 +287,10 @@ fn run_node(
             ..Default::default()
         }
     } else {
-        let transport = crate::transport::open(node);
+        if node.transport == crate::repo::TransportKind::Ssh {
+            bus.emit(&Event::NodeSshConnect { node });
+        }
+        let transport = crate::transport::open(node, connect);
         let exec_job = Job {
             node,
             graph: &job.graph,

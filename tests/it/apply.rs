@@ -548,3 +548,54 @@ fn interactive_asks_per_item_through_a_pty() {
     );
     assert!(!s.path("c").exists(), "quit");
 }
+
+#[test]
+fn over_ssh_steady_state_is_one_command_and_a_dead_node_does_not_stop_others() {
+    let sshd = crate::sshd::Sshd::start(2);
+    let mut nodes = String::new();
+    let repo = TestRepo::new().file("cinch.toml", &sshd.cinch_toml());
+    for n in ["node1", "node2"] {
+        let d = sshd.node_dir(n);
+        let d = d.display();
+        nodes.push_str(&format!("[nodes.{n}]\nbundles = [\"{n}\"]\n"));
+        let mut items = format!("[directories.\"{d}/etc\"]\npurge = true\n");
+        for k in 0..30 {
+            items.push_str(&format!(
+                "[files.\"{d}/etc/f{k} it's `odd`\"]\ncontent = \"{n} {k}\\n\"\nmode = \"0600\"\n"
+            ));
+        }
+        repo.write(&format!("bundles/{n}/items.toml"), &items);
+    }
+    nodes.push_str("[nodes.dead]\nhostname = \"127.0.0.1\"\nport = 1\nbundles = [\"node1\"]\n");
+    repo.write("nodes.toml", &nodes);
+    std::fs::create_dir_all(sshd.node_dir("node1").join("etc")).unwrap();
+    std::fs::write(sshd.node_dir("node1").join("etc/stray $(x)"), "junk").unwrap();
+
+    let run = repo.cinch(&["apply", "all"]).expect_code(1);
+    assert!(run.stderr.contains("dead"), "{}", run.stderr);
+    let f = sshd.node_dir("node2").join("etc/f7 it's `odd`");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "node2 7\n");
+    assert!(!sshd.node_dir("node1").join("etc/stray $(x)").exists());
+    let before = mtime(&f);
+
+    let run = repo
+        .cinch(&["--json", "apply", "node1,node2", "--stats"])
+        .expect_code(0);
+    let summary = run.json_lines().pop().unwrap();
+    for n in summary["nodes"].as_array().unwrap() {
+        assert_eq!(n["fixed"], 0, "{summary}");
+        assert_eq!(n["ok"], 31, "{summary}");
+        assert_eq!(
+            n["commands"], 1,
+            "steady state over ssh is one remote command: {summary}"
+        );
+    }
+    assert_eq!(mtime(&f), before);
+    std::fs::write(&f, "drift\n").unwrap();
+    repo.cinch(&["verify", "node2"])
+        .expect_code(1)
+        .stdout_has("+node2 7");
+    repo.cinch(&["apply", "node2"]).expect_code(0);
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "node2 7\n");
+    repo.cinch(&["verify", "node1,node2"]).expect_code(0);
+}

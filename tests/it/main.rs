@@ -5,4 +5,6 @@ mod apply;
 mod harness;
 mod inspect;
 mod repo;
+mod sshd;
+mod transport;
 mod verify;
