@@ -736,70 +736,91 @@ def bench_run(ctx: Ctx, tools: list[Tool], net: Net, label_prefix: str = "") -> 
 
 # --- test: a synthetic repo, in cinch's format and in BundleWrap's ---------------------------
 
-def gen_test_repo(ctx: Ctx, nodes: int):
-    """Writes the same synthetic repo twice: cinch (TOML) and BundleWrap (Python).
-
-    Shape: `nodes` nodes; 10 groups by the node number's last digit (member_patterns), each
-    contributing 2 of 10 bundles and metadata; 2 explicit groups; 20 items per bundle (a
-    directory, 14 text files, 1 jinja2 template, 3 symlinks, 1 triggered action that the files
-    trigger), so every node has 40 items to validate.
-    """
+def gen_test_repo(ctx: Ctx, nodes: int) -> tuple[Path, Path]:
+    """The cinch repo from bench/gen-repo (the repo engineer's generator) when present, else a
+    built-in one of a similar shape; then the same repo translated into BundleWrap's format."""
     base = ctx.work / "repos" / "test"
     shutil.rmtree(base, ignore_errors=True)
     c, b = base / "cinch", base / "bw"
-    names = [f"n{i:04d}" for i in range(1, nodes + 1)]
+    gen = BENCH / "gen-repo"
+    if gen.exists():
+        sh([sys.executable, str(gen), str(c), "--nodes", str(nodes)])
+    else:
+        builtin_test_repo(c, nodes)
+    cinch_to_bw(c, b)
+    return c, b
+
+
+def builtin_test_repo(c: Path, nodes: int) -> None:
+    """`nodes` nodes; 10 groups by the node number's last digit (member_patterns), each
+    contributing 2 of 10 bundles and metadata; 2 explicit groups; 20 items per bundle."""
     (c / "bundles").mkdir(parents=True)
-    (b / "bundles").mkdir(parents=True)
-    cnodes, bnodes = [], {}
-    for i, n in enumerate(names, 1):
-        dc = "dc_a" if i % 2 else "dc_b"
-        cnodes.append(f"[nodes.{n}]\nhostname = \"{n}.example.com\"\ngroups = [\"{dc}\"]\n"
-                      f"[nodes.{n}.metadata]\nid = {i}\nrack = \"r{i % 40}\"\n")
-        bnodes[n] = {"hostname": f"{n}.example.com", "groups": [dc], "metadata": {"id": i, "rack": f"r{i % 40}"}}
-    (c / "nodes.toml").write_text("\n".join(cnodes))
-    (b / "nodes.py").write_text(f"nodes = {bnodes!r}\n")
-    cgroups, bgroups = [], {}
+    out = []
+    for i in range(1, nodes + 1):
+        out.append(f"[nodes.n{i:04d}]\nhostname = \"n{i:04d}.example.com\"\ngroups = [\"dc_{'a' if i % 2 else 'b'}\"]\n"
+                   f"[nodes.n{i:04d}.metadata]\nid = {i}\nrack = \"r{i % 40}\"\n")
+    (c / "nodes.toml").write_text("\n".join(out))
+    out = []
     for k in range(10):
-        bundles = [f"b{k}", f"b{(k + 1) % 10}"]
-        pat = f"^n\\d*{k}$"
-        cgroups.append(f"[groups.role{k}]\nbundles = {json.dumps(bundles)}\nmember_patterns = [{toml_str(pat)}]\n"
-                       f"[groups.role{k}.metadata]\nrole = {{ index = {k}, name = \"role{k}\" }}\n")
-        bgroups[f"role{k}"] = {"bundles": bundles, "member_patterns": [pat],
-                               "metadata": {"role": {"index": k, "name": f"role{k}"}}}
-    for dc in ("dc_a", "dc_b"):
-        cgroups.append(f"[groups.{dc}]\n[groups.{dc}.metadata]\ndc = \"{dc}\"\n")
-        bgroups[dc] = {"metadata": {"dc": dc}}
-    (c / "groups.toml").write_text("\n".join(cgroups))
-    (b / "groups.py").write_text(f"groups = {bgroups!r}\n")
+        pattern = toml_str("^n\\d*" + str(k) + "$")
+        out.append(f"[groups.role{k}]\nbundles = [\"b{k}\", \"b{(k + 1) % 10}\"]\n"
+                   f"member_patterns = [{pattern}]\n"
+                   f"[groups.role{k}.metadata]\nrole = {{ index = {k}, name = \"role{k}\" }}\n")
+    out += [f"[groups.{dc}]\n[groups.{dc}.metadata]\ndc = \"{dc}\"\n" for dc in ("dc_a", "dc_b")]
+    (c / "groups.toml").write_text("\n".join(out))
     for k in range(10):
         root = f"/srv/b{k}"
-        citems, bdirs, bfiles, blinks, bactions = [], {}, {}, {}, {}
-        citems.append(f"[directories.\"{root}\"]\nmode = \"0755\"\n")
-        bdirs[root] = {"mode": "0755"}
+        d = c / "bundles" / f"b{k}"
+        (d / "files").mkdir(parents=True)
+        (d / "files" / "node.conf.j2").write_text("# {{ node.name }}\nhost = {{ node.hostname }}\n")
+        items = [f"[directories.\"{root}\"]\nmode = \"0755\"\n"]
         for j in range(14):
             content = f"bundle b{k} file {j}\n" + hashlib.sha256(f"{k}/{j}".encode()).hexdigest() * 4 + "\n"
-            p = f"{root}/f{j:02d}.conf"
-            citems.append(f"[files.\"{p}\"]\ncontent = {toml_str(content)}\nmode = \"0644\"\n"
-                          f"triggers = [\"action:reload_b{k}\"]\n")
-            bfiles[p] = {"content": content, "mode": "0644", "triggers": [f"action:reload_b{k}"]}
-        tpl = f"{root}/node.conf"
-        for d in (c, b):
-            (d / "bundles" / f"b{k}" / "files").mkdir(parents=True)
-            (d / "bundles" / f"b{k}" / "files" / "node.conf.j2").write_text(
-                "# {{ node.name }}\nname = {{ node.name }}\nhost = {{ node.hostname }}\n")
-        citems.append(f"[files.\"{tpl}\"]\nsource = \"node.conf.j2\"\ncontent_type = \"jinja2\"\n")
-        bfiles[tpl] = {"source": "node.conf.j2", "content_type": "jinja2"}
-        for j in range(3):
-            p = f"{root}/link{j}"
-            citems.append(f"[symlinks.\"{p}\"]\ntarget = \"{root}/f{j:02d}.conf\"\n")
-            blinks[p] = {"target": f"{root}/f{j:02d}.conf"}
-        citems.append(f"[actions.reload_b{k}]\ncommand = \"true\"\ntriggered = true\n")
-        bactions[f"reload_b{k}"] = {"command": "true", "triggered": True}
-        (c / "bundles" / f"b{k}" / "items.toml").write_text("\n".join(citems))
-        (b / "bundles" / f"b{k}" / "items.py").write_text(
-            f"directories = {bdirs!r}\nfiles = {bfiles!r}\nsymlinks = {blinks!r}\nactions = {bactions!r}\n")
+            items.append(f"[files.\"{root}/f{j:02d}.conf\"]\ncontent = {toml_str(content)}\nmode = \"0644\"\n"
+                         f"triggers = [\"action:reload_b{k}\"]\n")
+        items.append(f"[files.\"{root}/node.conf\"]\nsource = \"node.conf.j2\"\ncontent_type = \"jinja2\"\n")
+        items += [f"[symlinks.\"{root}/link{j}\"]\ntarget = \"{root}/f{j:02d}.conf\"\n" for j in range(3)]
+        items.append(f"[actions.reload_b{k}]\ncommand = \"true\"\ntriggered = true\n")
+        (d / "items.toml").write_text("\n".join(items))
+
+
+def cinch_to_bw(c: Path, b: Path) -> None:
+    """Translates a cinch repo (the subset both tools share: nodes, groups, bundles with
+    items.toml, metadata.toml and files/) into the equivalent BundleWrap repo.
+
+    Templates see `metadata` in cinch; BundleWrap's equivalent of `metadata.x.y` is
+    `node.metadata.get('x/y')`, which is what the translation writes.
+    """
+    import tomllib
+
+    def load(path: Path) -> dict:
+        return tomllib.loads(path.read_text()) if path.exists() else {}
+
+    (b / "bundles").mkdir(parents=True)
     (b / "items").mkdir()
-    return c, b
+    nodes = dict(load(c / "nodes.toml").get("nodes", {}))
+    for extra in sorted((c / "nodes").glob("*.toml")) if (c / "nodes").is_dir() else []:
+        nodes.update(load(extra).get("nodes", {}))
+    groups = dict(load(c / "groups.toml").get("groups", {}))
+    for extra in sorted((c / "groups").glob("*.toml")) if (c / "groups").is_dir() else []:
+        groups.update(load(extra).get("groups", {}))
+    (b / "nodes.py").write_text(f"nodes = {nodes!r}\n")
+    (b / "groups.py").write_text(f"groups = {groups!r}\n")
+    for bundle in sorted(p for p in (c / "bundles").iterdir() if p.is_dir()):
+        dst = b / "bundles" / bundle.name
+        dst.mkdir()
+        items = load(bundle / "items.toml")
+        (dst / "items.py").write_text("".join(f"{kind} = {table!r}\n" for kind, table in items.items()))
+        meta = load(bundle / "metadata.toml")
+        if meta:
+            (dst / "metadata.py").write_text(f"defaults = {meta!r}\n")
+        if (bundle / "files").is_dir():
+            shutil.copytree(bundle / "files", dst / "files")
+            for f in (dst / "files").rglob("*"):
+                if f.is_file():
+                    f.write_text(re.sub(r"(?<![\w.])metadata\.([\w.]+)",
+                                        lambda m: "node.metadata.get(%r)" % m.group(1).replace(".", "/"),
+                                        f.read_text()))
 
 
 class LocalTool(Tool):
