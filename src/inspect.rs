@@ -195,8 +195,8 @@ fn selected_groups(repo: &Repo, target: Option<&str>) -> Result<Vec<String>> {
 }
 
 /// Runs `cinch items`.
-pub fn cmd_items(_ctx: &Context, _args: &ItemsArgs) -> Result<u8> {
-    Err(Error::Usage("items is not built yet".into()))
+pub fn cmd_items(ctx: &Context, args: &ItemsArgs) -> Result<u8> {
+    crate::items::listing::run(ctx, args)
 }
 
 /// Runs `cinch metadata`.

@@ -546,11 +546,7 @@ fn read_bundles(root: &Path, diags: &mut Vec<Diagnostic>) -> BTreeMap<String, Bu
         out.insert(
             name.clone(),
             BundleDef {
-                bundle: Bundle {
-                    name,
-                    dir: path,
-                    metadata_defaults: defaults,
-                },
+                bundle: Bundle::new(name, path, defaults),
                 spans,
             },
         );

@@ -42,6 +42,25 @@ pub struct Bundle {
     pub dir: PathBuf,
     /// `metadata.toml` contents (an object), `{}` when absent.
     pub metadata_defaults: serde_json::Value,
+    /// Parsed items.toml, compiled items.rhai and templates, filled on first use and shared
+    /// by every node that has this bundle.
+    pub items_cache: crate::items::parse::BundleCache,
+}
+
+impl Bundle {
+    /// A bundle whose item files have not been read yet.
+    pub fn new(
+        name: impl Into<String>,
+        dir: PathBuf,
+        metadata_defaults: serde_json::Value,
+    ) -> Self {
+        Bundle {
+            name: name.into(),
+            dir,
+            metadata_defaults,
+            items_cache: Default::default(),
+        }
+    }
 }
 
 /// The loaded repository.
