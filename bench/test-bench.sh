@@ -27,7 +27,15 @@ commands=(
 )
 
 if command -v hyperfine >/dev/null; then
-  hyperfine --warmup 2 --runs "$runs" --style basic --output null "${commands[@]}"
+  results="$(mktemp)"
+  hyperfine --warmup 2 --runs "$runs" --style basic --output null \
+    --export-json "$results" "${commands[@]}"
+  python3 - "$results" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print(f"{r['command']}: median {r['median'] * 1000:.0f} ms over {len(r['times'])} runs")
+PY
+  rm -f "$results"
 else
   for cmd in "${commands[@]}"; do
     times=()
