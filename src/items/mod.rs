@@ -252,3 +252,6 @@ impl Item {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testutil;
