@@ -182,14 +182,14 @@ fn toml_item_to_json(item: &toml_edit::Item) -> Result<Value, &'static str> {
         toml_edit::Item::Value(v) => toml_value_to_json(v),
         toml_edit::Item::Table(t) => t
             .iter()
-            .map(|(k, v)| Ok((k.to_string(), toml_item_to_json(v)?)))
+            .map(|(k, v)| Ok::<_, &'static str>((k.to_string(), toml_item_to_json(v)?)))
             .collect::<Result<serde_json::Map<_, _>, _>>()
             .map(Value::Object),
         toml_edit::Item::ArrayOfTables(a) => a
             .iter()
             .map(|t| {
                 t.iter()
-                    .map(|(k, v)| Ok((k.to_string(), toml_item_to_json(v)?)))
+                    .map(|(k, v)| Ok::<_, &'static str>((k.to_string(), toml_item_to_json(v)?)))
                     .collect::<Result<serde_json::Map<_, _>, _>>()
                     .map(Value::Object)
             })
@@ -211,7 +211,7 @@ fn toml_value_to_json(v: &toml_edit::Value) -> Result<Value, &'static str> {
         T::Array(a) => Value::Array(a.iter().map(toml_value_to_json).collect::<Result<_, _>>()?),
         T::InlineTable(t) => Value::Object(
             t.iter()
-                .map(|(k, v)| Ok((k.to_string(), toml_value_to_json(v)?)))
+                .map(|(k, v)| Ok::<_, &'static str>((k.to_string(), toml_value_to_json(v)?)))
                 .collect::<Result<_, _>>()?,
         ),
     })
