@@ -2,3 +2,5 @@
 //! `cinch` binary against temporary repos, the local transport and a private sshd.
 
 mod harness;
+mod items;
+mod plan;
