@@ -1140,6 +1140,13 @@ owner = 0
     }
 
     #[test]
+    fn a_repo_with_its_caches_can_be_shared_by_node_workers() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<crate::repo::Repo>();
+        shareable::<crate::plan::Plan>();
+    }
+
+    #[test]
     fn a_missing_bundle_is_an_error_not_a_panic() {
         let f = Fixture::new().toml("base", "");
         let node = f.node("n1", &["base", "bsae2"], serde_json::json!({}));
