@@ -195,11 +195,16 @@ impl Item {
     }
 }
 
+pub mod action;
+pub mod directory;
+pub mod file;
 pub mod listing;
 pub mod parse;
 pub mod render;
 pub mod rhai;
 pub mod selector;
+pub mod state;
+pub mod symlink;
 
 pub use parse::load_node_items;
 
