@@ -5,6 +5,8 @@ mod apply;
 mod check;
 mod harness;
 mod inspect;
+mod items;
+mod plan;
 mod repo;
 mod sshd;
 mod transport;
