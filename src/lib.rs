@@ -11,6 +11,7 @@ pub mod console;
 pub mod diag;
 pub mod error;
 pub mod events;
+pub mod fanout;
 pub mod hooks;
 pub mod inspect;
 pub mod interrupt;
