@@ -312,3 +312,9 @@ impl Bus {
         flow
     }
 }
+
+/// The bus every command emits on: one place where subscribers (hooks, ...) are attached, so
+/// all commands get the same ones.
+pub fn command_bus(_ctx: &crate::cli::Context, _repo: &crate::repo::Repo) -> crate::error::Result<Bus> {
+    Ok(Bus::new())
+}
