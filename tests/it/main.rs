@@ -2,3 +2,4 @@
 //! `cinch` binary against temporary repos, the local transport and a private sshd.
 
 mod harness;
+mod lock;
