@@ -27,7 +27,13 @@ metadata = {{ out = "{root}/out2" }}
     );
     r.write(
         "bundles/b/items.rhai",
-        r#"#{ files: #{ [node.metadata.out + "/motd"]: #{ content: "hello\n" } }, directories: #{ [node.metadata.out]: #{} } }"#,
+        r#"
+let files = #{};
+files[node.metadata.out + "/motd"] = #{ content: "hello\n" };
+let dirs = #{};
+dirs[node.metadata.out] = #{};
+#{ files: files, directories: dirs }
+"#,
     );
     r
 }
