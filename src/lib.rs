@@ -9,9 +9,14 @@ pub mod check;
 pub mod cli;
 pub mod console;
 pub mod diag;
+pub mod diff;
 pub mod error;
 pub mod events;
+<<<<<<< HEAD
 pub mod fanout;
+=======
+pub mod executor;
+>>>>>>> main
 pub mod hooks;
 pub mod inspect;
 pub mod interrupt;
@@ -19,6 +24,7 @@ pub mod items;
 pub mod lock;
 pub mod output;
 pub mod plan;
+pub mod probe;
 pub mod repo;
 pub mod run;
 pub mod script;

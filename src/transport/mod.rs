@@ -1,10 +1,12 @@
 //! How cinch talks to a node: a small trait with an `ssh` and a `local` implementation.
 
 pub mod local;
+pub mod ssh;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::repo::Node;
+use crate::repo::{Node, TransportKind};
 
 /// One remote command: a complete POSIX sh script, optional stdin, optional time limit.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +61,13 @@ pub enum TransportError {
     /// The connection broke while a command ran.
     #[error("{node}: connection lost: {reason}")]
     Disconnected { node: String, reason: String },
+    /// A helper command (upload, ...) ran but failed; `reason` is its stderr.
+    #[error("{node}: {what} failed: {reason}")]
+    Failed {
+        node: String,
+        what: String,
+        reason: String,
+    },
     /// A local problem starting or feeding the command.
     #[error("{node}: {context}: {source}")]
     Io {
@@ -69,7 +78,20 @@ pub enum TransportError {
 }
 
 /// A connection to one node. Implementations are shared by that node's item workers.
+///
+/// Every implementation stops a command (and every process it started) when its
+/// [`Command::timeout`] passes or when the user forces an interrupt
+/// ([`crate::interrupt::forced`]), and then returns with `timed_out` / `status: None`.
 pub trait Transport: Send + Sync {
+    /// Connects now instead of on the first command, so callers can fire `node_ssh_connect`
+    /// just before and tell connection failures apart from command failures.
+    fn connect(&self) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    /// The node's name, for messages.
+    fn node(&self) -> &str;
+
     /// Runs a command and captures its output.
     fn run(&self, cmd: &Command) -> Result<Output, TransportError>;
 
@@ -88,7 +110,81 @@ pub trait Transport: Send + Sync {
     fn stats(&self) -> Stats;
 }
 
-/// Opens (lazily, for ssh) a transport to `node`.
-pub fn open(node: &Node) -> Box<dyn Transport> {
-    Box::new(local::LocalTransport::new(node))
+/// Connection choices that come from the repo (`[ssh]` in cinch.toml) and the command line.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// `ssh -F`: an ssh_config used instead of `~/.ssh/config`.
+    pub config_file: Option<PathBuf>,
+    /// `UserKnownHostsFile`.
+    pub known_hosts_file: Option<PathBuf>,
+    /// `ConnectTimeout`; `None` leaves it to the ssh config.
+    pub connect_timeout: Option<Duration>,
+    /// `--add-host-keys`: accept (and remember) unknown host keys; changed keys stay refused.
+    pub add_host_keys: bool,
+    /// Where control sockets live; default `/tmp/cinch-UID` (`$CINCH_SSH_CONTROL_DIR`
+    /// overrides). Must stay short: socket paths are limited to ~100 bytes.
+    pub control_dir: Option<PathBuf>,
+}
+
+impl ConnectOptions {
+    /// Options from a repo's settings; relative paths in cinch.toml are relative to the repo.
+    pub fn from_settings(
+        repo_path: &std::path::Path,
+        ssh: &crate::repo::settings::SshSettings,
+        add_host_keys: bool,
+    ) -> Self {
+        let abs = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                repo_path.join(p)
+            }
+        };
+        ConnectOptions {
+            config_file: ssh.config_file.as_ref().map(abs),
+            known_hosts_file: ssh.known_hosts_file.as_ref().map(abs),
+            connect_timeout: ssh.connect_timeout.map(Duration::from_secs),
+            add_host_keys,
+            control_dir: std::env::var_os("CINCH_SSH_CONTROL_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+}
+
+/// Opens a transport to `node`; ssh connects lazily on the first command (or [`Transport::connect`]).
+pub fn open(node: &Node, opts: &ConnectOptions) -> Box<dyn Transport> {
+    match node.transport {
+        TransportKind::Local => Box::new(local::LocalTransport::new(node)),
+        TransportKind::Ssh => Box::new(ssh::SshTransport::new(node, opts)),
+    }
+}
+
+/// Writes `bytes` to `path` on the node atomically (temp file beside it, fsync, rename), so an
+/// interrupted upload never leaves a half-written file. `mode` is applied before the rename.
+pub fn upload_atomic(
+    t: &dyn Transport,
+    path: &str,
+    bytes: &[u8],
+    mode: Option<u32>,
+) -> Result<(), TransportError> {
+    let cmd = Command {
+        script: crate::shell::upload_script(path, mode),
+        stdin: Some(bytes.to_vec()),
+        timeout: None,
+    };
+    let out = t.run(&cmd)?;
+    if out.status == Some(0) {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    Err(TransportError::Failed {
+        node: t.node().to_string(),
+        what: format!("writing {path}"),
+        reason: match (out.status, stderr.is_empty()) {
+            (_, false) => stderr,
+            (Some(c), true) => format!("exit code {c}"),
+            (None, true) => "killed".to_string(),
+        },
+    })
 }

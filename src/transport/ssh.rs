@@ -1,0 +1,605 @@
+//! `transport = "ssh"`: the real OpenSSH client through the `openssh` crate (native mux).
+//!
+//! One ControlMaster per node per invocation, started lazily by the first command, shared by
+//! every command on that node (at most [`MAX_IN_FLIGHT`] at once) and closed explicitly by
+//! [`Transport::close`] or, on error paths, when the transport is dropped. Because the real
+//! `ssh` runs, `~/.ssh/config` (ProxyJump, IdentityFile, User, Port, Match, agents) applies.
+//!
+//! The trait is synchronous because callers are plain worker threads; this module owns one
+//! shared tokio runtime and `block_on`s it. Never call it from a runtime thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Runtime;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::{Command, ConnectOptions, Output, Stats, Stream, Transport, TransportError};
+use crate::repo::Node;
+use crate::shell;
+
+/// Commands in flight on one connection: sshd's `MaxSessions` defaults to 10, and kills
+/// need a channel of their own ([`KILL_SLOTS`]).
+pub const MAX_IN_FLIGHT: usize = 8;
+/// Channels reserved for killing timed-out commands, so a kill never waits behind them.
+const KILL_SLOTS: usize = 2;
+/// A master left behind by a killed cinch exits after this long without clients.
+const CONTROL_PERSIST_SECS: usize = 60;
+/// How often a running command checks its deadline and the interrupt counter.
+const TICK: Duration = Duration::from_millis(100);
+/// After asking the node to kill a command, how long we still wait for its end.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The runtime every ssh transport shares; created on first use so commands that never
+/// connect never start one.
+fn runtime() -> Result<&'static Runtime, TransportError> {
+    static RT: OnceLock<Result<Runtime, String>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cinch-ssh")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| TransportError::Io {
+        node: String::new(),
+        context: "starting the ssh runtime".into(),
+        source: std::io::Error::other(e.clone()),
+    })
+}
+
+/// `/tmp/cinch-UID` unless configured: short, so control socket paths stay far below the
+/// ~100-byte limit whatever `$HOME` or `$TMPDIR` is, and private to the user.
+fn control_dir(configured: Option<&Path>) -> Result<PathBuf, String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let dir = configured.map_or_else(
+        || PathBuf::from(format!("/tmp/cinch-{uid}")),
+        Path::to_path_buf,
+    );
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => return Ok(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+    }
+    let meta = std::fs::symlink_metadata(&dir)
+        .map_err(|e| format!("cannot inspect {}: {e}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} is not a private directory owned by you; remove it",
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+enum Conn {
+    Idle,
+    Up(Arc<Session>),
+    /// Connecting failed; later commands fail the same way instead of retrying.
+    Failed(String),
+    Closed,
+}
+
+/// A lazily connected ControlMaster to one node.
+pub struct SshTransport {
+    node: String,
+    destination: String,
+    builder: SessionBuilder,
+    add_host_keys: bool,
+    control_dir: Option<PathBuf>,
+    become_: Option<String>,
+    conn: tokio::sync::Mutex<Conn>,
+    slots: Semaphore,
+    kill_slots: Arc<Semaphore>,
+    stats: Mutex<Stats>,
+}
+
+impl SshTransport {
+    /// A transport for `node`; nothing connects until the first command.
+    pub fn new(node: &Node, opts: &ConnectOptions) -> Self {
+        let mut b = SessionBuilder::default();
+        b.known_hosts_check(if opts.add_host_keys {
+            KnownHosts::Add
+        } else {
+            KnownHosts::Strict
+        });
+        if let Some(persist) = std::num::NonZeroUsize::new(CONTROL_PERSIST_SECS) {
+            b.control_persist(ControlPersist::IdleFor(persist));
+        }
+        if let Some(u) = &node.username {
+            b.user(u.clone());
+        }
+        if let Some(p) = node.port {
+            b.port(p);
+        }
+        if let Some(f) = &opts.config_file {
+            b.config_file(f);
+        }
+        if let Some(f) = &opts.known_hosts_file {
+            b.user_known_hosts_file(f);
+        }
+        if let Some(t) = opts.connect_timeout {
+            b.connect_timeout(t);
+        }
+        SshTransport {
+            node: node.name.clone(),
+            destination: node.hostname.clone(),
+            builder: b,
+            add_host_keys: opts.add_host_keys,
+            control_dir: opts.control_dir.clone(),
+            become_: node.become_.clone(),
+            conn: tokio::sync::Mutex::new(Conn::Idle),
+            slots: Semaphore::new(MAX_IN_FLIGHT),
+            kill_slots: Arc::new(Semaphore::new(KILL_SLOTS)),
+            stats: Mutex::new(Stats::default()),
+        }
+    }
+
+    fn connect_error(&self, reason: String) -> TransportError {
+        TransportError::Connect {
+            node: self.node.clone(),
+            reason,
+        }
+    }
+
+    fn lost(&self, reason: String) -> TransportError {
+        TransportError::Disconnected {
+            node: self.node.clone(),
+            reason,
+        }
+    }
+
+    /// The connection, made on first use. The lock is held while connecting, so parallel
+    /// first commands wait for one master instead of racing to start several.
+    async fn session(&self) -> Result<Arc<Session>, TransportError> {
+        let mut conn = self.conn.lock().await;
+        match &*conn {
+            Conn::Up(s) => return Ok(s.clone()),
+            Conn::Failed(reason) => return Err(self.connect_error(reason.clone())),
+            Conn::Closed => return Err(self.lost("the connection was already closed".into())),
+            Conn::Idle => {}
+        }
+        let dir = control_dir(self.control_dir.as_deref()).map_err(|r| self.connect_error(r))?;
+        let mut b = self.builder.clone();
+        b.control_directory(&dir);
+        match b.connect_mux(&self.destination).await {
+            Ok(s) => {
+                let s = Arc::new(s);
+                *conn = Conn::Up(s.clone());
+                Ok(s)
+            }
+            Err(e) => {
+                let reason = connect_reason(&e, self.add_host_keys);
+                *conn = Conn::Failed(reason.clone());
+                Err(self.connect_error(reason))
+            }
+        }
+    }
+
+    /// Forgets a master that went away (idle timeout after a long pause) so the next
+    /// command starts a new one.
+    async fn forget(&self, old: &Arc<Session>) {
+        let mut conn = self.conn.lock().await;
+        if let Conn::Up(s) = &*conn
+            && Arc::ptr_eq(s, old)
+        {
+            *conn = Conn::Idle;
+        }
+    }
+
+    async fn spawn(
+        &self,
+        session: &Arc<Session>,
+        line: &str,
+        stdin: bool,
+    ) -> Result<openssh::Child<Arc<Session>>, openssh::Error> {
+        Session::to_raw_command(session.clone(), line)
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await
+    }
+
+    async fn run_async(
+        &self,
+        cmd: &Command,
+        sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
+    ) -> Result<Output, TransportError> {
+        let _permit = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| self.lost("the connection was closed".into()))?;
+        let started = Instant::now();
+        let line = shell::report_pgid(&shell::command_line(&cmd.script, self.become_.as_deref()));
+        let mut session = self.session().await?;
+        let mut child = match self.spawn(&session, &line, cmd.stdin.is_some()).await {
+            Ok(c) => c,
+            Err(openssh::Error::Disconnected) => {
+                self.forget(&session).await;
+                session = self.session().await?;
+                self.spawn(&session, &line, cmd.stdin.is_some())
+                    .await
+                    .map_err(|e| self.lost(error_chain(&e)))?
+            }
+            Err(e) => return Err(self.lost(error_chain(&e))),
+        };
+
+        if let (Some(mut pipe), Some(data)) = (child.stdin().take(), cmd.stdin.clone()) {
+            // A command that does not read its stdin closes the pipe: not an error.
+            tokio::spawn(async move {
+                let _ = pipe.write_all(&data).await;
+                let _ = pipe.shutdown().await;
+            });
+        }
+        let mut stdout = child.stdout().take();
+        let mut stderr = child.stderr().take();
+        let (mut bo, mut be) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+        let mut marker = PgidFilter::default();
+        let mut tick = tokio::time::interval(TICK);
+        let deadline = cmd.timeout.map(|t| started + t);
+        let mut timed_out = false;
+        let mut stop_at: Option<Instant> = None;
+        let mut kill_sent = false;
+        let mut received = 0u64;
+        while stdout.is_some() || stderr.is_some() {
+            tokio::select! {
+                r = read_some(&mut stdout, &mut bo) => match r {
+                    Some(n) => {
+                        received += n as u64;
+                        sink(Stream::Stdout, &bo[..n]);
+                    }
+                    None => stdout = None,
+                },
+                r = read_some(&mut stderr, &mut be) => match r {
+                    Some(n) => {
+                        received += n as u64;
+                        marker.feed(&be[..n], &mut |b| sink(Stream::Stderr, b));
+                    }
+                    None => stderr = None,
+                },
+                _ = tick.tick() => {}
+            }
+            if stop_at.is_none() {
+                let expired = deadline.is_some_and(|d| Instant::now() >= d);
+                if expired || crate::interrupt::forced() {
+                    timed_out = expired;
+                    stop_at = Some(Instant::now());
+                }
+            }
+            if let Some(at) = stop_at {
+                if !kill_sent && let Some(pgid) = marker.pgid {
+                    self.kill_remote(&session, pgid);
+                    kill_sent = true;
+                }
+                // Something left the process group and holds the channel open: stop waiting.
+                if at.elapsed() >= STOP_GRACE {
+                    break;
+                }
+            }
+        }
+        marker.finish(&mut |b| sink(Stream::Stderr, b));
+
+        let waited = match stop_at {
+            None => Ok(child.wait().await),
+            Some(_) => tokio::time::timeout(STOP_GRACE, child.wait()).await,
+        };
+        let status = match waited {
+            Err(_elapsed) => None,
+            Ok(Ok(st)) if stop_at.is_none() => st.code(),
+            Ok(Ok(_)) => None,
+            // native mux reports exit code 127 as an error of its own.
+            Ok(Err(openssh::Error::Remote(e))) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some(127)
+            }
+            Ok(Err(openssh::Error::RemoteProcessTerminated)) => {
+                // Killed by a signal, or the connection died: only the master can tell.
+                if stop_at.is_none() && session.check().await.is_err() {
+                    return Err(self.lost(master_log_reason(session.control_socket())));
+                }
+                None
+            }
+            Ok(Err(e)) => return Err(self.lost(error_chain(&e))),
+        };
+        let mut st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        st.commands += 1;
+        st.bytes_sent += line.len() as u64 + cmd.stdin.as_ref().map_or(0, |d| d.len() as u64);
+        st.bytes_received += received;
+        Ok(Output {
+            status,
+            timed_out,
+            ..Default::default()
+        })
+    }
+
+    /// Kills process group `pgid` on the node (see [`shell::kill_group`]) over a channel of
+    /// its own, without holding up the reading of the command's last output.
+    fn kill_remote(&self, session: &Arc<Session>, pgid: u32) {
+        let line = shell::kill_group(pgid, self.become_.as_deref());
+        let session = session.clone();
+        let slots = self.kill_slots.clone();
+        tokio::spawn(async move {
+            let _permit = slots.acquire_owned().await;
+            let _ = Session::to_raw_command(session, line)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await;
+        });
+    }
+}
+
+impl Transport for SshTransport {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn connect(&self) -> Result<(), TransportError> {
+        runtime()?.block_on(self.session()).map(|_| ())
+    }
+
+    fn run(&self, cmd: &Command) -> Result<Output, TransportError> {
+        let (mut so, mut se) = (Vec::new(), Vec::new());
+        let res = self.run_streaming(cmd, &mut |s, b| match s {
+            Stream::Stdout => so.extend_from_slice(b),
+            Stream::Stderr => se.extend_from_slice(b),
+        })?;
+        Ok(Output {
+            stdout: so,
+            stderr: se,
+            ..res
+        })
+    }
+
+    fn run_streaming(
+        &self,
+        cmd: &Command,
+        sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
+    ) -> Result<Output, TransportError> {
+        runtime()?.block_on(self.run_async(cmd, sink))
+    }
+
+    fn close(&self) -> Result<(), TransportError> {
+        let rt = runtime()?;
+        rt.block_on(async {
+            let mut conn = self.conn.lock().await;
+            let Conn::Up(session) = std::mem::replace(&mut *conn, Conn::Closed) else {
+                return Ok(());
+            };
+            let ctl = session.control_socket().to_path_buf();
+            let pid = master_pid(&ctl).await;
+            let res = match Arc::try_unwrap(session) {
+                Ok(s) => s.close().await.map_err(|e| self.lost(error_chain(&e))),
+                // A kill still in flight holds a reference; its drop shuts the master down.
+                Err(_shared) => Ok(()),
+            };
+            // The mux "stop listening" request lets the master exit once idle; make sure it
+            // is gone now rather than when ControlPersist runs out.
+            if let Some(pid) = pid {
+                reap_master(pid).await;
+            }
+            res
+        })
+    }
+
+    fn stats(&self) -> Stats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Reads what is available from an optional pipe; `None` at end of stream. A missing pipe
+/// never resolves, so `select!` simply stops polling it.
+async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, buf: &mut [u8]) -> Option<usize> {
+    match pipe {
+        Some(p) => match p.read(buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(n),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Strips the `cinch-pgid:N` line the wrapper prints first on stderr, remembering N.
+#[derive(Default)]
+struct PgidFilter {
+    pending: Vec<u8>,
+    done: bool,
+    pgid: Option<u32>,
+}
+
+impl PgidFilter {
+    fn feed(&mut self, data: &[u8], out: &mut dyn FnMut(&[u8])) {
+        if self.done {
+            out(data);
+            return;
+        }
+        self.pending.extend_from_slice(data);
+        let marker = shell::PGID_MARKER.as_bytes();
+        let prefix_ok = |p: &[u8]| {
+            let n = p.len().min(marker.len());
+            p[..n] == marker[..n]
+        };
+        if let Some(nl) = self.pending.iter().position(|&b| b == b'\n') {
+            let line = &self.pending[..nl];
+            let rest = if let Some(num) = line.strip_prefix(marker) {
+                self.pgid = std::str::from_utf8(num).ok().and_then(|s| s.parse().ok());
+                &self.pending[nl + 1..]
+            } else {
+                &self.pending[..]
+            };
+            if !rest.is_empty() {
+                out(rest);
+            }
+            self.done = true;
+            self.pending = Vec::new();
+        } else if !prefix_ok(&self.pending) || self.pending.len() > marker.len() + 20 {
+            out(&self.pending);
+            self.done = true;
+            self.pending = Vec::new();
+        }
+    }
+
+    fn finish(&mut self, out: &mut dyn FnMut(&[u8])) {
+        if !self.pending.is_empty() {
+            out(&self.pending);
+            self.pending.clear();
+        }
+        self.done = true;
+    }
+}
+
+/// The master's pid, from `ssh -O check` ("Master running (pid=N)").
+async fn master_pid(ctl: &Path) -> Option<i32> {
+    let out = tokio::process::Command::new("ssh")
+        .arg("-S")
+        .arg(ctl)
+        .args(["-O", "check", "cinch-master"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    let start = text.find("pid=")? + 4;
+    let end = text[start..].find(')')? + start;
+    text[start..end].parse().ok()
+}
+
+/// Waits briefly for the master to exit, then terminates it.
+async fn reap_master(pid: i32) {
+    let alive = || {
+        // SAFETY: signal 0 only checks for existence.
+        unsafe { libc::kill(pid, 0) == 0 }
+    };
+    for _ in 0..20 {
+        if !alive() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // SAFETY: plain kill(2) of the ssh master we started.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
+/// Every message in an error's source chain, because openssh keeps ssh's words in the source.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !parts.contains(&msg) {
+            parts.push(msg);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// What ssh said when connecting failed, condensed to the lines that matter.
+fn connect_reason(e: &openssh::Error, add_host_keys: bool) -> String {
+    let text = match e {
+        openssh::Error::Connect(io) => io.to_string(),
+        other => return error_chain(other),
+    };
+    let mut reason = condense_ssh_log(&text);
+    if reason.is_empty() {
+        reason = "ssh failed without saying why".into();
+    }
+    if !add_host_keys && reason.contains("you have requested strict checking") {
+        reason.push_str(" (to accept an unknown host key once, use --add-host-keys)");
+    }
+    reason
+}
+
+/// Why a master died, from the last lines of its log.
+fn master_log_reason(ctl: &Path) -> String {
+    let log = ctl.with_file_name("log");
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let reason = condense_ssh_log(&text);
+    if reason.is_empty() {
+        "the ssh connection was lost".into()
+    } else {
+        reason
+    }
+}
+
+/// Keeps ssh's meaningful lines, dropping banners and noise; the man-in-the-middle warning
+/// becomes one line plus the facts (which key, which file).
+pub fn condense_ssh_log(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim().trim_start_matches("ssh: ").trim())
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with('@') && !l.starts_with("Warning: Permanently added")
+        })
+        .collect();
+    if text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+        let mut out =
+            vec!["REMOTE HOST IDENTIFICATION HAS CHANGED (possible man-in-the-middle attack)"];
+        out.extend(lines.iter().copied().filter(|l| {
+            l.starts_with("Offending")
+                || l.starts_with("Host key for")
+                || l.starts_with("Host key verification failed")
+        }));
+        return out.join("; ");
+    }
+    // Keep the last few lines: earlier ones are usually debug chatter from a verbose config.
+    let start = lines.len().saturating_sub(4);
+    lines[start..].join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(chunks: &[&[u8]]) -> (Option<u32>, Vec<u8>) {
+        let mut f = PgidFilter::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            f.feed(c, &mut |b| out.extend_from_slice(b));
+        }
+        f.finish(&mut |b| out.extend_from_slice(b));
+        (f.pgid, out)
+    }
+
+    #[test]
+    fn pgid_marker_is_stripped_even_when_split() {
+        assert_eq!(
+            filter(&[b"cinch-pg", b"id:42\nerr"]),
+            (Some(42), b"err".to_vec())
+        );
+        assert_eq!(filter(&[b"cinch-pgid:7\n"]), (Some(7), Vec::new()));
+    }
+
+    #[test]
+    fn other_stderr_passes_through_untouched() {
+        assert_eq!(filter(&[b"sh: oops\n"]), (None, b"sh: oops\n".to_vec()));
+        assert_eq!(filter(&[b"cin"]), (None, b"cin".to_vec()));
+    }
+
+    #[test]
+    fn host_key_change_is_condensed() {
+        let log = "@@@@@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n@@@@@@@@\n\
+                   IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\nOffending ED25519 key in /k:1\n\
+                   Host key for [127.0.0.1]:2222 has changed and you have requested strict checking.\n\
+                   Host key verification failed.\n";
+        let r = condense_ssh_log(log);
+        assert!(
+            r.starts_with("REMOTE HOST IDENTIFICATION HAS CHANGED"),
+            "{r}"
+        );
+        assert!(r.contains("Offending ED25519 key in /k:1"), "{r}");
+        assert!(!r.contains("NASTY"), "{r}");
+    }
+}

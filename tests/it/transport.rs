@@ -1,0 +1,550 @@
+//! The transport layer driven directly (library API) against a private sshd and locally.
+
+use std::path::Path;
+use std::process::Command as Proc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cinch::repo::{Node, TransportKind};
+use cinch::transport::{self, Command, ConnectOptions, Stream, Transport, TransportError};
+
+use crate::sshd::Sshd;
+
+/// A private sshd for one test (statics are never dropped, so sharing one across tests
+/// would leave it running after the test binary exits).
+fn sshd() -> Sshd {
+    Sshd::start(4)
+}
+
+fn node(name: &str, hostname: &str, kind: TransportKind) -> Node {
+    Node {
+        name: name.into(),
+        hostname: hostname.into(),
+        username: None,
+        port: None,
+        transport: kind,
+        groups: vec![],
+        bundles: vec![],
+        dummy: false,
+        become_: None,
+        lock_dir: Node::DEFAULT_LOCK_DIR.into(),
+        metadata: serde_json::json!({}),
+        location: Default::default(),
+    }
+}
+
+fn opts(s: &Sshd) -> ConnectOptions {
+    ConnectOptions {
+        config_file: Some(s.ssh_config()),
+        ..Default::default()
+    }
+}
+
+fn ssh_node(s: &Sshd, alias: &str) -> Box<dyn Transport> {
+    transport::open(&node(alias, alias, TransportKind::Ssh), &opts(s))
+}
+
+fn local() -> Box<dyn Transport> {
+    transport::open(
+        &node("here", "localhost", TransportKind::Local),
+        &ConnectOptions::default(),
+    )
+}
+
+fn run(t: &dyn Transport, script: &str) -> transport::Output {
+    t.run(&Command::new(script))
+        .unwrap_or_else(|e| panic!("{script}: {e}"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A number unique to this test run, to find our own processes with pgrep.
+fn token() -> String {
+    format!("{}{:06}", std::process::id(), fastrand::u32(..1_000_000))
+}
+
+fn pgrep(pattern: &str) -> Vec<String> {
+    let out = Proc::new("pgrep")
+        .args(["-a", "-f", pattern])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_until_gone(pattern: &str) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let left = pgrep(pattern);
+        if left.is_empty() || start.elapsed() > Duration::from_secs(6) {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn both(s: &Sshd) -> Vec<(&'static str, Box<dyn Transport>)> {
+    vec![("ssh", ssh_node(s, "node1")), ("local", local())]
+}
+
+#[test]
+fn output_and_exit_codes_come_back_exactly() {
+    let s = sshd();
+    for (kind, t) in both(&s) {
+        let out = run(&*t, "echo out; echo err >&2; exit 3");
+        assert_eq!(out.status, Some(3), "{kind}");
+        assert_eq!(text(&out.stdout), "out\n", "{kind}");
+        assert_eq!(text(&out.stderr), "err\n", "{kind}");
+        assert!(!out.timed_out);
+        // 255 is what ssh itself uses for its failures: over native mux it is the command's.
+        assert_eq!(run(&*t, "exit 255").status, Some(255), "{kind}");
+        assert_eq!(
+            run(&*t, "no-such-command-cinch").status,
+            Some(127),
+            "{kind}"
+        );
+        assert_eq!(run(&*t, "true").status, Some(0), "{kind}");
+        t.close().expect("close");
+    }
+}
+
+#[test]
+fn quotes_dollars_and_locale_reach_the_shell_intact() {
+    let s = sshd();
+    let script = r#"printf '%s|' "it's" '$HOME' "a\"b" `echo x` "$LANG"; echo"#;
+    for (kind, t) in both(&s) {
+        let out = run(&*t, script);
+        assert_eq!(
+            text(&out.stdout),
+            "it's|$HOME|a\"b|x|C|\n",
+            "{kind}: {}",
+            text(&out.stderr)
+        );
+        t.close().expect("close");
+    }
+}
+
+#[test]
+fn binary_stdin_round_trips() {
+    let s = sshd();
+    let data: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 256) as u8).collect();
+    for (kind, t) in both(&s) {
+        let out = t
+            .run(&Command {
+                script: "cat".into(),
+                stdin: Some(data.clone()),
+                timeout: None,
+            })
+            .expect("cat");
+        assert_eq!(out.status, Some(0), "{kind}");
+        assert!(
+            out.stdout == data,
+            "{kind}: {} bytes back",
+            out.stdout.len()
+        );
+        t.close().expect("close");
+    }
+}
+
+#[test]
+fn streaming_delivers_chunks_before_the_command_ends() {
+    let s = sshd();
+    for (kind, t) in both(&s) {
+        let start = Instant::now();
+        let mut first: Option<Duration> = None;
+        let mut all = Vec::new();
+        let out = t
+            .run_streaming(
+                &Command::new("echo early; sleep 1; echo late"),
+                &mut |s, b| {
+                    if s == Stream::Stdout {
+                        first.get_or_insert(start.elapsed());
+                        all.extend_from_slice(b);
+                    }
+                },
+            )
+            .expect("run");
+        assert_eq!(out.status, Some(0));
+        assert_eq!(text(&all), "early\nlate\n", "{kind}");
+        let first = first.expect("got output");
+        assert!(
+            first < start.elapsed() - Duration::from_millis(500),
+            "{kind}: first chunk only at {first:?}"
+        );
+        t.close().expect("close");
+    }
+}
+
+#[test]
+fn timeout_kills_the_whole_process_tree() {
+    let s = sshd();
+    for (kind, t) in both(&s) {
+        let tok = token();
+        // A child shell, a background job and a foreground sleep: all must die.
+        let script =
+            format!("sh -c 'sleep 300.{tok}1' & sleep 300.{tok}2 & sleep 300.{tok}3; echo never");
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        let out = t
+            .run_streaming(
+                &Command {
+                    script,
+                    stdin: None,
+                    timeout: Some(Duration::from_secs(2)),
+                },
+                &mut |_, b| seen.extend_from_slice(b),
+            )
+            .expect("run");
+        assert!(out.timed_out, "{kind}");
+        assert_eq!(out.status, None, "{kind}");
+        assert!(
+            start.elapsed() < Duration::from_secs(12),
+            "{kind}: took {:?}",
+            start.elapsed()
+        );
+        assert!(!text(&seen).contains("never"));
+        let left = wait_until_gone(&format!("sleep 300.{tok}"));
+        assert!(left.is_empty(), "{kind}: orphans left: {left:?}");
+        t.close().expect("close");
+    }
+}
+
+#[test]
+fn commands_before_a_timeout_were_really_running() {
+    let s = sshd();
+    // Guards the test above against passing because nothing ever started.
+    let tok = token();
+    let handle = {
+        let tok = tok.clone();
+        let t = ssh_node(&s, "node2");
+        std::thread::spawn(move || {
+            let out = t.run(&Command {
+                script: format!("sleep 300.{tok}"),
+                stdin: None,
+                timeout: Some(Duration::from_secs(3)),
+            });
+            t.close().expect("close");
+            out
+        })
+    };
+    let begin = Instant::now();
+    let mut started = false;
+    while begin.elapsed() < Duration::from_secs(3) && !started {
+        started = !pgrep(&format!("sleep 300.{tok}")).is_empty();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(started, "the remote sleep never showed up");
+    let out = handle.join().expect("thread").expect("run");
+    assert!(out.timed_out);
+    assert!(wait_until_gone(&format!("sleep 300.{tok}")).is_empty());
+}
+
+#[test]
+fn upload_is_atomic_and_sets_the_mode() {
+    let s = sshd();
+    for (kind, t) in both(&s) {
+        let dir = s.node_dir(&format!("upload-{kind}"));
+        let target = dir.join("conf file's");
+        std::fs::write(&target, "old").expect("seed");
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+        transport::upload_atomic(&*t, &target.to_string_lossy(), &bytes, Some(0o600))
+            .expect("upload");
+        assert!(std::fs::read(&target).expect("read") == bytes, "{kind}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&target)
+                .expect("stat")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir).expect("ls").count(),
+            1,
+            "{kind}: temp file left"
+        );
+        let err = transport::upload_atomic(&*t, "/nonexistent-cinch/x", b"x", None)
+            .expect_err("must fail");
+        assert!(
+            matches!(err, TransportError::Failed { .. }),
+            "{kind}: {err}"
+        );
+        assert!(err.to_string().contains("/nonexistent-cinch/x"), "{err}");
+        t.close().expect("close");
+    }
+}
+
+#[test]
+fn at_most_eight_commands_run_at_once_on_one_connection() {
+    let s = sshd();
+    let dir = s.node_dir("inflight");
+    let t: Arc<dyn Transport> = Arc::from(ssh_node(&s, "node3"));
+    let d = dir.display().to_string();
+    // Each command registers itself, records how many are registered, lingers, leaves.
+    let script = format!(
+        "touch {d}/run.$$; ls {d} | grep -c '^run\\.' >{d}/seen.$$; sleep 0.5; rm {d}/run.$$"
+    );
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let t = t.clone();
+            let script = script.clone();
+            std::thread::spawn(move || t.run(&Command::new(script)).map(|o| o.status))
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().expect("thread").expect("run"), Some(0));
+    }
+    let mut max = 0;
+    for e in std::fs::read_dir(&dir).expect("ls") {
+        let p = e.expect("entry").path();
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("seen."))
+        {
+            let n: usize = std::fs::read_to_string(&p)
+                .expect("read")
+                .trim()
+                .parse()
+                .expect("count");
+            max = max.max(n);
+        }
+    }
+    assert!(max <= 8, "{max} commands ran at once");
+    assert!(max >= 4, "commands did not overlap at all ({max})");
+    assert_eq!(t.stats().commands, 16);
+    t.close().expect("close");
+}
+
+fn control_dir_for(test: &str) -> std::path::PathBuf {
+    let p = std::path::PathBuf::from(format!("/tmp/cinch-t{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    p
+}
+
+fn masters_using(dir: &Path) -> Vec<String> {
+    pgrep(&format!("ssh .*{}", dir.display()))
+}
+
+fn assert_no_leftovers(dir: &Path) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) && !masters_using(dir).is_empty() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        masters_using(dir).is_empty(),
+        "master left: {:?}",
+        masters_using(dir)
+    );
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "control files left: {left:?}");
+}
+
+#[test]
+fn close_leaves_no_master_and_no_socket() {
+    let s = sshd();
+    let dir = control_dir_for("close");
+    let o = ConnectOptions {
+        control_dir: Some(dir.clone()),
+        ..opts(&s)
+    };
+    let t = transport::open(&node("node1", "node1", TransportKind::Ssh), &o);
+    assert_eq!(run(&*t, "true").status, Some(0));
+    assert_eq!(masters_using(&dir).len(), 1, "one master while connected");
+    t.close().expect("close");
+    assert_no_leftovers(&dir);
+    // A closed transport refuses further work instead of reconnecting behind our back.
+    assert!(t.run(&Command::new("true")).is_err());
+    let _ = std::fs::remove_dir(&dir);
+}
+
+#[test]
+fn dropping_without_close_still_cleans_up() {
+    let s = sshd();
+    let dir = control_dir_for("drop");
+    let o = ConnectOptions {
+        control_dir: Some(dir.clone()),
+        ..opts(&s)
+    };
+    {
+        let t = transport::open(&node("node2", "node2", TransportKind::Ssh), &o);
+        assert_eq!(run(&*t, "true").status, Some(0));
+    }
+    assert_no_leftovers(&dir);
+    let _ = std::fs::remove_dir(&dir);
+}
+
+#[test]
+fn connect_is_lazy() {
+    let s = sshd();
+    let dir = control_dir_for("lazy");
+    let o = ConnectOptions {
+        control_dir: Some(dir.clone()),
+        ..opts(&s)
+    };
+    let t = transport::open(&node("node1", "node1", TransportKind::Ssh), &o);
+    assert!(masters_using(&dir).is_empty());
+    t.connect().expect("connect");
+    assert_eq!(masters_using(&dir).len(), 1);
+    t.close().expect("close");
+    assert_no_leftovers(&dir);
+    let _ = std::fs::remove_dir(&dir);
+}
+
+fn connect_error(n: Node, o: ConnectOptions) -> String {
+    let t = transport::open(&n, &o);
+    let err = t.connect().expect_err("must not connect");
+    assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
+    // Later commands fail the same way, quickly, without a new attempt.
+    let again = t.run(&Command::new("true")).expect_err("still failing");
+    assert_eq!(again.to_string(), err.to_string());
+    t.close().expect("close");
+    err.to_string()
+}
+
+#[test]
+fn refused_connection_reports_what_ssh_said() {
+    let s = sshd();
+    let mut n = node("dead", "node1", TransportKind::Ssh);
+    n.port = Some(crate::sshd::closed_port());
+    let msg = connect_error(n, opts(&s));
+    assert!(
+        msg.contains("dead") && msg.contains("Connection refused"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn auth_failure_reports_permission_denied_without_prompting() {
+    let s = sshd();
+    let mut n = node("stranger", "node1", TransportKind::Ssh);
+    n.username = Some("nosuchuser-cinch".into());
+    let start = Instant::now();
+    let msg = connect_error(n, opts(&s));
+    assert!(msg.contains("Permission denied"), "{msg}");
+    assert!(start.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn changed_host_key_is_refused_even_with_add_host_keys() {
+    let s = sshd();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let other = crate::sshd::keygen(&tmp.path().join("other"));
+    let kh = tmp.path().join("known_hosts");
+    let key = other
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    std::fs::write(&kh, format!("[127.0.0.1]:{} {key}\n", s.port)).expect("kh");
+    for add in [false, true] {
+        let o = ConnectOptions {
+            known_hosts_file: Some(kh.clone()),
+            add_host_keys: add,
+            ..opts(&s)
+        };
+        let msg = connect_error(node("node1", "node1", TransportKind::Ssh), o);
+        assert!(
+            msg.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
+            "{msg}"
+        );
+        assert!(msg.contains("Host key verification failed"), "{msg}");
+    }
+}
+
+#[test]
+fn unknown_host_key_needs_add_host_keys_once() {
+    let s = sshd();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let kh = tmp.path().join("known_hosts");
+    std::fs::write(&kh, "").expect("kh");
+    let o = |add| ConnectOptions {
+        known_hosts_file: Some(kh.clone()),
+        add_host_keys: add,
+        ..opts(&s)
+    };
+    let msg = connect_error(node("node1", "node1", TransportKind::Ssh), o(false));
+    assert!(
+        msg.contains("host key is known") && msg.contains("--add-host-keys"),
+        "{msg}"
+    );
+    let t = transport::open(&node("node1", "node1", TransportKind::Ssh), &o(true));
+    assert_eq!(run(&*t, "true").status, Some(0));
+    t.close().expect("close");
+    assert!(
+        std::fs::read_to_string(&kh)
+            .expect("kh")
+            .contains(&s.host_key())
+    );
+    // Remembered: strict checking now passes.
+    let t = transport::open(&node("node1", "node1", TransportKind::Ssh), &o(false));
+    assert_eq!(run(&*t, "true").status, Some(0));
+    t.close().expect("close");
+}
+
+#[test]
+fn become_sudo_is_real_over_ssh_and_locally() {
+    let s = sshd();
+    Sshd::ensure_user("cinchsudo", true);
+    let mut n = node("node4", "node4", TransportKind::Ssh);
+    n.username = Some("cinchsudo".into());
+    let plain = transport::open(&n, &opts(&s));
+    assert_ne!(
+        text(&run(&*plain, "id -u").stdout).trim(),
+        "0",
+        "logs in as a normal user"
+    );
+    plain.close().expect("close");
+    n.become_ = Some("sudo".into());
+    let t = transport::open(&n, &opts(&s));
+    let out = run(&*t, "id -u; echo \"$SUDO_USER\"; printf '%s' \"it's \\$x\"");
+    assert_eq!(
+        text(&out.stdout),
+        "0\ncinchsudo\nit's $x",
+        "{}",
+        text(&out.stderr)
+    );
+    // A timed-out become'd command is killed too, although root owns it.
+    let tok = token();
+    let out = t
+        .run(&Command {
+            script: format!("sleep 300.{tok}"),
+            stdin: None,
+            timeout: Some(Duration::from_secs(1)),
+        })
+        .expect("run");
+    assert!(out.timed_out);
+    assert!(wait_until_gone(&format!("sleep 300.{tok}")).is_empty());
+    t.close().expect("close");
+
+    let mut l = node("here", "localhost", TransportKind::Local);
+    l.become_ = Some("sudo".into());
+    let t = transport::open(&l, &ConnectOptions::default());
+    let out = run(&*t, "echo \"$SUDO_USER:$(id -u)\"");
+    assert_eq!(text(&out.stdout), "root:0\n", "{}", text(&out.stderr));
+}
+
+#[test]
+fn become_without_sudo_rights_fails_fast_instead_of_prompting() {
+    let s = sshd();
+    Sshd::ensure_user("cinchnosudo", false);
+    let mut n = node("node4", "node4", TransportKind::Ssh);
+    n.username = Some("cinchnosudo".into());
+    n.become_ = Some("sudo".into());
+    let t = transport::open(&n, &opts(&s));
+    let start = Instant::now();
+    let out = run(&*t, "id -u");
+    assert_ne!(out.status, Some(0));
+    assert!(
+        text(&out.stderr).contains("password is required"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(start.elapsed() < Duration::from_secs(20));
+    t.close().expect("close");
+}
