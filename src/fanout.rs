@@ -43,13 +43,18 @@ mod tests {
     fn keeps_input_order_and_bounds_concurrency() {
         let running = AtomicUsize::new(0);
         let peak = AtomicUsize::new(0);
-        let out = map_bounded(&(0..20).collect::<Vec<_>>(), 3, || false, |&i| {
-            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-            peak.fetch_max(now, Ordering::SeqCst);
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            running.fetch_sub(1, Ordering::SeqCst);
-            i * 2
-        });
+        let out = map_bounded(
+            &(0..20).collect::<Vec<_>>(),
+            3,
+            || false,
+            |&i| {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                running.fetch_sub(1, Ordering::SeqCst);
+                i * 2
+            },
+        );
         assert_eq!(out, (0..20).map(|i| Some(i * 2)).collect::<Vec<_>>());
         assert!(peak.load(Ordering::SeqCst) <= 3);
     }

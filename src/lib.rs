@@ -12,11 +12,8 @@ pub mod diag;
 pub mod diff;
 pub mod error;
 pub mod events;
-<<<<<<< HEAD
-pub mod fanout;
-=======
 pub mod executor;
->>>>>>> main
+pub mod fanout;
 pub mod hooks;
 pub mod inspect;
 pub mod interrupt;

@@ -3,8 +3,8 @@
 
 mod apply;
 mod harness;
-mod lock;
 mod inspect;
+mod lock;
 mod repo;
 mod sshd;
 mod transport;
