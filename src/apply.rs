@@ -32,12 +32,18 @@ const DIFF_LIMIT: u64 = 1 << 20;
 
 /// Runs `cinch apply`.
 pub fn cmd_apply(ctx: &Context, args: &ApplyArgs) -> Result<u8> {
-    run(ctx, &args.select, Mode::Apply, args.interactive)
+    run(ctx, &args.select, Mode::Apply, args.interactive, args.force)
 }
 
 /// Runs `cinch verify`.
 pub fn cmd_verify(ctx: &Context, args: &VerifyArgs) -> Result<u8> {
-    run(ctx, &args.select, Mode::Verify, false)
+    run(ctx, &args.select, Mode::Verify, false, false)
+}
+
+/// Who we are in locks, and whether `--force` overrides a held hard lock.
+struct Locking {
+    me: String,
+    force: bool,
 }
 
 /// One node's locally prepared work.
@@ -117,7 +123,13 @@ fn graph_of(plan: Plan) -> Graph {
     }
 }
 
-fn run(ctx: &Context, select: &SelectArgs, mode: Mode, interactive: bool) -> Result<u8> {
+fn run(
+    ctx: &Context,
+    select: &SelectArgs,
+    mode: Mode,
+    interactive: bool,
+    force: bool,
+) -> Result<u8> {
     let started = Instant::now();
     let repo = ctx.load_repo()?;
     let nodes = repo.select(&select.target)?;
@@ -155,6 +167,10 @@ fn run(ctx: &Context, select: &SelectArgs, mode: Mode, interactive: bool) -> Res
         ctx.add_host_keys,
     );
     let console = &*ctx.console;
+    let locking = Locking {
+        me: crate::lock::identity(&repo.path),
+        force,
+    };
     let bus = if mode == Mode::Apply {
         crate::events::command_bus(ctx, &repo)?
     } else {
@@ -198,7 +214,7 @@ fn run(ctx: &Context, select: &SelectArgs, mode: Mode, interactive: bool) -> Res
                 loop {
                     let k = next.fetch_add(1, Ordering::SeqCst);
                     let Some(job) = jobs.get(k) else { break };
-                    let r = run_node(job, &bus, &out, &connect, mode, interactive);
+                    let r = run_node(job, &bus, &out, &connect, mode, interactive, &locking);
                     if let Ok(mut v) = results.lock() {
                         v[k] = Some(r);
                     }
@@ -245,6 +261,7 @@ fn run_node(
     connect: &crate::transport::ConnectOptions,
     mode: Mode,
     interactive: bool,
+    locking: &Locking,
 ) -> NodeRun {
     let node = job.node;
     let started = Instant::now();
@@ -298,7 +315,14 @@ fn run_node(
             options: &job.options,
             sink: &sink,
         };
-        let mut r = executor::run(&exec_job, transport.as_ref(), None);
+        let mut guard = crate::lock::ApplyGuard::new(
+            node,
+            &locking.me,
+            mode == Mode::Apply,
+            locking.force,
+            out.console,
+        );
+        let mut r = executor::run(&exec_job, transport.as_ref(), Some(&mut guard));
         if let Err(e) = transport.close() {
             r.error.get_or_insert(e.to_string());
         }

@@ -257,13 +257,22 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
     let start = Instant::now();
     let mut ex = Exec::new(job, transport);
     let mut guard = guard;
-    if let Err(e) = ex.start(&mut guard) {
-        ex.run.error = Some(e);
-    } else {
-        ex.walk(guard.as_deref());
-        if let Some(epi) = guard.as_ref().and_then(|g| g.epilogue())
-            && let Err(e) = transport.run(&crate::transport::Command::new(epi))
-        {
+    match ex.start(&mut guard) {
+        Err(e) => ex.run.error = Some(e),
+        Ok(()) => ex.walk(guard.as_deref()),
+    }
+    // Once the node answered, the epilogue (lock release) always runs, also after failures and
+    // Ctrl-C: the release only removes a lock carrying our own token, so it is harmless when
+    // the lock was never ours.
+    if ex.reached.get()
+        && let Some(epi) = guard.as_ref().and_then(|g| g.epilogue())
+    {
+        let cmd = crate::transport::Command {
+            cleanup: true,
+            timeout: Some(Duration::from_secs(60)),
+            ..crate::transport::Command::new(epi)
+        };
+        if let Err(e) = transport.run(&cmd) {
             ex.run.error.get_or_insert(e.to_string());
         }
     }
@@ -284,6 +293,8 @@ struct Exec<'a, 'j> {
     /// Something happened (actions, deletes) that may have changed items not yet re-read.
     stale: bool,
     quit: bool,
+    /// The node answered at least one command (so a lock may have been taken).
+    reached: std::cell::Cell<bool>,
     run: NodeRun,
 }
 
@@ -317,6 +328,7 @@ impl<'a, 'j> Exec<'a, 'j> {
             kept,
             stale: false,
             quit: false,
+            reached: std::cell::Cell::new(false),
             run: NodeRun::default(),
         }
     }
@@ -342,6 +354,7 @@ impl<'a, 'j> Exec<'a, 'j> {
             .t
             .run(&cmd)
             .map_err(|e: TransportError| e.to_string())?;
+        self.reached.set(true);
         let records = crate::probe::parse(&out.stdout).map_err(|e| e.to_string())?;
         if out.status != Some(0) && records.is_empty() {
             let err = String::from_utf8_lossy(&out.stderr);

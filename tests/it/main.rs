@@ -6,6 +6,7 @@ mod check;
 mod harness;
 mod inspect;
 mod items;
+mod lock;
 mod plan;
 mod repo;
 mod sshd;
