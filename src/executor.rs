@@ -199,12 +199,14 @@ pub enum Answer {
 
 /// Where the executor reports; implemented by the apply command (events, terminal, JSON).
 pub trait Sink: Sync {
-    /// An item is about to be considered.
-    fn item_start(&self, node: &Node, item: &Item);
+    /// An item is about to be considered; `Err(reason)` (a failed `item_apply_start` hook)
+    /// fails the item without touching it.
+    fn item_start(&self, node: &Node, item: &Item) -> Result<(), String>;
     /// An item is done.
     fn item_end(&self, node: &Node, item: &Item, report: &ItemReport);
-    /// An action's command is about to run.
-    fn action_start(&self, node: &Node, item: &Item);
+    /// An action's command is about to run; `Err(reason)` (a failed `action_run_start` hook)
+    /// fails the action without running it (`action_end` still follows).
+    fn action_start(&self, node: &Node, item: &Item) -> Result<(), String>;
     /// An action's command ended.
     fn action_end(&self, node: &Node, item: &Item, duration: Duration, outcome: Outcome);
     /// Interactive mode: should this change be made?
@@ -544,7 +546,6 @@ impl<'a, 'j> Exec<'a, 'j> {
 
     fn walk(&mut self, guard: Option<&dyn Guard>) {
         let (waves, stuck) = self.g.waves();
-        let node = self.node();
         for wave in waves {
             if crate::interrupt::requested() || self.quit {
                 self.run.interrupted = true;
@@ -554,8 +555,9 @@ impl<'a, 'j> Exec<'a, 'j> {
                     "interrupted"
                 };
                 for i in wave {
-                    self.job.sink.item_start(node, &self.g.items[i]);
-                    self.skip(i, why, false);
+                    if self.begin(i) {
+                        self.skip(i, why, false);
+                    }
                 }
                 continue;
             }
@@ -568,19 +570,33 @@ impl<'a, 'j> Exec<'a, 'j> {
             }
         }
         for i in stuck {
-            self.job.sink.item_start(node, &self.g.items[i]);
-            self.fail(i, "part of a dependency loop".into(), Duration::ZERO);
+            if self.begin(i) {
+                self.fail(i, "part of a dependency loop".into(), Duration::ZERO);
+            }
+        }
+    }
+
+    /// Announces item `i`; if the sink refuses it (a failed start hook, fail closed), the item
+    /// is reported failed and `false` says not to go on with it.
+    fn begin(&mut self, i: usize) -> bool {
+        match self.job.sink.item_start(self.node(), &self.g.items[i]) {
+            Ok(()) => true,
+            Err(reason) => {
+                self.fail(i, reason, Duration::ZERO);
+                false
+            }
         }
     }
 
     fn wave(&mut self, wave: &[usize], guard: Option<&dyn Guard>) -> ExecResult<()> {
-        let node = self.node();
         let verify = self.job.options.mode == Mode::Verify;
         let mut stateful_items = Vec::new();
         let mut actions = Vec::new();
         for &i in wave {
             let item = &self.g.items[i];
-            self.job.sink.item_start(node, item);
+            if !self.begin(i) {
+                continue;
+            }
             if let Some(reason) = self.cascade_reason(i) {
                 self.skip(i, &reason, false);
                 continue;
@@ -873,10 +889,12 @@ impl<'a, 'j> Exec<'a, 'j> {
                                 );
                             };
                             let started = Instant::now();
-                            sink.action_start(node, item);
-                            let outcome = match t.run(&a.command(item.deps.unless.as_deref())) {
-                                Ok(out) => a.judge(&out),
-                                Err(e) => ActionOutcome::Failed(e.to_string()),
+                            let outcome = match sink.action_start(node, item) {
+                                Err(reason) => ActionOutcome::Failed(reason),
+                                Ok(()) => match t.run(&a.command(item.deps.unless.as_deref())) {
+                                    Ok(out) => a.judge(&out),
+                                    Err(e) => ActionOutcome::Failed(e.to_string()),
+                                },
                             };
                             let d = started.elapsed();
                             let o = match outcome {
