@@ -454,6 +454,18 @@ impl<'a, 'j> Exec<'a, 'j> {
     }
 
     fn fail(&mut self, i: usize, reason: String, duration: Duration) {
+        self.fail_between(i, reason, duration, None, None);
+    }
+
+    /// A failure with the states read before and after the attempt.
+    fn fail_between(
+        &mut self,
+        i: usize,
+        reason: String,
+        duration: Duration,
+        before: Option<Value>,
+        after: Option<Value>,
+    ) {
         self.report(
             i,
             ItemReport {
@@ -462,8 +474,8 @@ impl<'a, 'j> Exec<'a, 'j> {
                 reason: Some(reason),
                 verb: None,
                 diff: None,
-                before: None,
-                after: None,
+                before,
+                after,
                 duration,
                 quiet: false,
             },
@@ -771,15 +783,23 @@ impl<'a, 'j> Exec<'a, 'j> {
         for (i, change, diff) in to_fix {
             let elapsed = started.elapsed();
             let before = self.public(i, change.actual.as_ref());
+            // A failed fix still tells hooks and JSON what the item was and what it is now.
+            let after = self.public(i, self.actual_state(i).as_ref());
             match results.get(&i) {
-                None => self.fail(i, "the node did not report this fix".into(), elapsed),
+                None => self.fail_between(
+                    i,
+                    "the node did not report this fix".into(),
+                    elapsed,
+                    before,
+                    after,
+                ),
                 Some((rc, msg)) if *rc != 0 => {
                     let msg = if msg.trim().is_empty() {
                         format!("fix failed (exit {rc})")
                     } else {
                         msg.trim().to_string()
                     };
-                    self.fail(i, msg, elapsed);
+                    self.fail_between(i, msg, elapsed, before, after);
                 }
                 Some(_) => match self.change_of(i) {
                     Some(still) => {
@@ -788,7 +808,13 @@ impl<'a, 'j> Exec<'a, 'j> {
                         } else {
                             still.keys.join(", ")
                         };
-                        self.fail(i, format!("still differs after the fix: {keys}"), elapsed);
+                        self.fail_between(
+                            i,
+                            format!("still differs after the fix: {keys}"),
+                            elapsed,
+                            before,
+                            after,
+                        );
                     }
                     None => {
                         let after = self.public(i, self.actual_state(i).as_ref());

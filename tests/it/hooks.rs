@@ -116,7 +116,7 @@ impl Hooked {
     fn four_items(self) -> Self {
         for (n, b) in [("n1", "b1"), ("n2", "b2")] {
             let d = self.node_dir(n);
-            std::fs::write(d.join("ok.txt"), "same\n").expect("ok.txt");
+            write_0644(&d.join("ok.txt"), "same\n");
             self.repo.write(
                 &format!("bundles/{b}/items.toml"),
                 &format!(
@@ -183,6 +183,13 @@ command = "echo hi > {d}/hello"
     fn cinch(&self, args: &[&str]) -> Run {
         self.repo.cinch(args)
     }
+}
+
+/// A file with mode 0644 whatever the umask, so recorded states are the same everywhere.
+fn write_0644(path: &Path, content: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, content).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
 }
 
 fn lines(expected: &str) -> Vec<String> {
@@ -809,4 +816,37 @@ fn example_require_metadata_fails_cinch_test_through_the_binary() {
         .cinch_env(&[("CINCH_REQUIRED_METADATA", "role")], &["test"])
         .expect_code(0)
         .stdout_has("metadata policy enforced: [\"role\"]");
+}
+
+#[test]
+fn failed_fix_tells_item_apply_end_the_states_before_and_after() {
+    let h = Hooked::new().record_as("record.rhai");
+    h.repo.write("bundles/b2/items.toml", "");
+    let f = h.node_dir("n1").join("f.txt");
+    write_0644(&f, "old\n");
+    h.repo.write(
+        "bundles/b1/items.toml",
+        &format!(
+            "[files.\"{}\"]\ncontent = \"new content\\n\"\nowner = \"nosuchuser-cinch\"\n",
+            f.display()
+        ),
+    );
+    h.cinch(&["apply", "n1"]).expect_code(1);
+    let got = h.take();
+    let end = got
+        .iter()
+        .find(|l| l.starts_with("item_apply_end"))
+        .unwrap_or_else(|| panic!("{got:#?}"));
+    let before = r#"{"mode":"0644","size":4,"type":"file"}"#;
+    assert!(
+        end.starts_with(&format!(
+            "item_apply_end | R | n1 | file:@/n1/f.txt | dur | failed | {before} | {before} | "
+        )) && end.contains("nosuchuser-cinch"),
+        "{end}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&f).unwrap(),
+        "old\n",
+        "a failed fix changes nothing"
+    );
 }
