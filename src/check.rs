@@ -135,11 +135,7 @@ pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
         bad_nodes,
         items,
         problems.len() + hook_errors,
-        if bad_hooks {
-            "hooks do not compile"
-        } else {
-            ""
-        },
+        if bad_hooks { "hooks do not load" } else { "" },
     );
     Ok(if bad_hooks {
         EXIT_BAD_REPO

@@ -383,6 +383,9 @@ fn hook_syntax_error_is_reported_with_file_line_column_and_nothing_runs() {
             run.stderr
         );
     }
+    h.cinch(&["test"])
+        .expect_code(2)
+        .stderr_has("1 problem found: hooks do not load");
     assert!(!h.node_dir("n1").join("f.txt").exists());
     assert_eq!(h.take(), Vec::<String>::new(), "no hook ran");
     assert!(!h.repo.path().join("locks").exists(), "no node was touched");
