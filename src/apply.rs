@@ -32,12 +32,18 @@ const DIFF_LIMIT: u64 = 1 << 20;
 
 /// Runs `cinch apply`.
 pub fn cmd_apply(ctx: &Context, args: &ApplyArgs) -> Result<u8> {
-    run(ctx, &args.select, Mode::Apply, args.interactive)
+    run(ctx, &args.select, Mode::Apply, args.interactive, args.force)
 }
 
 /// Runs `cinch verify`.
 pub fn cmd_verify(ctx: &Context, args: &VerifyArgs) -> Result<u8> {
-    run(ctx, &args.select, Mode::Verify, false)
+    run(ctx, &args.select, Mode::Verify, false, false)
+}
+
+/// Who we are in locks, and whether `--force` overrides a held hard lock.
+struct Locking {
+    me: String,
+    force: bool,
 }
 
 /// One node's locally prepared work.
@@ -117,7 +123,13 @@ fn graph_of(plan: Plan) -> Graph {
     }
 }
 
-fn run(ctx: &Context, select: &SelectArgs, mode: Mode, interactive: bool) -> Result<u8> {
+fn run(
+    ctx: &Context,
+    select: &SelectArgs,
+    mode: Mode,
+    interactive: bool,
+    force: bool,
+) -> Result<u8> {
     let started = Instant::now();
     let repo = ctx.load_repo()?;
     let nodes = repo.select(&select.target)?;
@@ -133,12 +145,23 @@ fn run(ctx: &Context, select: &SelectArgs, mode: Mode, interactive: bool) -> Res
         .item_workers
         .unwrap_or(repo.settings.item_workers)
         .max(1);
+    // Hooks load (and their top level runs) once, before anything else, so a broken hook is
+    // reported together with every other repo problem. verify fires only node_ssh_connect
+    // (it connects, but applies nothing).
+    let mut diags = Vec::new();
+    let mut bus = match crate::events::command_bus(ctx, &repo) {
+        Ok(bus) => bus,
+        Err(Error::Repo(d)) => {
+            diags.extend(d);
+            Bus::new()
+        }
+        Err(e) => return Err(e),
+    };
     let prepared: Vec<std::result::Result<Prepared<'_>, Vec<Diagnostic>>> = nodes
         .par_iter()
         .map(|n| prepare(&repo, n, select, mode, interactive, item_workers))
         .collect();
     let mut jobs = Vec::new();
-    let mut diags = Vec::new();
     for p in prepared {
         match p {
             Ok(p) => jobs.push(p),
@@ -155,13 +178,10 @@ fn run(ctx: &Context, select: &SelectArgs, mode: Mode, interactive: bool) -> Res
         ctx.add_host_keys,
     );
     let console = &*ctx.console;
-    let bus = if mode == Mode::Apply {
-        crate::events::command_bus(ctx, &repo)?
-    } else {
-        // verify changes nothing, so no apply hooks fire for it.
-        Bus::new()
+    let locking = Locking {
+        me: crate::lock::identity(&repo.path),
+        force,
     };
-    let mut bus = bus;
     if console.json() {
         bus.subscribe(Box::new(JsonLines(ctx.console.clone())));
     }
@@ -179,6 +199,7 @@ fn run(ctx: &Context, select: &SelectArgs, mode: Mode, interactive: bool) -> Res
             interactive,
         });
         if let Flow::Abort(reason) = flow {
+            out.finish();
             out.line_err(&format!(
                 "{} apply aborted by hook: {reason}",
                 style("!!!").red()
@@ -198,7 +219,7 @@ fn run(ctx: &Context, select: &SelectArgs, mode: Mode, interactive: bool) -> Res
                 loop {
                     let k = next.fetch_add(1, Ordering::SeqCst);
                     let Some(job) = jobs.get(k) else { break };
-                    let r = run_node(job, &bus, &out, &connect, mode, interactive);
+                    let r = run_node(job, &bus, &out, &connect, mode, interactive, &locking);
                     if let Ok(mut v) = results.lock() {
                         v[k] = Some(r);
                     }
@@ -245,6 +266,7 @@ fn run_node(
     connect: &crate::transport::ConnectOptions,
     mode: Mode,
     interactive: bool,
+    locking: &Locking,
 ) -> NodeRun {
     let node = job.node;
     let started = Instant::now();
@@ -258,6 +280,10 @@ fn run_node(
     if mode == Mode::Apply
         && let Flow::SkipNode(reason) = bus.emit(&Event::NodeApplyStart { node, interactive })
     {
+        if out.console.json() {
+            out.console
+                .json_line(&json!({"event": "node_skipped", "node": node.name, "reason": reason}));
+        }
         out.node_line(node, &format!("skipped by hook ({reason})"), false);
         return NodeRun {
             reports: job
@@ -298,7 +324,14 @@ fn run_node(
             options: &job.options,
             sink: &sink,
         };
-        let mut r = executor::run(&exec_job, transport.as_ref(), None);
+        let mut guard = crate::lock::ApplyGuard::new(
+            node,
+            &locking.me,
+            mode == Mode::Apply,
+            locking.force,
+            out.console,
+        );
+        let mut r = executor::run(&exec_job, transport.as_ref(), Some(&mut guard));
         if let Err(e) = transport.close() {
             r.error.get_or_insert(e.to_string());
         }
@@ -360,11 +393,20 @@ struct NodeSink<'a> {
     bar: &'a ProgressBar,
 }
 
+/// A refusal from a `*_start` hook, as the failure reason of the item it stops.
+fn refused(flow: Flow) -> std::result::Result<(), String> {
+    match flow {
+        Flow::Continue => Ok(()),
+        Flow::Abort(reason) | Flow::SkipNode(reason) => Err(reason),
+    }
+}
+
 impl Sink for NodeSink<'_> {
-    fn item_start(&self, node: &Node, item: &Item) {
-        if self.mode == Mode::Apply {
-            self.bus.emit(&Event::ItemApplyStart { node, item });
+    fn item_start(&self, node: &Node, item: &Item) -> std::result::Result<(), String> {
+        if self.mode != Mode::Apply {
+            return Ok(());
         }
+        refused(self.bus.emit(&Event::ItemApplyStart { node, item }))
     }
 
     fn item_end(&self, node: &Node, item: &Item, r: &ItemReport) {
@@ -389,11 +431,17 @@ impl Sink for NodeSink<'_> {
         self.out.item_line(node, item, r);
     }
 
-    fn action_start(&self, node: &Node, item: &Item) {
-        self.bus.emit(&Event::ActionRunStart { node, item });
+    fn action_start(&self, node: &Node, item: &Item) -> std::result::Result<(), String> {
+        if self.mode != Mode::Apply {
+            return Ok(());
+        }
+        refused(self.bus.emit(&Event::ActionRunStart { node, item }))
     }
 
     fn action_end(&self, node: &Node, item: &Item, duration: Duration, outcome: Outcome) {
+        if self.mode != Mode::Apply {
+            return;
+        }
         self.bus.emit(&Event::ActionRunEnd {
             node,
             item,

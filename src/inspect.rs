@@ -142,7 +142,7 @@ pub fn cmd_groups(ctx: &Context, args: &GroupsArgs) -> Result<u8> {
         .map(|g| {
             vec![
                 g.name.clone(),
-                g.nodes.join(", "),
+                abbreviated(&g.nodes),
                 g.bundles.join(", "),
                 g.subgroups.join(", "),
             ]
@@ -153,6 +153,16 @@ pub fn cmd_groups(ctx: &Context, args: &GroupsArgs) -> Result<u8> {
         &rows,
     ));
     Ok(0)
+}
+
+/// A list for a table cell; long member lists are cut so the table stays readable (`--json`
+/// has them all).
+fn abbreviated(names: &[String]) -> String {
+    const SHOWN: usize = 8;
+    if names.len() <= SHOWN {
+        return names.join(", ");
+    }
+    format!("{}, … ({} in all)", names[..SHOWN].join(", "), names.len())
 }
 
 /// Group names a `groups` target stands for: the groups it names, or else the groups of the

@@ -13,6 +13,7 @@ pub mod diff;
 pub mod error;
 pub mod events;
 pub mod executor;
+pub mod fanout;
 pub mod hooks;
 pub mod inspect;
 pub mod interrupt;

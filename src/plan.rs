@@ -652,3 +652,420 @@ fn shortest_cycle(adj: &[Vec<usize>], scc: &[usize]) -> Vec<usize> {
     path.push(start);
     path
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::items::testutil::{Fixture, render};
+
+    fn plan(f: &Fixture) -> Result<Plan, String> {
+        let bundles: Vec<&str> = f.repo.bundles.keys().map(String::as_str).collect();
+        let node = f.node("n1", &bundles, serde_json::json!({}));
+        let items = crate::items::load_node_items(&f.repo, &node).map_err(|d| render(&d))?;
+        Plan::build(&node, items).map_err(|d| render(&d))
+    }
+
+    fn ok(toml: &str) -> Plan {
+        plan(&Fixture::new().toml("b", toml)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn err(toml: &str) -> String {
+        match plan(&Fixture::new().toml("b", toml)) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e,
+        }
+    }
+
+    impl Plan {
+        fn ids(&self, v: &[usize]) -> Vec<&str> {
+            v.iter().map(|&i| self.items[i].id.as_str()).collect()
+        }
+        fn of(&self, id: &str) -> usize {
+            self.index[id]
+        }
+    }
+
+    fn action(name: &str, extra: &str) -> String {
+        format!("[actions.{name}]\ncommand = \"true\"\n{extra}\n")
+    }
+
+    #[test]
+    fn needs_and_needed_by_are_hard_edges() {
+        let p = ok(&[
+            action("a", "needs = [\"action:b\"]"),
+            action("b", ""),
+            action("c", "needed_by = [\"action:a\"]"),
+        ]
+        .concat());
+        assert_eq!(p.ids(&p.needs[p.of("action:a")]), ["action:b", "action:c"]);
+        assert_eq!(
+            p.ids(p.blockers(p.of("action:a"))),
+            ["action:b", "action:c"]
+        );
+        assert_eq!(p.ids(&p.needed_by[p.of("action:b")]), ["action:a"]);
+        assert!(p.order.iter().all(Vec::is_empty));
+    }
+
+    #[test]
+    fn after_and_before_only_order() {
+        let p = ok(&[
+            action("a", "after = [\"action:b\"]"),
+            action("b", ""),
+            action("c", "before = [\"action:a\"]"),
+        ]
+        .concat());
+        assert_eq!(p.ids(&p.order[p.of("action:a")]), ["action:b", "action:c"]);
+        assert!(p.needs.iter().all(Vec::is_empty));
+        assert!(p.needed_by.iter().all(Vec::is_empty));
+        assert_eq!(p.ids(&p.dependents[p.of("action:b")]), ["action:a"]);
+    }
+
+    #[test]
+    fn group_selectors_resolve_without_the_item_itself() {
+        let f = Fixture::new()
+            .toml(
+                "base",
+                &[
+                    action("a", "needs = [\"bundle:base\"]"),
+                    action("b", "tags = [\"t\"]\nafter = [\"tag:t\"]"),
+                    action("c", "needs = [\"pkg_apt:\"]"),
+                    action("d", "tags = [\"t\"]"),
+                ]
+                .concat(),
+            )
+            .toml(
+                "web",
+                "[pkg_apt.nginx]\nafter = [\"pkg_apt:\", \"tag:nothing\"]\n[pkg_apt.curl]\n",
+            );
+        let p = plan(&f).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            p.ids(&p.needs[p.of("action:a")]),
+            ["action:b", "action:c", "action:d"]
+        );
+        assert_eq!(p.ids(&p.order[p.of("action:b")]), ["action:d"]);
+        assert_eq!(
+            p.ids(&p.needs[p.of("action:c")]),
+            ["pkg_apt:curl", "pkg_apt:nginx"]
+        );
+        assert_eq!(p.ids(&p.order[p.of("pkg_apt:nginx")]), ["pkg_apt:curl"]);
+    }
+
+    #[test]
+    fn triggers_fire_triggered_items_which_run_after_their_triggerers() {
+        let p = ok(&[
+            "[files.\"/etc/x\"]\ncontent = \"x\"\ntriggers = [\"action:restart\"]\n".to_string(),
+            action("restart", "triggered = true"),
+            action(
+                "reload",
+                "triggered = true\ntriggered_by = [\"file:/etc/x\"]",
+            ),
+        ]
+        .concat());
+        let x = p.of("file:/etc/x");
+        assert_eq!(p.ids(&p.triggers[x]), ["action:reload", "action:restart"]);
+        assert_eq!(p.ids(&p.order[p.of("action:restart")]), ["file:/etc/x"]);
+        assert_eq!(p.ids(&p.order[p.of("action:reload")]), ["file:/etc/x"]);
+        assert_eq!(
+            p.ids(&p.triggered_by[p.of("action:restart")]),
+            ["file:/etc/x"]
+        );
+        assert!(!p.cascade_skip[p.of("action:restart")]);
+        assert!(p.cascade_skip[x]);
+    }
+
+    #[test]
+    fn triggering_mistakes_are_errors() {
+        let e = err(&[action("a", "triggers = [\"action:b\"]"), action("b", "")].concat());
+        assert!(
+            e.contains("action:a triggers action:b, which is not triggered"),
+            "{e}"
+        );
+        assert!(e.contains("add triggered = true to action:b"), "{e}");
+        let e = err(&action("a", "triggered = true\ntriggers = [\"action:a\"]"));
+        assert!(e.contains("action:a cannot trigger itself"), "{e}");
+        let e = err(&[
+            action("a", "triggered_by = [\"action:b\"]"),
+            action("b", ""),
+        ]
+        .concat());
+        assert!(
+            e.contains("action:a has triggered_by but is not triggered"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn precedes_and_preceded_by_put_the_triggered_item_first() {
+        let p = ok(&[
+            action("stop", "triggered = true\nprecedes = [\"action:upgrade\"]"),
+            action("upgrade", ""),
+            action("backup", "triggered = true"),
+            action("migrate", "preceded_by = [\"action:backup\"]"),
+        ]
+        .concat());
+        assert_eq!(p.ids(&p.precedes[p.of("action:stop")]), ["action:upgrade"]);
+        assert_eq!(p.ids(&p.order[p.of("action:upgrade")]), ["action:stop"]);
+        assert_eq!(
+            p.ids(&p.precedes[p.of("action:backup")]),
+            ["action:migrate"]
+        );
+        assert_eq!(p.ids(&p.order[p.of("action:migrate")]), ["action:backup"]);
+        let e = err(&[action("a", "preceded_by = [\"action:b\"]"), action("b", "")].concat());
+        assert!(
+            e.contains("action:a is preceded_by action:b, which is not triggered"),
+            "{e}"
+        );
+        let e = err(&[action("a", "precedes = [\"action:b\"]"), action("b", "")].concat());
+        assert!(
+            e.contains("action:a precedes other items but is not triggered"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_dependency_names_item_bundle_node_and_id() {
+        let e = err(&action(
+            "a",
+            "needs = [\"action:restrat\"]\n[actions.restart]\ncommand = \"true\"",
+        ));
+        assert!(
+            e.contains("action:a in bundle 'b' on node 'n1' has a dependency (needs) on 'action:restrat', which doesn't exist"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean 'action:restart'?"), "{e}");
+        assert!(e.contains("items.toml:1:1"), "{e}");
+    }
+
+    #[test]
+    fn self_dependency_is_an_error() {
+        let e = err(&action("a", "after = [\"action:a\"]"));
+        assert!(e.contains("action:a cannot depend on itself (after"), "{e}");
+    }
+
+    #[test]
+    fn loops_print_the_whole_cycle() {
+        let e = err(&[
+            action("a", "needs = [\"action:b\"]"),
+            action("b", "after = [\"action:c\"]"),
+            action("c", "needs = [\"action:a\"]"),
+            action("d", "needs = [\"action:a\"]"),
+        ]
+        .concat());
+        assert!(
+            e.contains(
+                "dependency loop on node 'n1': action:a -> action:b -> action:c -> action:a"
+            ),
+            "{e}"
+        );
+        assert_eq!(e.matches("dependency loop").count(), 1, "{e}");
+        // Two separate loops are both reported.
+        let e = err(&[
+            action("a", "needs = [\"action:b\"]"),
+            action("b", "needs = [\"action:a\"]"),
+            action("x", "before = [\"action:y\"]"),
+            action("y", "before = [\"action:x\"]"),
+        ]
+        .concat());
+        assert!(e.contains("action:a -> action:b -> action:a"), "{e}");
+        assert!(e.contains("action:x -> action:y -> action:x"), "{e}");
+    }
+
+    #[test]
+    fn loops_through_triggers_are_found() {
+        let e = err(&[
+            action("a", "triggers = [\"action:b\"]\nneeds = [\"action:b\"]"),
+            action("b", "triggered = true"),
+        ]
+        .concat());
+        assert!(e.contains("action:a -> action:b -> action:a"), "{e}");
+    }
+
+    #[test]
+    fn topological_order_is_deterministic_lowest_id_first() {
+        let p = ok(&[
+            action("z", ""),
+            action("y", "needs = [\"action:z\"]"),
+            action("a", "after = [\"action:y\"]"),
+            action("m", ""),
+        ]
+        .concat());
+        let order = p.ids(&p.topo_order()).join(" ");
+        assert_eq!(order, "action:m action:z action:y action:a");
+        for _ in 0..5 {
+            assert_eq!(p.ids(&p.topo_order()).join(" "), order);
+        }
+    }
+
+    #[test]
+    fn paths_need_their_managed_parents_and_owners() {
+        let p = ok(r#"
+[directories."/srv"]
+[directories."/srv/app"]
+owner = "app"
+group = "app"
+[symlinks."/srv/current"]
+target = "/srv/app"
+[files."/srv/current/x"]
+content = ""
+owner = "root"
+[files."/srv/app/deep/er/file"]
+content = ""
+[users.app]
+gid = "app"
+groups = ["www", "unmanaged"]
+[groups.app]
+[groups.www]
+"#);
+        assert_eq!(
+            p.ids(&p.needs[p.of("directory:/srv/app")]),
+            ["directory:/srv", "group:app", "user:app"]
+        );
+        assert_eq!(
+            p.ids(&p.needs[p.of("file:/srv/current/x")]),
+            ["directory:/srv", "symlink:/srv/current"]
+        );
+        assert_eq!(
+            p.ids(&p.needs[p.of("file:/srv/app/deep/er/file")]),
+            ["directory:/srv", "directory:/srv/app"]
+        );
+        assert_eq!(
+            p.ids(&p.needs[p.of("user:app")]),
+            ["group:app", "group:www"]
+        );
+        let order = p.ids(&p.topo_order());
+        let pos = |id: &str| order.iter().position(|x| *x == id).unwrap();
+        assert!(pos("group:app") < pos("user:app"));
+        assert!(pos("user:app") < pos("directory:/srv/app"));
+        assert!(pos("directory:/srv/app") < pos("file:/srv/app/deep/er/file"));
+    }
+
+    #[test]
+    fn a_file_cannot_be_a_parent_and_owners_cannot_be_deleted() {
+        let e = err("[files.\"/a\"]\ncontent = \"\"\n[files.\"/a/b\"]\ncontent = \"\"\n");
+        assert!(
+            e.contains("file:/a/b is inside file:/a, but a file cannot contain other paths"),
+            "{e}"
+        );
+        let e =
+            err("[files.\"/a\"]\ncontent = \"\"\nowner = \"bob\"\n[users.bob]\ndelete = true\n");
+        assert!(
+            e.contains("file:/a is owned by user:bob, which has delete = true"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cascade_skip_defaults_and_overrides() {
+        let p = ok(&[
+            action("plain", ""),
+            action("skipped", "skip = true"),
+            action("guarded", "unless = \"true\""),
+            action("forced", "unless = \"true\"\ncascade_skip = true"),
+            action("off", "cascade_skip = false"),
+        ]
+        .concat());
+        let cs = |id: &str| p.cascade_skip[p.of(id)];
+        assert!(cs("action:plain"));
+        assert!(!cs("action:skipped"));
+        assert!(!cs("action:guarded"));
+        assert!(cs("action:forced"));
+        assert!(!cs("action:off"));
+    }
+
+    #[test]
+    fn generated_items_join_before_resolution() {
+        let f = Fixture::new().toml(
+            "b",
+            "[svc_systemd.nginx]\n[files.\"/etc/nginx.conf\"]\ncontent = \"\"\ntriggers = [\"svc_systemd:nginx:restart\"]\n",
+        );
+        let node = f.node("n1", &["b"], serde_json::json!({}));
+        let items = crate::items::load_node_items(&f.repo, &node).unwrap();
+        assert!(Plan::build(&node, items.clone()).is_err());
+        let restart = |_: &Node, item: &Item| -> Vec<Item> {
+            if !matches!(item.kind, ItemKind::SvcSystemd(_)) {
+                return Vec::new();
+            }
+            let mut r = item.clone();
+            r.id = format!("{}:restart", item.id);
+            r.name = format!("{}:restart", item.name);
+            r.kind = ItemKind::Action(crate::items::ActionAttrs {
+                command: format!("systemctl restart {}", item.name),
+                expected_return_code: vec![0],
+                expected_stdout: None,
+                expected_stderr: None,
+                data_stdin: None,
+                interactive: None,
+            });
+            r.deps = crate::items::Deps {
+                triggered: true,
+                needs: vec![item.id.clone()],
+                ..Default::default()
+            };
+            vec![r]
+        };
+        let p =
+            Plan::build_with(&node, items, &restart).unwrap_or_else(|d| panic!("{}", render(&d)));
+        let r = p.of("svc_systemd:nginx:restart");
+        assert_eq!(p.ids(&p.needs[r]), ["svc_systemd:nginx"]);
+        assert_eq!(p.ids(&p.triggered_by[r]), ["file:/etc/nginx.conf"]);
+    }
+
+    #[test]
+    fn needs_closure_keeps_what_selected_items_need() {
+        let p = ok(&[
+            action("a", "needs = [\"action:b\"]"),
+            action("b", "needs = [\"action:c\"]"),
+            action("c", ""),
+            action("d", ""),
+        ]
+        .concat());
+        let keep = p.needs_closure([p.of("action:a")]);
+        let kept: Vec<usize> = (0..keep.len()).filter(|&i| keep[i]).collect();
+        assert_eq!(p.ids(&kept), ["action:a", "action:b", "action:c"]);
+    }
+
+    #[test]
+    #[allow(clippy::print_stderr)] // the timing is worth seeing with --nocapture
+    fn thousand_nodes_of_fifty_items_plan_quickly() {
+        let mut toml = String::from("[directories.\"/srv\"]\n");
+        for i in 0..49 {
+            toml.push_str(&format!(
+                "[files.\"/srv/f{i}\"]\ntags = [\"t{}\"]\n",
+                i / 10
+            ));
+            // A fifth of the files are templates, as in a typical repo.
+            if i % 5 == 0 {
+                toml.push_str("content_type = \"jinja2\"\nsource = \"t.j2\"\n");
+            } else {
+                toml.push_str(&format!("content = \"{i}\"\n"));
+            }
+            if i >= 10 {
+                toml.push_str(&format!("after = [\"tag:t{}\"]\n", i / 10 - 1));
+            }
+            if i % 10 > 0 {
+                toml.push_str(&format!("needs = [\"file:/srv/f{}\"]\n", i - 1));
+            }
+        }
+        let f = Fixture::new().toml("b", &toml).source(
+            "b",
+            "t.j2",
+            "{% for k in metadata.keys %}{{ k }} {{ node.name }}\n{% endfor %}",
+        );
+        let node = f.node("n1", &["b"], serde_json::json!({"keys": ["a", "b", "c"]}));
+        let started = std::time::Instant::now();
+        for _ in 0..1000 {
+            let items = crate::items::load_node_items(&f.repo, &node).unwrap();
+            let p = Plan::build(&node, items).unwrap_or_else(|d| panic!("{}", render(&d)));
+            assert_eq!(p.topo_order().len(), 50);
+        }
+        let planned = started.elapsed();
+        let items = crate::items::load_node_items(&f.repo, &node).unwrap();
+        for _ in 0..1000 {
+            assert!(crate::items::render::render_all(&f.repo, &node, &items).is_empty());
+        }
+        let took = started.elapsed();
+        eprintln!("1000 nodes x 50 items: plans {planned:?}, plans + rendering {took:?}");
+        // Debug build on a shared 2-core machine; release is several times faster.
+        assert!(took.as_secs_f64() < 10.0, "{took:?}");
+    }
+}

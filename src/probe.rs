@@ -168,6 +168,7 @@ impl Script {
                 Some(self.stdin)
             },
             timeout: None,
+            cleanup: false,
         }
     }
 }
@@ -191,6 +192,7 @@ pub fn action_command(
         script: text,
         stdin: Some(stdin.unwrap_or_default()),
         timeout: None,
+        cleanup: false,
     }
 }
 

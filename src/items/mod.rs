@@ -257,3 +257,6 @@ impl Item {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testutil;

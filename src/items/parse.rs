@@ -182,14 +182,14 @@ fn toml_item_to_json(item: &toml_edit::Item) -> Result<Value, &'static str> {
         toml_edit::Item::Value(v) => toml_value_to_json(v),
         toml_edit::Item::Table(t) => t
             .iter()
-            .map(|(k, v)| Ok((k.to_string(), toml_item_to_json(v)?)))
+            .map(|(k, v)| Ok::<_, &'static str>((k.to_string(), toml_item_to_json(v)?)))
             .collect::<Result<serde_json::Map<_, _>, _>>()
             .map(Value::Object),
         toml_edit::Item::ArrayOfTables(a) => a
             .iter()
             .map(|t| {
                 t.iter()
-                    .map(|(k, v)| Ok((k.to_string(), toml_item_to_json(v)?)))
+                    .map(|(k, v)| Ok::<_, &'static str>((k.to_string(), toml_item_to_json(v)?)))
                     .collect::<Result<serde_json::Map<_, _>, _>>()
                     .map(Value::Object)
             })
@@ -211,7 +211,7 @@ fn toml_value_to_json(v: &toml_edit::Value) -> Result<Value, &'static str> {
         T::Array(a) => Value::Array(a.iter().map(toml_value_to_json).collect::<Result<_, _>>()?),
         T::InlineTable(t) => Value::Object(
             t.iter()
-                .map(|(k, v)| Ok::<_, &str>((k.to_string(), toml_value_to_json(v)?)))
+                .map(|(k, v)| Ok::<_, &'static str>((k.to_string(), toml_value_to_json(v)?)))
                 .collect::<Result<_, _>>()?,
         ),
     })
@@ -842,4 +842,320 @@ pub(crate) fn duplicates(items: &[Item], node: &str) -> Vec<Diagnostic> {
 /// The directory a bundle's `source` files live in.
 pub fn files_dir(bundle: &Bundle) -> PathBuf {
     bundle.dir.join("files")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::items::testutil::Fixture;
+    use crate::items::{ContentType, FileSource, ItemKind};
+
+    fn line_of(errors: &str, needle: &str) -> String {
+        errors
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{errors}"))
+            .to_string()
+    }
+
+    #[test]
+    fn parses_every_type_with_typed_attributes_and_locations() {
+        let f = Fixture::new()
+            .toml(
+                "base",
+                r#"
+[files."/etc/motd"]
+content = "hello\n"
+mode = "644"
+owner = "root"
+tags = ["motd"]
+
+[files."/etc/app.conf"]
+content_type = "jinja2"
+source = "app.conf.j2"
+needs = ["directory:/etc"]
+
+[files."/etc/hosts"]
+
+[directories."/etc"]
+mode = "0755"
+
+[symlinks."/srv/current"]
+target = "/srv/app"
+
+[actions.reload]
+command = "true"
+triggered = true
+expected_return_code = [0, 3]
+
+[users.deploy]
+uid = 1000
+gid = "deploy"
+groups = ["www"]
+
+[groups.deploy]
+gid = 2000
+
+[pkg_apt.nginx]
+
+[svc_systemd.nginx]
+running = true
+"#,
+            )
+            .source("base", "app.conf.j2", "x={{ node.name }}\n")
+            .source("base", "hosts", "127.0.0.1 localhost\n");
+        let items = f.ok_items();
+        let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "action:reload",
+                "directory:/etc",
+                "file:/etc/app.conf",
+                "file:/etc/hosts",
+                "file:/etc/motd",
+                "group:deploy",
+                "pkg_apt:nginx",
+                "svc_systemd:nginx",
+                "symlink:/srv/current",
+                "user:deploy"
+            ]
+        );
+        let motd = items.iter().find(|i| i.id == "file:/etc/motd").unwrap();
+        assert_eq!(motd.location.line, 2);
+        assert_eq!(motd.location.column, 1);
+        assert!(motd.location.file.ends_with("bundles/base/items.toml"));
+        assert_eq!(motd.deps.tags, ["motd"]);
+        let ItemKind::File(a) = &motd.kind else {
+            panic!()
+        };
+        assert_eq!(a.mode, Some(0o644));
+        assert_eq!(a.source, FileSource::Content("hello\n".into()));
+        let hosts = items.iter().find(|i| i.id == "file:/etc/hosts").unwrap();
+        let ItemKind::File(a) = &hosts.kind else {
+            panic!()
+        };
+        // Default source: the basename under files/.
+        assert_eq!(
+            a.source,
+            FileSource::Source(f.path().join("bundles/base/files/hosts"))
+        );
+        let conf = items.iter().find(|i| i.id == "file:/etc/app.conf").unwrap();
+        let ItemKind::File(a) = &conf.kind else {
+            panic!()
+        };
+        assert_eq!(a.content_type, ContentType::Jinja2);
+        assert_eq!(conf.deps.needs, ["directory:/etc"]);
+        let reload = items.iter().find(|i| i.id == "action:reload").unwrap();
+        let ItemKind::Action(a) = &reload.kind else {
+            panic!()
+        };
+        assert_eq!(a.expected_return_code, [0, 3]);
+        assert!(reload.deps.triggered);
+        assert!(!reload.cascade_skip());
+        let user = items.iter().find(|i| i.id == "user:deploy").unwrap();
+        let ItemKind::User(u) = &user.kind else {
+            panic!()
+        };
+        assert_eq!((u.uid, u.gid.as_deref()), (Some(1000), Some("deploy")));
+        let ItemKind::PkgApt(p) = &items.iter().find(|i| i.id == "pkg_apt:nginx").unwrap().kind
+        else {
+            panic!()
+        };
+        assert!(p.installed);
+    }
+
+    #[test]
+    fn unknown_type_and_attribute_name_the_place_and_the_fix() {
+        let f = Fixture::new().toml(
+            "base",
+            "[file.\"/etc/motd\"]\ncontent = \"x\"\n\n[actions.a]\ncommand = \"true\"\nneeed = [\"action:b\"]\n",
+        );
+        let errors = f.errors();
+        let ty = line_of(&errors, "unknown item type `file`");
+        assert!(ty.contains("items.toml:1:2"), "{ty}");
+        assert!(errors.contains("did you mean `files`?"), "{errors}");
+        let attr = line_of(&errors, "unknown attribute `neeed` for action:a");
+        assert!(attr.contains("items.toml:6:1"), "{attr}");
+        assert!(errors.contains("did you mean `needs`?"), "{errors}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_only_the_first() {
+        let f = Fixture::new().toml(
+            "base",
+            r#"
+[files."/a"]
+content = "x"
+mode = 644
+
+[files."/b"]
+content = "x"
+source = "b"
+
+[files."relative"]
+content = "x"
+
+[actions.noop]
+expected_return_code = "zero"
+
+[directories."/d"]
+delete = true
+mode = "0755"
+
+[files."/e"]
+content = "x"
+content_type = "jinja"
+owner = 0
+
+[users." bob"]
+"#,
+        );
+        let errors = f.errors();
+        for needle in [
+            "`mode` of file:/a must be a string of octal digits, not an integer",
+            "file:/b sets both `content` and `source`",
+            "file item name \"relative\" must be an absolute path",
+            "action:noop needs a `command`",
+            "`expected_return_code` of action:noop must be an integer or a list",
+            "directory:/d has delete = true, so it cannot also set mode",
+            "unknown content_type \"jinja\" for file:/e",
+            "did you mean \"jinja2\"?",
+            "`owner` of file:/e must be a string, not an integer",
+            "user item name \" bob\" must not start or end with whitespace",
+        ] {
+            assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
+        }
+        assert!(line_of(&errors, "`mode` of file:/a").contains("items.toml:4:8"));
+    }
+
+    #[test]
+    fn modes_are_octal_strings_up_to_7777() {
+        for (mode, ok) in [
+            ("\"0644\"", Some(0o644)),
+            ("\"755\"", Some(0o755)),
+            ("\"4755\"", Some(0o4755)),
+            ("\"0888\"", None),
+            ("\"12345\"", None),
+            ("\"rw\"", None),
+            ("\"64\"", None),
+        ] {
+            let f = Fixture::new().toml("b", &format!("[directories.\"/d\"]\nmode = {mode}\n"));
+            match ok {
+                Some(m) => {
+                    let items = f.ok_items();
+                    let ItemKind::Directory(d) = &items[0].kind else {
+                        panic!()
+                    };
+                    assert_eq!(d.mode, Some(m), "{mode}");
+                }
+                None => assert!(f.errors().contains("not an octal mode"), "{mode}"),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_source_names_the_expected_file() {
+        let f = Fixture::new().toml(
+            "web",
+            "[files.\"/etc/nginx.conf\"]\nsource = \"nginx.conf\"\n\n[files.\"/etc/other\"]\n",
+        );
+        let errors = f.errors();
+        assert!(
+            errors.contains(
+                "source file bundles/web/files/nginx.conf of file:/etc/nginx.conf does not exist"
+            ),
+            "{errors}"
+        );
+        assert!(
+            line_of(&errors, "nginx.conf of").contains("items.toml:2:10"),
+            "{errors}"
+        );
+        assert!(errors.contains("default source bundles/web/files/other does not exist"));
+        let f = Fixture::new().toml("web", "[files.\"/x\"]\nsource = \"../../etc/passwd\"\n");
+        assert!(f.errors().contains("must be a relative path inside files/"));
+    }
+
+    #[test]
+    fn content_type_any_and_delete_need_no_source() {
+        let f = Fixture::new().toml(
+            "b",
+            "[files.\"/a\"]\ncontent_type = \"any\"\nmode = \"0600\"\n[files.\"/b\"]\ndelete = true\n",
+        );
+        let items = f.ok_items();
+        assert!(
+            items
+                .iter()
+                .all(|i| matches!(&i.kind, ItemKind::File(a) if a.source == FileSource::None))
+        );
+        assert!(items[1].deletes());
+    }
+
+    #[test]
+    fn wrong_toml_syntax_points_at_the_spot() {
+        let f = Fixture::new().toml("b", "[files.\"/a\"]\nmode = 0644\n");
+        let errors = f.errors();
+        assert!(errors.contains("items.toml:2:"), "{errors}");
+        assert!(errors.contains("invalid TOML"), "{errors}");
+    }
+
+    #[test]
+    fn bad_selectors_in_dependencies_are_caught_at_parse_time() {
+        let f = Fixture::new().toml(
+            "b",
+            "[actions.a]\ncommand = \"true\"\nneeds = [\"files:/etc/motd\"]\nafter = \"action:b\"\n",
+        );
+        let errors = f.errors();
+        assert!(errors.contains("did you mean `file:`?"), "{errors}");
+        assert!(
+            errors.contains("`after` of action:a must be a list of strings, not a string"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn duplicate_ids_across_bundles_name_both_places() {
+        let f = Fixture::new()
+            .toml("one", "[actions.dupl]\ncommand = \"true\"\n")
+            .toml("two", "\n\n[actions.dupl]\ncommand = \"false\"\n");
+        let errors = f.errors();
+        assert!(
+            errors.contains("duplicate definition of action:dupl"),
+            "{errors}"
+        );
+        assert!(errors.contains("bundle 'one' ("), "{errors}");
+        assert!(errors.contains("one/items.toml:1:1"), "{errors}");
+        assert!(errors.contains("two/items.toml:3:1"), "{errors}");
+    }
+
+    #[test]
+    fn static_items_are_parsed_once_per_bundle() {
+        let f = Fixture::new().toml("b", "[actions.a]\ncommand = \"true\"\n");
+        assert_eq!(f.ok_items().len(), 1);
+        // Editing the file after the first load changes nothing: the cache answers.
+        f.write(
+            "bundles/b/items.toml",
+            "[actions.a]\ncommand = \"true\"\n[actions.b]\ncommand = \"true\"\n",
+        );
+        assert_eq!(f.ok_items().len(), 1);
+    }
+
+    #[test]
+    fn a_repo_with_its_caches_can_be_shared_by_node_workers() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<crate::repo::Repo>();
+        shareable::<crate::plan::Plan>();
+    }
+
+    #[test]
+    fn a_missing_bundle_is_an_error_not_a_panic() {
+        let f = Fixture::new().toml("base", "");
+        let node = f.node("n1", &["base", "bsae2"], serde_json::json!({}));
+        let errors = crate::items::testutil::render(
+            &crate::items::load_node_items(&f.repo, &node).unwrap_err(),
+        );
+        assert!(
+            errors.contains("node 'n1' has bundle 'bsae2', which does not exist"),
+            "{errors}"
+        );
+    }
 }

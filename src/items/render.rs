@@ -201,3 +201,123 @@ fn template_error(repo: &Repo, item: &Item, e: &minijinja::Error) -> Diagnostic 
         format!("template of {} failed: {detail}", item.id),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::items::load_node_items;
+    use crate::items::testutil::{Fixture, render};
+
+    fn setup() -> (Fixture, Node) {
+        let f = Fixture::new()
+            .toml(
+                "web",
+                r#"
+[files."/etc/motd"]
+content = "hi\n"
+[files."/etc/nginx.conf"]
+content_type = "jinja2"
+source = "nginx.conf.j2"
+[files."/etc/inline"]
+content_type = "jinja2"
+content = "{{ node.hostname }} in {{ node.groups | join(',') }}\n"
+[files."/etc/blob"]
+content_type = "base64"
+content = "aGVs\nbG8="
+[files."/etc/bin"]
+content_type = "binary"
+source = "bin"
+[files."/etc/any"]
+content_type = "any"
+"#,
+            )
+            .source(
+                "web",
+                "nginx.conf.j2",
+                "{% include \"header.j2\" %}workers {{ metadata.nginx.workers }};\n",
+            )
+            .source("web", "header.j2", "# {{ node.name }}\n")
+            .source("web", "bin", "\u{1}\u{2}");
+        let node = f.node(
+            "web1",
+            &["web"],
+            serde_json::json!({"nginx": {"workers": 4}}),
+        );
+        (f, node)
+    }
+
+    #[test]
+    fn every_content_type_renders_its_bytes() {
+        let (f, node) = setup();
+        let items = load_node_items(&f.repo, &node).unwrap_or_else(|d| panic!("{}", render(&d)));
+        let get = |id: &str| {
+            let item = items.iter().find(|i| i.id == id).unwrap();
+            content(&f.repo, &node, item).unwrap()
+        };
+        assert_eq!(get("file:/etc/motd").unwrap(), b"hi\n");
+        assert_eq!(
+            get("file:/etc/nginx.conf").unwrap(),
+            b"# web1\nworkers 4;\n"
+        );
+        assert_eq!(
+            get("file:/etc/inline").unwrap(),
+            b"web1.example.com in all\n"
+        );
+        assert_eq!(get("file:/etc/blob").unwrap(), b"hello");
+        assert_eq!(get("file:/etc/bin").unwrap(), b"\x01\x02");
+        assert_eq!(get("file:/etc/any"), None);
+        assert!(render_all(&f.repo, &node, &items).is_empty());
+    }
+
+    #[test]
+    fn undefined_variables_name_template_file_and_line() {
+        let (f, node) = setup();
+        let items = load_node_items(&f.repo, &node).unwrap();
+        assert!(render_all(&f.repo, &node, &items).is_empty());
+        let other = f.node("web2", &["web"], serde_json::json!({"nginx": {}}));
+        let errors = render(&render_all(&f.repo, &other, &items));
+        assert!(errors.contains("bundles/web/files/nginx.conf.j2:1: template of file:/etc/nginx.conf failed: undefined value"), "{errors}");
+        assert_eq!(errors.lines().count(), 1, "{errors}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_template_and_line_or_the_item() {
+        let f = Fixture::new()
+            .toml(
+                "b",
+                "[files.\"/a\"]\ncontent_type = \"jinja2\"\nsource = \"a.j2\"\n\n[files.\"/b\"]\ncontent_type = \"jinja2\"\ncontent = \"ok\\n{% if %}\"\n",
+            )
+            .source("b", "a.j2", "line one\n{{ broken \n");
+        let node = f.node("n1", &["b"], serde_json::json!({}));
+        let items = load_node_items(&f.repo, &node).unwrap();
+        let errors = render(&render_all(&f.repo, &node, &items));
+        assert!(
+            errors.contains("bundles/b/files/a.j2:2: template of file:/a failed: syntax error"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("items.toml:5:1: template of file:/b failed: syntax error"),
+            "{errors}"
+        );
+        assert!(errors.contains("line 2 of the inline template"), "{errors}");
+    }
+
+    #[test]
+    fn bad_base64_and_non_utf8_text_are_reported() {
+        let f = Fixture::new()
+            .toml(
+                "b",
+                "[files.\"/a\"]\ncontent_type = \"base64\"\ncontent = \"!!!\"\n[files.\"/t\"]\nsource = \"t\"\n",
+            )
+            .source("b", "t", "ok");
+        std::fs::write(f.path().join("bundles/b/files/t"), [0xff, 0xfe]).unwrap();
+        let node = f.node("n1", &["b"], serde_json::json!({}));
+        let items = load_node_items(&f.repo, &node).unwrap();
+        let errors = render(&render_all(&f.repo, &node, &items));
+        assert!(
+            errors.contains("content of file:/a is not valid base64"),
+            "{errors}"
+        );
+        assert!(errors.contains("of file:/t is not UTF-8 text"), "{errors}");
+    }
+}

@@ -205,3 +205,118 @@ impl Compiled {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::items::testutil::{Fixture, render};
+    use crate::items::{FileSource, ItemKind, load_node_items};
+
+    #[test]
+    fn items_depend_on_the_node_and_share_validation_with_toml() {
+        let f = Fixture::new().bundle("web");
+        f.write(
+            "libs/util.rhai",
+            "fn conf_path(name) { \"/etc/\" + name + \".conf\" }\n",
+        );
+        f.write(
+            "bundles/web/items.rhai",
+            r#"import "util" as util;
+let files = #{};
+files[util::conf_path(node.name)] = #{ content: "workers=" + node.metadata.nginx.workers + "\n" };
+#{
+    files: files,
+    actions: #{
+        "reload": #{ command: "true", triggered: true },
+    },
+}
+"#,
+        );
+        f.write("bundles/web/items.toml", "[pkg_apt.nginx]\n");
+        let node = f.node(
+            "web1",
+            &["web"],
+            serde_json::json!({"nginx": {"workers": 4}}),
+        );
+        let items = load_node_items(&f.repo, &node).unwrap_or_else(|d| panic!("{}", render(&d)));
+        let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["action:reload", "file:/etc/web1.conf", "pkg_apt:nginx"]
+        );
+        let ItemKind::File(a) = &items[1].kind else {
+            panic!()
+        };
+        assert_eq!(a.source, FileSource::Content("workers=4\n".into()));
+        // The literal name is found in the script; the computed one points at the file.
+        assert!(items[0].location.file.ends_with("items.rhai"));
+        assert_eq!(items[0].location.line, 7);
+        assert_eq!(items[1].location.line, 0);
+    }
+
+    #[test]
+    fn bad_items_from_rhai_point_at_the_script() {
+        let f = Fixture::new().bundle("b");
+        f.write(
+            "bundles/b/items.rhai",
+            "#{\n  actions: #{\n    \"x\": #{ comand: \"true\" },\n  },\n  servies: #{},\n}\n",
+        );
+        let node = f.node("n1", &["b"], serde_json::json!({}));
+        let errors = render(&load_node_items(&f.repo, &node).unwrap_err());
+        assert!(
+            errors.contains("items.rhai:3:5: unknown attribute `comand` for action:x"),
+            "{errors}"
+        );
+        assert!(errors.contains("did you mean `command`?"), "{errors}");
+        assert!(errors.contains("unknown item type `servies`"), "{errors}");
+    }
+
+    #[test]
+    fn runtime_and_syntax_errors_report_file_and_line() {
+        let f = Fixture::new().bundle("b");
+        f.write(
+            "bundles/b/items.rhai",
+            "let x = 1;\nlet y = nosuchvar + 1;\n#{}\n",
+        );
+        let node = f.node("n1", &["b"], serde_json::json!({}));
+        let errors = render(&load_node_items(&f.repo, &node).unwrap_err());
+        assert!(
+            errors.contains("items.rhai:2:9: items.rhai failed for node 'n1'"),
+            "{errors}"
+        );
+        assert!(errors.contains("nosuchvar"), "{errors}");
+
+        let f = Fixture::new().bundle("b");
+        f.write("bundles/b/items.rhai", "let x = ;\n");
+        let errors = render(&load_node_items(&f.repo, &node).unwrap_err());
+        assert!(errors.contains("items.rhai:1:"), "{errors}");
+        assert!(errors.contains("does not compile"), "{errors}");
+
+        let f = Fixture::new().bundle("b");
+        f.write("bundles/b/items.rhai", "42\n");
+        let errors = render(&load_node_items(&f.repo, &node).unwrap_err());
+        assert!(errors.contains("must return a map"), "{errors}");
+    }
+
+    #[test]
+    fn runaway_scripts_are_stopped() {
+        let f = Fixture::new().bundle("b");
+        f.write("bundles/b/items.rhai", "loop {}\n");
+        let node = f.node("n1", &["b"], serde_json::json!({}));
+        let errors = render(&load_node_items(&f.repo, &node).unwrap_err());
+        assert!(errors.contains("Too many operations"), "{errors}");
+    }
+
+    #[test]
+    fn duplicates_between_toml_and_rhai_are_errors() {
+        let f = Fixture::new().toml("b", "[pkg_apt.nginx]\n");
+        f.write("bundles/b/items.rhai", "#{ pkg_apt: #{ nginx: #{} } }\n");
+        let node = f.node("n1", &["b"], serde_json::json!({}));
+        let errors = render(&load_node_items(&f.repo, &node).unwrap_err());
+        assert!(
+            errors.contains("duplicate definition of pkg_apt:nginx"),
+            "{errors}"
+        );
+        assert!(errors.contains("items.toml:1:1"), "{errors}");
+        assert!(errors.contains("items.rhai:1:"), "{errors}");
+    }
+}

@@ -252,7 +252,12 @@ where
         let root_fields = Fields {
             file: &file,
             table: file.root(),
-            what: file.path.display().to_string(),
+            what: file
+                .path
+                .strip_prefix(root)
+                .unwrap_or(&file.path)
+                .display()
+                .to_string(),
         };
         root_fields.check_keys(&[kind], diags);
         let Some(item) = file.root().get(kind) else {

@@ -15,9 +15,14 @@ pub struct Scene {
 impl Scene {
     pub fn new(items: &str) -> Scene {
         let dir = tempfile::tempdir().expect("tempdir");
-        let repo = TestRepo::new().file(
+        let repo = TestRepo::new();
+        let locks = repo.path().join("locks");
+        repo.write(
             "nodes.toml",
-            "[nodes.n1]\ntransport = \"local\"\nbundles = [\"b\"]\n",
+            &format!(
+                "[nodes.n1]\ntransport = \"local\"\nbundles = [\"b\"]\nlock_dir = \"{}\"\n",
+                locks.display()
+            ),
         );
         let s = Scene { repo, dir };
         s.items(items);
@@ -114,8 +119,8 @@ fn second_apply_fixes_nothing_and_touches_nothing() {
     assert_eq!(n["ok"], 4, "{summary}");
     assert_eq!(n["skipped"], 1, "the action is not triggered: {summary}");
     assert_eq!(
-        n["commands"], 1,
-        "steady state is one remote command: {summary}"
+        n["commands"], 2,
+        "steady state is two remote commands (lock + probe, release): {summary}"
     );
     assert_eq!(mtime(&s.path("app/a.conf")), before);
 }
@@ -322,8 +327,11 @@ fn unreachable_node_does_not_stop_the_others() {
     let s = Scene::new("[files.\"@/f\"]\ncontent = \"x\"\n");
     s.repo.write(
         "nodes.toml",
-        "[nodes.n1]\ntransport = \"local\"\nbundles = [\"b\"]\n\
-         [nodes.broken]\ntransport = \"local\"\nbundles = [\"b\"]\nbecome = \"/nonexistent/become-wrapper\"\n",
+        &format!(
+            "[nodes.n1]\ntransport = \"local\"\nbundles = [\"b\"]\nlock_dir = \"{locks}\"\n\
+             [nodes.broken]\ntransport = \"local\"\nbundles = [\"b\"]\nbecome = \"/nonexistent/become-wrapper\"\n",
+            locks = s.repo.path().join("locks").display()
+        ),
     );
     let run = s.cinch(&["apply", "n1,broken"]).expect_code(1);
     assert!(run.stderr.contains("broken"), "{}", run.stderr);
@@ -455,8 +463,9 @@ fn killed_apply_never_leaves_a_partial_file() {
     s.repo.write(
         "nodes.toml",
         &format!(
-            "[nodes.n1]\ntransport = \"local\"\nbundles = [\"b\"]\nbecome = \"{}\"\n",
-            wrapper.display()
+            "[nodes.n1]\ntransport = \"local\"\nbundles = [\"b\"]\nbecome = \"{}\"\nlock_dir = \"{}\"\n",
+            wrapper.display(),
+            s.repo.path().join("locks").display()
         ),
     );
     let tmps = || -> Vec<PathBuf> {
@@ -499,8 +508,13 @@ fn killed_apply_never_leaves_a_partial_file() {
         "the node side removes its partial temp file"
     );
     assert_eq!(std::fs::read(s.path("big")).unwrap(), b"old\n");
-    // And a normal apply afterwards writes the whole file.
-    s.cinch(&["apply", "n1"]).expect_code(0);
+    // A SIGKILLed apply cannot give its hard lock back: the next apply is refused until the
+    // user forces it (or the lock goes stale after 8 h).
+    s.cinch(&["apply", "n1"])
+        .expect_code(1)
+        .stderr_has("locked by");
+    // And a forced apply afterwards writes the whole file.
+    s.cinch(&["apply", "n1", "--force"]).expect_code(0);
     assert!(std::fs::read(s.path("big")).unwrap() == big);
 }
 
@@ -550,14 +564,17 @@ fn interactive_asks_per_item_through_a_pty() {
 }
 
 #[test]
-fn over_ssh_steady_state_is_one_command_and_a_dead_node_does_not_stop_others() {
+fn over_ssh_steady_state_is_two_commands_and_a_dead_node_does_not_stop_others() {
     let sshd = crate::sshd::Sshd::start(2);
     let mut nodes = String::new();
     let repo = TestRepo::new().file("cinch.toml", &sshd.cinch_toml());
     for n in ["node1", "node2"] {
         let d = sshd.node_dir(n);
         let d = d.display();
-        nodes.push_str(&format!("[nodes.{n}]\nbundles = [\"{n}\"]\n"));
+        nodes.push_str(&format!(
+            "[nodes.{n}]\nbundles = [\"{n}\"]\nlock_dir = \"{}\"\n",
+            repo.path().join("locks").display()
+        ));
         let mut items = format!("[directories.\"{d}/etc\"]\npurge = true\n");
         for k in 0..30 {
             items.push_str(&format!(
@@ -586,8 +603,8 @@ fn over_ssh_steady_state_is_one_command_and_a_dead_node_does_not_stop_others() {
         assert_eq!(n["fixed"], 0, "{summary}");
         assert_eq!(n["ok"], 31, "{summary}");
         assert_eq!(
-            n["commands"], 1,
-            "steady state over ssh is one remote command: {summary}"
+            n["commands"], 2,
+            "steady state over ssh is two remote commands (lock + probe, release): {summary}"
         );
     }
     assert_eq!(mtime(&f), before);

@@ -2,8 +2,13 @@
 //! `cinch` binary against temporary repos, the local transport and a private sshd.
 
 mod apply;
+mod check;
 mod harness;
+mod hooks;
 mod inspect;
+mod items;
+mod lock;
+mod plan;
 mod repo;
 mod sshd;
 mod transport;

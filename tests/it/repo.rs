@@ -54,6 +54,17 @@ fn unknown_key_in_group_and_settings() {
 }
 
 #[test]
+fn misspelt_top_level_table() {
+    base()
+        .file("nodes.toml", "[nodes.web1]\n")
+        .file("nodes/x.toml", "[node.web2]\n")
+        .cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("x.toml:1:2: nodes/x.toml: unknown key `node`")
+        .stderr_has("did you mean `nodes`?");
+}
+
+#[test]
 fn duplicate_node_across_files_names_both_places() {
     base()
         .file("nodes.toml", "[nodes.web1]\n")
