@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -257,7 +258,6 @@ def become_reaper() -> None:
     `--no-reaper` measures the sandbox as it is.
     """
     import ctypes
-    import signal
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
         log("warning: could not become a child subreaper; orphaned ssh masters stay zombies")
@@ -581,35 +581,40 @@ class Ctx:
         shutil.rmtree(self.logs, ignore_errors=True)
         self.logs.mkdir()
         self.counter = 0
+        # Whether a tool's last timed run left its nodes verified correct (no warm-up needed).
+        self.converged: dict[str, bool] = {}
 
     def result(self, scenario, tool) -> Result:
         return self.results.setdefault((scenario, tool), Result(scenario, tool))
 
+    def should_run(self, scenario: str, tool: str) -> bool:
+        """False once the tool failed this scenario, or its first run was slower than --slow:
+        repeating it would not change the picture but would multiply the benchmark's
+        duration (Ansible at the defaults)."""
+        res = self.result(scenario, tool)
+        if res.error:
+            return False
+        if res.times and res.times[0] > self.args.slow:
+            res.capped = True
+            return False
+        return True
+
     def timed(self, scenario: str, tool: Tool, net: Net, argv: list[str], check=None) -> None:
         """One timed invocation; a failure marks the (scenario, tool) result as failed."""
+        if not self.should_run(scenario, tool.name):
+            return
         res = self.result(scenario, tool.name)
-        if res.error:
-            return
-        if res.times and res.times[0] > self.args.slow:
-            # Already one run slower than --slow: repeating it would not change the picture
-            # but would multiply the benchmark's duration (Ansible at the defaults).
-            res.capped = True
-            return
         self.counter += 1
         logf = self.logs / f"{self.counter:03d}-{scenario.replace(' ', '_').replace('/', '_')}-{tool.name}.log"
         tool.before_run(net)
         env = tool.env()
         offset = self.sshd.log_offset()
         t0 = time.perf_counter()
+        stdout = b""
         try:
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=env,
-                                  timeout=RUN_TIMEOUT, cwd=str(self.work))
+            code, stdout, stderr = run_group(argv, env, self.work, RUN_TIMEOUT)
             elapsed = time.perf_counter() - t0
-            out = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
-            code = proc.returncode
-        except subprocess.TimeoutExpired as e:
-            elapsed, code = time.perf_counter() - t0, "timeout"
-            out = (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
+            out = stdout.decode(errors="replace") + stderr.decode(errors="replace")
         finally:
             tool.after_run(net)
         time.sleep(0.05)  # let sshd flush its log lines of the last sessions
@@ -621,17 +626,37 @@ class Ctx:
         if check:
             problems += check(out)
         if problems:
+            self.converged[tool.name] = False
             res.error = f"{'; '.join(problems[:3])} (log: {logf.relative_to(self.work)})"
             log(f"  {tool.name:8} {scenario}: FAILED {res.error}")
             return
         res.times.append(elapsed)
         res.sessions.append(sessions)
         res.connections.append(conns)
+        self.converged[tool.name] = True
         if tool.name == "cinch":
-            cmds = cinch_commands(proc.stdout.decode(errors="replace"))
+            cmds = cinch_commands(stdout.decode(errors="replace"))
             if cmds is not None:
                 res.cinch_commands.append(cmds)
         log(f"  {tool.name:8} {scenario}: {elapsed:7.3f} s  ({sessions} ssh sessions)")
+
+
+def run_group(argv, env, cwd: Path, timeout: float):
+    """Runs argv in its own process group; on timeout or interrupt the whole group is killed,
+    so no tool's workers outlive the benchmark. Returns (exit code, stdout, stderr)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, cwd=str(cwd), start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        out, err = proc.communicate()
+        return "timeout", out, err
+    except BaseException:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+        raise
 
 
 def cinch_commands(stdout: str):
@@ -703,16 +728,21 @@ def bench_files(ctx: Ctx, tools: list[Tool], net: Net, label_prefix: str = "", s
         log(label)
         for _ in range(runs):
             for t in tools:
+                if not ctx.should_run(label, t.name):
+                    continue
                 scn.clean(t.name)
                 ctx.timed(label, t, net, t.apply_cmd(net), files_check(scn, t.name))
     label = f"{label_prefix}files: steady state"
     log(label)
     for t in tools:
-        # Untimed: make sure every tool starts from its converged state.
+        if ctx.converged.get(t.name):
+            continue
+        # Untimed: start from the converged state (the previous run did not verify it).
         t.before_run(net)
-        subprocess.run(t.apply_cmd(net), capture_output=True, env=t.env(), cwd=str(ctx.work),
-                       stdin=subprocess.DEVNULL, timeout=RUN_TIMEOUT)
-        t.after_run(net)
+        try:
+            run_group(t.apply_cmd(net), t.env(), ctx.work, RUN_TIMEOUT)
+        finally:
+            t.after_run(net)
     for _ in range(runs):
         for t in tools:
             ctx.timed(label, t, net, t.apply_cmd(net), files_check(scn, t.name))
@@ -722,6 +752,8 @@ def bench_files(ctx: Ctx, tools: list[Tool], net: Net, label_prefix: str = "", s
     log(label)
     for _ in range(runs):
         for t in tools:
+            if not ctx.should_run(label, t.name):
+                continue
             scn.drift(t.name)
             ctx.timed(label, t, net, t.apply_cmd(net), files_check(scn, t.name))
 
@@ -981,10 +1013,14 @@ def write_report(ctx: Ctx, tools: list[Tool], path: Path, started: dt.datetime, 
 
 # ---------------------------------------------------------------------------------------------
 
+def interrupted(_sig, _frame):
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nodes", type=int, default=10)
-    ap.add_argument("--files", type=int, default=100)
+    ap.add_argument("--files", type=int, default=20)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--latency", type=int, default=25, help="round-trip ms added by the proxy (0: skip)")
     ap.add_argument("--tools", default=",".join(ALL_TOOLS))
@@ -1017,6 +1053,8 @@ def main() -> int:
         Path(args.work_dir) / "RESULTS-smoke.md" if args.smoke else BENCH / "RESULTS.md")
 
     started = dt.datetime.now(dt.timezone.utc)
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop sshd, the proxy and the tools.
+    signal.signal(signal.SIGTERM, interrupted)
     if not args.no_reaper:
         become_reaper()
     ctx = Ctx(args)
