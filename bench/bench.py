@@ -581,6 +581,7 @@ class Ctx:
         shutil.rmtree(self.logs, ignore_errors=True)
         self.logs.mkdir()
         self.counter = 0
+        self.load_start = loadavg()
         # Whether a tool's last timed run left its nodes verified correct (no warm-up needed).
         self.converged: dict[str, bool] = {}
 
@@ -622,7 +623,8 @@ class Ctx:
         logf.write_text(f"$ {' '.join(argv)}\n# exit {code}, {elapsed:.3f} s\n{out}")
         problems = []
         if code != 0:
-            problems.append(f"exit code {code}")
+            first = next((l.strip() for l in out.splitlines() if l.strip()), "")
+            problems.append(f"exit code {code}" + (f" ({first[:120]})" if first else ""))
         if check:
             problems += check(out)
         if problems:
@@ -890,6 +892,13 @@ def fmt_s(x):
     return "—" if x is None else (f"{x:.3f} s" if x < 10 else f"{x:.1f} s")
 
 
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
 def machine_info() -> list[str]:
     cpu = "?"
     try:
@@ -1004,6 +1013,11 @@ def write_report(ctx: Ctx, tools: list[Tool], path: Path, started: dt.datetime, 
     L.append("\n## Setup\n")
     L += [f"- {x}" for x in machine_info()]
     L.append("- Versions: " + "; ".join(t.version() for t in tools))
+    L.append(f"- Load average (1/5/15 min) at start: {ctx.load_start}; at end: {loadavg()}. The machine is "
+             "shared: a high load means other work competed for the same 2 cores during the runs.")
+    if not a.no_reaper:
+        L.append("- The driver reaps orphaned ssh ControlMaster processes as a normal init would "
+                 "(this sandbox's PID 1 does not; see `become_reaper` in bench.py).")
     L.append(f"- Date: {started.strftime('%Y-%m-%d %H:%M UTC')}")
     L.append("- Nodes: one private sshd on 127.0.0.1 plays every node (ssh_config aliases node1..nodeN); "
              "tool T's node K manages /tmp/cinch-bench/T/nodeK/. Nodes and controller share the same 2 cores.")
@@ -1026,7 +1040,7 @@ def main() -> int:
     ap.add_argument("--tools", default=",".join(ALL_TOOLS))
     ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS))
     ap.add_argument("--test-nodes", type=int, default=1000)
-    ap.add_argument("--slow", type=float, default=60,
+    ap.add_argument("--slow", type=float, default=30,
                     help="a tool whose first run of a scenario takes longer than this many seconds runs it only once")
     ap.add_argument("--smoke", action="store_true", help="N=2, M=5, R=1, cinch only, no PyPI")
     ap.add_argument("--cinch", help="cinch binary to use (default: cargo build --release)")
