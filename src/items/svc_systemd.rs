@@ -161,10 +161,7 @@ impl Stateful for SvcSystemdAttrs {
 
     fn probe_error(&self, _item: &Item, fields: &Fields) -> Option<String> {
         fields.text("nosystemd").map(|why| {
-            format!(
-                "{why}: systemctl not found / systemd is not running on this node, and \
-                 svc_systemd items need systemd as the init system"
-            )
+            format!("{why} on this node: svc_systemd items need systemd as the init system")
         })
     }
 
@@ -289,7 +286,10 @@ mod tests {
             crate::items::testutil::item("svc_systemd", "x", ItemKind::SvcSystemd(a.clone()));
         let f = Fields(vec![("nosystemd".into(), b"systemctl not found".to_vec())]);
         let msg = a.probe_error(&item, &f).unwrap();
-        assert!(msg.starts_with("systemctl not found: "), "{msg}");
+        assert!(
+            msg.starts_with("systemctl not found on this node: "),
+            "{msg}"
+        );
         assert!(a.probe_error(&item, &Fields::default()).is_none());
     }
 

@@ -100,18 +100,16 @@ impl Stateful for UserAttrs {
         }
         let mut s = State::new();
         s.insert("type".into(), Value::String("user".into()));
-        if let Some(uid) = self.uid {
-            s.insert("uid".into(), Value::from(uid));
-        }
-        if let Some(g) = self.group_set() {
-            s.insert(
-                "groups".into(),
-                Value::Array(g.into_iter().map(Value::String).collect()),
-            );
-        }
-        for key in ["gid", "home", "shell", "full_name", "password_hash"] {
-            if let Some(v) = self.option_value(key) {
-                s.insert(key.into(), Value::String(v));
+        for (key, _) in OPTIONS {
+            let value = match *key {
+                "uid" => self.uid.map(Value::from),
+                "groups" => self
+                    .group_set()
+                    .map(|g| Value::Array(g.into_iter().map(Value::String).collect())),
+                _ => self.option_value(key).map(Value::String),
+            };
+            if let Some(v) = value {
+                s.insert((*key).into(), v);
             }
         }
         Some(s)

@@ -10,5 +10,6 @@ mod lock;
 mod plan;
 mod repo;
 mod sshd;
+mod sysitems;
 mod transport;
 mod verify;
