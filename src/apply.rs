@@ -145,12 +145,23 @@ fn run(
         .item_workers
         .unwrap_or(repo.settings.item_workers)
         .max(1);
+    // Hooks load (and their top level runs) once, before anything else, so a broken hook is
+    // reported together with every other repo problem. verify fires only node_ssh_connect
+    // (it connects, but applies nothing).
+    let mut diags = Vec::new();
+    let mut bus = match crate::events::command_bus(ctx, &repo) {
+        Ok(bus) => bus,
+        Err(Error::Repo(d)) => {
+            diags.extend(d);
+            Bus::new()
+        }
+        Err(e) => return Err(e),
+    };
     let prepared: Vec<std::result::Result<Prepared<'_>, Vec<Diagnostic>>> = nodes
         .par_iter()
         .map(|n| prepare(&repo, n, select, mode, interactive, item_workers))
         .collect();
     let mut jobs = Vec::new();
-    let mut diags = Vec::new();
     for p in prepared {
         match p {
             Ok(p) => jobs.push(p),
@@ -171,13 +182,6 @@ fn run(
         me: crate::lock::identity(&repo.path),
         force,
     };
-    let bus = if mode == Mode::Apply {
-        crate::events::command_bus(ctx, &repo)?
-    } else {
-        // verify changes nothing, so no apply hooks fire for it.
-        Bus::new()
-    };
-    let mut bus = bus;
     if console.json() {
         bus.subscribe(Box::new(JsonLines(ctx.console.clone())));
     }
@@ -195,6 +199,7 @@ fn run(
             interactive,
         });
         if let Flow::Abort(reason) = flow {
+            out.finish();
             out.line_err(&format!(
                 "{} apply aborted by hook: {reason}",
                 style("!!!").red()
@@ -275,6 +280,10 @@ fn run_node(
     if mode == Mode::Apply
         && let Flow::SkipNode(reason) = bus.emit(&Event::NodeApplyStart { node, interactive })
     {
+        if out.console.json() {
+            out.console
+                .json_line(&json!({"event": "node_skipped", "node": node.name, "reason": reason}));
+        }
         out.node_line(node, &format!("skipped by hook ({reason})"), false);
         return NodeRun {
             reports: job
@@ -384,11 +393,20 @@ struct NodeSink<'a> {
     bar: &'a ProgressBar,
 }
 
+/// A refusal from a `*_start` hook, as the failure reason of the item it stops.
+fn refused(flow: Flow) -> std::result::Result<(), String> {
+    match flow {
+        Flow::Continue => Ok(()),
+        Flow::Abort(reason) | Flow::SkipNode(reason) => Err(reason),
+    }
+}
+
 impl Sink for NodeSink<'_> {
-    fn item_start(&self, node: &Node, item: &Item) {
-        if self.mode == Mode::Apply {
-            self.bus.emit(&Event::ItemApplyStart { node, item });
+    fn item_start(&self, node: &Node, item: &Item) -> std::result::Result<(), String> {
+        if self.mode != Mode::Apply {
+            return Ok(());
         }
+        refused(self.bus.emit(&Event::ItemApplyStart { node, item }))
     }
 
     fn item_end(&self, node: &Node, item: &Item, r: &ItemReport) {
@@ -413,11 +431,17 @@ impl Sink for NodeSink<'_> {
         self.out.item_line(node, item, r);
     }
 
-    fn action_start(&self, node: &Node, item: &Item) {
-        self.bus.emit(&Event::ActionRunStart { node, item });
+    fn action_start(&self, node: &Node, item: &Item) -> std::result::Result<(), String> {
+        if self.mode != Mode::Apply {
+            return Ok(());
+        }
+        refused(self.bus.emit(&Event::ActionRunStart { node, item }))
     }
 
     fn action_end(&self, node: &Node, item: &Item, duration: Duration, outcome: Outcome) {
+        if self.mode != Mode::Apply {
+            return;
+        }
         self.bus.emit(&Event::ActionRunEnd {
             node,
             item,

@@ -9,12 +9,16 @@ use serde_json::json;
 use crate::cli::{Context, TestArgs};
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
+use crate::events::Flow;
 use crate::repo::{Node, Repo};
 
 /// Exit code when the repo is fine but some node's items, dependencies or templates are not.
 const EXIT_PROBLEMS: u8 = 1;
 /// Exit code when the repo cannot even be loaded (SPEC: bad repo).
 const EXIT_BAD_REPO: u8 = 2;
+
+/// A node's item count, or everything wrong with it.
+type NodeCheck = Result<usize, Vec<Diagnostic>>;
 
 /// One problem and the nodes it was found on (a bundle's mistake shows on all its nodes, but
 /// is reported once).
@@ -36,29 +40,65 @@ pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
                 })
                 .collect();
             report(ctx, &problems);
-            summary(ctx, 0, 0, 0, &problems, "the repo does not load");
+            summary(ctx, 0, 0, 0, problems.len(), "the repo does not load");
             return Ok(EXIT_BAD_REPO);
         }
         Err(e) => return Err(e),
     };
     let nodes = repo.select(args.target.as_deref().unwrap_or("all"))?;
 
-    let results: Vec<(&Node, Result<usize, Vec<Diagnostic>>)> = nodes
-        .par_iter()
-        .map(|node| (*node, check_node(&repo, node)))
-        .collect();
+    let mut hook_problems = Vec::new();
+    // The one load of the hooks (their top level runs at load): syntax errors are problems
+    // like any other; lint findings are warnings that do not change the exit code.
+    let (bus, hooks) = match crate::events::command_bus_with_hooks(ctx, &repo) {
+        Ok((bus, hooks)) => (Some(bus), Some(hooks)),
+        Err(Error::Repo(diags)) => {
+            hook_problems = diags
+                .into_iter()
+                .map(|diag| Problem {
+                    diag,
+                    nodes: Vec::new(),
+                })
+                .collect();
+            (None, None)
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(hooks) = &hooks {
+        warn(ctx, &hooks.lint());
+    }
 
-    // HOOKS: the `test_node` (per node) and `test` (once, at the end) hook events are fired
-    // here; their failures join `problems` below.
+    // Hooks run right after each node's checks, on the same worker; a failing `test_node`
+    // hook has already been reported (with its file and line) and marks the node as bad.
+    let results: Vec<(&Node, NodeCheck, bool)> = nodes
+        .par_iter()
+        .map(|node| {
+            let checked = check_node(&repo, node);
+            let hook_ok = bus.as_ref().is_none_or(|bus| {
+                bus.emit(&crate::events::Event::TestNode { node }) == Flow::Continue
+            });
+            (*node, checked, hook_ok)
+        })
+        .collect();
+    // `test` is the end of a full test only: a target tests part of the repo.
+    if let Some(bus) = &bus
+        && args.target.is_none()
+    {
+        bus.emit(&crate::events::Event::Test);
+    }
+    let hook_errors = hooks.as_ref().map_or(0, |h| h.errors().len());
 
     let mut items = 0;
     let mut bad_nodes = 0;
     let mut by_problem: BTreeMap<(String, String), Problem> = BTreeMap::new();
-    for (node, result) in &results {
+    for (node, result, hook_ok) in &results {
+        if !hook_ok && result.is_ok() {
+            bad_nodes += 1;
+        }
         match result {
             Ok(count) => {
                 items += count;
-                if ctx.console.verbose() > 0 && !ctx.console.json() {
+                if ctx.console.verbose() > 0 && !ctx.console.json() && *hook_ok {
                     ctx.console
                         .out(&format!("ok  {}  {count} items", node.name));
                 }
@@ -85,14 +125,44 @@ pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
             }
         }
     }
-    let problems: Vec<Problem> = by_problem.into_values().collect();
+    let bad_hooks = !hook_problems.is_empty();
+    let mut problems = hook_problems;
+    problems.extend(by_problem.into_values());
     report(ctx, &problems);
-    summary(ctx, nodes.len(), bad_nodes, items, &problems, "");
-    Ok(if problems.is_empty() {
+    summary(
+        ctx,
+        nodes.len(),
+        bad_nodes,
+        items,
+        problems.len() + hook_errors,
+        if bad_hooks { "hooks do not load" } else { "" },
+    );
+    Ok(if bad_hooks {
+        EXIT_BAD_REPO
+    } else if problems.is_empty() && hook_errors == 0 {
         0
     } else {
         EXIT_PROBLEMS
     })
+}
+
+/// Hook lint findings: shown, never fatal (a misspelt hook is not called, which may be fine).
+fn warn(ctx: &Context, warnings: &[Diagnostic]) {
+    for w in warnings {
+        if ctx.console.json() {
+            let loc = w.location.as_ref();
+            ctx.console.json_line(&json!({
+                "event": "test_warning",
+                "file": loc.map(|l| l.file.display().to_string()),
+                "line": loc.map(|l| l.line),
+                "column": loc.map(|l| l.column),
+                "message": w.message,
+                "hint": w.hint,
+            }));
+        } else {
+            ctx.console.err(&format!("warning: {w}"));
+        }
+    }
 }
 
 /// Everything `cinch test` can check about one node offline: its items parse, every template
@@ -155,7 +225,7 @@ fn summary(
     nodes: usize,
     bad_nodes: usize,
     items: usize,
-    problems: &[Problem],
+    problems: usize,
     why: &str,
 ) {
     if ctx.console.json() {
@@ -164,26 +234,24 @@ fn summary(
             "nodes": nodes,
             "nodes_with_problems": bad_nodes,
             "items": items,
-            "problems": problems.len(),
+            "problems": problems,
         }));
         return;
     }
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
-    if problems.is_empty() {
+    if problems == 0 {
         ctx.console.out(&format!(
             "{} OK ({})",
             plural(nodes, "node"),
             plural(items, "item")
         ));
     } else if !why.is_empty() {
-        ctx.console.err(&format!(
-            "{} found: {why}",
-            plural(problems.len(), "problem")
-        ));
+        ctx.console
+            .err(&format!("{} found: {why}", plural(problems, "problem")));
     } else {
         ctx.console.err(&format!(
             "{} found on {} of {}",
-            plural(problems.len(), "problem"),
+            plural(problems, "problem"),
             bad_nodes,
             plural(nodes, "node")
         ));

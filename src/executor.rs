@@ -199,12 +199,14 @@ pub enum Answer {
 
 /// Where the executor reports; implemented by the apply command (events, terminal, JSON).
 pub trait Sink: Sync {
-    /// An item is about to be considered.
-    fn item_start(&self, node: &Node, item: &Item);
+    /// An item is about to be considered; `Err(reason)` (a failed `item_apply_start` hook)
+    /// fails the item without touching it.
+    fn item_start(&self, node: &Node, item: &Item) -> Result<(), String>;
     /// An item is done.
     fn item_end(&self, node: &Node, item: &Item, report: &ItemReport);
-    /// An action's command is about to run.
-    fn action_start(&self, node: &Node, item: &Item);
+    /// An action's command is about to run; `Err(reason)` (a failed `action_run_start` hook)
+    /// fails the action without running it (`action_end` still follows).
+    fn action_start(&self, node: &Node, item: &Item) -> Result<(), String>;
     /// An action's command ended.
     fn action_end(&self, node: &Node, item: &Item, duration: Duration, outcome: Outcome);
     /// Interactive mode: should this change be made?
@@ -456,6 +458,18 @@ impl<'a, 'j> Exec<'a, 'j> {
     }
 
     fn fail(&mut self, i: usize, reason: String, duration: Duration) {
+        self.fail_between(i, reason, duration, None, None);
+    }
+
+    /// A failure with the states read before and after the attempt.
+    fn fail_between(
+        &mut self,
+        i: usize,
+        reason: String,
+        duration: Duration,
+        before: Option<Value>,
+        after: Option<Value>,
+    ) {
         self.report(
             i,
             ItemReport {
@@ -464,8 +478,8 @@ impl<'a, 'j> Exec<'a, 'j> {
                 reason: Some(reason),
                 verb: None,
                 diff: None,
-                before: None,
-                after: None,
+                before,
+                after,
                 duration,
                 quiet: false,
             },
@@ -573,7 +587,6 @@ impl<'a, 'j> Exec<'a, 'j> {
 
     fn walk(&mut self, guard: Option<&dyn Guard>) {
         let (waves, stuck) = self.g.waves();
-        let node = self.node();
         for wave in waves {
             if crate::interrupt::requested() || self.quit {
                 self.run.interrupted = true;
@@ -583,8 +596,9 @@ impl<'a, 'j> Exec<'a, 'j> {
                     "interrupted"
                 };
                 for i in wave {
-                    self.job.sink.item_start(node, &self.g.items[i]);
-                    self.skip(i, why, false);
+                    if self.begin(i) {
+                        self.skip(i, why, false);
+                    }
                 }
                 continue;
             }
@@ -597,19 +611,33 @@ impl<'a, 'j> Exec<'a, 'j> {
             }
         }
         for i in stuck {
-            self.job.sink.item_start(node, &self.g.items[i]);
-            self.fail(i, "part of a dependency loop".into(), Duration::ZERO);
+            if self.begin(i) {
+                self.fail(i, "part of a dependency loop".into(), Duration::ZERO);
+            }
+        }
+    }
+
+    /// Announces item `i`; if the sink refuses it (a failed start hook, fail closed), the item
+    /// is reported failed and `false` says not to go on with it.
+    fn begin(&mut self, i: usize) -> bool {
+        match self.job.sink.item_start(self.node(), &self.g.items[i]) {
+            Ok(()) => true,
+            Err(reason) => {
+                self.fail(i, reason, Duration::ZERO);
+                false
+            }
         }
     }
 
     fn wave(&mut self, wave: &[usize], guard: Option<&dyn Guard>) -> ExecResult<()> {
-        let node = self.node();
         let verify = self.job.options.mode == Mode::Verify;
         let mut stateful_items = Vec::new();
         let mut actions = Vec::new();
         for &i in wave {
             let item = &self.g.items[i];
-            self.job.sink.item_start(node, item);
+            if !self.begin(i) {
+                continue;
+            }
             if let Some(reason) = self.cascade_reason(i) {
                 self.skip(i, &reason, false);
                 continue;
@@ -809,15 +837,23 @@ impl<'a, 'j> Exec<'a, 'j> {
         for (i, change, diff) in to_fix {
             let elapsed = started.elapsed();
             let before = self.public(i, change.actual.as_ref());
+            // A failed fix still tells hooks and JSON what the item was and what it is now.
+            let after = self.public(i, self.actual_state(i).as_ref());
             match results.get(&i) {
-                None => self.fail(i, "the node did not report this fix".into(), elapsed),
+                None => self.fail_between(
+                    i,
+                    "the node did not report this fix".into(),
+                    elapsed,
+                    before,
+                    after,
+                ),
                 Some((rc, msg)) if *rc != 0 => {
                     let msg = if msg.trim().is_empty() {
                         format!("fix failed (exit {rc})")
                     } else {
                         msg.trim().to_string()
                     };
-                    self.fail(i, msg, elapsed);
+                    self.fail_between(i, msg, elapsed, before, after);
                 }
                 Some(_) => match self.change_of(i) {
                     Some(still) => {
@@ -826,7 +862,13 @@ impl<'a, 'j> Exec<'a, 'j> {
                         } else {
                             still.keys.join(", ")
                         };
-                        self.fail(i, format!("still differs after the fix: {keys}"), elapsed);
+                        self.fail_between(
+                            i,
+                            format!("still differs after the fix: {keys}"),
+                            elapsed,
+                            before,
+                            after,
+                        );
                     }
                     None => {
                         let after = self.public(i, self.actual_state(i).as_ref());
@@ -932,10 +974,12 @@ impl<'a, 'j> Exec<'a, 'j> {
                                 );
                             };
                             let started = Instant::now();
-                            sink.action_start(node, item);
-                            let outcome = match t.run(&a.command(item.deps.unless.as_deref())) {
-                                Ok(out) => a.judge(&out),
-                                Err(e) => ActionOutcome::Failed(e.to_string()),
+                            let outcome = match sink.action_start(node, item) {
+                                Err(reason) => ActionOutcome::Failed(reason),
+                                Ok(()) => match t.run(&a.command(item.deps.unless.as_deref())) {
+                                    Ok(out) => a.judge(&out),
+                                    Err(e) => ActionOutcome::Failed(e.to_string()),
+                                },
                             };
                             let d = started.elapsed();
                             let o = match outcome {

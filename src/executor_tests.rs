@@ -86,7 +86,9 @@ struct Rec {
 }
 
 impl Sink for Rec {
-    fn item_start(&self, _: &Node, _: &Item) {}
+    fn item_start(&self, _: &Node, _: &Item) -> Result<(), String> {
+        Ok(())
+    }
     fn item_end(&self, _: &Node, item: &Item, r: &ItemReport) {
         self.ends.lock().unwrap().push((
             item.id.clone(),
@@ -95,7 +97,9 @@ impl Sink for Rec {
             r.diff.clone(),
         ));
     }
-    fn action_start(&self, _: &Node, _: &Item) {}
+    fn action_start(&self, _: &Node, _: &Item) -> Result<(), String> {
+        Ok(())
+    }
     fn action_end(&self, _: &Node, _: &Item, _: Duration, _: Outcome) {}
     fn ask(&self, _: &Node, _: &Item, _: &str, _: &str) -> Answer {
         Answer::Yes

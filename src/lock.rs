@@ -716,7 +716,9 @@ pub fn cmd_lock(ctx: &Context, cmd: &LockCommand) -> Result<u8> {
             if node.dummy {
                 return NodeOutcome::Skipped("dummy node".into());
             }
-            bus.emit(&Event::NodeSshConnect { node });
+            if node.transport == crate::repo::TransportKind::Ssh {
+                bus.emit(&Event::NodeSshConnect { node });
+            }
             let transport = crate::transport::open(node, &connect);
             let outcome = node_lock_op(
                 transport.as_ref(),
@@ -809,7 +811,8 @@ pub fn cmd_lock(ctx: &Context, cmd: &LockCommand) -> Result<u8> {
     if crate::interrupt::requested() {
         return Ok(130);
     }
-    Ok(u8::from(failed))
+    // A failed lock hook was reported where it happened; it still makes the exit code 1.
+    Ok(u8::from(failed || bus.had_errors()))
 }
 
 fn report(ctx: &Context, node: &Node, status: &str, why: Option<&str>) {

@@ -4,6 +4,7 @@
 mod apply;
 mod check;
 mod harness;
+mod hooks;
 mod inspect;
 mod items;
 mod lock;
