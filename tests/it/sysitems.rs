@@ -32,9 +32,13 @@ fn sh(cmd: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_string())
 }
 
-/// Managing accounts and packages needs root; CI runs as root, a developer's shell may not.
-fn is_root() -> bool {
-    sh("id -u").as_deref() == Some("0")
+/// Managing accounts and packages needs root: CI runs as root; elsewhere say so loudly rather
+/// than pass without testing anything.
+fn require_root() {
+    assert!(
+        sh("id -u").as_deref() == Some("0"),
+        "the system-item tests create real users, groups and packages: run them as root (CI does)"
+    );
 }
 
 fn passwd(user: &str) -> Option<Vec<String>> {
@@ -64,9 +68,7 @@ fn summary_counts(s: &Scene) -> (serde_json::Value, String) {
 
 #[test]
 fn users_and_groups_are_created_changed_and_deleted_for_real() {
-    if !is_root() {
-        return;
-    }
+    require_root();
     let tag = format!("{:06x}", fastrand::u32(..0xff_ffff));
     let (u, g, h) = (
         format!("cinchtst_u{tag}"),
@@ -187,8 +189,16 @@ fn dpkg_installed(pkg: &str) -> bool {
 fn apt_package_is_installed_and_purged_and_apt_errors_are_reported() {
     // `sl`: tiny, no dependencies beyond libc/ncurses, never installed on a build machine.
     const PKG: &str = "sl";
-    if !is_root() || sh("command -v apt-get").is_none() || dpkg_installed(PKG) {
-        return;
+    require_root();
+    assert!(
+        sh("command -v apt-get").is_some(),
+        "this test needs a Debian-family machine with apt-get"
+    );
+    if dpkg_installed(PKG) {
+        // Left over from an interrupted earlier run: start from "not installed".
+        sh(&format!(
+            "DEBIAN_FRONTEND=noninteractive apt-get purge -qy {PKG}"
+        ));
     }
     let known = sh(&format!("apt-cache policy {PKG}"))
         .is_some_and(|p| p.contains("Candidate:") && !p.contains("Candidate: (none)"));
