@@ -5,8 +5,6 @@
 //! never leaves a partial apply. Then nodes run in parallel; each node's work is one
 //! [`executor::run`].
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use console::style;
@@ -208,31 +206,16 @@ fn run(
         }
     }
 
-    // Nodes run on plain scoped threads pulling from a shared counter: each worker spends its
-    // life blocked on one node's remote commands, so OS threads are the honest fit (no async
-    // colouring of the transport trait, and no rayon pool starved by blocking I/O).
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<NodeRun>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..node_workers.min(jobs.len()) {
-            s.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(job) = jobs.get(k) else { break };
-                    let r = run_node(job, &bus, &out, &connect, mode, interactive, &locking);
-                    if let Ok(mut v) = results.lock() {
-                        v[k] = Some(r);
-                    }
-                }
-            });
-        }
-    });
-    let results: Vec<NodeRun> = results
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .into_iter()
-        .map(Option::unwrap_or_default)
-        .collect();
+    // run_node itself reports a node it was too late to start (Ctrl-C), so no stop signal.
+    let results: Vec<NodeRun> = crate::fanout::map_bounded(
+        &jobs,
+        node_workers,
+        || false,
+        |job| run_node(job, &bus, &out, &connect, mode, interactive, &locking),
+    )
+    .into_iter()
+    .map(Option::unwrap_or_default)
+    .collect();
 
     if mode == Mode::Apply {
         bus.emit(&Event::ApplyEnd {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::items::action::ActionOutcome;
-use crate::items::state::{Change, Local, State, path_of, stateful};
+use crate::items::state::{Change, Fixing, Local, State, path_of, stateful};
 use crate::items::{Item, ItemKind};
 use crate::probe::{Fields, Record, Script};
 use crate::repo::Node;
@@ -102,7 +102,7 @@ impl Graph {
 pub fn locals(items: &[Item], contents: Vec<Option<Vec<u8>>>, diff_limit: u64) -> Vec<Local> {
     let paths: Vec<Option<String>> = items
         .iter()
-        .map(|i| stateful(&i.kind).map(|_| path_of(i)))
+        .map(|i| i.is_path().then(|| path_of(i)))
         .collect();
     contents
         .into_iter()
@@ -290,6 +290,9 @@ struct Exec<'a, 'j> {
     /// Latest probe record per item.
     actual: Vec<Option<Fields>>,
     done: Vec<Option<Outcome>>,
+    /// The change each item was fixed by in this run (canned actions ask whether it left
+    /// them anything to do).
+    fixed_by: Vec<Option<Change>>,
     fired: Vec<bool>,
     kept: Vec<bool>,
     /// Something happened (actions, deletes) that may have changed items not yet re-read.
@@ -326,6 +329,7 @@ impl<'a, 'j> Exec<'a, 'j> {
             g,
             actual: vec![None; n],
             done: vec![None; n],
+            fixed_by: vec![None; n],
             fired: vec![false; n],
             kept,
             stale: false,
@@ -482,18 +486,43 @@ impl<'a, 'j> Exec<'a, 'j> {
         );
     }
 
-    /// The state as shown in events: sensitive content hashes withheld.
+    /// The state as shown in events: sensitive content hashes and hidden keys withheld.
     fn public(&self, i: usize, state: Option<&State>) -> Option<Value> {
         let mut s = state?.clone();
-        if let ItemKind::File(f) = &self.g.items[i].kind
+        let item = &self.g.items[i];
+        if let ItemKind::File(f) = &item.kind
             && f.sensitive
             && s.contains_key("content_hash")
         {
             s.insert("content_hash".into(), Value::String("(hidden)".into()));
         }
-        s.remove("uid");
-        s.remove("gid");
+        if item.is_path() {
+            // Numeric owners of paths are internal (kept to preserve them across rewrites).
+            s.remove("uid");
+            s.remove("gid");
+        }
+        for k in stateful(&item.kind).map_or(&[][..], |b| b.hidden_keys()) {
+            if let Some(v) = s.get_mut(*k) {
+                *v = Value::String("(hidden)".into());
+            }
+        }
         Some(Value::Object(s))
+    }
+
+    /// Why item `i` cannot be managed on this node at all, from its latest probe record.
+    fn probe_error(&self, i: usize) -> Option<String> {
+        let item = &self.g.items[i];
+        let b = stateful(&item.kind)?;
+        b.probe_error(item, self.actual[i].as_ref()?)
+    }
+
+    /// Why the generated action `i` (`ITEM_ID:NAME`) has nothing left to do, because the
+    /// item it belongs to was fixed in a way that already did it (a start before a restart).
+    fn redundant(&self, i: usize) -> Option<String> {
+        let (owner_id, action) = self.g.items[i].id.rsplit_once(':')?;
+        let owner = self.g.items.iter().position(|it| it.id == owner_id)?;
+        let change = self.fixed_by[owner].as_ref()?;
+        stateful(&self.g.items[owner].kind)?.makes_redundant(change, action)
     }
 
     fn diff_of(&self, i: usize, change: &Change) -> String {
@@ -664,6 +693,10 @@ impl<'a, 'j> Exec<'a, 'j> {
         }
         let mut changes = Vec::new();
         for &i in items {
+            if let Some(why) = self.probe_error(i) {
+                self.fail(i, why, started.elapsed());
+                continue;
+            }
             match self.change_of(i) {
                 None => {
                     let before = self.public(i, self.actual_state(i).as_ref());
@@ -757,13 +790,34 @@ impl<'a, 'j> Exec<'a, 'j> {
             return Ok(());
         }
         let mut script = Script::fix();
-        for (i, change, _) in &to_fix {
-            let item = &self.g.items[*i];
-            if let Some(b) = stateful(&item.kind) {
-                b.fix(item, &self.job.locals[*i], change, &mut script);
-                if b.disturbs_others(change) {
-                    self.stale = true;
-                }
+        // Each type fixes all its items of the wave together (one apt transaction), in the
+        // order types first appear.
+        let mut types: Vec<&str> = Vec::new();
+        for (i, _, _) in &to_fix {
+            let t = self.g.items[*i].type_name();
+            if !types.contains(&t) {
+                types.push(t);
+            }
+        }
+        for t in types {
+            let group: Vec<Fixing<'_>> = to_fix
+                .iter()
+                .filter(|(i, _, _)| self.g.items[*i].type_name() == t)
+                .map(|(i, change, _)| Fixing {
+                    item: &self.g.items[*i],
+                    local: &self.job.locals[*i],
+                    change,
+                })
+                .collect();
+            let Some(b) = group.first().and_then(|f| stateful(&f.item.kind)) else {
+                continue;
+            };
+            b.fix_wave(&group, &mut script);
+            if group
+                .iter()
+                .any(|f| stateful(&f.item.kind).is_some_and(|b| b.disturbs_others(f.change)))
+            {
+                self.stale = true;
             }
         }
         let fixed: Vec<usize> = to_fix.iter().map(|(i, _, _)| *i).collect();
@@ -818,6 +872,7 @@ impl<'a, 'j> Exec<'a, 'j> {
                     }
                     None => {
                         let after = self.public(i, self.actual_state(i).as_ref());
+                        self.fixed_by[i] = Some(change.clone());
                         for t in self.g.triggers[i].clone() {
                             if let Some(f) = self.fired.get_mut(t) {
                                 *f = true;
@@ -860,6 +915,10 @@ impl<'a, 'j> Exec<'a, 'j> {
             let ItemKind::Action(a) = &item.kind else {
                 continue;
             };
+            if let Some(why) = self.redundant(i) {
+                self.skip(i, &why, false);
+                continue;
+            }
             let interactive_only = a.interactive == Some(true);
             if interactive_only && !self.job.options.interactive {
                 self.skip(i, "interactive only", false);

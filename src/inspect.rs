@@ -9,19 +9,8 @@ use crate::diag::did_you_mean;
 use crate::error::{Error, Result};
 use crate::repo::{Node, Repo, TransportKind, metadata};
 
-/// Node attributes `cinch nodes -a` can show, besides `metadata.PATH`.
-pub const NODE_ATTRS: &[&str] = &[
-    "hostname",
-    "username",
-    "port",
-    "transport",
-    "groups",
-    "bundles",
-    "dummy",
-    "become",
-    "lock_dir",
-    "metadata",
-];
+/// Node attributes `cinch nodes -a` can show, besides `metadata.PATH`: every node key.
+pub const NODE_ATTRS: &[&str] = crate::repo::load::NODE_KEYS;
 
 /// Runs `cinch nodes`.
 pub fn cmd_nodes(ctx: &Context, args: &NodesArgs) -> Result<u8> {

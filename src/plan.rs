@@ -186,9 +186,10 @@ struct Edges {
 }
 
 impl Plan {
-    /// Resolves every dependency of a node's items and checks the graph has no loops.
+    /// Resolves every dependency of a node's items (with the canned actions they bring,
+    /// such as `svc_systemd:NAME:restart`) and checks the graph has no loops.
     pub fn build(node: &Node, items: Vec<Item>) -> Result<Plan, Vec<Diagnostic>> {
-        Plan::build_with(node, items, &|_, _| Vec::new())
+        Plan::build_with(node, items, &crate::items::state::canned_actions)
     }
 
     /// Like [`Plan::build`], first adding the items `generate` derives from each item.
@@ -519,6 +520,35 @@ fn auto_dependencies(ix: &Index<'_>, e: &mut Edges, diags: &mut Vec<Diagnostic>)
                 owner(i, "group", &a.gid, "has the primary group", diags);
                 for g in a.groups.iter().flatten() {
                     owner(i, "group", &Some(g.clone()), "is a member of", diags);
+                }
+            }
+            ItemKind::Group(g) if g.delete => {
+                // groupdel refuses a group that is still some user's primary group: remove
+                // deleted users first.
+                for (u, other) in items.iter().enumerate() {
+                    if matches!(&other.kind, ItemKind::User(a) if a.delete) {
+                        e.order[i].push(u);
+                    }
+                }
+            }
+            ItemKind::SvcSystemd(a) if a.masked == Some(true) => {
+                let on: Vec<&str> = [("running", a.running), ("enabled", a.enabled)]
+                    .into_iter()
+                    .filter(|(_, v)| *v == Some(true))
+                    .map(|(k, _)| k)
+                    .collect();
+                if !on.is_empty() {
+                    diags.push(
+                        Diagnostic::at(
+                            item.location.clone(),
+                            format!(
+                                "{} is masked = true, so it cannot also be {} = true",
+                                item.id,
+                                on.join(" = true and ")
+                            ),
+                        )
+                        .with_hint("a masked unit can be neither started nor enabled"),
+                    );
                 }
             }
             _ => {}
@@ -980,7 +1010,9 @@ groups = ["www", "unmanaged"]
         );
         let node = f.node("n1", &["b"], serde_json::json!({}));
         let items = crate::items::load_node_items(&f.repo, &node).unwrap();
-        assert!(Plan::build(&node, items.clone()).is_err());
+        assert!(Plan::build_with(&node, items.clone(), &|_, _| Vec::new()).is_err());
+        // `build` brings the canned actions of svc_systemd itself.
+        assert!(Plan::build(&node, items.clone()).is_ok());
         let restart = |_: &Node, item: &Item| -> Vec<Item> {
             if !matches!(item.kind, ItemKind::SvcSystemd(_)) {
                 return Vec::new();

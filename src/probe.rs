@@ -86,6 +86,8 @@ rmu() { rm -rf -- "$1"; }
 pub struct Script {
     text: String,
     stdin: Vec<u8>,
+    /// Names of the item-specific helpers defined so far (see [`Script::helper`]).
+    helpers: Vec<&'static str>,
 }
 
 impl Script {
@@ -94,6 +96,7 @@ impl Script {
         Script {
             text: PRELUDE.to_string(),
             stdin: Vec::new(),
+            helpers: Vec::new(),
         }
     }
 
@@ -102,6 +105,16 @@ impl Script {
         let mut s = Script::probe();
         s.text.push_str(FIX_PRELUDE);
         s
+    }
+
+    /// Defines shell helper `name` (its `body` is fixed text owned by an item type) unless
+    /// this script already has it, so item types keep their shell beside their code and
+    /// scripts only carry the helpers they use.
+    pub fn helper(&mut self, name: &'static str, body: &str) {
+        if !self.helpers.contains(&name) {
+            self.helpers.push(name);
+            self.raw(body);
+        }
     }
 
     /// Appends a call of a prelude function with every argument quoted.

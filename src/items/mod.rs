@@ -198,13 +198,17 @@ impl Item {
 pub mod action;
 pub mod directory;
 pub mod file;
+pub mod group;
 pub mod listing;
 pub mod parse;
+pub mod pkg_apt;
 pub mod render;
 pub mod rhai;
 pub mod selector;
 pub mod state;
+pub mod svc_systemd;
 pub mod symlink;
+pub mod user;
 
 pub use parse::load_node_items;
 

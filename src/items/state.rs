@@ -51,6 +51,38 @@ pub trait Stateful: Sync {
                 .and_then(|a| a.get("type"))
                 .is_some_and(|t| t == "directory")
     }
+    /// Why the probe record shows this item cannot be managed on this node at all (no
+    /// systemd, no dpkg), so it fails with that reason instead of a meaningless fix.
+    fn probe_error(&self, item: &Item, fields: &Fields) -> Option<String> {
+        let _ = (item, fields);
+        None
+    }
+    /// State keys whose values must never be shown (diffs, events, JSON).
+    fn hidden_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Appends the fixes of all changed items of this type in one wave. Types whose fixes are
+    /// cheaper or safer together (one apt transaction) override it; the rest fix one by one.
+    fn fix_wave(&self, fixes: &[Fixing<'_>], script: &mut Script) {
+        for f in fixes {
+            if let Some(b) = stateful(&f.item.kind) {
+                b.fix(f.item, f.local, f.change, script);
+            }
+        }
+    }
+    /// Why the generated action `ITEM_ID:action` (see [`canned_actions`]) has nothing left to
+    /// do after this item was just fixed by `change` (a restart right after a start).
+    fn makes_redundant(&self, change: &Change, action: &str) -> Option<String> {
+        let _ = (change, action);
+        None
+    }
+}
+
+/// One changed item handed to [`Stateful::fix_wave`].
+pub struct Fixing<'a> {
+    pub item: &'a Item,
+    pub local: &'a Local,
+    pub change: &'a Change,
 }
 
 /// The difference between expected and actual: the diff shown and the input of a fix.
@@ -153,7 +185,21 @@ pub fn stateful(kind: &ItemKind) -> Option<&dyn Stateful> {
         ItemKind::File(a) => Some(a),
         ItemKind::Directory(a) => Some(a),
         ItemKind::Symlink(a) => Some(a),
-        _ => None,
+        ItemKind::User(a) => Some(a),
+        ItemKind::Group(a) => Some(a),
+        ItemKind::PkgApt(a) => Some(a),
+        ItemKind::SvcSystemd(a) => Some(a),
+        ItemKind::Action(_) => None,
+    }
+}
+
+/// The items an item brings along, with ids `ITEM_ID:NAME` (BundleWrap's canned actions such
+/// as `svc_systemd:nginx:restart`); [`crate::plan::Plan::build`] adds them before resolving
+/// dependencies so other items can trigger them.
+pub fn canned_actions(_node: &crate::repo::Node, item: &Item) -> Vec<Item> {
+    match &item.kind {
+        ItemKind::SvcSystemd(_) => super::svc_systemd::canned_actions(item),
+        _ => Vec::new(),
     }
 }
 

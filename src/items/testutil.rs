@@ -105,3 +105,15 @@ pub(crate) fn render(diags: &[Diagnostic]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// A bare item of `kind` named `name` with no dependencies (for unit tests of item types).
+pub(crate) fn item(type_name: &str, name: &str, kind: crate::items::ItemKind) -> Item {
+    Item {
+        id: format!("{type_name}:{name}"),
+        name: name.into(),
+        bundle: "b".into(),
+        kind,
+        deps: Default::default(),
+        location: Location::file(Path::new("bundles/b/items.toml")),
+    }
+}

@@ -13,7 +13,8 @@ use crate::repo::metadata::{self, Layer, Source};
 use crate::repo::toml_file::{Fields, Located, SpanMap, TomlFile, validate_name};
 use crate::repo::{Bundle, Group, Node, Repo, Settings, TransportKind};
 
-const NODE_KEYS: &[&str] = &[
+/// Every attribute a `[nodes.NAME]` table may have.
+pub const NODE_KEYS: &[&str] = &[
     "hostname",
     "username",
     "port",

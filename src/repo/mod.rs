@@ -2,7 +2,7 @@
 //! then only read, so node workers can share it without locks.
 
 mod group;
-mod load;
+pub mod load;
 pub mod metadata;
 pub mod node;
 pub mod settings;

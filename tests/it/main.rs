@@ -11,5 +11,6 @@ mod lock;
 mod plan;
 mod repo;
 mod sshd;
+mod sysitems;
 mod transport;
 mod verify;
