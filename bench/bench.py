@@ -364,8 +364,8 @@ class Cinch(Tool):
             v = subprocess.run([str(self.ctx.cinch), "--version"], capture_output=True, text=True).stdout.strip()
         except OSError:
             return "missing"
-        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True).stdout.strip()
+        rev = self.ctx.args.cinch_rev or subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         return f"{v} (git {rev})"
 
 
@@ -739,7 +739,9 @@ def bench_files(ctx: Ctx, tools: list[Tool], net: Net, label_prefix: str = "", s
     for t in tools:
         if ctx.converged.get(t.name):
             continue
-        # Untimed: start from the converged state (the previous run did not verify it).
+        # Untimed: start from the converged state (the previous run did not verify it); clean
+        # first so that files of an earlier, larger run cannot linger.
+        scn.clean(t.name)
         t.before_run(net)
         try:
             run_group(t.apply_cmd(net), t.env(), ctx.work, RUN_TIMEOUT)
@@ -1044,6 +1046,7 @@ def main() -> int:
                     help="a tool whose first run of a scenario takes longer than this many seconds runs it only once")
     ap.add_argument("--smoke", action="store_true", help="N=2, M=5, R=1, cinch only, no PyPI")
     ap.add_argument("--cinch", help="cinch binary to use (default: cargo build --release)")
+    ap.add_argument("--cinch-rev", help="with --cinch: the commit that binary was built from, for the report")
     ap.add_argument("--release", action="store_true", help="with --smoke: still use a release build")
     ap.add_argument("--output", help="report path (default bench/RESULTS.md; smoke: .work/RESULTS-smoke.md)")
     ap.add_argument("--work-dir", default=str(BENCH / ".work"))
