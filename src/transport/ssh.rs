@@ -249,7 +249,7 @@ impl SshTransport {
         let deadline = cmd.timeout.map(|t| started + t);
         let mut timed_out = false;
         let mut stop_at: Option<Instant> = None;
-        let mut kill_sent = false;
+        let mut kill_task: Option<tokio::task::JoinHandle<()>> = None;
         let mut received = 0u64;
         while stdout.is_some() || stderr.is_some() {
             tokio::select! {
@@ -277,9 +277,10 @@ impl SshTransport {
                 }
             }
             if let Some(at) = stop_at {
-                if !kill_sent && let Some(pgid) = marker.pgid {
-                    self.kill_remote(&session, pgid);
-                    kill_sent = true;
+                if kill_task.is_none()
+                    && let Some(pgid) = marker.pgid
+                {
+                    kill_task = Some(self.kill_remote(&session, pgid));
                 }
                 // Something left the process group and holds the channel open: stop waiting.
                 if at.elapsed() >= STOP_GRACE {
@@ -293,6 +294,10 @@ impl SshTransport {
             None => Ok(child.wait().await),
             Some(_) => tokio::time::timeout(STOP_GRACE, child.wait()).await,
         };
+        // Returning only once the kill is done means: after a timeout, the tree is gone.
+        if let Some(task) = kill_task {
+            let _ = tokio::time::timeout(STOP_GRACE, task).await;
+        }
         let status = match waited {
             Err(_elapsed) => None,
             Ok(Ok(st)) if stop_at.is_none() => st.code(),
@@ -323,7 +328,7 @@ impl SshTransport {
 
     /// Kills process group `pgid` on the node (see [`shell::kill_group`]) over a channel of
     /// its own, without holding up the reading of the command's last output.
-    fn kill_remote(&self, session: &Arc<Session>, pgid: u32) {
+    fn kill_remote(&self, session: &Arc<Session>, pgid: u32) -> tokio::task::JoinHandle<()> {
         let line = shell::kill_group(pgid, self.become_.as_deref());
         let session = session.clone();
         let slots = self.kill_slots.clone();
@@ -335,7 +340,7 @@ impl SshTransport {
                 .stderr(Stdio::null())
                 .status()
                 .await;
-        });
+        })
     }
 }
 
@@ -378,15 +383,30 @@ impl Transport for SshTransport {
             };
             let ctl = session.control_socket().to_path_buf();
             let pid = master_pid(&ctl).await;
-            let res = match Arc::try_unwrap(session) {
-                Ok(s) => s.close().await.map_err(|e| self.lost(error_chain(&e))),
-                // A kill still in flight holds a reference; its drop shuts the master down.
-                Err(_shared) => Ok(()),
+            // A kill still in flight may hold a reference for a moment.
+            let mut shared = session;
+            let give_up = Instant::now() + STOP_GRACE;
+            let owned = loop {
+                match Arc::try_unwrap(shared) {
+                    Ok(s) => break Some(s),
+                    Err(s) if Instant::now() < give_up => {
+                        shared = s;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(_) => break None,
+                }
+            };
+            let res = match owned {
+                Some(s) => s.close().await.map_err(|e| self.lost(error_chain(&e))),
+                None => Ok(()),
             };
             // The mux "stop listening" request lets the master exit once idle; make sure it
             // is gone now rather than when ControlPersist runs out.
             if let Some(pid) = pid {
                 reap_master(pid).await;
+            }
+            if let Some(dir) = ctl.parent() {
+                let _ = std::fs::remove_dir_all(dir);
             }
             res
         })
