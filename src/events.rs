@@ -280,6 +280,12 @@ impl Event<'_> {
 pub trait Subscriber: Send + Sync {
     /// Called for every event, from whichever worker thread produced it.
     fn on_event(&self, event: &Event<'_>) -> Flow;
+
+    /// Whether this subscriber failed in a way that must make the command exit 1 (a hook error
+    /// at a point that does not stop the command).
+    fn had_errors(&self) -> bool {
+        false
+    }
 }
 
 /// Fans events out to every subscriber, in the order they were added.
@@ -311,10 +317,20 @@ impl Bus {
         }
         flow
     }
+
+    /// Whether any subscriber failed (see [`Subscriber::had_errors`]): commands exit 1 if so.
+    pub fn had_errors(&self) -> bool {
+        self.subscribers.iter().any(|s| s.had_errors())
+    }
 }
 
 /// The bus every command emits on: one place where subscribers (hooks, ...) are attached, so
 /// all commands get the same ones.
-pub fn command_bus(_ctx: &crate::cli::Context, _repo: &crate::repo::Repo) -> crate::error::Result<Bus> {
-    Ok(Bus::new())
+pub fn command_bus(
+    ctx: &crate::cli::Context,
+    repo: &crate::repo::Repo,
+) -> crate::error::Result<Bus> {
+    let mut bus = Bus::new();
+    crate::hooks::subscribe(&mut bus, &repo.path, ctx.console.clone())?;
+    Ok(bus)
 }

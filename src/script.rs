@@ -1,19 +1,257 @@
 //! The sandboxed Rhai engine shared by hooks and `items.rhai`: bounded work, imports only
 //! from the repo's `libs/`, no other file or process access except what cinch provides.
 
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use rhai::module_resolvers::FileModuleResolver;
+use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position};
 
 /// Upper bound on Rhai operations per call, so a `loop {}` in a repo script cannot hang cinch.
 pub const MAX_OPERATIONS: u64 = 5_000_000;
+/// Longest string a script may build (bytes); command output handed in may be longer.
+pub const MAX_STRING_SIZE: usize = 16 << 20;
+/// Largest array or object map a script may build.
+pub const MAX_COLLECTION_SIZE: usize = 1 << 20;
+/// Most modules one call may import (directly or transitively).
+pub const MAX_MODULES: usize = 64;
+
+/// Where script output (`log`, `print`, `debug`) goes: `(source file, text)`. Scripts must
+/// never print on their own, or they would tear progress bars.
+pub type LogFn = Arc<dyn Fn(Option<&str>, &str) + Send + Sync>;
 
 /// A fresh engine with cinch's limits; `import "x"` resolves to `REPO/libs/x.rhai` only.
-pub fn engine(repo_path: &Path) -> rhai::Engine {
-    let mut engine = rhai::Engine::new();
+/// `print`, `debug` and `log` output is dropped: use [`engine_with_log`] to show it.
+pub fn engine(repo_path: &Path) -> Engine {
+    engine_with_log(repo_path, Arc::new(|_, _| {}))
+}
+
+/// Like [`engine`], with `log(text)`, `print` and `debug` routed to `log` (normally the console).
+pub fn engine_with_log(repo_path: &Path, log: LogFn) -> Engine {
+    let mut engine = Engine::new();
     engine.set_max_operations(MAX_OPERATIONS);
     engine.set_max_call_levels(64);
     engine.set_max_expr_depths(128, 64);
-    let mut resolver = rhai::module_resolvers::FileModuleResolver::new_with_path(repo_path.join("libs"));
-    resolver.enable_cache(true);
-    engine.set_module_resolver(resolver);
+    engine.set_max_string_size(MAX_STRING_SIZE);
+    engine.set_max_array_size(MAX_COLLECTION_SIZE);
+    engine.set_max_map_size(MAX_COLLECTION_SIZE);
+    engine.set_max_modules(MAX_MODULES);
+    engine.set_module_resolver(LibsResolver::new(repo_path.join("libs")));
+
+    // Rhai's own to_json writes strings with Rust escapes, which is not always valid JSON.
+    engine.register_fn("to_json", |m: &mut rhai::Map| {
+        json_text(&rhai::Dynamic::from_map(m.clone()))
+    });
+    engine.register_fn("to_json", |a: &mut rhai::Array| {
+        json_text(&rhai::Dynamic::from_array(a.clone()))
+    });
+
+    let l = log.clone();
+    engine.on_print(move |text| l(None, text));
+    let l = log.clone();
+    engine.on_debug(move |text, source, _pos| l(source, text));
+    let l = log;
+    engine.register_fn(
+        "log",
+        move |ctx: rhai::NativeCallContext, value: rhai::Dynamic| {
+            let text = if value.is_string() {
+                value.into_string().unwrap_or_default()
+            } else {
+                value.to_string()
+            };
+            l(ctx.call_source(), &text);
+        },
+    );
     engine
+}
+
+fn json_text(value: &rhai::Dynamic) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+/// Resolves `import "name"` to `libs/name.rhai` and refuses everything else: Rhai's own
+/// `FileModuleResolver` happily reads absolute paths even when given a base path.
+pub struct LibsResolver {
+    libs: PathBuf,
+    inner: FileModuleResolver,
+}
+
+impl LibsResolver {
+    /// A resolver confined to `libs` (which need not exist).
+    pub fn new(libs: PathBuf) -> Self {
+        let mut inner = FileModuleResolver::new_with_path(libs.clone());
+        inner.enable_cache(true);
+        LibsResolver { libs, inner }
+    }
+
+    /// Why `path` may not be imported, if it may not.
+    fn refusal(&self, path: &str) -> Option<String> {
+        let p = Path::new(path);
+        let plain = !path.is_empty()
+            && !path.contains('\\')
+            && p.components().all(|c| matches!(c, Component::Normal(_)));
+        if !plain {
+            return Some(format!(
+                "import {path:?} refused: modules can only be imported from the repo's libs/ \
+                 by a relative name such as \"notify\" (for libs/notify.rhai)"
+            ));
+        }
+        // A symlink inside libs/ must not lead out of it either.
+        let file = self.libs.join(p).with_extension("rhai");
+        if let (Ok(real), Ok(libs)) = (file.canonicalize(), self.libs.canonicalize())
+            && !real.starts_with(&libs)
+        {
+            return Some(format!(
+                "import {path:?} refused: libs/{path}.rhai points outside libs/"
+            ));
+        }
+        None
+    }
+
+    fn check(&self, path: &str, pos: Position) -> Result<(), Box<EvalAltResult>> {
+        match self.refusal(path) {
+            Some(msg) => Err(Box::new(EvalAltResult::ErrorRuntime(msg.into(), pos))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl ModuleResolver for LibsResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<Arc<Module>, Box<EvalAltResult>> {
+        self.check(path, pos)?;
+        self.inner.resolve(engine, source, path, pos)
+    }
+
+    fn resolve_ast(
+        &self,
+        engine: &Engine,
+        source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Option<Result<rhai::AST, Box<EvalAltResult>>> {
+        if let Err(e) = self.check(path, pos) {
+            return Some(Err(e));
+        }
+        self.inner.resolve_ast(engine, source, path, pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn repo_with_lib() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("libs")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("libs/greet.rhai"),
+            "fn hello(n) { `hello ${n}` }",
+        )
+        .expect("write");
+        dir
+    }
+
+    #[test]
+    fn imports_from_libs_work() {
+        let dir = repo_with_lib();
+        let e = engine(dir.path());
+        let out: String = e
+            .eval(r#"import "greet" as g; g::hello("x")"#)
+            .expect("eval");
+        assert_eq!(out, "hello x");
+    }
+
+    #[test]
+    fn absolute_and_parent_imports_are_refused() {
+        let dir = repo_with_lib();
+        // A real .rhai file outside libs/ that the plain FileModuleResolver would load.
+        let outside = dir.path().join("outside.rhai");
+        std::fs::write(&outside, "fn secret() { 42 }").expect("write");
+        let e = engine(dir.path());
+        let abs = outside.with_extension("");
+        for path in [
+            abs.to_string_lossy().into_owned(),
+            "../outside".into(),
+            "./greet".into(),
+        ] {
+            let err = e
+                .run(&format!("import {path:?} as m;"))
+                .expect_err("must be refused");
+            assert!(err.to_string().contains("refused"), "{path}: {err}");
+        }
+    }
+
+    #[test]
+    fn symlink_out_of_libs_is_refused() {
+        let dir = repo_with_lib();
+        std::fs::write(dir.path().join("outside.rhai"), "fn secret() { 42 }").expect("write");
+        std::os::unix::fs::symlink(
+            dir.path().join("outside.rhai"),
+            dir.path().join("libs/out.rhai"),
+        )
+        .expect("symlink");
+        let err = engine(dir.path())
+            .run(r#"import "out" as m;"#)
+            .expect_err("must be refused");
+        assert!(err.to_string().contains("outside libs/"), "{err}");
+    }
+
+    #[test]
+    fn to_json_is_valid_json() {
+        let dir = repo_with_lib();
+        let e = engine(dir.path());
+        let out: String = e
+            .eval(r#"let m = #{a: "q\"\x01é", b: [1, 2.5, (), true]}; m.to_json()"#)
+            .expect("eval");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+        assert_eq!(v["a"], "q\"\u{1}é");
+        assert_eq!(v["b"], serde_json::json!([1, 2.5, null, true]));
+        let out: String = e.eval(r#"[1, "x"].to_json()"#).expect("eval");
+        assert_eq!(out, r#"[1,"x"]"#);
+    }
+
+    #[test]
+    fn endless_loop_stops_at_operation_limit() {
+        let dir = repo_with_lib();
+        let err = engine(dir.path()).run("loop {}").expect_err("must stop");
+        assert!(
+            matches!(*err, EvalAltResult::ErrorTooManyOperations(_)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn huge_strings_are_refused() {
+        let dir = repo_with_lib();
+        let err = engine(dir.path())
+            .run(r#"let s = "x"; loop { s += s; }"#)
+            .expect_err("must stop");
+        assert!(
+            matches!(*err, EvalAltResult::ErrorDataTooLarge(..)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn print_debug_and_log_go_to_the_log_callback() {
+        let dir = repo_with_lib();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let mut e = engine_with_log(
+            dir.path(),
+            Arc::new(move |_src, text| s.lock().expect("lock").push(text.to_string())),
+        );
+        e.set_optimization_level(rhai::OptimizationLevel::None);
+        e.run(r#"print("a"); debug("b"); log("c"); log(42);"#)
+            .expect("run");
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen, vec!["a", "\"b\"", "c", "42"]);
+    }
 }

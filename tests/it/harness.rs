@@ -24,21 +24,35 @@ impl Run {
     /// Asserts the exit code, showing all output when it differs.
     #[track_caller]
     pub fn expect_code(self, code: i32) -> Self {
-        assert_eq!(self.code, code, "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     /// Asserts stdout contains `needle`.
     #[track_caller]
     pub fn stdout_has(self, needle: &str) -> Self {
-        assert!(self.stdout.contains(needle), "stdout lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
     /// Asserts stderr contains `needle`.
     #[track_caller]
     pub fn stderr_has(self, needle: &str) -> Self {
-        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
@@ -55,9 +69,15 @@ impl Run {
 impl TestRepo {
     /// An empty repo directory (with an empty `bundles/`).
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("cinch-test").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("cinch-test")
+            .tempdir()
+            .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("bundles")).expect("bundles dir");
-        TestRepo { dir, env: vec![("CINCH_IDENTITY".into(), "tester".into())] }
+        TestRepo {
+            dir,
+            env: vec![("CINCH_IDENTITY".into(), "tester".into())],
+        }
     }
 
     /// The repo's root.

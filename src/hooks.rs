@@ -1,1 +1,0 @@
-//! Rhai hooks: user scripts called at every lifecycle point (SPEC section 6).
