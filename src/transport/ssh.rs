@@ -396,12 +396,13 @@ impl Transport for SshTransport {
                     Err(_) => break None,
                 }
             };
-            let res = match owned {
-                Some(s) => s.close().await.map_err(|e| self.lost(error_chain(&e))),
-                None => Ok(()),
-            };
-            // The mux "stop listening" request lets the master exit once idle; make sure it
-            // is gone now rather than when ControlPersist runs out.
+            // openssh's close() only asks the master to stop listening, and it then lingers
+            // for a while; "terminate" (`ssh -O exit`) ends it at once.
+            let res = openssh_mux_client::shutdown_mux_master(&ctl)
+                .map_err(|e| self.lost(format!("closing the ssh master: {e}")));
+            // Dropping the session removes its temporary directory.
+            drop(owned);
+            // Make sure the master is gone now rather than when ControlPersist runs out.
             if let Some(pid) = pid {
                 reap_master(pid).await;
             }
@@ -478,30 +479,32 @@ impl PgidFilter {
     }
 }
 
-/// The master's pid, from `ssh -O check` ("Master running (pid=N)").
+/// The master's pid, asked over the mux socket (no extra process).
 async fn master_pid(ctl: &Path) -> Option<i32> {
-    let out = tokio::process::Command::new("ssh")
-        .arg("-S")
-        .arg(ctl)
-        .args(["-O", "check", "cinch-master"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stderr);
-    let start = text.find("pid=")? + 4;
-    let end = text[start..].find(')')? + start;
-    text[start..end].parse().ok()
+    let mut conn = openssh_mux_client::Connection::connect(ctl).await.ok()?;
+    let pid = conn.send_alive_check().await.ok()?;
+    i32::try_from(pid.get()).ok()
+}
+
+/// Whether `pid` still runs. A daemonized master that exited is a zombie until init reaps
+/// it, which some inits do only every second or so: that counts as gone.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        // SAFETY: signal 0 only checks for existence.
+        Err(_) => unsafe { libc::kill(pid, 0) == 0 },
+    }
 }
 
 /// Waits briefly for the master to exit, then terminates it.
 async fn reap_master(pid: i32) {
-    let alive = || {
-        // SAFETY: signal 0 only checks for existence.
-        unsafe { libc::kill(pid, 0) == 0 }
-    };
     for _ in 0..20 {
-        if !alive() {
+        if !alive(pid) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
