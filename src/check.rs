@@ -1,9 +1,259 @@
-//! `cinch test`: validate everything that can be validated without a network.
+//! `cinch test`: validate everything that can be validated without a network, and report
+//! every problem (not only the first), each with its file and line.
+
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
+use serde_json::json;
 
 use crate::cli::{Context, TestArgs};
+use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
+use crate::events::Flow;
+use crate::repo::{Node, Repo};
+
+/// Exit code when the repo is fine but some node's items, dependencies or templates are not.
+const EXIT_PROBLEMS: u8 = 1;
+/// Exit code when the repo cannot even be loaded (SPEC: bad repo).
+const EXIT_BAD_REPO: u8 = 2;
+
+/// A node's item count, or everything wrong with it.
+type NodeCheck = Result<usize, Vec<Diagnostic>>;
+
+/// One problem and the nodes it was found on (a bundle's mistake shows on all its nodes, but
+/// is reported once).
+struct Problem {
+    diag: Diagnostic,
+    nodes: Vec<String>,
+}
 
 /// Runs `cinch test`.
-pub fn cmd_test(_ctx: &Context, _args: &TestArgs) -> Result<u8> {
-    Err(Error::Usage("test is not built yet".into()))
+pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
+    let repo = match ctx.load_repo() {
+        Ok(repo) => repo,
+        Err(Error::Repo(diags)) => {
+            let problems: Vec<Problem> = diags
+                .into_iter()
+                .map(|diag| Problem {
+                    diag,
+                    nodes: Vec::new(),
+                })
+                .collect();
+            report(ctx, &problems);
+            summary(ctx, 0, 0, 0, problems.len(), "the repo does not load");
+            return Ok(EXIT_BAD_REPO);
+        }
+        Err(e) => return Err(e),
+    };
+    let nodes = repo.select(args.target.as_deref().unwrap_or("all"))?;
+
+    let mut hook_problems = Vec::new();
+    // The one load of the hooks (their top level runs at load): syntax errors are problems
+    // like any other; lint findings are warnings that do not change the exit code.
+    let (bus, hooks) = match crate::events::command_bus_with_hooks(ctx, &repo) {
+        Ok((bus, hooks)) => (Some(bus), Some(hooks)),
+        Err(Error::Repo(diags)) => {
+            hook_problems = diags
+                .into_iter()
+                .map(|diag| Problem {
+                    diag,
+                    nodes: Vec::new(),
+                })
+                .collect();
+            (None, None)
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(hooks) = &hooks {
+        warn(ctx, &hooks.lint());
+    }
+
+    // Hooks run right after each node's checks, on the same worker; a failing `test_node`
+    // hook has already been reported (with its file and line) and marks the node as bad.
+    let results: Vec<(&Node, NodeCheck, bool)> = nodes
+        .par_iter()
+        .map(|node| {
+            let checked = check_node(&repo, node);
+            let hook_ok = bus.as_ref().is_none_or(|bus| {
+                bus.emit(&crate::events::Event::TestNode { node }) == Flow::Continue
+            });
+            (*node, checked, hook_ok)
+        })
+        .collect();
+    // `test` is the end of a full test only: a target tests part of the repo.
+    if let Some(bus) = &bus
+        && args.target.is_none()
+    {
+        bus.emit(&crate::events::Event::Test);
+    }
+    let hook_errors = hooks.as_ref().map_or(0, |h| h.errors().len());
+
+    let mut items = 0;
+    let mut bad_nodes = 0;
+    let mut by_problem: BTreeMap<(String, String), Problem> = BTreeMap::new();
+    for (node, result, hook_ok) in &results {
+        if !hook_ok && result.is_ok() {
+            bad_nodes += 1;
+        }
+        match result {
+            Ok(count) => {
+                items += count;
+                if ctx.console.verbose() > 0 && !ctx.console.json() && *hook_ok {
+                    ctx.console
+                        .out(&format!("ok  {}  {count} items", node.name));
+                }
+            }
+            Err(diags) => {
+                bad_nodes += 1;
+                for diag in diags {
+                    let key = (
+                        diag.location
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
+                        diag.message.clone(),
+                    );
+                    by_problem
+                        .entry(key)
+                        .or_insert_with(|| Problem {
+                            diag: diag.clone(),
+                            nodes: Vec::new(),
+                        })
+                        .nodes
+                        .push(node.name.clone());
+                }
+            }
+        }
+    }
+    let bad_hooks = !hook_problems.is_empty();
+    let mut problems = hook_problems;
+    problems.extend(by_problem.into_values());
+    report(ctx, &problems);
+    summary(
+        ctx,
+        nodes.len(),
+        bad_nodes,
+        items,
+        problems.len() + hook_errors,
+        if bad_hooks { "hooks do not load" } else { "" },
+    );
+    Ok(if bad_hooks {
+        EXIT_BAD_REPO
+    } else if problems.is_empty() && hook_errors == 0 {
+        0
+    } else {
+        EXIT_PROBLEMS
+    })
+}
+
+/// Hook lint findings: shown, never fatal (a misspelt hook is not called, which may be fine).
+fn warn(ctx: &Context, warnings: &[Diagnostic]) {
+    for w in warnings {
+        if ctx.console.json() {
+            let loc = w.location.as_ref();
+            ctx.console.json_line(&json!({
+                "event": "test_warning",
+                "file": loc.map(|l| l.file.display().to_string()),
+                "line": loc.map(|l| l.line),
+                "column": loc.map(|l| l.column),
+                "message": w.message,
+                "hint": w.hint,
+            }));
+        } else {
+            ctx.console.err(&format!("warning: {w}"));
+        }
+    }
+}
+
+/// Everything `cinch test` can check about one node offline: its items parse, every template
+/// renders with its metadata, and the dependency graph resolves without loops. Returns the
+/// number of items. Dummy nodes are never applied, so their items are not built (as in
+/// BundleWrap).
+fn check_node(repo: &Repo, node: &Node) -> Result<usize, Vec<Diagnostic>> {
+    if node.dummy {
+        return Ok(0);
+    }
+    let items = crate::items::load_node_items(repo, node)?;
+    let count = items.len();
+    let mut problems = crate::items::render::render_all(repo, node, &items);
+    if let Err(diags) = crate::plan::Plan::build(node, items) {
+        problems.extend(diags);
+    }
+    if problems.is_empty() {
+        Ok(count)
+    } else {
+        Err(problems)
+    }
+}
+
+fn report(ctx: &Context, problems: &[Problem]) {
+    for p in problems {
+        if ctx.console.json() {
+            let loc = p.diag.location.as_ref();
+            ctx.console.json_line(&json!({
+                "event": "test_problem",
+                "file": loc.map(|l| l.file.display().to_string()),
+                "line": loc.map(|l| l.line),
+                "column": loc.map(|l| l.column),
+                "message": p.diag.message,
+                "hint": p.diag.hint,
+                "nodes": p.nodes,
+            }));
+            continue;
+        }
+        let mut line = String::from("error: ");
+        if let Some(loc) = &p.diag.location {
+            line.push_str(&format!("{loc}: "));
+        }
+        line.push_str(&p.diag.message);
+        match p.nodes.as_slice() {
+            [] => {}
+            [one] => line.push_str(&format!(" (node {one})")),
+            [first, rest @ ..] => {
+                line.push_str(&format!(" (nodes {first} and {} more)", rest.len()))
+            }
+        }
+        if let Some(hint) = &p.diag.hint {
+            line.push_str(&format!("\n  hint: {hint}"));
+        }
+        ctx.console.err(&line);
+    }
+}
+
+fn summary(
+    ctx: &Context,
+    nodes: usize,
+    bad_nodes: usize,
+    items: usize,
+    problems: usize,
+    why: &str,
+) {
+    if ctx.console.json() {
+        ctx.console.json_line(&json!({
+            "event": "test_summary",
+            "nodes": nodes,
+            "nodes_with_problems": bad_nodes,
+            "items": items,
+            "problems": problems,
+        }));
+        return;
+    }
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    if problems == 0 {
+        ctx.console.out(&format!(
+            "{} OK ({})",
+            plural(nodes, "node"),
+            plural(items, "item")
+        ));
+    } else if !why.is_empty() {
+        ctx.console
+            .err(&format!("{} found: {why}", plural(problems, "problem")));
+    } else {
+        ctx.console.err(&format!(
+            "{} found on {} of {}",
+            plural(problems, "problem"),
+            bad_nodes,
+            plural(nodes, "node")
+        ));
+    }
 }

@@ -120,6 +120,21 @@ impl Console {
         });
     }
 
+    /// Shows `question` on stderr and reads one line of answer from stdin (`None` at end of
+    /// input). Holds the output lock meanwhile, so questions from parallel nodes never interleave.
+    pub fn ask(&self, question: &str) -> Option<String> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.multi.suspend(|| {
+            let mut e = std::io::stderr().lock();
+            let _ = write!(e, "{question}").and_then(|()| e.flush());
+            let mut answer = String::new();
+            match std::io::stdin().read_line(&mut answer) {
+                Ok(0) | Err(_) => None,
+                Ok(_) => Some(answer),
+            }
+        })
+    }
+
     fn write(&self, to_stderr: bool, line: &str) {
         if self.closed.load(Ordering::Relaxed) {
             return;

@@ -56,7 +56,8 @@ fn render_diagnostics(diags: &[Diagnostic]) -> String {
         .iter()
         .map(|d| d.to_string())
         .collect::<Vec<_>>()
-        .join("\n")
+        // The binary prefixes the first with "error: "; every further problem gets its own.
+        .join("\nerror: ")
 }
 
 /// Shorthand used across the library.

@@ -324,8 +324,15 @@ fn test_policy_fails_nodes_missing_required_metadata() {
     let good = node("web1", json!({"owner": "ops", "environment": "prod"}));
     let bad = node("web2", json!({"owner": "ops", "environment": ""}));
     let worse = node("web3", json!({}));
-    for n in [&good, &bad, &worse] {
-        assert_eq!(hooks.on_event(&Event::TestNode { node: n }), Flow::Continue);
+    assert_eq!(
+        hooks.on_event(&Event::TestNode { node: &good }),
+        Flow::Continue
+    );
+    for n in [&bad, &worse] {
+        assert!(matches!(
+            hooks.on_event(&Event::TestNode { node: n }),
+            Flow::Abort(_)
+        ));
     }
     hooks.on_event(&Event::Test);
     let errors = hooks.errors();

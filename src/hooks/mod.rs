@@ -12,6 +12,8 @@
 //!   ("skipped by hook (reason)"); not a failure by itself.
 //! - `item_apply_start` / `action_run_start`: `Abort(reason)` means a hook failed (fail closed):
 //!   do not apply/run that item, report it as failed with `reason`, go on with the rest.
+//! - `test_node`: `Abort(reason)` means a policy hook failed for that node (already reported):
+//!   count the node as having a problem.
 //! - everything else: always `Continue`; failures show up in [`Hooks::had_errors`].
 
 use std::collections::{BTreeMap, HashMap};
@@ -421,7 +423,9 @@ impl Hooks {
         match event {
             Event::ApplyStart { .. } | Event::RunStart { .. } => Flow::Abort(reason),
             Event::NodeApplyStart { .. } | Event::NodeRunStart { .. } => Flow::SkipNode(reason),
-            Event::ItemApplyStart { .. } | Event::ActionRunStart { .. } => Flow::Abort(reason),
+            Event::ItemApplyStart { .. }
+            | Event::ActionRunStart { .. }
+            | Event::TestNode { .. } => Flow::Abort(reason),
             _ => Flow::Continue,
         }
     }

@@ -751,6 +751,8 @@ fn runtime_errors_fail_closed_at_start_points_and_count_elsewhere() {
         node: &web1,
         item: &pkg,
     });
+    // A failing test_node hook marks that node as having a problem in `cinch test`.
+    abort(Event::TestNode { node: &web1 });
     for e in [
         Event::NodeApplyStart {
             node: &web1,
@@ -774,7 +776,6 @@ fn runtime_errors_fail_closed_at_start_points_and_count_elsewhere() {
             duration: secs(1.0),
         },
         Event::NodeSshConnect { node: &web1 },
-        Event::TestNode { node: &web1 },
         Event::Test,
         Event::LockRemove {
             node: &web1,

@@ -194,3 +194,73 @@ impl Item {
         self.kind.type_name()
     }
 }
+
+pub mod action;
+pub mod directory;
+pub mod file;
+pub mod group;
+pub mod listing;
+pub mod parse;
+pub mod pkg_apt;
+pub mod render;
+pub mod rhai;
+pub mod selector;
+pub mod state;
+pub mod svc_systemd;
+pub mod symlink;
+pub mod user;
+
+pub use parse::load_node_items;
+
+/// The attributes every item type accepts (SPEC 4.2), for validation and "did you mean" hints.
+pub const COMMON_ATTRS: &[&str] = &[
+    "needs",
+    "needed_by",
+    "after",
+    "before",
+    "precedes",
+    "preceded_by",
+    "triggers",
+    "triggered_by",
+    "tags",
+    "triggered",
+    "unless",
+    "skip",
+    "cascade_skip",
+    "comment",
+];
+
+impl Item {
+    /// Whether the name is a path on the node (file, directory, symlink), which gives the item
+    /// automatic dependencies on its parent directories.
+    pub fn is_path(&self) -> bool {
+        matches!(
+            self.kind,
+            ItemKind::File(_) | ItemKind::Directory(_) | ItemKind::Symlink(_)
+        )
+    }
+
+    /// Whether a failure or skip of this item skips the items that need it (SPEC 4.2): explicit
+    /// `cascade_skip`, else true unless `skip`, `triggered` or `unless` is set.
+    pub fn cascade_skip(&self) -> bool {
+        self.deps
+            .cascade_skip
+            .unwrap_or(!(self.deps.skip || self.deps.triggered || self.deps.unless.is_some()))
+    }
+
+    /// Whether the item removes what it names (`delete = true`, `installed = false`).
+    pub fn deletes(&self) -> bool {
+        match &self.kind {
+            ItemKind::File(a) => a.delete,
+            ItemKind::Directory(a) => a.delete,
+            ItemKind::Symlink(a) => a.delete,
+            ItemKind::User(a) => a.delete,
+            ItemKind::Group(a) => a.delete,
+            ItemKind::PkgApt(a) => !a.installed,
+            ItemKind::Action(_) | ItemKind::SvcSystemd(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -1,17 +1,23 @@
 //! The repository as cinch sees it: nodes, groups, bundles and settings, loaded once and
 //! then only read, so node workers can share it without locks.
 
+mod group;
+pub mod load;
+pub mod metadata;
 pub mod node;
 pub mod settings;
+mod target;
+pub mod template;
+pub(crate) mod toml_file;
 
 pub use node::{Node, TransportKind};
 pub use settings::Settings;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::diag::Location;
-use crate::error::Result;
+use crate::diag::{Location, did_you_mean};
+use crate::error::{Error, Result};
 
 /// A group as written in the repo, plus where it was defined.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +29,10 @@ pub struct Group {
     pub subgroups: Vec<String>,
     pub metadata: serde_json::Value,
     pub location: Location,
+    /// Every supergroup at any distance, sorted: a member of this group is in all of them.
+    pub supergroups: Vec<String>,
+    /// Every node in the group (directly, by pattern, or through a subgroup), sorted.
+    pub nodes: Vec<String>,
 }
 
 /// A bundle directory: its files are read by the item loader.
@@ -32,6 +42,25 @@ pub struct Bundle {
     pub dir: PathBuf,
     /// `metadata.toml` contents (an object), `{}` when absent.
     pub metadata_defaults: serde_json::Value,
+    /// Parsed items.toml, compiled items.rhai and templates, filled on first use and shared
+    /// by every node that has this bundle.
+    pub items_cache: crate::items::parse::BundleCache,
+}
+
+impl Bundle {
+    /// A bundle whose item files have not been read yet.
+    pub fn new(
+        name: impl Into<String>,
+        dir: PathBuf,
+        metadata_defaults: serde_json::Value,
+    ) -> Self {
+        Bundle {
+            name: name.into(),
+            dir,
+            metadata_defaults,
+            items_cache: Default::default(),
+        }
+    }
 }
 
 /// The loaded repository.
@@ -44,12 +73,70 @@ pub struct Repo {
     pub bundles: BTreeMap<String, Bundle>,
 }
 
+/// What a directory needs to be taken for a repo; said in errors so users know what to create.
+const REPO_MARKERS: &[&str] = &["nodes.toml", "nodes", "cinch.toml"];
+
 impl Repo {
     /// Finds the repo (`-r`, `$CINCH_REPO`, or the current directory and its parents) and loads it.
-    pub fn discover(explicit: Option<&std::path::Path>) -> Result<Repo> {
-        let _ = explicit;
-        Err(crate::error::Error::Usage(
-            "repo loading is not built yet".into(),
-        ))
+    pub fn discover(explicit: Option<&Path>) -> Result<Repo> {
+        let root = match explicit {
+            Some(dir) => {
+                if !is_repo(dir) {
+                    return Err(not_a_repo(dir, false));
+                }
+                dir.to_path_buf()
+            }
+            None => {
+                let cwd = std::env::current_dir()
+                    .map_err(|e| Error::io("finding the current directory", e))?;
+                cwd.ancestors()
+                    .find(|d| is_repo(d))
+                    .map(Path::to_path_buf)
+                    .ok_or_else(|| not_a_repo(&cwd, true))?
+            }
+        };
+        Repo::load(&root)
     }
+
+    /// Loads the repo at `root` without searching; every problem found is in the error.
+    pub fn load(root: &Path) -> Result<Repo> {
+        let root = std::path::absolute(root)
+            .map_err(|e| Error::io(format!("resolving {}", root.display()), e))?;
+        load::load(&root).map_err(Error::Repo)
+    }
+
+    /// The node called `name`, or a usage error with the closest name as a hint.
+    pub fn node(&self, name: &str) -> Result<&Node> {
+        self.nodes.get(name).ok_or_else(|| {
+            let mut msg = format!("no node named '{name}'");
+            if let Some(close) = did_you_mean(name, self.nodes.keys().map(String::as_str)) {
+                msg.push_str(&format!(" (did you mean '{close}'?)"));
+            }
+            Error::Usage(msg)
+        })
+    }
+}
+
+fn is_repo(dir: &Path) -> bool {
+    dir.join("nodes.toml").is_file()
+        || dir.join("nodes").is_dir()
+        || dir.join("cinch.toml").is_file()
+}
+
+fn not_a_repo(dir: &Path, searched_parents: bool) -> Error {
+    let where_ = if searched_parents {
+        format!("{} (or any parent directory)", dir.display())
+    } else {
+        dir.display().to_string()
+    };
+    let why = if !searched_parents && !dir.exists() {
+        " (it does not exist)"
+    } else {
+        ""
+    };
+    Error::Usage(format!(
+        "{where_} is not a cinch repo{why}: a repo needs {} or {}\n  hint: pass -r DIR or set CINCH_REPO, or create one with `cinch repo create DIR`",
+        REPO_MARKERS[..REPO_MARKERS.len() - 1].join(", "),
+        REPO_MARKERS[REPO_MARKERS.len() - 1],
+    ))
 }

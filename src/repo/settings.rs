@@ -1,6 +1,9 @@
 //! `cinch.toml`: repo-wide settings.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::diag::Diagnostic;
+use crate::repo::toml_file::{Fields, TomlFile};
 
 /// Repo-wide settings with their defaults filled in.
 #[derive(Debug, Clone)]
@@ -27,6 +30,86 @@ impl Default for Settings {
             node_workers: 8,
             item_workers: 4,
             ssh: SshSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads `cinch.toml` (if present); relative paths are taken from the repo root so the
+    /// repo works from any current directory.
+    pub(crate) fn load(repo: &Path, diags: &mut Vec<Diagnostic>) -> Settings {
+        let mut settings = Settings::default();
+        let path = repo.join("cinch.toml");
+        if !path.is_file() {
+            return settings;
+        }
+        let file = match TomlFile::read(&path) {
+            Ok(f) => f,
+            Err(d) => {
+                diags.push(d);
+                return settings;
+            }
+        };
+        let root = Fields {
+            file: &file,
+            table: file.root(),
+            what: "cinch.toml".into(),
+        };
+        root.check_keys(&["defaults", "ssh"], diags);
+        if let Some(section) = section(&file, "defaults", diags) {
+            let f = Fields {
+                file: &file,
+                table: section,
+                what: "[defaults]".into(),
+            };
+            f.check_keys(&["node_workers", "item_workers"], diags);
+            if let Some(n) = f.integer("node_workers", 1..=1024, diags) {
+                settings.node_workers = n as usize;
+            }
+            // More than 8 commands in flight on one ssh connection hits sshd's MaxSessions.
+            if let Some(n) = f.integer("item_workers", 1..=8, diags) {
+                settings.item_workers = n as usize;
+            }
+        }
+        if let Some(section) = section(&file, "ssh", diags) {
+            let f = Fields {
+                file: &file,
+                table: section,
+                what: "[ssh]".into(),
+            };
+            f.check_keys(
+                &["config_file", "known_hosts_file", "connect_timeout"],
+                diags,
+            );
+            settings.ssh.config_file = f.string("config_file", diags).map(|s| repo.join(s.value));
+            settings.ssh.known_hosts_file = f
+                .string("known_hosts_file", diags)
+                .map(|s| repo.join(s.value));
+            settings.ssh.connect_timeout = f
+                .integer("connect_timeout", 1..=3600, diags)
+                .map(|n| n as u64);
+        }
+        settings
+    }
+}
+
+fn section<'a>(
+    file: &'a TomlFile,
+    key: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<&'a dyn toml_edit::TableLike> {
+    let item = file.root().get(key)?;
+    match item.as_table_like() {
+        Some(t) => Some(t),
+        None => {
+            diags.push(Diagnostic::at(
+                file.item_loc(item),
+                format!(
+                    "cinch.toml: `{key}` must be a table, found {}",
+                    crate::repo::toml_file::describe(item)
+                ),
+            ));
+            None
         }
     }
 }

@@ -15,6 +15,9 @@ pub struct Command {
     pub script: String,
     pub stdin: Option<Vec<u8>>,
     pub timeout: Option<Duration>,
+    /// Clean-up work (releasing a lock) that must finish even after a second Ctrl-C; it
+    /// still obeys `timeout`.
+    pub cleanup: bool,
 }
 
 impl Command {
@@ -172,6 +175,7 @@ pub fn upload_atomic(
         script: crate::shell::upload_script(path, mode),
         stdin: Some(bytes.to_vec()),
         timeout: None,
+        cleanup: false,
     };
     let out = t.run(&cmd)?;
     if out.status == Some(0) {

@@ -271,7 +271,7 @@ impl SshTransport {
             }
             if stop_at.is_none() {
                 let expired = deadline.is_some_and(|d| Instant::now() >= d);
-                if expired || crate::interrupt::forced() {
+                if expired || (!cmd.cleanup && crate::interrupt::forced()) {
                     timed_out = expired;
                     stop_at = Some(Instant::now());
                 }

@@ -117,6 +117,23 @@ impl TestRepo {
     }
 }
 
+impl TestRepo {
+    /// Like [`TestRepo::cinch`] with extra environment variables for this run only.
+    pub fn cinch_env(&self, env: &[(&str, &str)], args: &[&str]) -> Run {
+        let mut cmd = cinch_command();
+        cmd.arg("-r").arg(self.dir.path()).args(args);
+        for (k, v) in self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(env.iter().copied())
+        {
+            cmd.env(k, v);
+        }
+        run(cmd)
+    }
+}
+
 /// The binary under test, with a clean environment for repo discovery.
 pub fn cinch_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cinch"));

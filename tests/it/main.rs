@@ -1,6 +1,16 @@
 //! One integration-test binary (links once): each module covers one area, driving the real
 //! `cinch` binary against temporary repos, the local transport and a private sshd.
 
+mod apply;
+mod check;
 mod harness;
+mod hooks;
+mod inspect;
+mod items;
+mod lock;
+mod plan;
+mod repo;
 mod sshd;
+mod sysitems;
 mod transport;
+mod verify;

@@ -138,6 +138,7 @@ fn binary_stdin_round_trips() {
                 script: "cat".into(),
                 stdin: Some(data.clone()),
                 timeout: None,
+                cleanup: false,
             })
             .expect("cat");
         assert_eq!(out.status, Some(0), "{kind}");
@@ -195,6 +196,7 @@ fn timeout_kills_the_whole_process_tree() {
                     script,
                     stdin: None,
                     timeout: Some(Duration::from_secs(2)),
+                    cleanup: false,
                 },
                 &mut |_, b| seen.extend_from_slice(b),
             )
@@ -226,6 +228,7 @@ fn commands_before_a_timeout_were_really_running() {
                 script: format!("sleep 300.{tok}"),
                 stdin: None,
                 timeout: Some(Duration::from_secs(3)),
+                cleanup: false,
             });
             t.close().expect("close");
             out
@@ -516,6 +519,7 @@ fn become_sudo_is_real_over_ssh_and_locally() {
             script: format!("sleep 300.{tok}"),
             stdin: None,
             timeout: Some(Duration::from_secs(1)),
+            cleanup: false,
         })
         .expect("run");
     assert!(out.timed_out);

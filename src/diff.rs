@@ -1,0 +1,85 @@
+//! What changed, in words a user reads: unified coloured diffs for text, sizes and hashes for
+//! binary content, key-by-key old → new for everything else.
+
+use console::style;
+use sha2::{Digest, Sha256};
+use similar::{ChangeTag, TextDiff};
+
+/// Hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Content considered text: valid UTF-8 without NUL bytes.
+pub fn is_text(bytes: &[u8]) -> bool {
+    !bytes.contains(&0) && std::str::from_utf8(bytes).is_ok()
+}
+
+/// A unified diff of `old` → `new` (both text), lines prefixed and coloured when the console
+/// allows colour (`console::style` honours the global colour switch).
+pub fn unified(old: &str, new: &str, path: &str) -> String {
+    let diff = TextDiff::from_lines(old, new);
+    let mut out = String::new();
+    out.push_str(&format!("{}\n", style(format!("--- {path}")).red()));
+    out.push_str(&format!("{}\n", style(format!("+++ {path}")).green()));
+    for hunk in diff.unified_diff().context_radius(3).iter_hunks() {
+        out.push_str(&format!("{}\n", style(hunk.header()).cyan()));
+        for change in hunk.iter_changes() {
+            let mut line = change.value().to_string();
+            let missing_newline = !line.ends_with('\n');
+            if !missing_newline {
+                line.pop();
+            }
+            let text = match change.tag() {
+                ChangeTag::Delete => style(format!("-{line}")).red().to_string(),
+                ChangeTag::Insert => style(format!("+{line}")).green().to_string(),
+                ChangeTag::Equal => format!(" {line}"),
+            };
+            out.push_str(&text);
+            out.push('\n');
+            if missing_newline {
+                out.push_str("\\ No newline at end of file\n");
+            }
+        }
+    }
+    out
+}
+
+/// Describes a content change when a line diff is impossible or unwanted.
+pub fn sizes_and_hashes(old: Option<(u64, &str)>, new: Option<(u64, &str)>) -> String {
+    let side = |s: Option<(u64, &str)>| match s {
+        Some((size, hash)) => format!("{size} bytes, sha256 {}", &hash[..hash.len().min(16)]),
+        None => "absent".to_string(),
+    };
+    format!(
+        "content: {} → {}\n",
+        style(side(old)).red(),
+        style(side(new)).green()
+    )
+}
+
+/// One `key: old → new` line.
+pub fn key_line(key: &str, old: &str, new: &str) -> String {
+    format!("{key}: {} → {}\n", style(old).red(), style(new).green())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unified_marks_removed_and_added_lines() {
+        let d = unified("a\nb\nc\n", "a\nB\nc\n", "/x");
+        assert!(d.contains("--- /x"), "{d}");
+        assert!(d.contains("-b\n"), "{d}");
+        assert!(d.contains("+B\n"), "{d}");
+        assert!(d.contains(" a\n"), "{d}");
+    }
+
+    #[test]
+    fn text_detection() {
+        assert!(is_text(b"hello\n"));
+        assert!(!is_text(b"\x00\x01"));
+        assert!(!is_text(b"\xff\xfe"));
+    }
+}

@@ -1,0 +1,466 @@
+//! Executor tests against the real local transport in temporary directories.
+
+use std::sync::Mutex;
+
+use super::*;
+use crate::diag::Location;
+use crate::items::{
+    ActionAttrs, ContentType, Deps, DirectoryAttrs, FileAttrs, FileSource, SymlinkAttrs,
+};
+use crate::repo::TransportKind;
+use crate::transport::local::LocalTransport;
+
+fn node() -> Node {
+    Node {
+        name: "n1".into(),
+        hostname: "localhost".into(),
+        username: None,
+        port: None,
+        transport: TransportKind::Local,
+        groups: vec![],
+        bundles: vec!["b".into()],
+        dummy: false,
+        become_: None,
+        lock_dir: "/tmp".into(),
+        metadata: serde_json::json!({}),
+        location: Location::default(),
+    }
+}
+
+fn item(type_name: &str, name: &str, kind: ItemKind) -> Item {
+    Item {
+        id: format!("{type_name}:{name}"),
+        name: name.into(),
+        bundle: "b".into(),
+        kind,
+        deps: Deps::default(),
+        location: Location::default(),
+    }
+}
+
+fn file(path: &str, content: &str) -> (Item, Option<Vec<u8>>) {
+    let attrs = FileAttrs {
+        source: FileSource::Content(content.into()),
+        content_type: ContentType::Text,
+        mode: Some(0o640),
+        owner: None,
+        group: None,
+        delete: false,
+        sensitive: false,
+    };
+    (
+        item("file", path, ItemKind::File(attrs)),
+        Some(content.as_bytes().to_vec()),
+    )
+}
+
+fn dir(path: &str, purge: bool) -> (Item, Option<Vec<u8>>) {
+    let attrs = DirectoryAttrs {
+        mode: Some(0o750),
+        owner: None,
+        group: None,
+        purge,
+        delete: false,
+    };
+    (item("directory", path, ItemKind::Directory(attrs)), None)
+}
+
+fn action(name: &str, command: &str) -> (Item, Option<Vec<u8>>) {
+    let attrs = ActionAttrs {
+        command: command.into(),
+        expected_return_code: vec![0],
+        expected_stdout: None,
+        expected_stderr: None,
+        data_stdin: None,
+        interactive: None,
+    };
+    (item("action", name, ItemKind::Action(attrs)), None)
+}
+
+/// (item id, outcome, reason, diff) per reported item.
+type End = (String, Outcome, Option<String>, Option<String>);
+
+#[derive(Default)]
+struct Rec {
+    ends: Mutex<Vec<End>>,
+}
+
+impl Sink for Rec {
+    fn item_start(&self, _: &Node, _: &Item) -> Result<(), String> {
+        Ok(())
+    }
+    fn item_end(&self, _: &Node, item: &Item, r: &ItemReport) {
+        self.ends.lock().unwrap().push((
+            item.id.clone(),
+            r.outcome,
+            r.reason.clone(),
+            r.diff.clone(),
+        ));
+    }
+    fn action_start(&self, _: &Node, _: &Item) -> Result<(), String> {
+        Ok(())
+    }
+    fn action_end(&self, _: &Node, _: &Item, _: Duration, _: Outcome) {}
+    fn ask(&self, _: &Node, _: &Item, _: &str, _: &str) -> Answer {
+        Answer::Yes
+    }
+}
+
+struct Fixture {
+    graph: Graph,
+    locals: Vec<Local>,
+    opts: Options,
+}
+
+impl Fixture {
+    fn new(specs: Vec<(Item, Option<Vec<u8>>)>) -> Self {
+        let (items, contents): (Vec<Item>, Vec<Option<Vec<u8>>>) = specs.into_iter().unzip();
+        let locals = locals(&items, contents, 1 << 20);
+        Fixture {
+            graph: Graph::new(items),
+            locals,
+            opts: Options {
+                mode: Mode::Apply,
+                interactive: false,
+                item_workers: 4,
+                only: None,
+                skip: vec![],
+                diffs: true,
+            },
+        }
+    }
+
+    fn idx(&self, id: &str) -> usize {
+        self.graph.items.iter().position(|i| i.id == id).unwrap()
+    }
+
+    fn run(&self) -> (NodeRun, Vec<End>) {
+        let n = node();
+        let sink = Rec::default();
+        let t = LocalTransport::new(&n);
+        let job = Job {
+            node: &n,
+            graph: &self.graph,
+            locals: &self.locals,
+            options: &self.opts,
+            sink: &sink,
+        };
+        let r = run(&job, &t, None);
+        let ends = sink.ends.into_inner().unwrap();
+        (r, ends)
+    }
+}
+
+fn outcome_of(ends: &[End], id: &str) -> Outcome {
+    ends.iter()
+        .find(|e| e.0 == id)
+        .unwrap_or_else(|| panic!("{id} not reported: {ends:?}"))
+        .1
+}
+
+#[test]
+fn files_are_created_then_left_alone_in_one_command() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_str().unwrap();
+    let mut specs = vec![dir(&format!("{root}/app"), false)];
+    for k in 0..20 {
+        specs.push(file(&format!("{root}/app/f {k}'`"), &format!("line {k}\n")));
+    }
+    let mut fx = Fixture::new(specs);
+    let dir_idx = fx.idx(&format!("directory:{root}/app"));
+    for i in 0..fx.graph.items.len() {
+        if i != dir_idx {
+            fx.graph.needs[i].push(dir_idx);
+        }
+    }
+    let (r, ends) = fx.run();
+    assert_eq!(r.error, None);
+    assert_eq!(r.count(Outcome::Fixed), 21, "{ends:?}");
+    // probe + directory wave + file wave
+    assert_eq!(r.stats.commands, 3);
+    let p = d.path().join("app/f 3'`");
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "line 3\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o640
+    );
+    let mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
+
+    let (r, ends) = fx.run();
+    assert_eq!(r.count(Outcome::Ok), 21, "{ends:?}");
+    assert_eq!(r.count(Outcome::Fixed), 0);
+    assert_eq!(r.stats.commands, 1, "steady state is one command");
+    assert_eq!(std::fs::metadata(&p).unwrap().modified().unwrap(), mtime);
+
+    std::fs::write(&p, "changed\n").unwrap();
+    let (r, ends) = fx.run();
+    assert_eq!(r.count(Outcome::Fixed), 1);
+    let diff = ends
+        .iter()
+        .find(|e| e.1 == Outcome::Fixed)
+        .and_then(|e| e.3.clone())
+        .unwrap();
+    assert!(
+        diff.contains("-changed") && diff.contains("+line 3"),
+        "{diff}"
+    );
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "line 3\n");
+}
+
+#[test]
+fn missing_parent_directory_is_a_clear_failure() {
+    let d = tempfile::tempdir().unwrap();
+    let path = format!("{}/nope/f", d.path().display());
+    let fx = Fixture::new(vec![
+        file(&path, "x"),
+        file(&format!("{}/ok", d.path().display()), "y"),
+    ]);
+    let (r, ends) = fx.run();
+    let e = ends.iter().find(|e| e.0.ends_with("/nope/f")).unwrap();
+    assert_eq!(e.1, Outcome::Failed);
+    assert!(
+        e.2.as_deref().unwrap().contains("parent directory"),
+        "{e:?}"
+    );
+    assert_eq!(
+        r.count(Outcome::Fixed),
+        1,
+        "the other file still gets written: {ends:?}"
+    );
+}
+
+#[test]
+fn failed_dependency_skips_dependents_and_triggers_fire_once() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("log");
+    let logp = log.to_str().unwrap();
+    let (mut trig, _) = action("reload", &format!("echo reload >> '{logp}'"));
+    trig.deps.triggered = true;
+    let mut fx = Fixture::new(vec![
+        action("bad", "echo oops >&2; exit 3"),
+        action("after-bad", "true"),
+        file(&format!("{}/conf", d.path().display()), "c\n"),
+        (trig, None),
+    ]);
+    fx.graph.cascade_skip = vec![true; 4];
+    let (bad, after_bad) = (fx.idx("action:bad"), fx.idx("action:after-bad"));
+    let conf = fx.idx(&format!("file:{}/conf", d.path().display()));
+    let reload = fx.idx("action:reload");
+    fx.graph.needs[after_bad].push(bad);
+    fx.graph.triggers[conf].push(reload);
+    fx.graph.order[reload].push(conf);
+    let (_, ends) = fx.run();
+    assert_eq!(outcome_of(&ends, "action:bad"), Outcome::Failed);
+    let bad_reason = ends
+        .iter()
+        .find(|e| e.0 == "action:bad")
+        .unwrap()
+        .2
+        .clone()
+        .unwrap();
+    assert!(
+        bad_reason.contains("return code 3") && bad_reason.contains("oops"),
+        "{bad_reason}"
+    );
+    let skipped = ends.iter().find(|e| e.0 == "action:after-bad").unwrap();
+    assert_eq!(skipped.1, Outcome::Skipped);
+    assert_eq!(skipped.2.as_deref(), Some("dependency failed: action:bad"));
+    assert_eq!(outcome_of(&ends, "action:reload"), Outcome::Fixed);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "reload\n");
+
+    let (_, ends) = fx.run();
+    assert_eq!(
+        outcome_of(&ends, "action:reload"),
+        Outcome::Skipped,
+        "not triggered the second time"
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "reload\n");
+}
+
+#[test]
+fn purge_removes_odd_names_but_keeps_managed_ones() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("p");
+    std::fs::create_dir(&root).unwrap();
+    for n in [
+        "a b",
+        "it's",
+        "`tick`",
+        "new\nline",
+        "ünï",
+        ".hidden",
+        "..x",
+    ] {
+        std::fs::write(root.join(n), "junk").unwrap();
+    }
+    std::fs::create_dir(root.join("sub dir")).unwrap();
+    std::fs::write(root.join("sub dir/inner"), "x").unwrap();
+    std::fs::write(root.join("keep me"), "old").unwrap();
+    let r = root.to_str().unwrap();
+    let mut fx = Fixture::new(vec![dir(r, true), file(&format!("{r}/keep me"), "new\n")]);
+    let (di, fi) = (
+        fx.idx(&format!("directory:{r}")),
+        fx.idx(&format!("file:{r}/keep me")),
+    );
+    fx.graph.needs[fi].push(di);
+    let (run1, ends) = fx.run();
+    assert_eq!(run1.count(Outcome::Failed), 0, "{ends:?}");
+    let mut left: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["keep me".to_string()]);
+    assert_eq!(
+        std::fs::read_to_string(root.join("keep me")).unwrap(),
+        "new\n"
+    );
+    let (run2, _) = fx.run();
+    assert_eq!(run2.count(Outcome::Ok), 2);
+}
+
+#[test]
+fn symlink_replaces_a_directory_and_delete_removes() {
+    let d = tempfile::tempdir().unwrap();
+    let link = d.path().join("l");
+    std::fs::create_dir(&link).unwrap();
+    std::fs::write(link.join("x"), "x").unwrap();
+    let gone = d.path().join("gone");
+    std::fs::write(&gone, "bye").unwrap();
+    let attrs = SymlinkAttrs {
+        target: "/etc/hostname".into(),
+        owner: None,
+        group: None,
+        delete: false,
+    };
+    let del = FileAttrs {
+        source: FileSource::None,
+        content_type: ContentType::Any,
+        mode: None,
+        owner: None,
+        group: None,
+        delete: true,
+        sensitive: false,
+    };
+    let fx = Fixture::new(vec![
+        (
+            item("symlink", link.to_str().unwrap(), ItemKind::Symlink(attrs)),
+            None,
+        ),
+        (
+            item("file", gone.to_str().unwrap(), ItemKind::File(del)),
+            None,
+        ),
+    ]);
+    let (r, ends) = fx.run();
+    assert_eq!(r.count(Outcome::Fixed), 2, "{ends:?}");
+    assert_eq!(
+        std::fs::read_link(&link).unwrap().to_str(),
+        Some("/etc/hostname")
+    );
+    assert!(!gone.exists());
+    let (r, _) = fx.run();
+    assert_eq!(r.count(Outcome::Ok), 2);
+}
+
+#[test]
+fn sensitive_content_never_appears_in_diffs() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("secret");
+    std::fs::write(&p, "old-hunter2\n").unwrap();
+    let (mut it, content) = file(p.to_str().unwrap(), "new-hunter2\n");
+    if let ItemKind::File(f) = &mut it.kind {
+        f.sensitive = true;
+    }
+    let mut fx = Fixture::new(vec![(it, content)]);
+    for mode in [Mode::Verify, Mode::Apply] {
+        fx.opts.mode = mode;
+        let (r, ends) = fx.run();
+        let all = format!("{ends:?} {:?}", r.reports);
+        assert!(!all.contains("hunter2"), "{all}");
+        assert!(all.contains("content hidden"), "{all}");
+    }
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "new-hunter2\n");
+}
+
+#[test]
+fn verify_changes_nothing_and_runs_no_actions() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("f");
+    let mut fx = Fixture::new(vec![
+        file(p.to_str().unwrap(), "x\n"),
+        action(
+            "touch",
+            &format!("touch '{}'", d.path().join("ran").display()),
+        ),
+    ]);
+    fx.opts.mode = Mode::Verify;
+    let (r, ends) = fx.run();
+    assert_eq!(r.count(Outcome::WouldChange), 1, "{ends:?}");
+    assert!(!p.exists());
+    assert!(!d.path().join("ran").exists());
+    assert_eq!(r.stats.commands, 1);
+}
+
+#[test]
+fn precedes_runs_the_triggered_item_only_before_a_change() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("log");
+    let target = d.path().join("t");
+    let (mut pre, _) = action("pre", &format!("echo pre >> '{}'", log.display()));
+    pre.deps.triggered = true;
+    let mut fx = Fixture::new(vec![(pre, None), file(target.to_str().unwrap(), "t\n")]);
+    let (p, f) = (
+        fx.idx("action:pre"),
+        fx.idx(&format!("file:{}", target.display())),
+    );
+    fx.graph.precedes[p].push(f);
+    fx.graph.order[f].push(p);
+    let (_, ends) = fx.run();
+    assert_eq!(outcome_of(&ends, "action:pre"), Outcome::Fixed);
+    assert_eq!(
+        outcome_of(&ends, &format!("file:{}", target.display())),
+        Outcome::Fixed
+    );
+    let (_, ends) = fx.run();
+    assert_eq!(outcome_of(&ends, "action:pre"), Outcome::Skipped);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "pre\n");
+}
+
+#[test]
+fn unless_and_only_and_skip() {
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("a");
+    let b = d.path().join("b");
+    let c = d.path().join("c");
+    let (mut fa, ca) = file(a.to_str().unwrap(), "a");
+    fa.deps.unless = Some("true".into());
+    let mut fx = Fixture::new(vec![
+        (fa, ca),
+        file(b.to_str().unwrap(), "b"),
+        file(c.to_str().unwrap(), "c"),
+    ]);
+    let (ia, ib, ic) = (
+        fx.idx(&format!("file:{}", a.display())),
+        fx.idx(&format!("file:{}", b.display())),
+        fx.idx(&format!("file:{}", c.display())),
+    );
+    fx.opts.only = Some((0..3).map(|i| i == ia || i == ib).collect());
+    fx.opts.skip = (0..3).map(|i| i == ib).collect();
+    let (_, ends) = fx.run();
+    let _ = ic;
+    assert_eq!(
+        outcome_of(&ends, &format!("file:{}", a.display())),
+        Outcome::Skipped
+    );
+    assert_eq!(
+        outcome_of(&ends, &format!("file:{}", b.display())),
+        Outcome::Skipped
+    );
+    assert_eq!(
+        outcome_of(&ends, &format!("file:{}", c.display())),
+        Outcome::Skipped
+    );
+    assert!(!a.exists() && !b.exists() && !c.exists());
+}

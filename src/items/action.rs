@@ -1,0 +1,126 @@
+//! `action` items: no state, only a run. One remote command per action, and only when it runs;
+//! `unless` rides along in the same command.
+
+use super::ActionAttrs;
+use crate::transport::{Command, Output};
+
+/// How an action run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionOutcome {
+    /// `unless` succeeded: nothing ran.
+    Unless,
+    /// Ran and met every expectation.
+    Succeeded,
+    /// Ran and missed an expectation; the message says which and shows stderr.
+    Failed(String),
+}
+
+impl ActionAttrs {
+    /// The remote command: `unless` first (if any), then the action with `data_stdin`.
+    pub fn command(&self, unless: Option<&str>) -> Command {
+        crate::probe::action_command(
+            &self.command,
+            unless,
+            self.data_stdin.as_ref().map(|s| s.as_bytes().to_vec()),
+        )
+    }
+
+    /// Judges a finished run against `expected_return_code`, `expected_stdout` and
+    /// `expected_stderr`.
+    pub fn judge(&self, out: &Output) -> ActionOutcome {
+        let (marker, stdout) = match out.stdout.split_first() {
+            Some((m, rest)) => (*m, rest),
+            None => (0, &[][..]),
+        };
+        if marker == b'S' {
+            return ActionOutcome::Unless;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout_text = String::from_utf8_lossy(stdout);
+        let with_output = |msg: String| {
+            let mut m = msg;
+            for (name, text) in [("stdout", &stdout_text), ("stderr", &stderr)] {
+                let t = text.trim_end();
+                if !t.is_empty() {
+                    m.push_str(&format!("\n{name}:\n{t}"));
+                }
+            }
+            ActionOutcome::Failed(m)
+        };
+        if marker != b'R' {
+            return with_output("the command could not be started".into());
+        }
+        let Some(rc) = out.status else {
+            return with_output(if out.timed_out {
+                "timed out".into()
+            } else {
+                "killed by a signal".into()
+            });
+        };
+        if !self.expected_return_code.is_empty() && !self.expected_return_code.contains(&rc) {
+            let want: Vec<String> = self
+                .expected_return_code
+                .iter()
+                .map(i32::to_string)
+                .collect();
+            return with_output(format!("return code {rc}, expected {}", want.join(" or ")));
+        }
+        if let Some(want) = &self.expected_stdout
+            && stdout_text != *want
+        {
+            return with_output(format!("stdout differs from expected_stdout {want:?}"));
+        }
+        if let Some(want) = &self.expected_stderr
+            && stderr != *want
+        {
+            return with_output(format!("stderr differs from expected_stderr {want:?}"));
+        }
+        ActionOutcome::Succeeded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs() -> ActionAttrs {
+        ActionAttrs {
+            command: "x".into(),
+            expected_return_code: vec![0, 3],
+            expected_stdout: None,
+            expected_stderr: None,
+            data_stdin: None,
+            interactive: None,
+        }
+    }
+
+    fn out(stdout: &[u8], rc: i32) -> Output {
+        Output {
+            status: Some(rc),
+            stdout: stdout.to_vec(),
+            stderr: b"boom".to_vec(),
+            timed_out: false,
+        }
+    }
+
+    #[test]
+    fn judge_checks_codes_stdout_and_unless() {
+        let a = attrs();
+        assert_eq!(a.judge(&out(b"S", 0)), ActionOutcome::Unless);
+        assert_eq!(a.judge(&out(b"Rhi", 3)), ActionOutcome::Succeeded);
+        let ActionOutcome::Failed(m) = a.judge(&out(b"Rhi", 1)) else {
+            panic!()
+        };
+        assert!(
+            m.contains("return code 1, expected 0 or 3") && m.contains("boom"),
+            "{m}"
+        );
+        let mut b = attrs();
+        b.expected_stdout = Some("ok\n".into());
+        assert!(matches!(
+            b.judge(&out(b"Rnope\n", 0)),
+            ActionOutcome::Failed(_)
+        ));
+        assert_eq!(b.judge(&out(b"Rok\n", 0)), ActionOutcome::Succeeded);
+    }
+}

@@ -1,0 +1,1161 @@
+//! Turns items.toml (and the map items.rhai returns) into validated [`Item`]s. Both sources
+//! become [`RawItem`]s first, so they share one validation path and the same messages; every
+//! problem is collected with its file, line and column instead of stopping at the first.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::diag::{Diagnostic, Location, did_you_mean};
+use crate::items::selector;
+use crate::items::{
+    ActionAttrs, COMMON_ATTRS, ContentType, Deps, DirectoryAttrs, FileAttrs, FileSource,
+    GroupAttrs, ITEM_TYPES, Item, ItemKind, PkgAptAttrs, SvcSystemdAttrs, SymlinkAttrs, UserAttrs,
+};
+use crate::repo::{Bundle, Node, Repo};
+
+/// What a bundle's item files turn into, computed once and shared by every node with the bundle
+/// (1000 nodes must not parse the same items.toml 1000 times).
+#[derive(Default)]
+pub struct BundleCache {
+    pub(crate) toml: OnceLock<Result<Vec<Item>, Vec<Diagnostic>>>,
+    pub(crate) rhai: OnceLock<Result<Option<super::rhai::Compiled>, Vec<Diagnostic>>>,
+    pub(crate) templates: OnceLock<minijinja::Environment<'static>>,
+}
+
+impl fmt::Debug for BundleCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BundleCache")
+            .field("toml_parsed", &self.toml.get().is_some())
+            .field("rhai_compiled", &self.rhai.get().is_some())
+            .finish()
+    }
+}
+
+/// A cache is derived data: a cloned bundle starts empty and fills its own.
+impl Clone for BundleCache {
+    fn clone(&self) -> Self {
+        BundleCache::default()
+    }
+}
+
+/// One attribute as written, before its type is checked.
+#[derive(Debug, Clone)]
+pub(crate) struct RawAttr {
+    pub name: String,
+    /// Where the attribute name is (for unknown attributes).
+    pub key_loc: Location,
+    /// Where the value is (for wrong types and bad values).
+    pub value_loc: Location,
+    pub value: Value,
+}
+
+/// One item as written: its table (plural type), name and attributes.
+#[derive(Debug, Clone)]
+pub(crate) struct RawItem {
+    /// The singular type (`file`), already checked against [`ITEM_TYPES`].
+    pub type_name: &'static str,
+    pub name: String,
+    pub loc: Location,
+    pub attrs: Vec<RawAttr>,
+}
+
+/// The singular type for a table name, or a diagnostic with the closest valid table.
+pub(crate) fn item_type(table: &str, loc: &Location) -> Result<&'static str, Diagnostic> {
+    if let Some((_, singular)) = ITEM_TYPES.iter().find(|(plural, _)| *plural == table) {
+        return Ok(singular);
+    }
+    let plurals = ITEM_TYPES.iter().map(|(p, _)| *p);
+    // `[file."/x"]` is a common slip: map the singular to its table before guessing.
+    let guess = ITEM_TYPES
+        .iter()
+        .find(|(_, s)| *s == table)
+        .map(|(p, _)| *p)
+        .or_else(|| did_you_mean(table, plurals.clone()));
+    let mut d = Diagnostic::at(loc.clone(), format!("unknown item type `{table}`"));
+    d = match guess {
+        Some(g) => d.with_hint(format!("did you mean `{g}`?")),
+        None => d.with_hint(format!(
+            "item tables are: {}",
+            plurals.collect::<Vec<_>>().join(", ")
+        )),
+    };
+    Err(d)
+}
+
+/// Parses the text of an items.toml into raw items, keeping every key's and value's place.
+pub(crate) fn parse_toml(path: &Path, text: &str) -> (Vec<RawItem>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let doc = match toml_edit::ImDocument::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let loc = e.span().map_or_else(
+                || Location::file(path),
+                |s| Location::from_offset(path, text, s.start),
+            );
+            let msg = e.message().trim_end().to_string();
+            let mut d = Diagnostic::at(loc, format!("invalid TOML: {msg}"));
+            if msg.contains("leading zero") || msg.contains("invalid integer") {
+                d = d.with_hint("write modes as strings: mode = \"0644\"");
+            }
+            return (Vec::new(), vec![d]);
+        }
+    };
+    let at = |span: Option<std::ops::Range<usize>>| match span {
+        Some(s) => Location::from_offset(path, text, s.start),
+        None => Location::file(path),
+    };
+    let root = doc.as_table();
+    let mut raws = Vec::new();
+    for (table, tval) in root.iter() {
+        let tkey_loc = at(root.key(table).and_then(|k| k.span()));
+        let type_name = match item_type(table, &tkey_loc) {
+            Ok(t) => t,
+            Err(d) => {
+                diags.push(d);
+                continue;
+            }
+        };
+        let Some(items) = tval.as_table_like() else {
+            diags.push(
+                Diagnostic::at(tkey_loc, format!("`{table}` must be a table of items"))
+                    .with_hint(format!("write [{table}.\"NAME\"] tables")),
+            );
+            continue;
+        };
+        for (name, ival) in items.iter() {
+            let key_loc = at(items.key(name).and_then(|k| k.span()));
+            let Some(attrs) = ival.as_table_like() else {
+                diags.push(Diagnostic::at(
+                    key_loc,
+                    format!(
+                        "{type_name}:{name} must be a table of attributes, not {}",
+                        ival.type_name()
+                    ),
+                ));
+                continue;
+            };
+            // A header table's own span points at `[files."/x"]`; a dotted or inline item
+            // has none, so fall back to its key.
+            let loc = if ival.span().is_some() {
+                at(ival.span())
+            } else {
+                key_loc
+            };
+            let mut raw = RawItem {
+                type_name,
+                name: name.to_string(),
+                loc,
+                attrs: Vec::new(),
+            };
+            for (attr, aval) in attrs.iter() {
+                let akey_loc = at(attrs.key(attr).and_then(|k| k.span()));
+                let value_loc = match aval.span() {
+                    Some(s) => at(Some(s)),
+                    None => akey_loc.clone(),
+                };
+                match toml_item_to_json(aval) {
+                    Ok(value) => raw.attrs.push(RawAttr {
+                        name: attr.to_string(),
+                        key_loc: akey_loc,
+                        value_loc,
+                        value,
+                    }),
+                    Err(what) => diags.push(Diagnostic::at(
+                        value_loc,
+                        format!("`{attr}` of {type_name}:{name} cannot be {what}"),
+                    )),
+                }
+            }
+            raws.push(raw);
+        }
+    }
+    (raws, diags)
+}
+
+fn toml_item_to_json(item: &toml_edit::Item) -> Result<Value, &'static str> {
+    match item {
+        toml_edit::Item::None => Ok(Value::Null),
+        toml_edit::Item::Value(v) => toml_value_to_json(v),
+        toml_edit::Item::Table(t) => t
+            .iter()
+            .map(|(k, v)| Ok::<_, &'static str>((k.to_string(), toml_item_to_json(v)?)))
+            .collect::<Result<serde_json::Map<_, _>, _>>()
+            .map(Value::Object),
+        toml_edit::Item::ArrayOfTables(a) => a
+            .iter()
+            .map(|t| {
+                t.iter()
+                    .map(|(k, v)| Ok::<_, &'static str>((k.to_string(), toml_item_to_json(v)?)))
+                    .collect::<Result<serde_json::Map<_, _>, _>>()
+                    .map(Value::Object)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+    }
+}
+
+fn toml_value_to_json(v: &toml_edit::Value) -> Result<Value, &'static str> {
+    use toml_edit::Value as T;
+    Ok(match v {
+        T::String(s) => Value::String(s.value().clone()),
+        T::Integer(i) => Value::from(*i.value()),
+        T::Float(f) => serde_json::Number::from_f64(*f.value())
+            .map(Value::Number)
+            .ok_or("a non-finite float")?,
+        T::Boolean(b) => Value::Bool(*b.value()),
+        T::Datetime(_) => return Err("a date or time"),
+        T::Array(a) => Value::Array(a.iter().map(toml_value_to_json).collect::<Result<_, _>>()?),
+        T::InlineTable(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| Ok::<_, &'static str>((k.to_string(), toml_value_to_json(v)?)))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+/// Type-specific attributes (besides [`COMMON_ATTRS`]) each item type accepts.
+fn type_attrs(type_name: &str) -> &'static [&'static str] {
+    match type_name {
+        "file" => &[
+            "content",
+            "source",
+            "content_type",
+            "mode",
+            "owner",
+            "group",
+            "delete",
+            "sensitive",
+        ],
+        "directory" => &["mode", "owner", "group", "purge", "delete"],
+        "symlink" => &["target", "owner", "group", "delete"],
+        "action" => &[
+            "command",
+            "expected_return_code",
+            "expected_stdout",
+            "expected_stderr",
+            "data_stdin",
+            "interactive",
+        ],
+        "user" => &[
+            "uid",
+            "gid",
+            "groups",
+            "home",
+            "shell",
+            "full_name",
+            "password_hash",
+            "delete",
+        ],
+        "group" => &["gid", "delete"],
+        "pkg_apt" => &["installed"],
+        "svc_systemd" => &["running", "enabled", "masked"],
+        _ => &[],
+    }
+}
+
+fn describe(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a float",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a table",
+    }
+}
+
+/// Typed access to one item's attributes; every mismatch becomes a diagnostic.
+struct Reader<'a> {
+    id: String,
+    attrs: HashMap<&'a str, &'a RawAttr>,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl<'a> Reader<'a> {
+    fn get(&self, name: &str) -> Option<&'a RawAttr> {
+        self.attrs.get(name).copied().filter(|a| !a.value.is_null())
+    }
+
+    fn error(&mut self, loc: &Location, msg: String) {
+        self.diags.push(Diagnostic::at(loc.clone(), msg));
+    }
+
+    fn hinted(&mut self, loc: &Location, msg: String, hint: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::at(loc.clone(), msg).with_hint(hint));
+    }
+
+    fn wrong(&mut self, a: &RawAttr, expected: &str) {
+        let msg = format!(
+            "`{}` of {} must be {expected}, not {}",
+            a.name,
+            self.id,
+            describe(&a.value)
+        );
+        self.error(&a.value_loc, msg);
+    }
+
+    fn string(&mut self, name: &str) -> Option<String> {
+        let a = self.get(name)?;
+        match &a.value {
+            Value::String(s) => Some(s.clone()),
+            _ => {
+                self.wrong(a, "a string");
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, name: &str) -> Option<bool> {
+        let a = self.get(name)?;
+        match a.value {
+            Value::Bool(b) => Some(b),
+            _ => {
+                self.wrong(a, "true or false");
+                None
+            }
+        }
+    }
+
+    fn u32(&mut self, name: &str) -> Option<u32> {
+        let a = self.get(name)?;
+        match a.value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => Some(n),
+            None => {
+                self.wrong(a, "a non-negative integer");
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, name: &str) -> Option<Vec<String>> {
+        let a = self.get(name)?;
+        let list = match &a.value {
+            Value::Array(xs) => xs
+                .iter()
+                .map(|x| x.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>(),
+            _ => None,
+        };
+        if list.is_none() {
+            self.wrong(a, "a list of strings");
+        }
+        list
+    }
+
+    /// A list of selectors, each checked so typos surface before resolution.
+    fn selectors(&mut self, name: &str) -> Vec<String> {
+        let list = self.strings(name).unwrap_or_default();
+        if let Some(a) = self.get(name) {
+            for s in &list {
+                if let Err(e) = selector::validate(s) {
+                    let msg = format!("`{}` of {}: {e}", a.name, self.id);
+                    self.error(&a.value_loc, msg);
+                }
+            }
+        }
+        list
+    }
+
+    fn mode(&mut self, name: &str) -> Option<u32> {
+        let a = self.get(name)?;
+        let Value::String(s) = &a.value else {
+            let msg = format!(
+                "`mode` of {} must be a string of octal digits, not {}",
+                self.id,
+                describe(&a.value)
+            );
+            self.hinted(&a.value_loc, msg, "write mode = \"0644\" (quoted, octal)");
+            return None;
+        };
+        let valid = (3..=4).contains(&s.len()) && s.bytes().all(|b| (b'0'..=b'7').contains(&b));
+        match u32::from_str_radix(s, 8) {
+            Ok(m) if valid && m <= 0o7777 => Some(m),
+            _ => {
+                let msg = format!("`mode` of {} is {s:?}, not an octal mode", self.id);
+                self.hinted(
+                    &a.value_loc,
+                    msg,
+                    "use 3 or 4 octal digits, like \"0644\" or \"755\"",
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Checks a path item's name: absolute and normalised, so parent lookups by string are exact.
+fn check_path_name(name: &str) -> Result<(), String> {
+    if !name.starts_with('/') {
+        return Err("must be an absolute path (starting with /)".into());
+    }
+    if name.len() > 1 && name.ends_with('/') {
+        return Err("must not end with /".into());
+    }
+    if name.contains("//") {
+        return Err("must not contain //".into());
+    }
+    if Path::new(name)
+        .components()
+        .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
+    {
+        return Err("must not contain . or .. components".into());
+    }
+    Ok(())
+}
+
+fn check_name(type_name: &str, name: &str) -> Result<(), (String, Option<&'static str>)> {
+    if name.is_empty() {
+        return Err(("must not be empty".into(), None));
+    }
+    if name.trim() != name {
+        return Err(("must not start or end with whitespace".into(), None));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(("must not contain control characters".into(), None));
+    }
+    if matches!(type_name, "file" | "directory" | "symlink") {
+        return check_path_name(name).map_err(|e| (e, None));
+    }
+    if name.contains(':') {
+        return Err((
+            "must not contain ':'".into(),
+            Some("':' is reserved for generated items such as svc_systemd:NAME:restart"),
+        ));
+    }
+    Ok(())
+}
+
+/// Turns a raw item into a typed one; `None` (with diagnostics pushed) when anything is wrong.
+pub(crate) fn build_item(
+    bundle: &Bundle,
+    raw: &RawItem,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Item> {
+    let type_name = raw.type_name;
+    let id = format!("{type_name}:{}", raw.name);
+    let before = diags.len();
+    if let Err((why, hint)) = check_name(type_name, &raw.name) {
+        let mut d = Diagnostic::at(
+            raw.loc.clone(),
+            format!("{type_name} item name {:?} {why}", raw.name),
+        );
+        if let Some(h) = hint {
+            d = d.with_hint(h);
+        }
+        diags.push(d);
+    }
+    let allowed = type_attrs(type_name);
+    for a in &raw.attrs {
+        if COMMON_ATTRS.contains(&a.name.as_str()) || allowed.contains(&a.name.as_str()) {
+            continue;
+        }
+        let mut d = Diagnostic::at(
+            a.key_loc.clone(),
+            format!("unknown attribute `{}` for {id}", a.name),
+        );
+        if let Some(g) = did_you_mean(&a.name, COMMON_ATTRS.iter().chain(allowed).copied()) {
+            d = d.with_hint(format!("did you mean `{g}`?"));
+        } else {
+            d = d.with_hint(format!(
+                "{type_name} items take: {}, plus the dependency attributes ({})",
+                allowed.join(", "),
+                COMMON_ATTRS.join(", ")
+            ));
+        }
+        diags.push(d);
+    }
+    let mut r = Reader {
+        id: id.clone(),
+        attrs: raw.attrs.iter().map(|a| (a.name.as_str(), a)).collect(),
+        diags,
+    };
+    let deps = Deps {
+        needs: r.selectors("needs"),
+        needed_by: r.selectors("needed_by"),
+        after: r.selectors("after"),
+        before: r.selectors("before"),
+        precedes: r.selectors("precedes"),
+        preceded_by: r.selectors("preceded_by"),
+        triggers: r.selectors("triggers"),
+        triggered_by: r.selectors("triggered_by"),
+        tags: r.strings("tags").unwrap_or_default(),
+        triggered: r.bool("triggered").unwrap_or(false),
+        unless: r.string("unless"),
+        skip: r.bool("skip").unwrap_or(false),
+        cascade_skip: r.bool("cascade_skip"),
+        comment: r.string("comment"),
+    };
+    if let Some(a) = r.get("tags")
+        && deps
+            .tags
+            .iter()
+            .any(|t| t.is_empty() || t.contains(char::is_whitespace))
+    {
+        let msg = format!("tags of {id} must be non-empty words without spaces");
+        r.error(&a.value_loc, msg);
+    }
+    // `delete = true` says "make it absent": any other state attribute contradicts it.
+    if let Some(del) = r.get("delete").filter(|a| a.value == Value::Bool(true)) {
+        let others: Vec<&str> = allowed
+            .iter()
+            .copied()
+            .filter(|n| *n != "delete" && r.get(n).is_some())
+            .collect();
+        if !others.is_empty() {
+            let msg = format!(
+                "{id} has delete = true, so it cannot also set {}",
+                others.join(", ")
+            );
+            r.hinted(&del.key_loc, msg, "remove those attributes or the delete");
+        }
+    }
+    let kind = match type_name {
+        "file" => file_kind(bundle, raw, &mut r),
+        "directory" => Some(ItemKind::Directory(DirectoryAttrs {
+            mode: r.mode("mode"),
+            owner: r.string("owner"),
+            group: r.string("group"),
+            purge: r.bool("purge").unwrap_or(false),
+            delete: r.bool("delete").unwrap_or(false),
+        })),
+        "symlink" => {
+            let delete = r.bool("delete").unwrap_or(false);
+            let target = r.string("target");
+            if target.is_none() && !delete && r.get("target").is_none() {
+                let msg = format!("{id} needs a `target`");
+                r.hinted(&raw.loc, msg, "add target = \"/path/it/points/to\"");
+            }
+            if target.as_deref() == Some("") {
+                let loc = r
+                    .get("target")
+                    .map_or(raw.loc.clone(), |a| a.value_loc.clone());
+                r.error(&loc, format!("`target` of {id} must not be empty"));
+            }
+            Some(ItemKind::Symlink(SymlinkAttrs {
+                target: target.unwrap_or_default(),
+                owner: r.string("owner"),
+                group: r.string("group"),
+                delete,
+            }))
+        }
+        "action" => action_kind(raw, &mut r),
+        "user" => {
+            let gid = r.get("gid").and_then(|a| match &a.value {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) if n.is_u64() => Some(n.to_string()),
+                _ => {
+                    r.wrong(a, "a group name or number");
+                    None
+                }
+            });
+            Some(ItemKind::User(UserAttrs {
+                uid: r.u32("uid"),
+                gid,
+                groups: r.strings("groups"),
+                home: r.string("home"),
+                shell: r.string("shell"),
+                full_name: r.string("full_name"),
+                password_hash: r.string("password_hash"),
+                delete: r.bool("delete").unwrap_or(false),
+            }))
+        }
+        "group" => Some(ItemKind::Group(GroupAttrs {
+            gid: r.u32("gid"),
+            delete: r.bool("delete").unwrap_or(false),
+        })),
+        "pkg_apt" => Some(ItemKind::PkgApt(PkgAptAttrs {
+            installed: r.bool("installed").unwrap_or(true),
+        })),
+        "svc_systemd" => Some(ItemKind::SvcSystemd(SvcSystemdAttrs {
+            running: r.bool("running"),
+            enabled: r.bool("enabled"),
+            masked: r.bool("masked"),
+        })),
+        _ => None,
+    };
+    if diags.len() > before {
+        return None;
+    }
+    Some(Item {
+        id,
+        name: raw.name.clone(),
+        bundle: bundle.name.clone(),
+        kind: kind?,
+        deps,
+        location: raw.loc.clone(),
+    })
+}
+
+fn file_kind(bundle: &Bundle, raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemKind> {
+    let id = r.id.clone();
+    let content_type = match r.string("content_type").as_deref() {
+        None | Some("text") => ContentType::Text,
+        Some("jinja2") => ContentType::Jinja2,
+        Some("base64") => ContentType::Base64,
+        Some("binary") => ContentType::Binary,
+        Some("any") => ContentType::Any,
+        Some(other) => {
+            let loc = r.get("content_type").map(|a| a.value_loc.clone())?;
+            let names = ["text", "jinja2", "base64", "binary", "any"];
+            let hint = match did_you_mean(other, names) {
+                Some(g) => format!("did you mean \"{g}\"?"),
+                None => format!("use one of: {}", names.join(", ")),
+            };
+            let msg = format!("unknown content_type {other:?} for {id}");
+            r.hinted(&loc, msg, hint);
+            ContentType::Text
+        }
+    };
+    let delete = r.bool("delete").unwrap_or(false);
+    let content = r.string("content");
+    let source = r.string("source");
+    let source_attr = r.get("source");
+    let src = if delete {
+        FileSource::None
+    } else if content.is_some() && source.is_some() {
+        let loc = source_attr.map_or(raw.loc.clone(), |a| a.key_loc.clone());
+        let msg = format!("{id} sets both `content` and `source`");
+        r.hinted(
+            &loc,
+            msg,
+            "keep one: inline content, or a file under files/",
+        );
+        FileSource::None
+    } else if content_type == ContentType::Any {
+        if content.is_some() || source.is_some() {
+            let msg = format!(
+                "{id} has content_type \"any\", which manages only existence, mode and \
+                 ownership"
+            );
+            r.hinted(
+                &raw.loc,
+                msg,
+                "remove content/source or pick another content_type",
+            );
+        }
+        FileSource::None
+    } else if let Some(c) = content {
+        if content_type == ContentType::Binary {
+            let msg = format!("{id} has content_type \"binary\" but inline `content`");
+            r.hinted(
+                &raw.loc,
+                msg,
+                "binary content comes from `source`, or use \"base64\"",
+            );
+        }
+        FileSource::Content(c)
+    } else {
+        // BundleWrap's default: the file's own basename under the bundle's files/.
+        let explicit = source.is_some();
+        let name = source.unwrap_or_else(|| {
+            Path::new(&raw.name)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        let loc = source_attr.map_or(raw.loc.clone(), |a| a.value_loc.clone());
+        let rel = Path::new(&name);
+        if name.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            let msg =
+                format!("`source` of {id} must be a relative path inside files/, got {name:?}");
+            r.error(&loc, msg);
+            FileSource::None
+        } else {
+            let path = bundle.dir.join("files").join(rel);
+            if !path.is_file() {
+                let shown = format!("bundles/{}/files/{name}", bundle.name);
+                let msg = if explicit {
+                    format!("source file {shown} of {id} does not exist")
+                } else {
+                    format!("{id} has no `content` and its default source {shown} does not exist")
+                };
+                r.hinted(
+                    &loc,
+                    msg,
+                    "create the file, set `source`, set `content`, or use content_type = \"any\"",
+                );
+            }
+            FileSource::Source(path)
+        }
+    };
+    Some(ItemKind::File(FileAttrs {
+        source: src,
+        content_type,
+        mode: r.mode("mode"),
+        owner: r.string("owner"),
+        group: r.string("group"),
+        delete,
+        sensitive: r.bool("sensitive").unwrap_or(false),
+    }))
+}
+
+fn action_kind(raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemKind> {
+    let id = r.id.clone();
+    let command = r.string("command");
+    match command.as_deref() {
+        None if r.get("command").is_none() => {
+            let msg = format!("{id} needs a `command`");
+            r.hinted(
+                &raw.loc,
+                msg,
+                "add command = \"...\" (run with sh -c on the node)",
+            );
+        }
+        Some(c) if c.trim().is_empty() => {
+            let loc = r
+                .get("command")
+                .map_or(raw.loc.clone(), |a| a.value_loc.clone());
+            r.error(&loc, format!("`command` of {id} must not be empty"));
+        }
+        _ => {}
+    }
+    let codes = match r.get("expected_return_code") {
+        None => vec![0],
+        Some(a) => {
+            let one = |v: &Value| v.as_i64().and_then(|n| i32::try_from(n).ok());
+            let parsed = match &a.value {
+                Value::Array(xs) => xs.iter().map(one).collect::<Option<Vec<_>>>(),
+                v => one(v).map(|n| vec![n]),
+            };
+            parsed.unwrap_or_else(|| {
+                r.wrong(a, "an integer or a list of integers ([] accepts any)");
+                Vec::new()
+            })
+        }
+    };
+    Some(ItemKind::Action(ActionAttrs {
+        command: command.unwrap_or_default(),
+        expected_return_code: codes,
+        expected_stdout: r.string("expected_stdout"),
+        expected_stderr: r.string("expected_stderr"),
+        data_stdin: r.string("data_stdin"),
+        interactive: r.bool("interactive"),
+    }))
+}
+
+/// Builds items from raw ones, collecting every problem.
+pub(crate) fn build_items(bundle: &Bundle, raws: &[RawItem]) -> (Vec<Item>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let items = raws
+        .iter()
+        .filter_map(|raw| build_item(bundle, raw, &mut diags))
+        .collect();
+    (items, diags)
+}
+
+/// Parses and validates a bundle's items.toml (no file: no items).
+fn load_static(bundle: &Bundle) -> Result<Vec<Item>, Vec<Diagnostic>> {
+    let path = bundle.dir.join("items.toml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(vec![Diagnostic::at(
+                Location::file(&path),
+                format!("cannot read items.toml: {e}"),
+            )]);
+        }
+    };
+    let (raws, mut diags) = parse_toml(&path, &text);
+    let (items, more) = build_items(bundle, &raws);
+    diags.extend(more);
+    if diags.is_empty() {
+        Ok(items)
+    } else {
+        diags.sort_by(|a, b| {
+            a.location
+                .as_ref()
+                .map(|l| (l.line, l.column))
+                .cmp(&b.location.as_ref().map(|l| (l.line, l.column)))
+        });
+        Err(diags)
+    }
+}
+
+/// The static items of a bundle, parsed on first use and then shared.
+pub fn static_items(bundle: &Bundle) -> &Result<Vec<Item>, Vec<Diagnostic>> {
+    bundle.items_cache.toml.get_or_init(|| load_static(bundle))
+}
+
+/// Every item of every bundle of `node` (items.toml parsed once per bundle, items.rhai evaluated
+/// for this node), sorted by id; duplicate ids are errors naming both definitions.
+pub fn load_node_items(repo: &Repo, node: &Node) -> Result<Vec<Item>, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let mut items: Vec<Item> = Vec::new();
+    for name in &node.bundles {
+        let Some(bundle) = repo.bundles.get(name) else {
+            let mut d = Diagnostic::at(
+                node.location.clone(),
+                format!(
+                    "node '{}' has bundle '{name}', which does not exist",
+                    node.name
+                ),
+            );
+            if let Some(g) = did_you_mean(name, repo.bundles.keys().map(String::as_str)) {
+                d = d.with_hint(format!("did you mean '{g}'?"));
+            }
+            diags.push(d);
+            continue;
+        };
+        match static_items(bundle) {
+            Ok(its) => items.extend(its.iter().cloned()),
+            Err(ds) => diags.extend(ds.iter().cloned()),
+        }
+        match super::rhai::node_items(repo, bundle, node) {
+            Ok(its) => items.extend(its),
+            Err(ds) => diags.extend(ds),
+        }
+    }
+    items.sort_by(|a, b| a.id.cmp(&b.id));
+    diags.extend(duplicates(&items, &node.name));
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    Ok(items)
+}
+
+/// Items sharing an id (`items` sorted by id), as one diagnostic each naming both places.
+pub(crate) fn duplicates(items: &[Item], node: &str) -> Vec<Diagnostic> {
+    items
+        .windows(2)
+        .filter(|w| w[0].id == w[1].id)
+        .map(|w| {
+            Diagnostic::at(
+                w[1].location.clone(),
+                format!(
+                    "duplicate definition of {} on node '{node}': in bundle '{}' ({}) and in \
+                     bundle '{}' ({})",
+                    w[0].id, w[0].bundle, w[0].location, w[1].bundle, w[1].location
+                ),
+            )
+            .with_hint("an item id may be defined only once per node; rename or remove one")
+        })
+        .collect()
+}
+
+/// The directory a bundle's `source` files live in.
+pub fn files_dir(bundle: &Bundle) -> PathBuf {
+    bundle.dir.join("files")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::items::testutil::Fixture;
+    use crate::items::{ContentType, FileSource, ItemKind};
+
+    fn line_of(errors: &str, needle: &str) -> String {
+        errors
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{errors}"))
+            .to_string()
+    }
+
+    #[test]
+    fn parses_every_type_with_typed_attributes_and_locations() {
+        let f = Fixture::new()
+            .toml(
+                "base",
+                r#"
+[files."/etc/motd"]
+content = "hello\n"
+mode = "644"
+owner = "root"
+tags = ["motd"]
+
+[files."/etc/app.conf"]
+content_type = "jinja2"
+source = "app.conf.j2"
+needs = ["directory:/etc"]
+
+[files."/etc/hosts"]
+
+[directories."/etc"]
+mode = "0755"
+
+[symlinks."/srv/current"]
+target = "/srv/app"
+
+[actions.reload]
+command = "true"
+triggered = true
+expected_return_code = [0, 3]
+
+[users.deploy]
+uid = 1000
+gid = "deploy"
+groups = ["www"]
+
+[groups.deploy]
+gid = 2000
+
+[pkg_apt.nginx]
+
+[svc_systemd.nginx]
+running = true
+"#,
+            )
+            .source("base", "app.conf.j2", "x={{ node.name }}\n")
+            .source("base", "hosts", "127.0.0.1 localhost\n");
+        let items = f.ok_items();
+        let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "action:reload",
+                "directory:/etc",
+                "file:/etc/app.conf",
+                "file:/etc/hosts",
+                "file:/etc/motd",
+                "group:deploy",
+                "pkg_apt:nginx",
+                "svc_systemd:nginx",
+                "symlink:/srv/current",
+                "user:deploy"
+            ]
+        );
+        let motd = items.iter().find(|i| i.id == "file:/etc/motd").unwrap();
+        assert_eq!(motd.location.line, 2);
+        assert_eq!(motd.location.column, 1);
+        assert!(motd.location.file.ends_with("bundles/base/items.toml"));
+        assert_eq!(motd.deps.tags, ["motd"]);
+        let ItemKind::File(a) = &motd.kind else {
+            panic!()
+        };
+        assert_eq!(a.mode, Some(0o644));
+        assert_eq!(a.source, FileSource::Content("hello\n".into()));
+        let hosts = items.iter().find(|i| i.id == "file:/etc/hosts").unwrap();
+        let ItemKind::File(a) = &hosts.kind else {
+            panic!()
+        };
+        // Default source: the basename under files/.
+        assert_eq!(
+            a.source,
+            FileSource::Source(f.path().join("bundles/base/files/hosts"))
+        );
+        let conf = items.iter().find(|i| i.id == "file:/etc/app.conf").unwrap();
+        let ItemKind::File(a) = &conf.kind else {
+            panic!()
+        };
+        assert_eq!(a.content_type, ContentType::Jinja2);
+        assert_eq!(conf.deps.needs, ["directory:/etc"]);
+        let reload = items.iter().find(|i| i.id == "action:reload").unwrap();
+        let ItemKind::Action(a) = &reload.kind else {
+            panic!()
+        };
+        assert_eq!(a.expected_return_code, [0, 3]);
+        assert!(reload.deps.triggered);
+        assert!(!reload.cascade_skip());
+        let user = items.iter().find(|i| i.id == "user:deploy").unwrap();
+        let ItemKind::User(u) = &user.kind else {
+            panic!()
+        };
+        assert_eq!((u.uid, u.gid.as_deref()), (Some(1000), Some("deploy")));
+        let ItemKind::PkgApt(p) = &items.iter().find(|i| i.id == "pkg_apt:nginx").unwrap().kind
+        else {
+            panic!()
+        };
+        assert!(p.installed);
+    }
+
+    #[test]
+    fn unknown_type_and_attribute_name_the_place_and_the_fix() {
+        let f = Fixture::new().toml(
+            "base",
+            "[file.\"/etc/motd\"]\ncontent = \"x\"\n\n[actions.a]\ncommand = \"true\"\nneeed = [\"action:b\"]\n",
+        );
+        let errors = f.errors();
+        let ty = line_of(&errors, "unknown item type `file`");
+        assert!(ty.contains("items.toml:1:2"), "{ty}");
+        assert!(errors.contains("did you mean `files`?"), "{errors}");
+        let attr = line_of(&errors, "unknown attribute `neeed` for action:a");
+        assert!(attr.contains("items.toml:6:1"), "{attr}");
+        assert!(errors.contains("did you mean `needs`?"), "{errors}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_only_the_first() {
+        let f = Fixture::new().toml(
+            "base",
+            r#"
+[files."/a"]
+content = "x"
+mode = 644
+
+[files."/b"]
+content = "x"
+source = "b"
+
+[files."relative"]
+content = "x"
+
+[actions.noop]
+expected_return_code = "zero"
+
+[directories."/d"]
+delete = true
+mode = "0755"
+
+[files."/e"]
+content = "x"
+content_type = "jinja"
+owner = 0
+
+[users." bob"]
+"#,
+        );
+        let errors = f.errors();
+        for needle in [
+            "`mode` of file:/a must be a string of octal digits, not an integer",
+            "file:/b sets both `content` and `source`",
+            "file item name \"relative\" must be an absolute path",
+            "action:noop needs a `command`",
+            "`expected_return_code` of action:noop must be an integer or a list",
+            "directory:/d has delete = true, so it cannot also set mode",
+            "unknown content_type \"jinja\" for file:/e",
+            "did you mean \"jinja2\"?",
+            "`owner` of file:/e must be a string, not an integer",
+            "user item name \" bob\" must not start or end with whitespace",
+        ] {
+            assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
+        }
+        assert!(line_of(&errors, "`mode` of file:/a").contains("items.toml:4:8"));
+    }
+
+    #[test]
+    fn modes_are_octal_strings_up_to_7777() {
+        for (mode, ok) in [
+            ("\"0644\"", Some(0o644)),
+            ("\"755\"", Some(0o755)),
+            ("\"4755\"", Some(0o4755)),
+            ("\"0888\"", None),
+            ("\"12345\"", None),
+            ("\"rw\"", None),
+            ("\"64\"", None),
+        ] {
+            let f = Fixture::new().toml("b", &format!("[directories.\"/d\"]\nmode = {mode}\n"));
+            match ok {
+                Some(m) => {
+                    let items = f.ok_items();
+                    let ItemKind::Directory(d) = &items[0].kind else {
+                        panic!()
+                    };
+                    assert_eq!(d.mode, Some(m), "{mode}");
+                }
+                None => assert!(f.errors().contains("not an octal mode"), "{mode}"),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_source_names_the_expected_file() {
+        let f = Fixture::new().toml(
+            "web",
+            "[files.\"/etc/nginx.conf\"]\nsource = \"nginx.conf\"\n\n[files.\"/etc/other\"]\n",
+        );
+        let errors = f.errors();
+        assert!(
+            errors.contains(
+                "source file bundles/web/files/nginx.conf of file:/etc/nginx.conf does not exist"
+            ),
+            "{errors}"
+        );
+        assert!(
+            line_of(&errors, "nginx.conf of").contains("items.toml:2:10"),
+            "{errors}"
+        );
+        assert!(errors.contains("default source bundles/web/files/other does not exist"));
+        let f = Fixture::new().toml("web", "[files.\"/x\"]\nsource = \"../../etc/passwd\"\n");
+        assert!(f.errors().contains("must be a relative path inside files/"));
+    }
+
+    #[test]
+    fn content_type_any_and_delete_need_no_source() {
+        let f = Fixture::new().toml(
+            "b",
+            "[files.\"/a\"]\ncontent_type = \"any\"\nmode = \"0600\"\n[files.\"/b\"]\ndelete = true\n",
+        );
+        let items = f.ok_items();
+        assert!(
+            items
+                .iter()
+                .all(|i| matches!(&i.kind, ItemKind::File(a) if a.source == FileSource::None))
+        );
+        assert!(items[1].deletes());
+    }
+
+    #[test]
+    fn wrong_toml_syntax_points_at_the_spot() {
+        let f = Fixture::new().toml("b", "[files.\"/a\"]\nmode = 0644\n");
+        let errors = f.errors();
+        assert!(errors.contains("items.toml:2:"), "{errors}");
+        assert!(errors.contains("invalid TOML"), "{errors}");
+    }
+
+    #[test]
+    fn bad_selectors_in_dependencies_are_caught_at_parse_time() {
+        let f = Fixture::new().toml(
+            "b",
+            "[actions.a]\ncommand = \"true\"\nneeds = [\"files:/etc/motd\"]\nafter = \"action:b\"\n",
+        );
+        let errors = f.errors();
+        assert!(errors.contains("did you mean `file:`?"), "{errors}");
+        assert!(
+            errors.contains("`after` of action:a must be a list of strings, not a string"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn duplicate_ids_across_bundles_name_both_places() {
+        let f = Fixture::new()
+            .toml("one", "[actions.dupl]\ncommand = \"true\"\n")
+            .toml("two", "\n\n[actions.dupl]\ncommand = \"false\"\n");
+        let errors = f.errors();
+        assert!(
+            errors.contains("duplicate definition of action:dupl"),
+            "{errors}"
+        );
+        assert!(errors.contains("bundle 'one' ("), "{errors}");
+        assert!(errors.contains("one/items.toml:1:1"), "{errors}");
+        assert!(errors.contains("two/items.toml:3:1"), "{errors}");
+    }
+
+    #[test]
+    fn static_items_are_parsed_once_per_bundle() {
+        let f = Fixture::new().toml("b", "[actions.a]\ncommand = \"true\"\n");
+        assert_eq!(f.ok_items().len(), 1);
+        // Editing the file after the first load changes nothing: the cache answers.
+        f.write(
+            "bundles/b/items.toml",
+            "[actions.a]\ncommand = \"true\"\n[actions.b]\ncommand = \"true\"\n",
+        );
+        assert_eq!(f.ok_items().len(), 1);
+    }
+
+    #[test]
+    fn a_repo_with_its_caches_can_be_shared_by_node_workers() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<crate::repo::Repo>();
+        shareable::<crate::plan::Plan>();
+    }
+
+    #[test]
+    fn a_missing_bundle_is_an_error_not_a_panic() {
+        let f = Fixture::new().toml("base", "");
+        let node = f.node("n1", &["base", "bsae2"], serde_json::json!({}));
+        let errors = crate::items::testutil::render(
+            &crate::items::load_node_items(&f.repo, &node).unwrap_err(),
+        );
+        assert!(
+            errors.contains("node 'n1' has bundle 'bsae2', which does not exist"),
+            "{errors}"
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! `symlink` items: the link's target and ownership; replaces a file or directory at the path.
+
+use serde_json::Value;
+
+use super::state::{Change, Local, Stat, State, Stateful, chown_spec, path_of};
+use super::{Item, SymlinkAttrs};
+use crate::probe::{Fields, Script};
+use crate::shell::quote;
+
+impl Stateful for SymlinkAttrs {
+    fn expected(&self, _item: &Item, _local: &Local) -> Option<State> {
+        if self.delete {
+            return None;
+        }
+        let mut s = State::new();
+        s.insert("type".into(), Value::String("symlink".into()));
+        s.insert("target".into(), Value::String(self.target.clone()));
+        if let Some(o) = &self.owner {
+            s.insert("owner".into(), Value::String(o.clone()));
+        }
+        if let Some(g) = &self.group {
+            s.insert("group".into(), Value::String(g.clone()));
+        }
+        Some(s)
+    }
+
+    fn probe(&self, item: &Item, local: &Local, script: &mut Script) {
+        script.call("ps", &[&local.idx.to_string(), &path_of(item)]);
+    }
+
+    fn actual(&self, _item: &Item, _local: &Local, fields: &Fields) -> Option<State> {
+        let t = fields.text("type")?;
+        let mut s = State::new();
+        s.insert("type".into(), Value::String(t));
+        if let Some(target) = fields.get("target") {
+            s.insert(
+                "target".into(),
+                Value::String(String::from_utf8_lossy(target).into_owned()),
+            );
+        }
+        if let Some(stat) = Stat::from_fields(fields) {
+            let want = |v: &Option<String>| v.clone().unwrap_or_default();
+            s.insert(
+                "owner".into(),
+                Value::String(stat.owner_as(&want(&self.owner))),
+            );
+            s.insert(
+                "group".into(),
+                Value::String(stat.group_as(&want(&self.group))),
+            );
+        }
+        Some(s)
+    }
+
+    fn fix(&self, item: &Item, local: &Local, change: &Change, script: &mut Script) {
+        let p = quote(&path_of(item));
+        if change.delete() {
+            script.fix_step(local.idx, &format!("rm -rf -- {p}"));
+            return;
+        }
+        let mut steps = Vec::new();
+        if change.needs("type") || change.needs("target") {
+            steps.push(format!(
+                "if [ -e {p} ] || [ -L {p} ]; then rm -rf -- {p} || exit 1; fi; ln -s -- {} {p}",
+                quote(&self.target)
+            ));
+        }
+        let spec = chown_spec(self.owner.as_deref(), self.group.as_deref());
+        if !spec.is_empty() {
+            steps.push(format!("chown -h {} {p}", quote(&spec)));
+        }
+        script.fix_step(local.idx, &steps.join(" && \\\n"));
+    }
+
+    fn disturbs_others(&self, change: &Change) -> bool {
+        change.actual.is_some()
+    }
+}

@@ -1,0 +1,282 @@
+//! `user` items: a local account read from the name service (`getent passwd`, `id`,
+//! `getent shadow`) and changed with `useradd`/`usermod`/`userdel`, as BundleWrap does.
+//! Only the attributes the repo sets are compared; `groups` is the exact set of
+//! supplementary groups.
+
+use serde_json::Value;
+
+use super::group::db_fields;
+use super::state::{Change, Local, State, Stateful, show_keys};
+use super::{Item, UserAttrs};
+use crate::probe::{Fields, Script};
+use crate::shell::quote;
+
+/// `pu IDX NAME SHADOW`: the `P` record of a user: its passwd line, primary group name,
+/// every group it is in, and (SHADOW = 1, needs root) its shadow line.
+const PROBE_SH: &str = r#"pu() {
+  f P; f "$1"
+  if l=$(getent passwd "$2"); then
+    f passwd; f "$l"
+    f pgroup; f "$(id -gn -- "$2" 2>/dev/null)"
+    f groups; f "$(id -Gn -- "$2" 2>/dev/null)"
+    if [ "$3" = 1 ] && l=$(getent shadow "$2"); then f shadow; f "$l"; fi
+  fi
+  f ''
+}"#;
+
+/// useradd/usermod option per state key, in the order they are written.
+const OPTIONS: &[(&str, &str)] = &[
+    ("uid", "-u"),
+    ("gid", "-g"),
+    ("groups", "-G"),
+    ("home", "-d"),
+    ("shell", "-s"),
+    ("full_name", "-c"),
+    ("password_hash", "-p"),
+];
+
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl UserAttrs {
+    /// Supplementary groups as the sorted set the state compares.
+    fn group_set(&self) -> Option<Vec<String>> {
+        self.groups.as_ref().map(|g| {
+            let mut v = g.clone();
+            v.sort();
+            v.dedup();
+            v
+        })
+    }
+
+    /// The option value for `key` as useradd/usermod take it.
+    fn option_value(&self, key: &str) -> Option<String> {
+        match key {
+            "uid" => self.uid.map(|u| u.to_string()),
+            "gid" => self.gid.clone(),
+            "groups" => self.group_set().map(|g| g.join(",")),
+            "home" => self.home.clone(),
+            "shell" => self.shell.clone(),
+            "full_name" => self.full_name.clone(),
+            "password_hash" => self.password_hash.clone(),
+            _ => None,
+        }
+    }
+
+    /// The shadow-utils command moving the user from `change.actual` to `change.expected`.
+    pub fn command(&self, item: &Item, change: &Change) -> String {
+        let name = quote(&item.name);
+        if change.delete() {
+            return format!("userdel {name}");
+        }
+        let mut opts = String::new();
+        for (key, flag) in OPTIONS {
+            if change.needs(key)
+                && let Some(v) = self.option_value(key)
+            {
+                opts.push_str(&format!("{flag} {} ", quote(&v)));
+            }
+        }
+        if !change.create() {
+            return format!("usermod {opts}{name}");
+        }
+        if self.gid.is_some() {
+            return format!("useradd {opts}{name}");
+        }
+        // Debian's useradd refuses to create a user whose same-named group already exists
+        // unless told to use it; that group is what the user would have got anyway.
+        format!(
+            "if getent group {name} >/dev/null 2>&1; then useradd -g {name} {opts}{name}; \
+             else useradd {opts}{name}; fi"
+        )
+    }
+}
+
+impl Stateful for UserAttrs {
+    fn expected(&self, _item: &Item, _local: &Local) -> Option<State> {
+        if self.delete {
+            return None;
+        }
+        let mut s = State::new();
+        s.insert("type".into(), Value::String("user".into()));
+        for (key, _) in OPTIONS {
+            let value = match *key {
+                "uid" => self.uid.map(Value::from),
+                "groups" => self
+                    .group_set()
+                    .map(|g| Value::Array(g.into_iter().map(Value::String).collect())),
+                _ => self.option_value(key).map(Value::String),
+            };
+            if let Some(v) = value {
+                s.insert((*key).into(), v);
+            }
+        }
+        Some(s)
+    }
+
+    fn probe(&self, item: &Item, local: &Local, script: &mut Script) {
+        script.helper("pu", PROBE_SH);
+        let shadow = if self.password_hash.is_some() {
+            "1"
+        } else {
+            "0"
+        };
+        script.call("pu", &[&local.idx.to_string(), &item.name, shadow]);
+    }
+
+    fn actual(&self, _item: &Item, _local: &Local, fields: &Fields) -> Option<State> {
+        let line = fields.text("passwd")?;
+        let pw = db_fields(&line);
+        let field = |i: usize| pw.get(i).copied().unwrap_or("").to_string();
+        let mut s = State::new();
+        s.insert("type".into(), Value::String("user".into()));
+        if let Ok(uid) = field(2).parse::<u32>() {
+            s.insert("uid".into(), Value::from(uid));
+        }
+        let primary = fields.text("pgroup").unwrap_or_default().trim().to_string();
+        let gid = match &self.gid {
+            Some(g) if is_number(g) => field(3),
+            _ => primary.clone(),
+        };
+        s.insert("gid".into(), Value::String(gid));
+        let wanted = self.groups.as_deref().unwrap_or(&[]);
+        let mut groups: Vec<String> = fields
+            .text("groups")
+            .unwrap_or_default()
+            .split_whitespace()
+            // `id -G` lists the primary group too; it only counts as supplementary when the
+            // repo lists it (membership of it is implied either way).
+            .filter(|g| *g != primary || wanted.iter().any(|w| w == g))
+            .map(str::to_string)
+            .collect();
+        groups.sort();
+        groups.dedup();
+        s.insert(
+            "groups".into(),
+            Value::Array(groups.into_iter().map(Value::String).collect()),
+        );
+        s.insert("full_name".into(), Value::String(field(4)));
+        s.insert("home".into(), Value::String(field(5)));
+        s.insert("shell".into(), Value::String(field(6)));
+        if let Some(shadow) = fields.text("shadow") {
+            let hash = db_fields(&shadow).get(1).copied().unwrap_or("").to_string();
+            s.insert("password_hash".into(), Value::String(hash));
+        }
+        Some(s)
+    }
+
+    fn fix(&self, item: &Item, local: &Local, change: &Change, script: &mut Script) {
+        script.fix_step(local.idx, &self.command(item, change));
+    }
+
+    fn show(&self, _item: &Item, _local: &Local, change: &Change, _f: Option<&Fields>) -> String {
+        show_keys(change, self.hidden_keys())
+    }
+
+    fn disturbs_others(&self, change: &Change) -> bool {
+        // File owners shown by `stat` follow the user database; userdel may drop the
+        // user's own group, which a later group item must then see.
+        change.create() || change.delete() || change.needs("uid") || change.needs("gid")
+    }
+
+    fn hidden_keys(&self) -> &'static [&'static str] {
+        &["password_hash"]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::items::ItemKind;
+
+    fn user(attrs: UserAttrs) -> (UserAttrs, Item) {
+        let it = crate::items::testutil::item("user", "cinch bob", ItemKind::User(attrs.clone()));
+        (attrs, it)
+    }
+
+    fn probe_fields(passwd: &str, pgroup: &str, groups: &str) -> Fields {
+        Fields(vec![
+            ("passwd".into(), passwd.as_bytes().to_vec()),
+            ("pgroup".into(), pgroup.as_bytes().to_vec()),
+            ("groups".into(), groups.as_bytes().to_vec()),
+        ])
+    }
+
+    #[test]
+    fn create_passes_every_set_attribute_quoted() {
+        let (a, it) = user(UserAttrs {
+            uid: Some(1500),
+            gid: Some("staff".into()),
+            groups: Some(vec!["b".into(), "a".into(), "b".into()]),
+            home: Some("/home/bob".into()),
+            shell: Some("/bin/sh".into()),
+            full_name: Some("Bob O'Neil".into()),
+            password_hash: Some("$6$x$y".into()),
+            delete: false,
+        });
+        let c = Change::between(a.expected(&it, &Local::default()), None).unwrap();
+        assert_eq!(
+            a.command(&it, &c),
+            "useradd -u 1500 -g staff -G a,b -d /home/bob -s /bin/sh -c 'Bob O'\\''Neil' \
+             -p '$6$x$y' 'cinch bob'"
+        );
+        assert!(!show_keys(&c, a.hidden_keys()).contains("$6$"));
+    }
+
+    #[test]
+    fn create_without_gid_reuses_a_same_named_group() {
+        let (a, it) = user(UserAttrs::default());
+        let c = Change::between(a.expected(&it, &Local::default()), None).unwrap();
+        assert_eq!(
+            a.command(&it, &c),
+            "if getent group 'cinch bob' >/dev/null 2>&1; then useradd -g 'cinch bob' \
+             'cinch bob'; else useradd 'cinch bob'; fi"
+        );
+    }
+
+    #[test]
+    fn only_differing_keys_are_modified_and_groups_are_an_exact_set() {
+        let (a, it) = user(UserAttrs {
+            gid: Some("1000".into()),
+            groups: Some(vec!["audio".into()]),
+            shell: Some("/bin/bash".into()),
+            home: Some("/home/bob".into()),
+            ..UserAttrs::default()
+        });
+        let f = probe_fields(
+            "cinch bob:x:1001:1000:Bob:/home/bob:/bin/sh",
+            "bob",
+            "bob video audio",
+        );
+        let actual = a.actual(&it, &Local::default(), &f);
+        let c = Change::between(a.expected(&it, &Local::default()), actual).unwrap();
+        assert_eq!(c.keys, vec!["groups".to_string(), "shell".to_string()]);
+        assert_eq!(
+            a.command(&it, &c),
+            "usermod -G audio -s /bin/bash 'cinch bob'"
+        );
+        let ok = probe_fields(
+            "cinch bob:x:1001:1000:Bob:/home/bob:/bin/bash",
+            "bob",
+            "bob audio",
+        );
+        let actual = a.actual(&it, &Local::default(), &ok);
+        assert!(Change::between(a.expected(&it, &Local::default()), actual).is_none());
+    }
+
+    #[test]
+    fn delete_and_absent() {
+        let (a, it) = user(UserAttrs {
+            delete: true,
+            ..UserAttrs::default()
+        });
+        assert!(
+            a.actual(&it, &Local::default(), &Fields::default())
+                .is_none()
+        );
+        let f = probe_fields("cinch bob:x:1001:1001::/home/bob:/bin/sh", "bob", "bob");
+        let c = Change::between(None, a.actual(&it, &Local::default(), &f)).unwrap();
+        assert_eq!(a.command(&it, &c), "userdel 'cinch bob'");
+    }
+}

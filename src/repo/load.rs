@@ -1,0 +1,720 @@
+//! Loading a repo from disk: read every file, check every attribute and reference, resolve
+//! group membership and metadata, and report all problems together.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde_json::Value;
+
+use crate::diag::{Diagnostic, Location, did_you_mean};
+use crate::repo::group::Hierarchy;
+use crate::repo::metadata::{self, Layer, Source};
+use crate::repo::toml_file::{Fields, Located, SpanMap, TomlFile, validate_name};
+use crate::repo::{Bundle, Group, Node, Repo, Settings, TransportKind};
+
+/// Every attribute a `[nodes.NAME]` table may have.
+pub const NODE_KEYS: &[&str] = &[
+    "hostname",
+    "username",
+    "port",
+    "transport",
+    "groups",
+    "bundles",
+    "dummy",
+    "become",
+    "lock_dir",
+    "metadata",
+];
+const GROUP_KEYS: &[&str] = &[
+    "bundles",
+    "members",
+    "member_patterns",
+    "subgroups",
+    "metadata",
+];
+
+/// A node as written, before groups and metadata are resolved.
+struct NodeDef {
+    name: String,
+    location: Location,
+    hostname: Option<String>,
+    username: Option<String>,
+    port: Option<u16>,
+    transport: TransportKind,
+    groups: Vec<Located<String>>,
+    bundles: Vec<Located<String>>,
+    dummy: bool,
+    become_: Option<String>,
+    lock_dir: Option<String>,
+    metadata: Value,
+    spans: SpanMap,
+}
+
+/// A group as written, with its patterns compiled once.
+pub(crate) struct GroupDef {
+    pub name: String,
+    pub location: Location,
+    pub bundles: Vec<Located<String>>,
+    pub members: Vec<Located<String>>,
+    pub patterns: Vec<(regex::Regex, Located<String>)>,
+    pub subgroups: Vec<Located<String>>,
+    pub metadata: Value,
+    pub spans: SpanMap,
+}
+
+struct BundleDef {
+    bundle: Bundle,
+    spans: SpanMap,
+}
+
+/// Loads the repo rooted at `root` (already known to be a repo directory).
+pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let settings = Settings::load(root, &mut diags);
+    let nodes = read_entities(root, "nodes", &mut diags, read_node);
+    let groups = read_entities(root, "groups", &mut diags, read_group);
+    let bundles = read_bundles(root, &mut diags);
+
+    for name in nodes.keys() {
+        if let Some(g) = groups.get(name) {
+            let n = &nodes[name];
+            diags.push(
+                Diagnostic::at(
+                    g.location.clone(),
+                    format!("'{name}' is both a node ({}) and a group", n.location),
+                )
+                .with_hint("rename one of them: targets must be unambiguous"),
+            );
+        }
+    }
+
+    let groups: Vec<GroupDef> = groups.into_values().collect();
+    let group_index: HashMap<&str, usize> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.name.as_str(), i))
+        .collect();
+
+    check_references(&nodes, &groups, &group_index, &bundles, &mut diags);
+    let hierarchy = Hierarchy::build(&groups, &group_index, &mut diags);
+
+    // Which groups list each node as a member, directly or by pattern.
+    let mut listed_in: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (gi, g) in groups.iter().enumerate() {
+        for m in &g.members {
+            listed_in.entry(m.value.as_str()).or_default().push(gi);
+        }
+    }
+
+    let resolved: Vec<(Node, Vec<Conflict>)> = nodes
+        .par_iter()
+        .map(|(_, def)| resolve_node(def, &groups, &group_index, &hierarchy, &bundles, &listed_in))
+        .collect();
+
+    let mut seen_conflicts: BTreeMap<(Vec<String>, String, String), ConflictReport> =
+        BTreeMap::new();
+    let mut out_nodes = BTreeMap::new();
+    for (node, conflicts) in resolved {
+        for c in conflicts {
+            let key = (c.path.clone(), c.first.clone(), c.second.clone());
+            seen_conflicts
+                .entry(key)
+                .and_modify(|r| r.nodes.push(node.name.clone()))
+                .or_insert(ConflictReport {
+                    conflict: c,
+                    nodes: vec![node.name.clone()],
+                });
+        }
+        out_nodes.insert(node.name.clone(), node);
+    }
+    for report in seen_conflicts.into_values() {
+        diags.push(report.into_diagnostic());
+    }
+
+    if !diags.is_empty() {
+        // In file order, so users can fix them top to bottom.
+        diags.sort_by(|a, b| {
+            let key = |d: &Diagnostic| {
+                d.location
+                    .as_ref()
+                    .map(|l| (l.file.clone(), l.line, l.column))
+            };
+            key(a).cmp(&key(b))
+        });
+        return Err(diags);
+    }
+
+    let mut out_groups = BTreeMap::new();
+    for (gi, g) in groups.into_iter().enumerate() {
+        let members = out_nodes
+            .values()
+            .filter(|n: &&Node| n.groups.contains(&g.name))
+            .map(|n| n.name.clone())
+            .collect();
+        out_groups.insert(
+            g.name.clone(),
+            Group {
+                supergroups: hierarchy.ancestor_names(gi),
+                name: g.name,
+                bundles: g.bundles.into_iter().map(|b| b.value).collect(),
+                members: g.members.into_iter().map(|m| m.value).collect(),
+                member_patterns: g.patterns.into_iter().map(|(_, p)| p.value).collect(),
+                subgroups: g.subgroups.into_iter().map(|s| s.value).collect(),
+                metadata: g.metadata,
+                location: g.location,
+                nodes: members,
+            },
+        );
+    }
+    Ok(Repo {
+        path: root.to_path_buf(),
+        settings,
+        nodes: out_nodes,
+        groups: out_groups,
+        bundles: bundles.into_iter().map(|(k, v)| (k, v.bundle)).collect(),
+    })
+}
+
+/// A metadata conflict found on one node, described by its sources' names and locations.
+struct Conflict {
+    path: Vec<String>,
+    first: String,
+    second: String,
+    first_loc: Option<Location>,
+    second_loc: Option<Location>,
+    first_value: Value,
+    second_value: Value,
+}
+
+struct ConflictReport {
+    conflict: Conflict,
+    nodes: Vec<String>,
+}
+
+impl ConflictReport {
+    fn into_diagnostic(self) -> Diagnostic {
+        let c = self.conflict;
+        let on = match self.nodes.len() {
+            1 => format!("node '{}'", self.nodes[0]),
+            n => format!("node '{}' and {} more", self.nodes[0], n - 1),
+        };
+        let first_at = c
+            .first_loc
+            .as_ref()
+            .map(|l| format!(" at {l}"))
+            .unwrap_or_default();
+        let message = format!(
+            "metadata conflict on {on} at `{}`: {} sets {}{first_at}, {} sets {}",
+            c.path.join("."),
+            c.first,
+            c.first_value,
+            c.second,
+            c.second_value,
+        );
+        let hint = "set the value in a group that is a subgroup of both, in the node itself, \
+                    or remove one of them";
+        match c.second_loc {
+            Some(loc) => Diagnostic::at(loc, message),
+            None => Diagnostic::new(message),
+        }
+        .with_hint(hint)
+    }
+}
+
+/// Reads `KIND.toml` and `KIND/*.toml`, each holding `[KIND.NAME]` tables; a name defined
+/// twice is an error naming both places.
+fn read_entities<T>(
+    root: &Path,
+    kind: &str,
+    diags: &mut Vec<Diagnostic>,
+    read_one: fn(&TomlFile, &str, &dyn toml_edit::TableLike, Location, &mut Vec<Diagnostic>) -> T,
+) -> BTreeMap<String, T>
+where
+    T: HasLocation,
+{
+    let mut files = Vec::new();
+    let main = root.join(format!("{kind}.toml"));
+    if main.is_file() {
+        files.push(main);
+    }
+    files.extend(toml_files_in(&root.join(kind), diags));
+
+    let singular = &kind[..kind.len() - 1];
+    let mut out: BTreeMap<String, T> = BTreeMap::new();
+    for path in files {
+        let file = match TomlFile::read(&path) {
+            Ok(f) => f,
+            Err(d) => {
+                diags.push(d);
+                continue;
+            }
+        };
+        let root_fields = Fields {
+            file: &file,
+            table: file.root(),
+            what: file
+                .path
+                .strip_prefix(root)
+                .unwrap_or(&file.path)
+                .display()
+                .to_string(),
+        };
+        root_fields.check_keys(&[kind], diags);
+        let Some(item) = file.root().get(kind) else {
+            continue;
+        };
+        let Some(table) = item.as_table_like() else {
+            diags.push(Diagnostic::at(
+                file.item_loc(item),
+                format!("`{kind}` must be a table of [{kind}.NAME] tables"),
+            ));
+            continue;
+        };
+        for (name, entry) in table.iter() {
+            let location = file.key_loc(table, name);
+            let location = match entry.as_table() {
+                Some(t) if t.span().is_some() => file.loc(t.span()),
+                _ => location,
+            };
+            if let Err(why) = validate_name(name) {
+                diags.push(Diagnostic::at(
+                    location,
+                    format!("invalid {singular} name: {why}"),
+                ));
+                continue;
+            }
+            let Some(attrs) = entry.as_table_like() else {
+                diags.push(
+                    Diagnostic::at(
+                        location,
+                        format!(
+                            "{singular} '{name}' must be a table, found {}",
+                            crate::repo::toml_file::describe(entry)
+                        ),
+                    )
+                    .with_hint(format!(
+                        "write it as [{kind}.{name}] followed by its attributes"
+                    )),
+                );
+                continue;
+            };
+            if let Some(prev) = out.get(name) {
+                diags.push(
+                    Diagnostic::at(
+                        location,
+                        format!(
+                            "{singular} '{name}' is defined twice: here and at {}",
+                            prev.location()
+                        ),
+                    )
+                    .with_hint(format!("keep one definition of {singular} '{name}'")),
+                );
+                continue;
+            }
+            let value = read_one(&file, name, attrs, location, diags);
+            out.insert(name.to_string(), value);
+        }
+    }
+    out
+}
+
+/// `*.toml` files directly in `dir`, sorted (files starting with `_` or `.` are ignored).
+fn toml_files_in(dir: &Path, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
+    if !dir.is_dir() {
+        return Vec::new();
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            diags.push(Diagnostic::at(
+                Location::file(dir),
+                format!("cannot read directory: {e}"),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            p.extension().is_some_and(|x| x == "toml")
+                && !name.starts_with('_')
+                && !name.starts_with('.')
+                && p.is_file()
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+trait HasLocation {
+    fn location(&self) -> &Location;
+}
+
+impl HasLocation for NodeDef {
+    fn location(&self) -> &Location {
+        &self.location
+    }
+}
+
+impl HasLocation for GroupDef {
+    fn location(&self) -> &Location {
+        &self.location
+    }
+}
+
+fn read_node(
+    file: &TomlFile,
+    name: &str,
+    table: &dyn toml_edit::TableLike,
+    location: Location,
+    diags: &mut Vec<Diagnostic>,
+) -> NodeDef {
+    let f = Fields {
+        file,
+        table,
+        what: format!("node '{name}'"),
+    };
+    f.check_keys(NODE_KEYS, diags);
+    let transport = match f.string("transport", diags) {
+        None => TransportKind::Ssh,
+        Some(t) => match t.value.as_str() {
+            "ssh" => TransportKind::Ssh,
+            "local" => TransportKind::Local,
+            other => {
+                diags.push(
+                    Diagnostic::at(
+                        t.location,
+                        format!("node '{name}': unknown transport '{other}'"),
+                    )
+                    .with_hint("use \"ssh\" or \"local\""),
+                );
+                TransportKind::Ssh
+            }
+        },
+    };
+    let hostname = f.string("hostname", diags).and_then(|h| {
+        if h.value.trim().is_empty() {
+            diags.push(Diagnostic::at(
+                h.location,
+                format!("node '{name}': hostname must not be empty"),
+            ));
+            None
+        } else {
+            Some(h.value)
+        }
+    });
+    let lock_dir = f.string("lock_dir", diags).and_then(|d| {
+        if d.value.starts_with('/') {
+            Some(d.value)
+        } else {
+            diags.push(
+                Diagnostic::at(
+                    d.location,
+                    format!(
+                        "node '{name}': lock_dir '{}' is not an absolute path",
+                        d.value
+                    ),
+                )
+                .with_hint("lock_dir must start with '/'"),
+            );
+            None
+        }
+    });
+    let (metadata, spans) = f
+        .table("metadata", diags)
+        .unwrap_or_else(|| (Value::Object(Default::default()), SpanMap::default()));
+    NodeDef {
+        name: name.to_string(),
+        location,
+        hostname,
+        username: f.string("username", diags).map(|s| s.value),
+        port: f.integer("port", 1..=65535, diags).map(|p| p as u16),
+        transport,
+        groups: f.string_list("groups", diags),
+        bundles: f.string_list("bundles", diags),
+        dummy: f.boolean("dummy", diags).unwrap_or(false),
+        become_: f.string("become", diags).map(|s| s.value),
+        lock_dir,
+        metadata,
+        spans,
+    }
+}
+
+fn read_group(
+    file: &TomlFile,
+    name: &str,
+    table: &dyn toml_edit::TableLike,
+    location: Location,
+    diags: &mut Vec<Diagnostic>,
+) -> GroupDef {
+    let f = Fields {
+        file,
+        table,
+        what: format!("group '{name}'"),
+    };
+    f.check_keys(GROUP_KEYS, diags);
+    let mut patterns = Vec::new();
+    for p in f.string_list("member_patterns", diags) {
+        match regex::Regex::new(&p.value) {
+            Ok(re) => patterns.push((re, p)),
+            Err(e) => diags.push(Diagnostic::at(
+                p.location.clone(),
+                format!(
+                    "group '{name}': invalid member pattern '{}': {}",
+                    p.value,
+                    regex_reason(&e)
+                ),
+            )),
+        }
+    }
+    let (metadata, spans) = f
+        .table("metadata", diags)
+        .unwrap_or_else(|| (Value::Object(Default::default()), SpanMap::default()));
+    GroupDef {
+        name: name.to_string(),
+        location,
+        bundles: f.string_list("bundles", diags),
+        members: f.string_list("members", diags),
+        patterns,
+        subgroups: f.string_list("subgroups", diags),
+        metadata,
+        spans,
+    }
+}
+
+/// The last line of a regex error ("unclosed group"), without the pattern echo above it.
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text.lines().last().unwrap_or("invalid regex").trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_string()
+}
+
+/// Every directory under `bundles/` is a bundle; `metadata.toml` in it holds its defaults.
+fn read_bundles(root: &Path, diags: &mut Vec<Diagnostic>) -> BTreeMap<String, BundleDef> {
+    let mut out = BTreeMap::new();
+    let dir = root.join("bundles");
+    if !dir.is_dir() {
+        return out;
+    }
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) => {
+            diags.push(Diagnostic::at(
+                Location::file(&dir),
+                format!("cannot read directory: {e}"),
+            ));
+            return out;
+        }
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for path in dirs {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(String::from) else {
+            diags.push(Diagnostic::at(
+                Location::file(&path),
+                "bundle directory name is not valid UTF-8",
+            ));
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        if let Err(why) = validate_name(&name) {
+            diags.push(Diagnostic::at(
+                Location::file(&path),
+                format!("invalid bundle name: {why}"),
+            ));
+            continue;
+        }
+        let meta_path = path.join("metadata.toml");
+        let mut spans = SpanMap::default();
+        let mut defaults = Value::Object(Default::default());
+        if meta_path.is_file() {
+            match TomlFile::read(&meta_path) {
+                Ok(file) => {
+                    let item = toml_edit::Item::Table(file.root().clone());
+                    defaults = crate::repo::toml_file::to_json(
+                        &file,
+                        &item,
+                        &mut Vec::new(),
+                        &mut spans,
+                        diags,
+                    );
+                }
+                Err(d) => diags.push(d),
+            }
+        }
+        out.insert(
+            name.clone(),
+            BundleDef {
+                bundle: Bundle::new(name, path, defaults),
+                spans,
+            },
+        );
+    }
+    out
+}
+
+/// Every group, node and bundle named anywhere must exist.
+fn check_references(
+    nodes: &BTreeMap<String, NodeDef>,
+    groups: &[GroupDef],
+    group_index: &HashMap<&str, usize>,
+    bundles: &BTreeMap<String, BundleDef>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let group_names = || group_index.keys().copied();
+    let unknown = |what: &str, kind: &str, name: &Located<String>, known: Vec<&str>| {
+        let mut d = Diagnostic::at(
+            name.location.clone(),
+            format!("{what} names unknown {kind} '{}'", name.value),
+        );
+        d = match did_you_mean(&name.value, known.iter().copied()) {
+            Some(close) => d.with_hint(format!("did you mean '{close}'?")),
+            None if kind == "bundle" => {
+                d.with_hint(format!("create bundles/{}/ or fix the name", name.value))
+            }
+            None => d.with_hint(format!("define {kind} '{}' or fix the name", name.value)),
+        };
+        d
+    };
+    let bundle_names: Vec<&str> = bundles.keys().map(String::as_str).collect();
+    for node in nodes.values() {
+        let what = format!("node '{}'", node.name);
+        for g in &node.groups {
+            if !group_index.contains_key(g.value.as_str()) {
+                diags.push(unknown(&what, "group", g, group_names().collect()));
+            }
+        }
+        for b in &node.bundles {
+            if !bundles.contains_key(&b.value) {
+                diags.push(unknown(&what, "bundle", b, bundle_names.clone()));
+            }
+        }
+    }
+    for g in groups {
+        let what = format!("group '{}'", g.name);
+        for m in &g.members {
+            if !nodes.contains_key(&m.value) {
+                diags.push(unknown(
+                    &what,
+                    "node",
+                    m,
+                    nodes.keys().map(String::as_str).collect(),
+                ));
+            }
+        }
+        for s in &g.subgroups {
+            if !group_index.contains_key(s.value.as_str()) {
+                diags.push(unknown(&what, "group", s, group_names().collect()));
+            }
+        }
+        for b in &g.bundles {
+            if !bundles.contains_key(&b.value) {
+                diags.push(unknown(&what, "bundle", b, bundle_names.clone()));
+            }
+        }
+    }
+}
+
+fn resolve_node(
+    def: &NodeDef,
+    groups: &[GroupDef],
+    group_index: &HashMap<&str, usize>,
+    hierarchy: &Hierarchy,
+    bundles: &BTreeMap<String, BundleDef>,
+    listed_in: &HashMap<&str, Vec<usize>>,
+) -> (Node, Vec<Conflict>) {
+    let mut immediate: Vec<usize> = def
+        .groups
+        .iter()
+        .filter_map(|g| group_index.get(g.value.as_str()).copied())
+        .collect();
+    if let Some(listed) = listed_in.get(def.name.as_str()) {
+        immediate.extend(listed);
+    }
+    for (gi, g) in groups.iter().enumerate() {
+        if g.patterns.iter().any(|(re, _)| re.is_match(&def.name)) {
+            immediate.push(gi);
+        }
+    }
+    let member_of = hierarchy.closure(&immediate);
+
+    let mut bundle_set: BTreeSet<&str> = def.bundles.iter().map(|b| b.value.as_str()).collect();
+    for &gi in &member_of {
+        bundle_set.extend(groups[gi].bundles.iter().map(|b| b.value.as_str()));
+    }
+    bundle_set.retain(|b| bundles.contains_key(*b));
+
+    // Layers lowest precedence first; groups ordered so every supergroup precedes its subgroups.
+    let mut layers: Vec<Layer<'_>> = Vec::new();
+    for b in &bundle_set {
+        let def = &bundles[*b];
+        layers.push(Layer {
+            source: Source::Bundle(&def.bundle.name),
+            value: &def.bundle.metadata_defaults,
+            spans: &def.spans,
+        });
+    }
+    let mut ordered = member_of.clone();
+    ordered.sort_by_key(|&gi| (hierarchy.depth(gi), groups[gi].name.as_str()));
+    for gi in ordered {
+        layers.push(Layer {
+            source: Source::Group(&groups[gi].name, gi),
+            value: &groups[gi].metadata,
+            spans: &groups[gi].spans,
+        });
+    }
+    layers.push(Layer {
+        source: Source::Node(&def.name),
+        value: &def.metadata,
+        spans: &def.spans,
+    });
+    let (merged, raw_conflicts) =
+        metadata::merge(&layers, |earlier, later| match (earlier, later) {
+            (Source::Bundle(_), Source::Bundle(_)) => false,
+            (Source::Group(_, a), Source::Group(_, b)) => hierarchy.is_ancestor(*a, *b),
+            _ => true,
+        });
+    let conflicts = raw_conflicts
+        .into_iter()
+        .map(|c| Conflict {
+            first: layers[c.first].source.to_string(),
+            second: layers[c.second].source.to_string(),
+            first_loc: layers[c.first].spans.find(&c.path).cloned(),
+            second_loc: layers[c.second].spans.find(&c.path).cloned(),
+            path: c.path,
+            first_value: c.first_value,
+            second_value: c.second_value,
+        })
+        .collect();
+
+    let mut group_names: Vec<String> = member_of
+        .iter()
+        .map(|&gi| groups[gi].name.clone())
+        .collect();
+    group_names.sort();
+    let node = Node {
+        name: def.name.clone(),
+        hostname: def.hostname.clone().unwrap_or_else(|| def.name.clone()),
+        username: def.username.clone(),
+        port: def.port,
+        transport: def.transport,
+        groups: group_names,
+        bundles: bundle_set.into_iter().map(String::from).collect(),
+        dummy: def.dummy,
+        become_: def.become_.clone(),
+        lock_dir: def
+            .lock_dir
+            .clone()
+            .unwrap_or_else(|| Node::DEFAULT_LOCK_DIR.to_string()),
+        metadata: merged,
+        location: def.location.clone(),
+    };
+    (node, conflicts)
+}

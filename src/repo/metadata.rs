@@ -1,0 +1,231 @@
+//! Merging a node's metadata from its layers (bundle defaults < groups < node), and finding
+//! conflicts between layers that have no precedence over each other.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use crate::repo::toml_file::SpanMap;
+
+/// Who contributed one layer of a node's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source<'a> {
+    /// `bundles/NAME/metadata.toml`.
+    Bundle(&'a str),
+    /// A group's `metadata`, with its index into the loader's group list.
+    Group(&'a str, usize),
+    /// The node's own `metadata`.
+    Node(&'a str),
+}
+
+impl std::fmt::Display for Source<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Bundle(b) => write!(f, "bundle '{b}' (metadata.toml)"),
+            Source::Group(g, _) => write!(f, "group '{g}'"),
+            Source::Node(n) => write!(f, "node '{n}'"),
+        }
+    }
+}
+
+/// One layer, lowest precedence first in the list given to [`merge`].
+pub(crate) struct Layer<'a> {
+    pub source: Source<'a>,
+    pub value: &'a Value,
+    pub spans: &'a SpanMap,
+}
+
+/// Two layers setting the same path to different values with neither taking precedence.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Conflict {
+    pub path: Vec<String>,
+    /// Index of the layer that set the value first.
+    pub first: usize,
+    /// Index of the layer that disagrees.
+    pub second: usize,
+    pub first_value: Value,
+    pub second_value: Value,
+}
+
+/// Merges layers: maps recursively, lists unioned in order, scalars from the later layer when
+/// `overrides(earlier, later)` says it has precedence; otherwise the first value is kept and
+/// a [`Conflict`] is reported.
+pub(crate) fn merge(
+    layers: &[Layer<'_>],
+    overrides: impl Fn(&Source<'_>, &Source<'_>) -> bool,
+) -> (Value, Vec<Conflict>) {
+    let mut out = Map::new();
+    let mut state = MergeState {
+        owners: HashMap::new(),
+        conflicts: Vec::new(),
+    };
+    for (idx, layer) in layers.iter().enumerate() {
+        if let Value::Object(map) = layer.value {
+            let mut path = Vec::new();
+            merge_map(
+                &mut out, map, &mut path, idx, layers, &overrides, &mut state,
+            );
+        }
+    }
+    (Value::Object(out), state.conflicts)
+}
+
+struct MergeState {
+    /// Which layer last wrote each path where a value was inserted or replaced whole.
+    owners: HashMap<Vec<String>, usize>,
+    conflicts: Vec<Conflict>,
+}
+
+impl MergeState {
+    fn owner(&self, path: &[String]) -> Option<usize> {
+        (0..=path.len())
+            .rev()
+            .find_map(|n| self.owners.get(&path[..n]).copied())
+    }
+}
+
+fn merge_map(
+    dst: &mut Map<String, Value>,
+    src: &Map<String, Value>,
+    path: &mut Vec<String>,
+    idx: usize,
+    layers: &[Layer<'_>],
+    overrides: &impl Fn(&Source<'_>, &Source<'_>) -> bool,
+    state: &mut MergeState,
+) {
+    for (key, value) in src {
+        path.push(key.clone());
+        match dst.get_mut(key) {
+            None => {
+                dst.insert(key.clone(), value.clone());
+                state.owners.insert(path.clone(), idx);
+            }
+            Some(Value::Object(d)) if value.is_object() => {
+                if let Value::Object(s) = value {
+                    merge_map(d, s, path, idx, layers, overrides, state);
+                }
+            }
+            Some(Value::Array(d)) if value.is_array() => {
+                if let Value::Array(s) = value {
+                    for v in s {
+                        if !d.contains(v) {
+                            d.push(v.clone());
+                        }
+                    }
+                }
+            }
+            Some(existing) => {
+                if existing != value {
+                    let first = state.owner(path).unwrap_or(idx);
+                    if first == idx || overrides(&layers[first].source, &layers[idx].source) {
+                        *existing = value.clone();
+                        state.owners.insert(path.clone(), idx);
+                    } else {
+                        state.conflicts.push(Conflict {
+                            path: path.clone(),
+                            first,
+                            second: idx,
+                            first_value: existing.clone(),
+                            second_value: value.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        path.pop();
+    }
+}
+
+/// Follows a dotted path (`nginx.workers`, list indexes as numbers) into metadata.
+pub fn lookup<'v>(metadata: &'v Value, dotted: &str) -> Option<&'v Value> {
+    dotted.split('.').try_fold(metadata, |v, key| match v {
+        Value::Object(m) => m.get(key),
+        Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn layer<'a>(source: Source<'a>, value: &'a Value, spans: &'a SpanMap) -> Layer<'a> {
+        Layer {
+            source,
+            value,
+            spans,
+        }
+    }
+
+    /// Groups 0 and 1 are unrelated; group 2 is a subgroup of group 0.
+    fn overrides(a: &Source<'_>, b: &Source<'_>) -> bool {
+        match (a, b) {
+            (Source::Group(_, x), Source::Group(_, y)) => *x == 0 && *y == 2,
+            (Source::Bundle(_), Source::Bundle(_)) => false,
+            _ => true,
+        }
+    }
+
+    #[test]
+    fn precedence_maps_and_lists() {
+        let s = SpanMap::default();
+        let b = json!({"nginx": {"workers": 1, "mods": ["a"]}, "only_bundle": true});
+        let g0 = json!({"nginx": {"workers": 2, "mods": ["b", "a"]}});
+        let g2 = json!({"nginx": {"workers": 3}});
+        let n = json!({"nginx": {"mods": ["c"]}});
+        let layers = [
+            layer(Source::Bundle("nginx"), &b, &s),
+            layer(Source::Group("web", 0), &g0, &s),
+            layer(Source::Group("eu", 2), &g2, &s),
+            layer(Source::Node("web1"), &n, &s),
+        ];
+        let (v, conflicts) = merge(&layers, overrides);
+        assert!(conflicts.is_empty(), "{conflicts:?}");
+        assert_eq!(
+            v,
+            json!({"nginx": {"workers": 3, "mods": ["a", "b", "c"]}, "only_bundle": true})
+        );
+    }
+
+    #[test]
+    fn unrelated_groups_conflict() {
+        let s = SpanMap::default();
+        let g0 = json!({"a": {"b": 1}, "same": 5});
+        let g1 = json!({"a": {"b": 2}, "same": 5});
+        let layers = [
+            layer(Source::Group("x", 0), &g0, &s),
+            layer(Source::Group("y", 1), &g1, &s),
+        ];
+        let (v, conflicts) = merge(&layers, overrides);
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].path, vec!["a", "b"]);
+        assert_eq!((conflicts[0].first, conflicts[0].second), (0, 1));
+        assert_eq!(v["a"]["b"], json!(1));
+    }
+
+    #[test]
+    fn node_beats_type_mismatch_but_bundles_clash() {
+        let s = SpanMap::default();
+        let b1 = json!({"x": {"y": 1}});
+        let b2 = json!({"x": 7});
+        let n = json!({"x": "node"});
+        let layers = [
+            layer(Source::Bundle("b1"), &b1, &s),
+            layer(Source::Bundle("b2"), &b2, &s),
+            layer(Source::Node("n"), &n, &s),
+        ];
+        let (v, conflicts) = merge(&layers, overrides);
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].path, vec!["x"]);
+        assert_eq!(v, json!({"x": "node"}));
+    }
+
+    #[test]
+    fn lookup_follows_dots_and_indexes() {
+        let v = json!({"a": {"b": [10, {"c": true}]}});
+        assert_eq!(lookup(&v, "a.b.1.c"), Some(&json!(true)));
+        assert_eq!(lookup(&v, "a.b.0"), Some(&json!(10)));
+        assert_eq!(lookup(&v, "a.x"), None);
+    }
+}

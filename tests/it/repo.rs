@@ -1,0 +1,344 @@
+//! Loading repos: every kind of bad input names its file and line; good repos resolve
+//! membership and metadata the way SPEC section 2 says.
+
+use crate::harness::{TestRepo, cinch_command, run};
+
+/// A repo with `web1` and a bundle `base`, to which each test adds its mistake.
+fn base() -> TestRepo {
+    TestRepo::new().file("bundles/base/items.toml", "")
+}
+
+#[test]
+fn malformed_toml_names_file_line_and_column() {
+    let r = base()
+        .file("nodes.toml", "[nodes.web1]\nhostname = \n")
+        .cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("nodes.toml:2:");
+    assert!(r.stderr.contains("invalid TOML"), "{}", r.stderr);
+}
+
+#[test]
+fn wrong_value_type_names_the_value() {
+    base()
+        .file(
+            "nodes.toml",
+            "[nodes.web1]\nhostname = \"a\"\nport = \"22\"\n",
+        )
+        .cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("nodes.toml:3:8: node 'web1': `port` must be an integer, found a string");
+}
+
+#[test]
+fn unknown_key_suggests_the_close_one() {
+    base()
+        .file("nodes.toml", "[nodes.web1]\nhostnme = \"a\"\n")
+        .cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("nodes.toml:2:1: node 'web1': unknown key `hostnme`")
+        .stderr_has("did you mean `hostname`?");
+}
+
+#[test]
+fn unknown_key_in_group_and_settings() {
+    base()
+        .file("nodes.toml", "[nodes.web1]\n")
+        .file("groups.toml", "[groups.g]\nmember = [\"web1\"]\n")
+        .file("cinch.toml", "[defaults]\nnode_worker = 3\n")
+        .cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("groups.toml:2:1: group 'g': unknown key `member`")
+        .stderr_has("did you mean `members`?")
+        .stderr_has("cinch.toml:2:1: [defaults]: unknown key `node_worker`");
+}
+
+#[test]
+fn misspelt_top_level_table() {
+    base()
+        .file("nodes.toml", "[nodes.web1]\n")
+        .file("nodes/x.toml", "[node.web2]\n")
+        .cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("x.toml:1:2: nodes/x.toml: unknown key `node`")
+        .stderr_has("did you mean `nodes`?");
+}
+
+#[test]
+fn duplicate_node_across_files_names_both_places() {
+    base()
+        .file("nodes.toml", "[nodes.web1]\n")
+        .file(
+            "nodes/more.toml",
+            "[nodes.db1]\n\n[nodes.web1]\nhostname = \"x\"\n",
+        )
+        .cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("more.toml:3:1: node 'web1' is defined twice: here and at ")
+        .stderr_has("nodes.toml:1:1");
+}
+
+#[test]
+fn node_in_unknown_group() {
+    base()
+        .file("nodes.toml", "[nodes.web1]\ngroups = [\"webservrs\"]\n")
+        .file("groups.toml", "[groups.webservers]\n")
+        .cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("nodes.toml:2:11: node 'web1' names unknown group 'webservrs'")
+        .stderr_has("did you mean 'webservers'?");
+}
+
+#[test]
+fn unknown_bundle_in_node_and_group() {
+    base()
+        .file(
+            "nodes.toml",
+            "[nodes.web1]\nbundles = [\"base\", \"nginx\"]\n",
+        )
+        .file(
+            "groups.toml",
+            "[groups.g]\nmembers = [\"web1\"]\nbundles = [\"bsae\"]\n",
+        )
+        .cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("nodes.toml:2:20: node 'web1' names unknown bundle 'nginx'")
+        .stderr_has("create bundles/nginx/")
+        .stderr_has("groups.toml:3:12: group 'g' names unknown bundle 'bsae'")
+        .stderr_has("did you mean 'base'?");
+}
+
+#[test]
+fn unknown_member_node() {
+    base()
+        .file("nodes.toml", "[nodes.web1]\n")
+        .file("groups.toml", "[groups.g]\nmembers = [\"wbe1\"]\n")
+        .cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("groups.toml:2:12: group 'g' names unknown node 'wbe1'");
+}
+
+#[test]
+fn subgroup_loop_prints_the_loop() {
+    base()
+        .file("nodes.toml", "[nodes.web1]\ngroups = [\"a\"]\n")
+        .file(
+            "groups.toml",
+            "[groups.a]\nsubgroups = [\"b\"]\n[groups.b]\nsubgroups = [\"c\"]\n[groups.c]\nsubgroups = [\"a\"]\n",
+        )
+        .cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("groups.toml:6:14: subgroup loop: a -> b -> c -> a");
+}
+
+#[test]
+fn metadata_conflict_between_unrelated_groups() {
+    let r = base()
+        .file("nodes.toml", "[nodes.web1]\ngroups = [\"a\", \"b\"]\n[nodes.web2]\ngroups = [\"a\", \"b\"]\n")
+        .file(
+            "groups.toml",
+            "[groups.a.metadata]\nnginx = { workers = 2 }\n\n[groups.b.metadata.nginx]\nworkers = 3\n",
+        )
+        .cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("groups.toml:5:11: metadata conflict on node 'web1' and 1 more at `nginx.workers`")
+        .stderr_has("group 'a' sets 2 at ")
+        .stderr_has("groups.toml:2:21")
+        .stderr_has("group 'b' sets 3");
+    // One conflict is reported once, not once per node.
+    assert_eq!(
+        r.stderr.matches("metadata conflict").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn metadata_conflict_between_bundle_defaults() {
+    TestRepo::new()
+        .file("nodes.toml", "[nodes.web1]\nbundles = [\"x\", \"y\"]\n")
+        .file("bundles/x/metadata.toml", "[port]\nhttp = 80\n")
+        .file("bundles/y/metadata.toml", "port = { http = 8080 }\n")
+        .cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("bundles/y/metadata.toml:1:17: metadata conflict on node 'web1' at `port.http`")
+        .stderr_has("bundle 'x' (metadata.toml) sets 80");
+}
+
+#[test]
+fn related_groups_do_not_conflict_and_subgroup_wins() {
+    let r = base()
+        .file("nodes.toml", "[nodes.web1]\ngroups = [\"eu\"]\n")
+        .file(
+            "groups.toml",
+            "[groups.web]\nsubgroups = [\"eu\"]\nmetadata = { workers = 2 }\n[groups.eu]\nmetadata = { workers = 3 }\n",
+        )
+        .cinch(&["metadata", "web1", "workers"])
+        .expect_code(0);
+    assert!(r.stdout.contains("\"workers\": 3"), "{}", r.stdout);
+}
+
+#[test]
+fn node_and_group_may_not_share_a_name() {
+    base()
+        .file("nodes.toml", "[nodes.web]\n")
+        .file("groups.toml", "\n[groups.web]\n")
+        .cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("groups.toml:2:1: 'web' is both a node (")
+        .stderr_has("nodes.toml:1:1) and a group");
+}
+
+#[test]
+fn every_problem_is_reported_not_only_the_first() {
+    let r = base()
+        .file(
+            "nodes.toml",
+            "[nodes.web1]\nport = 0\ndummy = \"yes\"\ntransport = \"telnet\"\nlock_dir = \"var/lib\"\n[nodes.\"bad name\"]\n",
+        )
+        .file("groups.toml", "[groups.g]\nmember_patterns = [\"(unclosed\"]\n")
+        .file("nodes/broken.toml", "[nodes.x\n")
+        .cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("nodes.toml:2:8: node 'web1': `port` must be between 1 and 65535, found 0")
+        .stderr_has("nodes.toml:3:9: node 'web1': `dummy` must be true or false, found a string")
+        .stderr_has("nodes.toml:4:13: node 'web1': unknown transport 'telnet'")
+        .stderr_has("nodes.toml:5:12: node 'web1': lock_dir 'var/lib' is not an absolute path")
+        .stderr_has("invalid node name: 'bad name' contains ' '")
+        .stderr_has("groups.toml:2:20: group 'g': invalid member pattern '(unclosed': unclosed group")
+        .stderr_has("broken.toml:1:");
+    assert_eq!(r.stderr.matches("nodes.toml:").count(), 5, "{}", r.stderr);
+}
+
+#[test]
+fn not_a_repo_says_what_a_repo_needs() {
+    let r = TestRepo::new();
+    r.cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("is not a cinch repo: a repo needs nodes.toml, nodes or cinch.toml");
+    let missing = r.path().join("nope");
+    let mut cmd = cinch_command();
+    cmd.arg("-r").arg(&missing).arg("nodes");
+    run(cmd).expect_code(2).stderr_has("(it does not exist)");
+}
+
+#[test]
+fn discovered_from_a_subdirectory_and_from_env() {
+    let r = base().file("nodes.toml", "[nodes.web1]\n");
+    let mut cmd = cinch_command();
+    cmd.current_dir(r.path().join("bundles/base")).arg("nodes");
+    run(cmd).expect_code(0).stdout_has("web1");
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut cmd = cinch_command();
+    cmd.current_dir(elsewhere.path())
+        .env("CINCH_REPO", r.path())
+        .arg("nodes");
+    run(cmd).expect_code(0).stdout_has("web1");
+
+    let mut cmd = cinch_command();
+    cmd.current_dir(elsewhere.path()).arg("nodes");
+    run(cmd)
+        .expect_code(2)
+        .stderr_has("(or any parent directory) is not a cinch repo");
+}
+
+#[test]
+fn membership_via_members_patterns_and_subgroups() {
+    let r = TestRepo::new()
+        .file("bundles/nginx/items.toml", "")
+        .file("bundles/base/items.toml", "")
+        .file("bundles/eu/items.toml", "")
+        .file(
+            "nodes.toml",
+            "[nodes.web1]\n[nodes.web2]\n[nodes.edge1]\n[nodes.db1]\ngroups = [\"eu\"]\n",
+        )
+        .file(
+            "groups.toml",
+            r#"
+[groups.webservers]
+bundles = ["nginx"]
+member_patterns = ["^web\\d+$"]
+members = ["edge1"]
+subgroups = ["eu-webservers"]
+
+[groups.eu-webservers]
+members = ["web2"]
+bundles = ["eu"]
+
+[groups.eu]
+subgroups = ["eu-webservers"]
+
+[groups.all]
+member_patterns = ["."]
+bundles = ["base"]
+"#,
+        )
+        .cinch(&["--json", "nodes", "-a", "groups,bundles"])
+        .expect_code(0);
+    let lines = r.json_lines();
+    let get = |node: &str| {
+        lines
+            .iter()
+            .find(|l| l["node"] == node)
+            .unwrap_or_else(|| panic!("{node} missing: {}", r.stdout))
+            .clone()
+    };
+    assert_eq!(
+        get("web1")["groups"],
+        serde_json::json!(["all", "webservers"])
+    );
+    assert_eq!(get("web1")["bundles"], serde_json::json!(["base", "nginx"]));
+    assert_eq!(
+        get("web2")["groups"],
+        serde_json::json!(["all", "eu", "eu-webservers", "webservers"])
+    );
+    assert_eq!(
+        get("web2")["bundles"],
+        serde_json::json!(["base", "eu", "nginx"])
+    );
+    assert_eq!(
+        get("edge1")["groups"],
+        serde_json::json!(["all", "webservers"])
+    );
+    assert_eq!(get("db1")["groups"], serde_json::json!(["all", "eu"]));
+    assert_eq!(get("db1")["bundles"], serde_json::json!(["base"]));
+}
+
+#[test]
+fn metadata_precedence_bundle_groups_node() {
+    let r = TestRepo::new()
+        .file(
+            "bundles/nginx/metadata.toml",
+            "[nginx]\nworkers = 1\nuser = \"www-data\"\nmodules = [\"core\"]\n",
+        )
+        .file(
+            "nodes.toml",
+            "[nodes.web1]\ngroups = [\"eu\"]\n[nodes.web1.metadata.nginx]\nmodules = [\"geo\"]\nuser = \"nginx\"\n",
+        )
+        .file(
+            "groups.toml",
+            r#"
+[groups.web]
+bundles = ["nginx"]
+subgroups = ["eu"]
+metadata.nginx = { workers = 2, modules = ["ssl", "core"], tls = true }
+
+[groups.eu.metadata.nginx]
+workers = 4
+"#,
+        )
+        .cinch(&["--json", "metadata", "web1"])
+        .expect_code(0);
+    let v = &r.json_lines()[0];
+    assert_eq!(
+        v,
+        &serde_json::json!({"nginx": {
+            "workers": 4,
+            "user": "nginx",
+            "modules": ["core", "ssl", "geo"],
+            "tls": true,
+        }})
+    );
+}
