@@ -179,7 +179,7 @@ pub fn run_on(console: &Console, bus: &Bus, nodes: &[&Node], plan: &RunPlan<'_>)
     let interrupted = crate::interrupt::requested();
     let code = if interrupted {
         130
-    } else if failed > 0 {
+    } else if failed > 0 || bus.had_errors() {
         1
     } else {
         0

@@ -488,3 +488,37 @@ fn second_ctrl_c_kills_remote_commands_and_exits_130() {
     let left = wait_until_gone(&format!("sleep 300.{tok}"));
     assert!(left.is_empty(), "orphans on the node: {left:?}");
 }
+
+#[test]
+fn hooks_see_run_events_and_can_skip_a_node() {
+    let r = TestRepo::new()
+        .file(
+            "nodes.toml",
+            "[nodes.up]\ntransport = \"local\"\n[nodes.down]\ntransport = \"local\"\n\
+             [nodes.down.metadata]\nmaintenance = true\n",
+        )
+        .file(
+            "hooks/run.rhai",
+            r#"
+fn run_start(repo, target, nodes, command) { log(`start ${target} ${nodes.len()} ${command}`); }
+fn node_run_start(repo, node, command) {
+    if node.metadata.maintenance == true { skip_node("in maintenance"); }
+}
+fn node_run_end(repo, node, command, duration, return_code, stdout, stderr) {
+    log(`end ${node.name} rc=${return_code} out=${stdout}`);
+}
+fn run_end(repo, target, nodes, command, duration) { log("done"); }
+"#,
+        )
+        .cinch(&["run", "all", "echo hi"])
+        .expect_code(0);
+    assert!(r.stdout.contains("start all 2 echo hi"), "{}", r.stdout);
+    assert!(r.stdout.contains("end up rc=0 out=hi"), "{}", r.stdout);
+    assert!(!r.stdout.contains("end down"), "{}", r.stdout);
+    assert!(r.stdout.contains("done"), "{}", r.stdout);
+    assert!(
+        row(&r, "down")[2..].join(" ").contains("in maintenance"),
+        "{}",
+        r.stdout
+    );
+}
