@@ -1,12 +1,10 @@
 //! `cinch run`: one shell command on many nodes, output prefixed by node.
 //!
-//! Nodes run on a fixed pool of plain threads (`-p`): each blocks on its node's transport,
-//! and the ssh transport multiplexes them over its own small tokio runtime. Output arrives
+//! Nodes run on a bounded set of plain threads (`-p`, [`crate::fanout`]): each blocks on its
+//! node's transport, and the ssh transport multiplexes them over its own small tokio runtime. Output arrives
 //! in chunks; each node keeps a line buffer per stream so only whole lines are printed, and
 //! each print is one write under the console lock, so lines of different nodes never mix.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -132,27 +130,13 @@ pub fn run_on(console: &Console, bus: &Bus, nodes: &[&Node], plan: &RunPlan<'_>)
         .map(|n| n.name.chars().count())
         .max()
         .unwrap_or(0);
-    let results: Mutex<Vec<Option<(NodeOutcome, Duration)>>> = Mutex::new(vec![None; nodes.len()]);
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..plan.workers.min(nodes.len()) {
-            scope.spawn(|| {
-                loop {
-                    // First Ctrl-C: start nothing new, let running nodes finish.
-                    if crate::interrupt::requested() {
-                        break;
-                    }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(node) = nodes.get(i) else { break };
-                    let t0 = Instant::now();
-                    let outcome = run_node(console, bus, node, plan, width);
-                    let mut r = results.lock().unwrap_or_else(|p| p.into_inner());
-                    r[i] = Some((outcome, t0.elapsed()));
-                }
-            });
-        }
-    });
-    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    // First Ctrl-C: start nothing new, let running nodes finish.
+    let results =
+        crate::fanout::map_bounded(nodes, plan.workers, crate::interrupt::requested, |node| {
+            let t0 = Instant::now();
+            let outcome = run_node(console, bus, node, plan, width);
+            (outcome, t0.elapsed())
+        });
     bus.emit(&Event::RunEnd {
         target: plan.target,
         nodes,
@@ -287,6 +271,7 @@ fn execute(
         script: plan.command.to_string(),
         stdin: None,
         timeout: plan.timeout,
+        cleanup: false,
     };
     let res = t.run_streaming(&cmd, &mut |s, b| printer.feed(s, b));
     // Closing can only fail to tidy up; the command's result stands.
