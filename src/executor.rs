@@ -339,6 +339,15 @@ impl<'a, 'j> Exec<'a, 'j> {
         }
     }
 
+    /// Marks everything `i` triggers as fired: `i` was fixed or its action succeeded.
+    fn fire_triggers(&mut self, i: usize) {
+        for &t in &self.g.triggers[i] {
+            if let Some(f) = self.fired.get_mut(t) {
+                *f = true;
+            }
+        }
+    }
+
     fn node(&self) -> &'a Node {
         self.job.node
     }
@@ -873,11 +882,7 @@ impl<'a, 'j> Exec<'a, 'j> {
                     None => {
                         let after = self.public(i, self.actual_state(i).as_ref());
                         self.fixed_by[i] = Some(change.clone());
-                        for t in self.g.triggers[i].clone() {
-                            if let Some(f) = self.fired.get_mut(t) {
-                                *f = true;
-                            }
-                        }
+                        self.fire_triggers(i);
                         self.report(
                             i,
                             ItemReport {
@@ -1001,11 +1006,7 @@ impl<'a, 'j> Exec<'a, 'j> {
                 ActionOutcome::Unless => self.skip(i, "unless", true),
                 ActionOutcome::Failed(msg) => self.fail(i, msg, d),
                 ActionOutcome::Succeeded => {
-                    for t in self.g.triggers[i].clone() {
-                        if let Some(f) = self.fired.get_mut(t) {
-                            *f = true;
-                        }
-                    }
+                    self.fire_triggers(i);
                     self.report(
                         i,
                         ItemReport {

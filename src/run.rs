@@ -1,9 +1,397 @@
 //! `cinch run`: one shell command on many nodes, output prefixed by node.
+//!
+//! Nodes run on a bounded set of plain threads (`-p`, [`crate::fanout`]): each blocks on its
+//! node's transport, and the ssh transport multiplexes them over its own small tokio runtime. Output arrives
+//! in chunks; each node keeps a line buffer per stream so only whole lines are printed, and
+//! each print is one write under the console lock, so lines of different nodes never mix.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
 
 use crate::cli::{Context, RunArgs};
+use crate::console::Console;
 use crate::error::{Error, Result};
+use crate::events::{Bus, Event, Flow, Subscriber};
+use crate::repo::{Node, TransportKind};
+use crate::transport::{self, Command, ConnectOptions, Stream, TransportError};
+
+/// A partial line longer than this is printed anyway, so a newline-free stream still shows.
+const MAX_PENDING_LINE: usize = 64 * 1024;
 
 /// Runs `cinch run`.
-pub fn cmd_run(_ctx: &Context, _args: &RunArgs) -> Result<u8> {
-    Err(Error::Usage("run is not built yet".into()))
+pub fn cmd_run(ctx: &Context, args: &RunArgs) -> Result<u8> {
+    let command = args.command.join(" ");
+    if command.trim().is_empty() {
+        return Err(Error::Usage("cinch run needs a command to run".into()));
+    }
+    let timeout = match args.timeout {
+        None => None,
+        Some(secs) => match Duration::try_from_secs_f64(secs) {
+            Ok(d) if !d.is_zero() => Some(d),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--timeout must be a positive number of seconds, not {secs}"
+                )));
+            }
+        },
+    };
+    if args.node_workers == Some(0) {
+        return Err(Error::Usage("-p/--node-workers must be at least 1".into()));
+    }
+    let repo = ctx.load_repo()?;
+    let nodes = repo.select(&args.target)?;
+    let mut bus = crate::events::command_bus(ctx, &repo)?;
+    if ctx.console.json() {
+        bus.subscribe(Box::new(JsonEvents {
+            console: ctx.console.clone(),
+        }));
+    }
+    let plan = RunPlan {
+        target: &args.target,
+        command: &command,
+        timeout,
+        workers: args
+            .node_workers
+            .unwrap_or(repo.settings.node_workers)
+            .max(1),
+        connect: ConnectOptions::from_settings(&repo.path, &repo.settings.ssh, ctx.add_host_keys),
+    };
+    Ok(run_on(&ctx.console, &bus, &nodes, &plan))
+}
+
+/// Everything `run` needs besides the nodes, validated up front.
+pub struct RunPlan<'a> {
+    pub target: &'a str,
+    pub command: &'a str,
+    pub timeout: Option<Duration>,
+    pub workers: usize,
+    pub connect: ConnectOptions,
+}
+
+/// How one node's run ended.
+#[derive(Debug, Clone)]
+pub enum NodeOutcome {
+    /// The command ran; `None` when it was stopped (timeout, second Ctrl-C).
+    Finished { code: Option<i32>, timed_out: bool },
+    /// The node could not be reached; what ssh said.
+    Unreachable(String),
+    /// A hook or an error stopped the node before the command ran.
+    Failed(String),
+    /// Not run, and not a failure: dummy node or `skip_node()`.
+    Skipped(String),
+    /// Ctrl-C came before this node started.
+    NotStarted,
+}
+
+impl NodeOutcome {
+    fn ok(&self) -> bool {
+        matches!(
+            self,
+            NodeOutcome::Finished { code: Some(0), .. } | NodeOutcome::Skipped(_)
+        )
+    }
+
+    fn code_cell(&self) -> String {
+        match self {
+            NodeOutcome::Finished { code: Some(c), .. } => c.to_string(),
+            _ => "-".into(),
+        }
+    }
+
+    fn note(&self) -> String {
+        match self {
+            NodeOutcome::Finished {
+                timed_out: true, ..
+            } => "timed out, stopped".into(),
+            NodeOutcome::Finished { code: None, .. } => "stopped".into(),
+            NodeOutcome::Finished { .. } => String::new(),
+            NodeOutcome::Unreachable(r) => format!("unreachable: {r}"),
+            NodeOutcome::Failed(r) => format!("failed: {r}"),
+            NodeOutcome::Skipped(r) => format!("skipped: {r}"),
+            NodeOutcome::NotStarted => "not started (interrupted)".into(),
+        }
+    }
+}
+
+/// Runs the plan on `nodes` and prints as it goes; returns the exit code.
+pub fn run_on(console: &Console, bus: &Bus, nodes: &[&Node], plan: &RunPlan<'_>) -> u8 {
+    let started = Instant::now();
+    if let Flow::Abort(reason) = bus.emit(&Event::RunStart {
+        target: plan.target,
+        nodes,
+        command: plan.command,
+    }) {
+        report_error(console, &format!("run aborted by a hook: {reason}"));
+        return 1;
+    }
+    let width = nodes
+        .iter()
+        .map(|n| n.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    // First Ctrl-C: start nothing new, let running nodes finish.
+    let results =
+        crate::fanout::map_bounded(nodes, plan.workers, crate::interrupt::requested, |node| {
+            let t0 = Instant::now();
+            let outcome = run_node(console, bus, node, plan, width);
+            (outcome, t0.elapsed())
+        });
+    bus.emit(&Event::RunEnd {
+        target: plan.target,
+        nodes,
+        command: plan.command,
+        duration: started.elapsed(),
+    });
+
+    let mut rows = Vec::new();
+    let mut failed = 0;
+    for (node, res) in nodes.iter().zip(&results) {
+        let (outcome, dur) = res
+            .clone()
+            .unwrap_or((NodeOutcome::NotStarted, Duration::ZERO));
+        if !outcome.ok() {
+            failed += 1;
+        }
+        rows.push(vec![
+            node.name.clone(),
+            outcome.code_cell(),
+            format!("{:.2}s", dur.as_secs_f64()),
+            outcome.note(),
+        ]);
+    }
+    let interrupted = crate::interrupt::requested();
+    let code = if interrupted {
+        130
+    } else if failed > 0 || bus.had_errors() {
+        1
+    } else {
+        0
+    };
+    if console.json() {
+        console.json_line(&json!({
+            "event": "summary",
+            "nodes": nodes.len(),
+            "failed": failed,
+            "interrupted": interrupted,
+            "duration": started.elapsed().as_secs_f64(),
+            "exit_code": code,
+        }));
+    } else {
+        console.out(&crate::output::table(
+            &["node", "return code", "duration", "note"],
+            &rows,
+        ));
+        if interrupted {
+            console.err("interrupted: nodes not yet started were left alone");
+        }
+    }
+    code
+}
+
+fn report_error(console: &Console, msg: &str) {
+    if console.json() {
+        console.json_line(&json!({"event": "error", "message": msg}));
+    } else {
+        console.err(&format!("error: {msg}"));
+    }
+}
+
+fn run_node(
+    console: &Console,
+    bus: &Bus,
+    node: &Node,
+    plan: &RunPlan<'_>,
+    width: usize,
+) -> NodeOutcome {
+    if node.dummy {
+        if !console.quiet() && !console.json() {
+            console.err(&format!("{} is a dummy node: skipped", node.name));
+        }
+        return NodeOutcome::Skipped("dummy node".into());
+    }
+    match bus.emit(&Event::NodeRunStart {
+        node,
+        command: plan.command,
+    }) {
+        Flow::Continue => {}
+        Flow::SkipNode(reason) => return NodeOutcome::Skipped(reason),
+        Flow::Abort(reason) => return NodeOutcome::Failed(reason),
+    }
+    let t0 = Instant::now();
+    let mut printer = NodePrinter::new(console, &node.name, width);
+    let outcome = execute(bus, node, plan, &mut printer);
+    printer.finish();
+    if let NodeOutcome::Unreachable(reason) | NodeOutcome::Failed(reason) = &outcome {
+        report_error(console, &format!("{}: {reason}", node.name));
+    }
+    let code = match &outcome {
+        NodeOutcome::Finished { code, .. } => *code,
+        _ => None,
+    };
+    bus.emit(&Event::NodeRunEnd {
+        node,
+        command: plan.command,
+        duration: t0.elapsed(),
+        return_code: code,
+        stdout: &printer.stdout,
+        stderr: &printer.stderr,
+    });
+    if console.json() {
+        console.json_line(&json!({
+            "event": "node_result",
+            "node": node.name,
+            "return_code": code,
+            "timed_out": matches!(outcome, NodeOutcome::Finished { timed_out: true, .. }),
+            "ok": outcome.ok(),
+            "note": outcome.note(),
+            "duration": t0.elapsed().as_secs_f64(),
+        }));
+    }
+    outcome
+}
+
+fn execute(
+    bus: &Bus,
+    node: &Node,
+    plan: &RunPlan<'_>,
+    printer: &mut NodePrinter<'_>,
+) -> NodeOutcome {
+    let t = transport::open(node, &plan.connect);
+    if node.transport == TransportKind::Ssh
+        && let Flow::Abort(reason) | Flow::SkipNode(reason) =
+            bus.emit(&Event::NodeSshConnect { node })
+    {
+        return NodeOutcome::Failed(reason);
+    }
+    if let Err(e) = t.connect() {
+        return NodeOutcome::Unreachable(connect_reason(e));
+    }
+    let cmd = Command {
+        script: plan.command.to_string(),
+        stdin: None,
+        timeout: plan.timeout,
+        cleanup: false,
+    };
+    let res = t.run_streaming(&cmd, &mut |s, b| printer.feed(s, b));
+    // Closing can only fail to tidy up; the command's result stands.
+    let _ = t.close();
+    match res {
+        Ok(out) => NodeOutcome::Finished {
+            code: out.status,
+            timed_out: out.timed_out,
+        },
+        Err(TransportError::Connect { reason, .. }) => NodeOutcome::Unreachable(reason),
+        Err(e) => NodeOutcome::Failed(e.to_string()),
+    }
+}
+
+fn connect_reason(e: TransportError) -> String {
+    match e {
+        TransportError::Connect { reason, .. } => reason,
+        other => other.to_string(),
+    }
+}
+
+/// Prints one node's output as whole prefixed lines, and keeps it for `node_run_end`.
+struct NodePrinter<'a> {
+    console: &'a Console,
+    name: &'a str,
+    width: usize,
+    pending_out: Vec<u8>,
+    pending_err: Vec<u8>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl<'a> NodePrinter<'a> {
+    fn new(console: &'a Console, name: &'a str, width: usize) -> Self {
+        NodePrinter {
+            console,
+            name,
+            width,
+            pending_out: Vec::new(),
+            pending_err: Vec::new(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, stream: Stream, bytes: &[u8]) {
+        let (pending, all) = match stream {
+            Stream::Stdout => (&mut self.pending_out, &mut self.stdout),
+            Stream::Stderr => (&mut self.pending_err, &mut self.stderr),
+        };
+        all.extend_from_slice(bytes);
+        pending.extend_from_slice(bytes);
+        let cut = match pending.iter().rposition(|&b| b == b'\n') {
+            Some(nl) => nl + 1,
+            None if pending.len() > MAX_PENDING_LINE => pending.len(),
+            None => return,
+        };
+        let complete: Vec<u8> = pending.drain(..cut).collect();
+        self.emit(stream, &complete);
+    }
+
+    fn finish(&mut self) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let rest = match stream {
+                Stream::Stdout => std::mem::take(&mut self.pending_out),
+                Stream::Stderr => std::mem::take(&mut self.pending_err),
+            };
+            if !rest.is_empty() {
+                self.emit(stream, &rest);
+            }
+        }
+    }
+
+    /// Prints `bytes` (whole lines, or a last partial one) in one write.
+    fn emit(&self, stream: Stream, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        let lines = text.strip_suffix('\n').unwrap_or(&text).split('\n');
+        if self.console.json() {
+            let name = match stream {
+                Stream::Stdout => "stdout",
+                Stream::Stderr => "stderr",
+            };
+            for line in lines {
+                self.console.json_line(&json!({
+                    "event": "output", "node": self.name, "stream": name, "line": line
+                }));
+            }
+            return;
+        }
+        let marker = match (stream, self.console.color()) {
+            (Stream::Stdout, _) => "|".to_string(),
+            (Stream::Stderr, false) => "!".to_string(),
+            (Stream::Stderr, true) => console::style("!").red().bold().to_string(),
+        };
+        let mut buf = String::with_capacity(text.len() + 64);
+        for line in lines {
+            buf.push_str(&format!(
+                "{:<w$} {marker} {line}\n",
+                self.name,
+                w = self.width
+            ));
+        }
+        self.console.out_raw(buf.as_bytes());
+    }
+}
+
+/// `--json`: every lifecycle event as one JSON line. Output is streamed as `output` lines, so
+/// `node_run_end` leaves out the (possibly large) captured stdout and stderr.
+struct JsonEvents {
+    console: std::sync::Arc<Console>,
+}
+
+impl Subscriber for JsonEvents {
+    fn on_event(&self, event: &Event<'_>) -> Flow {
+        let mut v = event.to_json();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("stdout");
+            o.remove("stderr");
+        }
+        self.console.json_line(&v);
+        Flow::Continue
+    }
 }

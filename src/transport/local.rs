@@ -94,19 +94,6 @@ impl Transport for LocalTransport {
         &self.node
     }
 
-    fn run(&self, cmd: &Command) -> Result<Output, TransportError> {
-        let (mut so, mut se) = (Vec::new(), Vec::new());
-        let res = self.run_streaming(cmd, &mut |s, b| match s {
-            Stream::Stdout => so.extend_from_slice(b),
-            Stream::Stderr => se.extend_from_slice(b),
-        })?;
-        Ok(Output {
-            stdout: so,
-            stderr: se,
-            ..res
-        })
-    }
-
     fn run_streaming(
         &self,
         cmd: &Command,

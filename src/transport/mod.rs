@@ -96,7 +96,18 @@ pub trait Transport: Send + Sync {
     fn node(&self) -> &str;
 
     /// Runs a command and captures its output.
-    fn run(&self, cmd: &Command) -> Result<Output, TransportError>;
+    fn run(&self, cmd: &Command) -> Result<Output, TransportError> {
+        let (mut so, mut se) = (Vec::new(), Vec::new());
+        let res = self.run_streaming(cmd, &mut |s, b| match s {
+            Stream::Stdout => so.extend_from_slice(b),
+            Stream::Stderr => se.extend_from_slice(b),
+        })?;
+        Ok(Output {
+            stdout: so,
+            stderr: se,
+            ..res
+        })
+    }
 
     /// Runs a command, handing output chunks to `sink` as they arrive; the returned
     /// [`Output`] has empty `stdout`/`stderr`.

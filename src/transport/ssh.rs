@@ -249,7 +249,7 @@ impl SshTransport {
         let deadline = cmd.timeout.map(|t| started + t);
         let mut timed_out = false;
         let mut stop_at: Option<Instant> = None;
-        let mut kill_sent = false;
+        let mut kill_task: Option<tokio::task::JoinHandle<()>> = None;
         let mut received = 0u64;
         while stdout.is_some() || stderr.is_some() {
             tokio::select! {
@@ -277,9 +277,10 @@ impl SshTransport {
                 }
             }
             if let Some(at) = stop_at {
-                if !kill_sent && let Some(pgid) = marker.pgid {
-                    self.kill_remote(&session, pgid);
-                    kill_sent = true;
+                if kill_task.is_none()
+                    && let Some(pgid) = marker.pgid
+                {
+                    kill_task = Some(self.kill_remote(&session, pgid));
                 }
                 // Something left the process group and holds the channel open: stop waiting.
                 if at.elapsed() >= STOP_GRACE {
@@ -293,6 +294,10 @@ impl SshTransport {
             None => Ok(child.wait().await),
             Some(_) => tokio::time::timeout(STOP_GRACE, child.wait()).await,
         };
+        // Returning only once the kill is done means: after a timeout, the tree is gone.
+        if let Some(task) = kill_task {
+            let _ = tokio::time::timeout(STOP_GRACE, task).await;
+        }
         let status = match waited {
             Err(_elapsed) => None,
             Ok(Ok(st)) if stop_at.is_none() => st.code(),
@@ -323,7 +328,7 @@ impl SshTransport {
 
     /// Kills process group `pgid` on the node (see [`shell::kill_group`]) over a channel of
     /// its own, without holding up the reading of the command's last output.
-    fn kill_remote(&self, session: &Arc<Session>, pgid: u32) {
+    fn kill_remote(&self, session: &Arc<Session>, pgid: u32) -> tokio::task::JoinHandle<()> {
         let line = shell::kill_group(pgid, self.become_.as_deref());
         let session = session.clone();
         let slots = self.kill_slots.clone();
@@ -335,7 +340,7 @@ impl SshTransport {
                 .stderr(Stdio::null())
                 .status()
                 .await;
-        });
+        })
     }
 }
 
@@ -346,19 +351,6 @@ impl Transport for SshTransport {
 
     fn connect(&self) -> Result<(), TransportError> {
         runtime()?.block_on(self.session()).map(|_| ())
-    }
-
-    fn run(&self, cmd: &Command) -> Result<Output, TransportError> {
-        let (mut so, mut se) = (Vec::new(), Vec::new());
-        let res = self.run_streaming(cmd, &mut |s, b| match s {
-            Stream::Stdout => so.extend_from_slice(b),
-            Stream::Stderr => se.extend_from_slice(b),
-        })?;
-        Ok(Output {
-            stdout: so,
-            stderr: se,
-            ..res
-        })
     }
 
     fn run_streaming(
@@ -378,15 +370,31 @@ impl Transport for SshTransport {
             };
             let ctl = session.control_socket().to_path_buf();
             let pid = master_pid(&ctl).await;
-            let res = match Arc::try_unwrap(session) {
-                Ok(s) => s.close().await.map_err(|e| self.lost(error_chain(&e))),
-                // A kill still in flight holds a reference; its drop shuts the master down.
-                Err(_shared) => Ok(()),
+            // A kill still in flight may hold a reference for a moment.
+            let mut shared = session;
+            let give_up = Instant::now() + STOP_GRACE;
+            let owned = loop {
+                match Arc::try_unwrap(shared) {
+                    Ok(s) => break Some(s),
+                    Err(s) if Instant::now() < give_up => {
+                        shared = s;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(_) => break None,
+                }
             };
-            // The mux "stop listening" request lets the master exit once idle; make sure it
-            // is gone now rather than when ControlPersist runs out.
+            // openssh's close() only asks the master to stop listening, and it then lingers
+            // for a while; "terminate" (`ssh -O exit`) ends it at once.
+            let res = openssh_mux_client::shutdown_mux_master(&ctl)
+                .map_err(|e| self.lost(format!("closing the ssh master: {e}")));
+            // Dropping the session removes its temporary directory.
+            drop(owned);
+            // Make sure the master is gone now rather than when ControlPersist runs out.
             if let Some(pid) = pid {
                 reap_master(pid).await;
+            }
+            if let Some(dir) = ctl.parent() {
+                let _ = std::fs::remove_dir_all(dir);
             }
             res
         })
@@ -458,30 +466,32 @@ impl PgidFilter {
     }
 }
 
-/// The master's pid, from `ssh -O check` ("Master running (pid=N)").
+/// The master's pid, asked over the mux socket (no extra process).
 async fn master_pid(ctl: &Path) -> Option<i32> {
-    let out = tokio::process::Command::new("ssh")
-        .arg("-S")
-        .arg(ctl)
-        .args(["-O", "check", "cinch-master"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stderr);
-    let start = text.find("pid=")? + 4;
-    let end = text[start..].find(')')? + start;
-    text[start..end].parse().ok()
+    let mut conn = openssh_mux_client::Connection::connect(ctl).await.ok()?;
+    let pid = conn.send_alive_check().await.ok()?;
+    i32::try_from(pid.get()).ok()
+}
+
+/// Whether `pid` still runs. A daemonized master that exited is a zombie until init reaps
+/// it, which some inits do only every second or so: that counts as gone.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        // SAFETY: signal 0 only checks for existence.
+        Err(_) => unsafe { libc::kill(pid, 0) == 0 },
+    }
 }
 
 /// Waits briefly for the master to exit, then terminates it.
 async fn reap_master(pid: i32) {
-    let alive = || {
-        // SAFETY: signal 0 only checks for existence.
-        unsafe { libc::kill(pid, 0) == 0 }
-    };
     for _ in 0..20 {
-        if !alive() {
+        if !alive(pid) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

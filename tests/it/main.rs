@@ -10,6 +10,7 @@ mod items;
 mod lock;
 mod plan;
 mod repo;
+mod run;
 mod sshd;
 mod sysitems;
 mod transport;

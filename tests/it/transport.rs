@@ -552,3 +552,24 @@ fn become_without_sudo_rights_fails_fast_instead_of_prompting() {
     assert!(start.elapsed() < Duration::from_secs(20));
     t.close().expect("close");
 }
+
+#[test]
+fn connect_timeout_from_settings_bounds_a_silent_server() {
+    let s = sshd();
+    // Accepts TCP (the kernel does, from the backlog) but never says a word of SSH.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut n = node("silent", "node1", TransportKind::Ssh);
+    n.port = Some(silent.local_addr().expect("addr").port());
+    let o = ConnectOptions {
+        connect_timeout: Some(Duration::from_secs(1)),
+        ..opts(&s)
+    };
+    let start = Instant::now();
+    let msg = connect_error(n, o);
+    assert!(msg.contains("timed out"), "{msg}");
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        start.elapsed()
+    );
+}

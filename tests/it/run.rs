@@ -1,0 +1,524 @@
+//! `cinch run` end to end: the real binary against a private sshd and the local transport.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Run, TestRepo};
+use crate::sshd::{Sshd, closed_port};
+
+/// A repo whose nodes `node1..nodeN` are aliases of a private sshd.
+fn repo(sshd: &Sshd, n: usize) -> TestRepo {
+    TestRepo::new()
+        .file("cinch.toml", &sshd.cinch_toml())
+        .file("nodes.toml", &sshd.nodes_toml(n))
+}
+
+fn token() -> String {
+    format!("{}{:06}", std::process::id(), fastrand::u32(..1_000_000))
+}
+
+fn pgrep(pattern: &str) -> Vec<String> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-a", "-f", pattern])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_until_gone(pattern: &str) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let left = pgrep(pattern);
+        if left.is_empty() || start.elapsed() > Duration::from_secs(6) {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The summary-table row of `node`, split into cells.
+fn row(r: &Run, node: &str) -> Vec<String> {
+    let gap = regex::Regex::new(r"\s{2,}").expect("regex");
+    r.stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix('│')?.strip_suffix('│'))
+        .map(|l| gap.split(l.trim()).map(str::to_string).collect::<Vec<_>>())
+        .find(|cells| cells.first().is_some_and(|c| c == node))
+        .unwrap_or_else(|| panic!("no table row for {node}:\n{}", r.stdout))
+}
+
+#[test]
+fn runs_on_five_nodes_in_parallel_with_prefixed_output_and_a_table() {
+    let s = Sshd::start(5);
+    let start = Instant::now();
+    let r = repo(&s, 5)
+        .cinch(&["run", "all", "sleep 1; echo hello $((6*7))"])
+        .expect_code(0);
+    // In parallel: five one-second commands take far less than five seconds.
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    for i in 1..=5 {
+        let node = format!("node{i}");
+        assert!(
+            r.stdout.contains(&format!("{node} | hello 42\n")),
+            "{}",
+            r.stdout
+        );
+        let cells = row(&r, &node);
+        assert_eq!(cells[1], "0", "{cells:?}");
+        assert!(cells[2].ends_with('s'), "{cells:?}");
+    }
+}
+
+#[test]
+fn non_zero_exit_is_shown_and_makes_the_run_fail() {
+    let s = Sshd::start(1);
+    let r = repo(&s, 1)
+        .cinch(&["run", "node1", "echo oops >&2; exit 3"])
+        .expect_code(1);
+    assert!(
+        r.stdout.contains("node1 ! oops\n"),
+        "stderr lines are marked: {}",
+        r.stdout
+    );
+    assert_eq!(row(&r, "node1")[1], "3");
+}
+
+#[test]
+fn mixed_results_fail_only_where_the_command_failed() {
+    let s = Sshd::start(2);
+    let r = repo(&s, 2)
+        .file(
+            "nodes.toml",
+            &format!("{}[nodes.here]\ntransport = \"local\"\n", s.nodes_toml(2)),
+        )
+        // True over ssh, false on the local node.
+        .cinch(&["run", "all", "test -n \"$SSH_CONNECTION\""])
+        .expect_code(1);
+    assert_eq!(row(&r, "node1")[1], "0");
+    assert_eq!(row(&r, "node2")[1], "0");
+    assert_eq!(row(&r, "here")[1], "1");
+}
+
+#[test]
+fn names_are_padded_to_the_longest() {
+    let r = TestRepo::new()
+        .file(
+            "nodes.toml",
+            "[nodes.a]\ntransport = \"local\"\n[nodes.longername]\ntransport = \"local\"\n",
+        )
+        .cinch(&["run", "all", "echo x"])
+        .expect_code(0);
+    assert!(r.stdout.contains("a          | x\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("longername | x\n"), "{}", r.stdout);
+}
+
+#[test]
+fn unreachable_node_reports_ssh_reason_and_others_continue() {
+    let s = Sshd::start(1);
+    let nodes = format!(
+        "{}[nodes.dead]\nhostname = \"node1\"\nport = {}\n",
+        s.nodes_toml(1),
+        closed_port()
+    );
+    let r = repo(&s, 1)
+        .file("nodes.toml", &nodes)
+        .cinch(&["run", "all", "echo alive"])
+        .expect_code(1);
+    assert!(r.stdout.contains("node1 | alive\n"), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("dead") && r.stderr.contains("Connection refused"),
+        "{}",
+        r.stderr
+    );
+    let dead = row(&r, "dead");
+    assert_eq!(dead[1], "-");
+    assert!(
+        dead[3].contains("unreachable") && dead[3].contains("Connection refused"),
+        "{dead:?}"
+    );
+    assert_eq!(row(&r, "node1")[1], "0");
+}
+
+#[test]
+fn wrong_host_key_is_refused() {
+    let s = Sshd::start(1);
+    let other = crate::sshd::keygen(&s.dir.path().join("impostor"));
+    let key = other
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let kh = s.dir.path().join("wrong_known_hosts");
+    std::fs::write(&kh, format!("[127.0.0.1]:{} {key}\n", s.port)).expect("kh");
+    let toml = format!(
+        "{}known_hosts_file = {:?}\n",
+        s.cinch_toml(),
+        kh.display().to_string()
+    );
+    let r = repo(&s, 1).file("cinch.toml", &toml);
+    for extra in [&[][..], &["--add-host-keys"][..]] {
+        let mut args = extra.to_vec();
+        args.extend(["run", "node1", "echo should-not-run"]);
+        let out = r.cinch(&args).expect_code(1);
+        assert!(!out.stdout.contains("should-not-run"));
+        assert!(
+            out.stderr
+                .contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn add_host_keys_accepts_an_unknown_key_once() {
+    let s = Sshd::start(1);
+    let kh = s.dir.path().join("empty_known_hosts");
+    std::fs::write(&kh, "").expect("kh");
+    let toml = format!(
+        "{}known_hosts_file = {:?}\n",
+        s.cinch_toml(),
+        kh.display().to_string()
+    );
+    let r = repo(&s, 1).file("cinch.toml", &toml);
+    r.cinch(&["run", "node1", "true"])
+        .expect_code(1)
+        .stderr_has("--add-host-keys");
+    r.cinch(&["--add-host-keys", "run", "node1", "echo in"])
+        .expect_code(0)
+        .stdout_has("node1 | in");
+    assert!(
+        std::fs::read_to_string(&kh)
+            .expect("kh")
+            .contains(&s.host_key())
+    );
+    r.cinch(&["run", "node1", "echo again"])
+        .expect_code(0)
+        .stdout_has("node1 | again");
+}
+
+#[test]
+fn timeout_stops_the_node_and_kills_its_process_tree() {
+    let s = Sshd::start(2);
+    let tok = token();
+    let start = Instant::now();
+    let r = repo(&s, 2)
+        .cinch(&[
+            "run",
+            "all",
+            "--timeout",
+            "1.5",
+            &format!("sleep 300.{tok} & sleep 300.{tok}; echo never"),
+        ])
+        .expect_code(1);
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(!r.stdout.contains("never"));
+    for n in ["node1", "node2"] {
+        let cells = row(&r, n);
+        assert_eq!(cells[1], "-");
+        assert!(cells[3].contains("timed out"), "{cells:?}");
+    }
+    let left = wait_until_gone(&format!("sleep 300.{tok}"));
+    assert!(left.is_empty(), "orphans on the node: {left:?}");
+}
+
+#[test]
+fn ten_megabytes_of_output_arrive_whole() {
+    let s = Sshd::start(1);
+    let r = repo(&s, 1)
+        .cinch(&[
+            "run",
+            "node1",
+            "head -c 10000000 /dev/zero | tr '\\0' x | fold -w 99",
+        ])
+        .expect_code(0);
+    let lines: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("node1 | "))
+        .collect();
+    // 10,000,000 bytes in lines of 99 plus a newline: 101,011 lines, the last one short.
+    assert_eq!(lines.len(), 101_011);
+    assert!(lines[..101_010].iter().all(|l| l.len() == 8 + 99));
+}
+
+#[test]
+fn binary_output_and_a_missing_final_newline_survive() {
+    let s = Sshd::start(1);
+    let r = repo(&s, 1)
+        .cinch(&["run", "node1", "printf 'bin\\377\\000ary\\n'; head -c 3000 /dev/urandom >/dev/null; printf 'no newline'"])
+        .expect_code(0);
+    assert!(
+        r.stdout.contains("node1 | bin\u{FFFD}\0ary\n"),
+        "{:?}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("node1 | no newline\n"), "{:?}", r.stdout);
+    let r = repo(&s, 1)
+        .cinch(&["run", "node1", "head -c 100000 /dev/urandom"])
+        .expect_code(0);
+    assert_eq!(row(&r, "node1")[1], "0");
+}
+
+#[test]
+fn quotes_and_dollars_reach_the_node_as_typed() {
+    let s = Sshd::start(1);
+    repo(&s, 1)
+        .cinch(&[
+            "run", "node1", "echo", "\"it's\"", "'$HOME'", "$((1+2))", "\"a  b\"",
+        ])
+        .expect_code(0)
+        .stdout_has("node1 | it's $HOME 3 a  b\n");
+}
+
+#[test]
+fn lines_from_different_nodes_never_mix() {
+    let s = Sshd::start(5);
+    let line = "x".repeat(300);
+    let r = repo(&s, 5)
+        .cinch(&[
+            "run",
+            "all",
+            &format!("i=0; while [ $i -lt 2000 ]; do echo L$i-{line}; i=$((i+1)); done"),
+        ])
+        .expect_code(0);
+    let mut count = 0;
+    for l in r.stdout.lines().filter(|l| l.starts_with("node")) {
+        let (_, rest) = l
+            .split_once(" | ")
+            .unwrap_or_else(|| panic!("torn line {l:?}"));
+        let (num, tail) = rest
+            .split_once('-')
+            .unwrap_or_else(|| panic!("torn line {l:?}"));
+        assert!(num.starts_with('L') && tail == line, "torn line {l:?}");
+        count += 1;
+    }
+    assert_eq!(count, 5 * 2000);
+}
+
+#[test]
+fn become_runs_through_real_sudo() {
+    let s = Sshd::start(1);
+    Sshd::ensure_user("cinchsudo", true);
+    repo(&s, 1)
+        .file(
+            "nodes.toml",
+            "[nodes.node1]\nusername = \"cinchsudo\"\nbecome = \"sudo\"\n",
+        )
+        .cinch(&["run", "node1", "echo $(id -u) $SUDO_USER"])
+        .expect_code(0)
+        .stdout_has("node1 | 0 cinchsudo\n");
+}
+
+#[test]
+fn no_master_or_control_socket_is_left_after_a_run() {
+    let s = Sshd::start(3);
+    let dir = std::path::PathBuf::from(format!("/tmp/cinch-t{}-run", std::process::id()));
+    let r = repo(&s, 3).env("CINCH_SSH_CONTROL_DIR", &dir.display().to_string());
+    r.cinch(&["run", "all", "true"]).expect_code(0);
+    assert!(dir.is_dir(), "the control directory was used");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(pgrep(&format!("ssh .*{}", dir.display())).is_empty());
+    let _ = std::fs::remove_dir(&dir);
+}
+
+#[test]
+fn dummy_nodes_are_skipped_with_a_note() {
+    let r = TestRepo::new()
+        .file(
+            "nodes.toml",
+            "[nodes.real]\ntransport = \"local\"\n[nodes.ghost]\ndummy = true\n",
+        )
+        .cinch(&["run", "all", "echo hi"])
+        .expect_code(0)
+        .stdout_has("real  | hi")
+        .stderr_has("ghost is a dummy node: skipped");
+    assert!(
+        row(&r, "ghost")[2..].join(" ").contains("skipped"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn json_lines_carry_output_results_and_summary() {
+    let s = Sshd::start(2);
+    let r = repo(&s, 2)
+        .cinch(&["--json", "run", "all", "echo out; echo err >&2; exit 2"])
+        .expect_code(1);
+    let v = r.json_lines();
+    let of = |e: &str| v.iter().filter(|j| j["event"] == e).collect::<Vec<_>>();
+    assert_eq!(of("run_start").len(), 1);
+    assert_eq!(of("node_run_start").len(), 2);
+    assert_eq!(of("node_ssh_connect").len(), 2);
+    let outs = of("output");
+    assert!(
+        outs.iter()
+            .any(|j| j["node"] == "node1" && j["stream"] == "stdout" && j["line"] == "out")
+    );
+    assert!(
+        outs.iter()
+            .any(|j| j["node"] == "node2" && j["stream"] == "stderr" && j["line"] == "err")
+    );
+    let results = of("node_result");
+    assert_eq!(results.len(), 2);
+    assert!(
+        results
+            .iter()
+            .all(|j| j["return_code"] == 2 && j["ok"] == false)
+    );
+    let summary = of("summary");
+    assert_eq!(summary[0]["exit_code"], 1);
+    assert_eq!(summary[0]["failed"], 2);
+    assert_eq!(of("run_end").len(), 1);
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    let r = TestRepo::new().file("nodes.toml", "[nodes.a]\ntransport = \"local\"\n");
+    r.cinch(&["run", "a", "--timeout", "-1", "true"])
+        .expect_code(2)
+        .stderr_has("--timeout");
+    r.cinch(&["run", "a", "-p", "0", "true"])
+        .expect_code(2)
+        .stderr_has("node-workers");
+    r.cinch(&["run", "nosuch", "true"])
+        .expect_code(2)
+        .stderr_has("nosuch");
+    r.cinch(&["run", "a", " "])
+        .expect_code(2)
+        .stderr_has("needs a command");
+}
+
+/// A background `cinch`, interrupted twice if a failing test leaves it running.
+struct Bg(Option<std::process::Child>);
+
+impl Bg {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, |c| c.id())
+    }
+
+    fn wait_with_output(mut self) -> std::io::Result<std::process::Output> {
+        self.0.take().expect("running").wait_with_output()
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            sigint(c.id());
+            std::thread::sleep(Duration::from_millis(200));
+            sigint(c.id());
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `cinch run` in the background, for the interrupt tests.
+fn spawn(r: &TestRepo, args: &[&str]) -> Bg {
+    let mut cmd = crate::harness::cinch_command();
+    cmd.arg("-r")
+        .arg(r.path())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Bg(Some(cmd.spawn().expect("spawn cinch")))
+}
+
+fn sigint(pid: u32) {
+    let pid = libc::pid_t::try_from(pid).expect("pid");
+    // SAFETY: sending a signal to our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+    }
+}
+
+#[test]
+fn first_ctrl_c_lets_running_nodes_finish_and_starts_no_more() {
+    let s = Sshd::start(3);
+    let r = repo(&s, 3);
+    let child = spawn(&r, &["run", "all", "-p", "1", "sleep 2; echo finished"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    sigint(child.id());
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("node1 | finished"), "{stdout}");
+    assert!(
+        !stdout.contains("node2 | finished") && !stdout.contains("node3 | finished"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("not started"), "{stdout}");
+}
+
+#[test]
+fn second_ctrl_c_kills_remote_commands_and_exits_130() {
+    let s = Sshd::start(2);
+    let tok = token();
+    let r = repo(&s, 2);
+    let child = spawn(&r, &["run", "all", &format!("sleep 300.{tok}; echo never")]);
+    let begin = Instant::now();
+    let sleeps = format!("^sleep 300.{tok}");
+    while pgrep(&sleeps).len() < 2 && begin.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(pgrep(&sleeps).len(), 2, "both remote commands started");
+    sigint(child.id());
+    std::thread::sleep(Duration::from_millis(300));
+    sigint(child.id());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130));
+    assert!(begin.elapsed() < Duration::from_secs(20));
+    let left = wait_until_gone(&format!("sleep 300.{tok}"));
+    assert!(left.is_empty(), "orphans on the node: {left:?}");
+}
+
+#[test]
+fn hooks_see_run_events_and_can_skip_a_node() {
+    let r = TestRepo::new()
+        .file(
+            "nodes.toml",
+            "[nodes.up]\ntransport = \"local\"\n[nodes.down]\ntransport = \"local\"\n\
+             [nodes.down.metadata]\nmaintenance = true\n",
+        )
+        .file(
+            "hooks/run.rhai",
+            r#"
+fn run_start(repo, target, nodes, command) { log(`start ${target} ${nodes.len()} ${command}`); }
+fn node_run_start(repo, node, command) {
+    if node.metadata.maintenance == true { skip_node("in maintenance"); }
+}
+fn node_run_end(repo, node, command, duration, return_code, stdout, stderr) {
+    log(`end ${node.name} rc=${return_code} out=${stdout}`);
+}
+fn run_end(repo, target, nodes, command, duration) { log("done"); }
+"#,
+        )
+        .cinch(&["run", "all", "echo hi"])
+        .expect_code(0);
+    assert!(r.stdout.contains("start all 2 echo hi"), "{}", r.stdout);
+    assert!(r.stdout.contains("end up rc=0 out=hi"), "{}", r.stdout);
+    assert!(!r.stdout.contains("end down"), "{}", r.stdout);
+    assert!(r.stdout.contains("done"), "{}", r.stdout);
+    assert!(
+        row(&r, "down")[2..].join(" ").contains("in maintenance"),
+        "{}",
+        r.stdout
+    );
+}
