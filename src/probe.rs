@@ -4,6 +4,7 @@
 //! Everything a script prints is a stream of netstrings (`LEN:BYTES,`), never human text, so
 //! names with spaces, quotes, backticks, newlines or non-ASCII bytes survive. Records:
 //! - `P IDX (KEY VALUE)* ''`  actual state of item IDX (no `type` key = the path is absent)
+//! - `Q IDX (KEY VALUE)* ''`  more fields of the latest `P` record of IDX (batched stat/hash)
 //! - `X IDX RC MESSAGE`       result of the fix of item IDX
 //! - `U IDX RC`               exit code of item IDX's `unless` command
 //! - `L RC OUTPUT`            result of the caller's prologue (e.g. taking a lock)
@@ -13,19 +14,74 @@
 use crate::shell::quote;
 
 /// Shell helpers shared by probe and fix scripts. `LC_ALL=C` makes `${#x}` count bytes.
+///
+/// Path probes (`pf`, `pd`, `ps`) cost no process each: they classify the path with test
+/// builtins, print the `P` record at once and register the path (`cg`). `cz` then reads the
+/// stat of every registered path with ONE `stat` and the sha256 of every regular file with ONE
+/// `sha256sum`, and prints a `Q` record per path (merged into its `P` record by [`parse`]).
+/// Both outputs are aligned with their arguments by line (one line per argument when the tool
+/// exits 0: stat's format has no newline, sha256sum escapes names with newlines); when either
+/// fails (a path vanished, a file is unreadable, no temp directory) that batch falls back to
+/// one process per path, as before, so a failure never shifts one item's state onto another.
 const PRELUDE: &str = r#"export LC_ALL=C
 f() { printf '%s:%s,' "${#1}" "$1"; }
 fc() { n=$(wc -c < "$1" | tr -d ' ') && printf '%s:' "$n" && cat -- "$1" && printf ','; }
-st() {
-  s=
+cn=0; cT=; cN='
+'
+trap '[ -z "$cT" ] || rm -rf -- "$cT"' EXIT
+ctmp() { [ -n "$cT" ] || cT=$(mktemp -d 2>/dev/null) || cT=; [ -n "$cT" ]; }
+ty() {
   if [ -L "$1" ]; then t=symlink
   elif [ -f "$1" ]; then t=file
   elif [ -d "$1" ]; then t=directory
   elif [ -e "$1" ]; then t=other
-  else return 1; fi
-  f type; f "$t"
-  s=$(stat -c '%a/%u/%g/%U/%G/%s' -- "$1") && { f stat; f "$s"; }
-  return 0
+  else t=; return 1; fi
+}
+cg() { cn=$((cn+1)); eval "ci$cn=\$1 cp$cn=\$2 ch$cn=\$3 cl$cn=\$4"; }
+cs1() { stat -c '%a/%u/%g/%U/%G/%s' -- "$1" 2>/dev/null; }
+czl() {
+  j=1; while [ $j -le $cn ]; do
+    eval "i=\$ci$j p=\$cp$j h=\$ch$j lm=\$cl$j k=\$cf$j"
+    f Q; f "$i"
+    if [ $sr = 0 ]; then IFS= read -r s <&3 || s=; else s=$(cs1 "$p") || s=; fi
+    [ -z "$s" ] || { f stat; f "$s"; }
+    if [ "$k" = 1 ]; then
+      if [ $hr = 0 ]; then IFS= read -r v <&4 || v=; v=${v#\\}
+      else v=$(sha256sum 2>/dev/null < "$p") || v=; fi
+      v=${v%% *}
+      if [ -n "$v" ]; then
+        f sha256; f "$v"
+        if [ "$lm" -gt 0 ] && [ "$v" != "$h" ] && [ -n "$s" ] && [ "${s##*/}" -le "$lm" ]; then f content; fc "$p"; fi
+      fi
+    fi
+    f ''
+    j=$((j+1))
+  done
+}
+cz() {
+  [ $cn -gt 0 ] || return 0
+  sr=1; hr=1; set --
+  j=1; while [ $j -le $cn ]; do eval "set -- \"\$@\" \"\$cp$j\""; j=$((j+1)); done
+  if ctmp; then stat -c '%a/%u/%g/%U/%G/%s' -- "$@" > "$cT/s" 2>/dev/null && sr=0; fi
+  set --; nl=0
+  j=1; while [ $j -le $cn ]; do
+    eval "p=\$cp$j h=\$ch$j"; k=0
+    if [ -n "$h" ] && [ -f "$p" ] && [ ! -L "$p" ]; then
+      set -- "$@" "$p"; k=1
+      case $p in *"$cN"*) nl=1;; esac
+    fi
+    eval "cf$j=$k"; j=$((j+1))
+  done
+  if [ -n "$cT" ] && [ $nl = 0 ]; then
+    if [ $# = 0 ]; then true > "$cT/h" && hr=0
+    else sha256sum -- "$@" > "$cT/h" 2>/dev/null && hr=0; fi
+  fi
+  if [ $sr = 0 ] || [ $hr = 0 ]; then
+    if [ $sr = 1 ]; then true > "$cT/s"; fi
+    if [ $hr = 1 ]; then true > "$cT/h"; fi
+    czl 3< "$cT/s" 4< "$cT/h"
+  else czl; fi
+  cn=0
 }
 um() {
   cb=$1; p=$2; shift 2
@@ -38,45 +94,109 @@ um() {
 }
 pf() {
   f P; f "$1"
-  if st "$2" && [ "$t" = file ]; then
-    h=$(sha256sum < "$2") && h=${h%% *} && f sha256 && f "$h"
-    if [ "$4" -gt 0 ] && [ "$h" != "$3" ] && [ -n "$s" ] && [ "${s##*/}" -le "$4" ]; then f content; fc "$2"; fi
+  if ty "$2"; then
+    f type; f "$t"
+    if [ "$t" = file ]; then cg "$1" "$2" "$3" "$4"; else cg "$1" "$2"; fi
   fi
   f ''
 }
 pe() { f extra; f "$2"; }
 pd() {
-  f P; f "$1"; p=$2; u=$3; shift 3
-  if st "$p" && [ "$t" = directory ] && [ "$u" = 1 ]; then um pe "$p" "$@"; fi
+  f P; f "$1"; i=$1; p=$2; u=$3; shift 3
+  if ty "$p"; then
+    f type; f "$t"; cg "$i" "$p"
+    if [ "$t" = directory ] && [ "$u" = 1 ]; then um pe "$p" "$@"; fi
+  fi
   f ''
 }
 ps() {
   f P; f "$1"
-  if st "$2" && [ "$t" = symlink ]; then l=$(readlink -- "$2"; echo x); l=${l%??}; f target; f "$l"; fi
+  if ty "$2"; then
+    f type; f "$t"; cg "$1" "$2"
+    if [ "$t" = symlink ]; then l=$(readlink -- "$2"; echo x); l=${l%??}; f target; f "$l"; fi
+  fi
   f ''
 }
 "#;
 
 /// Extra helpers for fix scripts: exact-length reads from stdin and atomic file writes.
+///
+/// A wave's uploads cost one `head` per file and a constant number of processes for the rest:
+/// `wf` stages each file (in a private `.cinch-tmp-*` directory beside the targets when a
+/// directory gets several files, else as a `.cinch-tmp-*` file), then `wv` checks every
+/// upload with one `sha256sum`, `wm`/`wo` chmod/chown per distinct mode/owner, `wy` fsyncs
+/// them with one `sync`, and `wr` renames them into place with one `mv` per directory (each
+/// rename atomic). Every file gets exactly one `X` record; a batch command that fails is
+/// retried file by file so the failure lands on the right item.
 const FIX_PRELUDE: &str = r#"g=0; head --version 2>/dev/null | grep -q GNU && g=1
 take() { if [ $g = 1 ]; then head -c "$1"; else dd bs=1 count="$1" 2>/dev/null; fi; }
 bk=0
-wf_() {
-  [ -d "$3" ] || { take "$5" >/dev/null; echo "parent directory $3 does not exist (manage it with a directory item, or create it)"; return 1; }
-  ( : > "$4" ) 2>/dev/null || { take "$5" >/dev/null; echo "cannot create a temporary file in $3"; return 1; }
-  take "$5" > "$4" || { rm -f -- "$4"; echo "upload interrupted"; return 3; }
-  h=$(sha256sum < "$4"); [ "${h%% *}" = "$6" ] || { rm -f -- "$4"; echo "upload incomplete (checksum mismatch)"; return 3; }
-  sync "$4" 2>/dev/null
-  if [ -n "$7" ]; then chmod "$7" "$4" || { rm -f -- "$4"; return 1; }; fi
-  if [ -n "$8" ]; then chown "$8" "$4" || { rm -f -- "$4"; return 1; }; fi
-  if [ -L "$2" ] || { [ -e "$2" ] && [ ! -f "$2" ]; }; then rm -rf -- "$2" || { rm -f -- "$4"; return 1; }; fi
-  mv -f -- "$4" "$2" || { rm -f -- "$4"; return 1; }
-}
+wx() { eval "s=\$cs$1"; [ -z "$s" ] || rm -f -- "$s"; eval "cs$1="; f X; f "$1"; f "${3:-1}"; f "$2"; }
 wf() {
-  if [ $bk = 1 ]; then take "$5" >/dev/null 2>&1; f X; f "$1"; f 1; f "not written: an earlier upload in this batch failed"; return; fi
-  e=$(wf_ "$@" 2>&1); r=$?
-  [ $r = 3 ] && bk=1
-  f X; f "$1"; f "$r"; f "$e"
+  eval "cs$1="
+  if [ $bk = 1 ]; then take "$4" >/dev/null 2>&1; f X; f "$1"; f 1; f "not written: an earlier upload in this batch failed"; return; fi
+  d=${2%/*}; d=${d:-/}
+  [ -d "$d" ] || { take "$4" >/dev/null; f X; f "$1"; f 1; f "parent directory $d does not exist (manage it with a directory item, or create it)"; return; }
+  if [ -n "$6" ]; then [ -d "$6" ] || mkdir -m 700 -- "$6" 2>/dev/null
+  else { true > "$3"; } 2>/dev/null; fi || { take "$4" >/dev/null; f X; f "$1"; f 1; f "cannot create a temporary file in $d"; return; }
+  take "$4" > "$3" || { rm -f -- "$3"; bk=1; f X; f "$1"; f 3; f "upload interrupted"; return; }
+  eval "cs$1=\$3 cq$1=\$2 cx$1=\$5"
+}
+wv() {
+  ids=$*; n0=$#; hr=1; nl=0
+  for i do
+    eval "s=\$cs$i"; [ -n "$s" ] || continue
+    set -- "$@" "$s"; case $s in *"$cN"*) nl=1;; esac
+  done
+  shift $n0
+  if [ $# -gt 0 ] && [ $nl = 0 ] && ctmp; then sha256sum -- "$@" > "$cT/h" 2>/dev/null && hr=0; fi
+  if [ $hr = 0 ]; then wvl 3< "$cT/h"; else wvl; fi
+}
+wvl() {
+  for i in $ids; do
+    eval "s=\$cs$i h=\$cx$i"; [ -n "$s" ] || continue
+    if [ $hr = 0 ]; then IFS= read -r v <&3 || v=; v=${v#\\}
+    else v=$(sha256sum 2>/dev/null < "$s") || v=; fi
+    [ "${v%% *}" = "$h" ] || { bk=1; wx "$i" "upload incomplete (checksum mismatch)" 3; }
+  done
+}
+wc_() {
+  c=$1; a=$2; shift 2; ids=$*; n0=$#
+  for i do eval "s=\$cs$i"; [ -z "$s" ] || set -- "$@" "$s"; done
+  shift $n0
+  [ $# -gt 0 ] || return 0
+  "$c" "$a" "$@" 2>/dev/null && return 0
+  for i in $ids; do
+    eval "s=\$cs$i"; [ -n "$s" ] || continue
+    e=$("$c" "$a" "$s" 2>&1) || wx "$i" "$e"
+  done
+}
+wm() { wc_ chmod "$@"; }
+wo() { wc_ chown "$@"; }
+wy() {
+  n0=$#
+  for i do eval "s=\$cs$i"; [ -z "$s" ] || set -- "$@" "$s"; done
+  shift $n0
+  [ $# = 0 ] || sync "$@" 2>/dev/null || sync
+}
+wr() {
+  sd=$1; shift; ids=$*; n0=$#
+  for i do
+    eval "s=\$cs$i p=\$cq$i"; [ -n "$s" ] || continue
+    if [ -L "$p" ] || { [ -e "$p" ] && [ ! -f "$p" ]; }; then e=$(rm -rf -- "$p" 2>&1) || { wx "$i" "$e"; continue; }; fi
+    set -- "$@" "$s"
+  done
+  shift $n0; e=
+  if [ $# -gt 0 ]; then
+    if [ -n "$sd" ]; then d=${sd%/*}; e=$(mv -f -- "$@" "${d:-/}" 2>&1)
+    else eval "p=\$cq$ids"; e=$(mv -f -- "$1" "$p" 2>&1); fi
+  fi
+  for i in $ids; do
+    eval "s=\$cs$i"; [ -n "$s" ] || continue
+    if [ -e "$s" ] || [ -L "$s" ]; then wx "$i" "${e:-could not rename the new file into place}"
+    else eval "cs$i="; f X; f "$i"; f 0; f ''; fi
+  done
+  [ -z "$sd" ] || rm -rf -- "$sd"
 }
 rmu() { rm -rf -- "$1"; }
 "#;
@@ -88,7 +208,13 @@ pub struct Script {
     stdin: Vec<u8>,
     /// Names of the item-specific helpers defined so far (see [`Script::helper`]).
     helpers: Vec<&'static str>,
+    /// Path probes registered since the last `cz` (see [`Script::probe_path`]).
+    pending: usize,
 }
+
+/// Path probes per `cz`: bounds the argument list of `stat`/`sha256sum` (ARG_MAX) and the
+/// quadratic cost of growing `"$@"` in the shell.
+const BATCH: usize = 512;
 
 impl Script {
     /// A script that can probe items.
@@ -97,6 +223,7 @@ impl Script {
             text: PRELUDE.to_string(),
             stdin: Vec::new(),
             helpers: Vec::new(),
+            pending: 0,
         }
     }
 
@@ -117,14 +244,47 @@ impl Script {
         }
     }
 
-    /// Appends a call of a prelude function with every argument quoted.
+    /// Appends a call of a prelude function with every argument quoted (a path probe counts
+    /// as [`Script::probe_path`]).
     pub fn call(&mut self, func: &str, args: &[&str]) {
+        if matches!(func, "pf" | "pd" | "ps") {
+            self.probe_path(func, args);
+        } else {
+            self.push_call(func, args);
+        }
+    }
+
+    fn push_call(&mut self, func: &str, args: &[&str]) {
         self.text.push_str(func);
         for a in args {
             self.text.push(' ');
             self.text.push_str(&quote(a));
         }
         self.text.push('\n');
+    }
+
+    /// Appends a path probe (`pf`, `pd`, `ps`): it prints its `P` record where it stands, and
+    /// its `stat`/`sha256` arrive in a `Q` record when the batch is read (at the next fix
+    /// step, `unless`, or the end of the script), one `stat` and one `sha256sum` per batch.
+    pub fn probe_path(&mut self, func: &str, args: &[&str]) {
+        self.push_call(func, args);
+        self.pending += 1;
+        if self.pending >= BATCH {
+            self.flush();
+        }
+    }
+
+    /// Reads the registered path probes now, before anything may change them.
+    fn flush(&mut self) {
+        if self.pending > 0 {
+            self.text.push_str("cz\n");
+            self.pending = 0;
+        }
+    }
+
+    /// Completes the script: reads pending path probes. [`Script::into_command`] does it.
+    pub fn finish(&mut self) {
+        self.flush();
     }
 
     /// Appends shell built by the caller (already quoted through [`quote`]).
@@ -138,6 +298,7 @@ impl Script {
     /// Appends a fix step: `snippet` runs in a subshell; its exit code and output become an
     /// `X` record for item `idx`.
     pub fn fix_step(&mut self, idx: usize, snippet: &str) {
+        self.flush();
         self.text.push_str("e=$( {\n");
         self.text.push_str(snippet);
         self.text.push_str(&format!(
@@ -152,6 +313,7 @@ impl Script {
 
     /// Runs `command` (user shell, quoted here) as `unless` of item `idx`: a `U` record.
     pub fn unless(&mut self, idx: usize, command: &str) {
+        self.flush();
         self.text.push_str(&format!(
             "f U; f {idx}; ( cd / && sh -c {} ) </dev/null >/dev/null 2>&1; f \"$?\"\n",
             quote(command)
@@ -160,19 +322,21 @@ impl Script {
 
     /// Runs the caller's prologue first; a non-zero exit stops the script after the `L` record.
     pub fn prologue(&mut self, shell: &str) {
+        self.flush();
         self.text.push_str("o=$( {\n");
         self.text.push_str(shell);
         self.text
             .push_str("\n} 2>&1 ); r=$?; f L; f \"$r\"; f \"$o\"; [ \"$r\" = 0 ] || exit 0\n");
     }
 
-    /// Whether anything but the prelude was added.
+    /// The script so far (path probes still pending are not read yet: see [`Script::finish`]).
     pub fn text(&self) -> &str {
         &self.text
     }
 
     /// Splits into the transport command.
-    pub fn into_command(self) -> crate::transport::Command {
+    pub fn into_command(mut self) -> crate::transport::Command {
+        self.finish();
         crate::transport::Command {
             script: self.text,
             stdin: if self.stdin.is_empty() {
@@ -317,10 +481,12 @@ pub fn parse(stdout: &[u8]) -> Result<Vec<Record>, ParseError> {
         pos: 0,
     };
     let mut out = Vec::new();
+    // Position in `out` of the latest `P` record per item, for its `Q` record.
+    let mut probes = std::collections::HashMap::new();
     while !r.done() {
         let tag = r.next()?;
         match tag {
-            b"P" => {
+            b"P" | b"Q" => {
                 let idx = r.num()?;
                 let mut fields = Vec::new();
                 loop {
@@ -331,10 +497,24 @@ pub fn parse(stdout: &[u8]) -> Result<Vec<Record>, ParseError> {
                     let v = r.next()?.to_vec();
                     fields.push((k, v));
                 }
-                out.push(Record::Probe {
-                    idx,
-                    fields: Fields(fields),
-                });
+                let earlier = if tag == b"Q" {
+                    probes.get(&idx).and_then(|&at| match out.get_mut(at) {
+                        Some(Record::Probe { fields, .. }) => Some(fields),
+                        _ => None,
+                    })
+                } else {
+                    None
+                };
+                match earlier {
+                    Some(Fields(have)) => have.extend(fields),
+                    None => {
+                        probes.insert(idx, out.len());
+                        out.push(Record::Probe {
+                            idx,
+                            fields: Fields(fields),
+                        });
+                    }
+                }
             }
             b"X" => {
                 let idx = r.num()?;
@@ -367,8 +547,9 @@ pub fn parse(stdout: &[u8]) -> Result<Vec<Record>, ParseError> {
 mod tests {
     use super::*;
 
-    fn run_sh(shell: &str, script: &Script) -> Vec<u8> {
+    fn run_sh(shell: &str, script: &mut Script) -> Vec<u8> {
         use std::io::Write;
+        script.finish();
         let mut child = std::process::Command::new(shell)
             .arg("-c")
             .arg(script.text())
@@ -406,7 +587,7 @@ mod tests {
             s.call("pf", &["1", &format!("{d}/new\nline"), "nohash", "100"]);
             s.call("pf", &["2", &format!("{d}/missing"), "nohash", "100"]);
             s.call("ps", &["3", &format!("{d}/a b")]);
-            let recs = parse(&run_sh(shell, &s)).unwrap();
+            let recs = parse(&run_sh(shell, &mut s)).unwrap();
             let Record::Probe { idx: 0, fields } = &recs[0] else {
                 panic!("{recs:?}")
             };

@@ -34,7 +34,7 @@ impl Stateful for DirectoryAttrs {
         let path = path_of(item);
         let mut args: Vec<&str> = vec![&idx, &path, if self.purge { "1" } else { "0" }];
         args.extend(local.managed_children.iter().map(String::as_str));
-        script.call("pd", &args);
+        script.probe_path("pd", &args);
     }
 
     fn actual(&self, item: &Item, local: &Local, fields: &Fields) -> Option<State> {

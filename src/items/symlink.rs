@@ -25,7 +25,7 @@ impl Stateful for SymlinkAttrs {
     }
 
     fn probe(&self, item: &Item, local: &Local, script: &mut Script) {
-        script.call("ps", &[&local.idx.to_string(), &path_of(item)]);
+        script.probe_path("ps", &[&local.idx.to_string(), &path_of(item)]);
     }
 
     fn actual(&self, _item: &Item, _local: &Local, fields: &Fields) -> Option<State> {
