@@ -616,6 +616,146 @@ mod tests {
         }
     }
 
+    /// One batch mixing every kind of path a file probe meets: the hashes must stay with
+    /// their items even when a file cannot be read (that batch falls back to one process per
+    /// file) and a FIFO must not be read at all.
+    #[test]
+    fn batched_probe_keeps_each_items_state_in_dash_and_bash() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("one"), "1\n").unwrap();
+        std::fs::write(d.join("new\nline"), "nl\n").unwrap();
+        std::fs::write(d.join("back\\slash"), "bs\n").unwrap();
+        std::fs::write(d.join("two"), "2\n").unwrap();
+        std::fs::create_dir(d.join("a dir")).unwrap();
+        std::os::unix::fs::symlink(d.join("one"), d.join("link")).unwrap();
+        std::os::unix::fs::symlink(d.join("nowhere"), d.join("dangling")).unwrap();
+        let fifo = d.join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let p = |n: &str| d.join(n).to_str().unwrap().to_string();
+        type Case = (String, Option<&'static str>, Option<&'static [u8]>);
+        let cases: Vec<Case> = vec![
+            (p("one"), Some("file"), Some(b"1\n")),
+            (p("missing"), None, None),
+            (p("a dir"), Some("directory"), None),
+            (p("link"), Some("symlink"), None),
+            (p("dangling"), Some("symlink"), None),
+            (p("fifo"), Some("other"), None),
+            (p("new\nline"), Some("file"), Some(b"nl\n")),
+            (p("back\\slash"), Some("file"), Some(b"bs\n")),
+            (p("two"), Some("file"), Some(b"2\n")),
+        ];
+        // A regular file sha256sum cannot read: mode 000 for a normal user; for root (who
+        // reads anything) a write-only sysctl.
+        use std::os::unix::fs::MetadataExt;
+        let locked = d.join("locked");
+        std::fs::write(&locked, "x").unwrap();
+        std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000))
+            .unwrap();
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        let unreadable = if root {
+            "/proc/sys/vm/drop_caches"
+        } else {
+            locked.to_str().unwrap()
+        };
+        for shell in ["dash", "bash"] {
+            for with_unreadable in [false, true] {
+                let mut s = Script::probe();
+                // A name with a newline makes the batch hash file by file; leave it out of the
+                // unreadable variant so that one exercises the fallback after a failed batch.
+                let skip = |path: &str| with_unreadable && path.contains('\n');
+                for (i, (path, _, _)) in cases.iter().enumerate() {
+                    if !skip(path) {
+                        s.probe_path("pf", &[&i.to_string(), path, "-", "0"]);
+                    }
+                }
+                if with_unreadable {
+                    s.probe_path("pf", &[&cases.len().to_string(), unreadable, "-", "0"]);
+                }
+                let recs = parse(&run_sh(shell, &mut s)).unwrap();
+                let by_idx = |i: usize| {
+                    recs.iter()
+                        .find_map(|r| match r {
+                            Record::Probe { idx, fields } if *idx == i => Some(fields.clone()),
+                            _ => None,
+                        })
+                        .unwrap_or_else(|| panic!("{shell}: no record {i}: {recs:?}"))
+                };
+                for (i, (path, ty, content)) in cases.iter().enumerate() {
+                    if skip(path) {
+                        continue;
+                    }
+                    let f = by_idx(i);
+                    assert_eq!(f.text("type").as_deref(), *ty, "{shell} {path:?}");
+                    assert_eq!(f.get("stat").is_some(), ty.is_some(), "{shell} {path:?}");
+                    let want = content.map(crate::diff::sha256_hex);
+                    assert_eq!(f.text("sha256"), want, "{shell} {path:?}");
+                    if let (Some(stat), Some(c)) = (f.text("stat"), content) {
+                        assert!(stat.ends_with(&format!("/{}", c.len())), "{stat}");
+                    }
+                }
+                if with_unreadable {
+                    let f = by_idx(cases.len());
+                    assert_eq!(f.text("type").as_deref(), Some("file"));
+                    assert!(f.get("sha256").is_none(), "{shell}: {f:?}");
+                }
+            }
+        }
+    }
+
+    /// More path probes than one batch holds: every item still gets its own hash.
+    #[test]
+    fn probes_beyond_one_batch_are_all_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = BATCH + 40;
+        let mut s = Script::probe();
+        for i in 0..n {
+            let path = dir.path().join(format!("f{i}"));
+            std::fs::write(&path, i.to_string()).unwrap();
+            s.probe_path("pf", &[&i.to_string(), path.to_str().unwrap(), "-", "0"]);
+        }
+        assert!(s.text().contains("cz\n"), "a full batch is read at once");
+        let recs = parse(&run_sh("dash", &mut s)).unwrap();
+        assert_eq!(recs.len(), n);
+        for r in recs {
+            let Record::Probe { idx, fields } = r else {
+                panic!("{r:?}")
+            };
+            assert_eq!(
+                fields.text("sha256"),
+                Some(crate::diff::sha256_hex(idx.to_string().as_bytes()))
+            );
+        }
+    }
+
+    #[test]
+    fn q_records_extend_the_latest_p_record() {
+        let recs =
+            parse(b"1:P,1:3,4:type,4:file,0:,1:Q,1:3,4:stat,1:x,0:,1:Q,1:4,1:k,1:v,0:,").unwrap();
+        assert_eq!(
+            recs,
+            vec![
+                Record::Probe {
+                    idx: 3,
+                    fields: Fields(vec![
+                        ("type".into(), b"file".to_vec()),
+                        ("stat".into(), b"x".to_vec())
+                    ])
+                },
+                Record::Probe {
+                    idx: 4,
+                    fields: Fields(vec![("k".into(), b"v".to_vec())])
+                }
+            ]
+        );
+    }
+
     #[test]
     fn parse_rejects_truncated_output() {
         assert!(parse(b"1:P,1:0,4:ty").is_err());
