@@ -155,3 +155,27 @@ pub fn run(mut cmd: Command) -> Run {
 pub fn repo_template() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("repo-template")
 }
+
+/// Processes whose command line matches `pattern` (`pgrep -a -f`), one line each.
+pub fn pgrep(pattern: &str) -> Vec<String> {
+    let out = Command::new("pgrep")
+        .args(["-a", "-f", pattern])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits up to 6 s for every process matching `pattern` to exit; returns those still there.
+pub fn wait_until_gone(pattern: &str) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let left = pgrep(pattern);
+        if left.is_empty() || start.elapsed() > std::time::Duration::from_secs(6) {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -391,3 +391,55 @@ fn lock_remove(repo, node, lock_id) {{
         format!("add n1 {id} * why\nshow n1 {id}\nremove n1 {id}\n")
     );
 }
+
+#[test]
+fn lock_commands_over_ssh_run_per_node_and_an_unreachable_node_does_not_stop_the_others() {
+    let sshd = crate::sshd::Sshd::start(3);
+    let r = TestRepo::new().file("cinch.toml", &sshd.cinch_toml());
+    let mut nodes = String::new();
+    for n in ["node1", "node2", "node3"] {
+        nodes.push_str(&format!(
+            "[nodes.{n}]\nlock_dir = \"{}\"\n",
+            sshd.node_dir(n).join("locks").display()
+        ));
+    }
+    nodes.push_str(&format!(
+        "[nodes.dead]\nhostname = \"127.0.0.1\"\nport = {}\nlock_dir = \"/tmp/never\"\n",
+        crate::sshd::closed_port()
+    ));
+    r.write("nodes.toml", &nodes);
+
+    let out = r
+        .cinch(&["--json", "lock", "add", "all", "-c", "maintenance"])
+        .expect_code(1);
+    let added: Vec<_> = out
+        .json_lines()
+        .into_iter()
+        .filter(|v| v["event"] == "lock_added")
+        .collect();
+    assert_eq!(added.len(), 3, "{}", out.stdout);
+    let failed: Vec<_> = out
+        .json_lines()
+        .into_iter()
+        .filter(|v| v["event"] == "lock_node")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["node"], "dead");
+    assert!(
+        failed[0]["reason"].as_str().unwrap().contains("connect"),
+        "{}",
+        failed[0]
+    );
+    for n in ["node1", "node2", "node3"] {
+        let dir = sshd.node_dir(n).join("locks").join(format!("soft-{n}"));
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "{n} has its lock"
+        );
+    }
+    r.cinch(&["lock", "show", "node1,node2,node3"])
+        .expect_code(0)
+        .stdout_has("maintenance")
+        .stdout_has("node3");
+}

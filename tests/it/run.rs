@@ -3,7 +3,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Run, TestRepo};
+use crate::harness::{Run, TestRepo, pgrep, wait_until_gone};
 use crate::sshd::{Sshd, closed_port};
 
 /// A repo whose nodes `node1..nodeN` are aliases of a private sshd.
@@ -15,28 +15,6 @@ fn repo(sshd: &Sshd, n: usize) -> TestRepo {
 
 fn token() -> String {
     format!("{}{:06}", std::process::id(), fastrand::u32(..1_000_000))
-}
-
-fn pgrep(pattern: &str) -> Vec<String> {
-    let out = std::process::Command::new("pgrep")
-        .args(["-a", "-f", pattern])
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn wait_until_gone(pattern: &str) -> Vec<String> {
-    let start = Instant::now();
-    loop {
-        let left = pgrep(pattern);
-        if left.is_empty() || start.elapsed() > Duration::from_secs(6) {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The summary-table row of `node`, split into cells.

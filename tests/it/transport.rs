@@ -1,13 +1,13 @@
 //! The transport layer driven directly (library API) against a private sshd and locally.
 
 use std::path::Path;
-use std::process::Command as Proc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cinch::repo::{Node, TransportKind};
 use cinch::transport::{self, Command, ConnectOptions, Stream, Transport, TransportError};
 
+use crate::harness::{pgrep, wait_until_gone};
 use crate::sshd::Sshd;
 
 /// A private sshd for one test (statics are never dropped, so sharing one across tests
@@ -63,28 +63,6 @@ fn text(b: &[u8]) -> String {
 /// A number unique to this test run, to find our own processes with pgrep.
 fn token() -> String {
     format!("{}{:06}", std::process::id(), fastrand::u32(..1_000_000))
-}
-
-fn pgrep(pattern: &str) -> Vec<String> {
-    let out = Proc::new("pgrep")
-        .args(["-a", "-f", pattern])
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn wait_until_gone(pattern: &str) -> Vec<String> {
-    let start = Instant::now();
-    loop {
-        let left = pgrep(pattern);
-        if left.is_empty() || start.elapsed() > Duration::from_secs(6) {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn both(s: &Sshd) -> Vec<(&'static str, Box<dyn Transport>)> {
