@@ -40,6 +40,21 @@ pub fn command_line(script: &str, become_: Option<&str>) -> String {
     }
 }
 
+/// Scripts longer than this travel on stdin instead of the command line: Linux caps one
+/// argument at 128 KiB (MAX_ARG_STRLEN), and quoting for a remote login shell can double it.
+pub const MAX_INLINE_SCRIPT: usize = 32 * 1024;
+
+/// A small script that reads the real script (`len` bytes) from the front of its stdin and
+/// runs it; what follows on stdin stays for the script. GNU `head -c` never reads past `len`
+/// on a pipe; elsewhere `dd bs=1` is slow but exact.
+pub fn stdin_bootstrap(len: usize) -> String {
+    format!(
+        "if head --version 2>/dev/null | grep -q GNU; then s=$(head -c {len}; echo x); \
+         else s=$(dd bs=1 count={len} 2>/dev/null; echo x); fi\n\
+         eval \"${{s%x}}\"\n"
+    )
+}
+
 /// Wraps a [`command_line`] for a remote login shell: `exec sh` keeps the pid of the process
 /// sshd started, which sshd made a session (and process group) leader, so `$$` is the process
 /// group of the command and of everything it starts. It is printed first on stderr and the
@@ -102,6 +117,32 @@ pub fn upload_script(path: &str, mode: Option<u32>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_script_read_from_stdin_runs_and_leaves_the_rest_of_stdin() {
+        let script = format!(
+            "{}read line; echo \"got $line\"\n",
+            ": padding\n".repeat(5000)
+        );
+        let mut stdin = script.clone().into_bytes();
+        stdin.extend_from_slice(b"payload\n");
+        for sh in ["dash", "bash"] {
+            let mut child = std::process::Command::new(sh)
+                .args(["-c", &super::stdin_bootstrap(script.len())])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect(sh);
+            std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), &stdin).expect("write");
+            drop(child.stdin.take());
+            let out = child.wait_with_output().expect("wait");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "got payload\n",
+                "{sh}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

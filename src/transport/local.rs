@@ -100,6 +100,7 @@ impl Transport for LocalTransport {
         sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
     ) -> Result<Output, TransportError> {
         let started = Instant::now();
+        let cmd = &*cmd.fit_for_exec();
         let mut child = self.spawn(cmd)?;
         let pgid = child.id();
         let stdin = child.stdin.take();

@@ -21,6 +21,23 @@ pub struct Command {
 }
 
 impl Command {
+    /// This command in a form any transport can start: a script too long for one command-line
+    /// argument is moved to the front of stdin behind a small bootstrap.
+    pub fn fit_for_exec(&self) -> std::borrow::Cow<'_, Command> {
+        if self.script.len() <= crate::shell::MAX_INLINE_SCRIPT {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut stdin =
+            Vec::with_capacity(self.script.len() + self.stdin.as_ref().map_or(0, Vec::len));
+        stdin.extend_from_slice(self.script.as_bytes());
+        stdin.extend_from_slice(self.stdin.as_deref().unwrap_or_default());
+        std::borrow::Cow::Owned(Command {
+            script: crate::shell::stdin_bootstrap(self.script.len()),
+            stdin: Some(stdin),
+            ..self.clone()
+        })
+    }
+
     /// A command with no stdin and no time limit.
     pub fn new(script: impl Into<String>) -> Self {
         Command {

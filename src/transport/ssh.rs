@@ -358,7 +358,7 @@ impl Transport for SshTransport {
         cmd: &Command,
         sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
     ) -> Result<Output, TransportError> {
-        runtime()?.block_on(self.run_async(cmd, sink))
+        runtime()?.block_on(self.run_async(&cmd.fit_for_exec(), sink))
     }
 
     fn close(&self) -> Result<(), TransportError> {

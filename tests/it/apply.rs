@@ -616,3 +616,22 @@ fn over_ssh_steady_state_is_two_commands_and_a_dead_node_does_not_stop_others() 
     assert_eq!(std::fs::read_to_string(&f).unwrap(), "node2 7\n");
     repo.cinch(&["verify", "node1,node2"]).expect_code(0);
 }
+
+#[test]
+fn an_apply_of_many_files_is_not_limited_by_the_command_line_length() {
+    let mut items = String::from("[directories.\"@/many\"]\n");
+    for k in 0..800 {
+        items.push_str(&format!(
+            "[files.\"@/many/a file with a long name number {k}\"]\ncontent = \"{k}\\n\"\n"
+        ));
+    }
+    let s = Scene::new(&items);
+    let (_, summary) = s.apply_json(&[]);
+    assert_eq!(summary["nodes"][0]["fixed"], 801, "{summary}");
+    assert_eq!(
+        std::fs::read_to_string(s.path("many/a file with a long name number 799")).unwrap(),
+        "799\n"
+    );
+    let (_, summary) = s.apply_json(&[]);
+    assert_eq!(summary["nodes"][0]["ok"], 801, "{summary}");
+}

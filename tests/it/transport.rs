@@ -130,6 +130,37 @@ fn binary_stdin_round_trips() {
 }
 
 #[test]
+fn scripts_longer_than_one_command_line_argument_still_run_with_their_stdin() {
+    // Linux caps one argument at 128 KiB; an apply of many files produces scripts larger
+    // than that.
+    let s = sshd();
+    let script = format!(
+        "{}read line; echo \"got $line\"\n",
+        ": padding line\n".repeat(20_000)
+    );
+    assert!(script.len() > 256 * 1024);
+    for (kind, t) in both(&s) {
+        let out = t
+            .run(&Command {
+                stdin: Some(b"payload\n".to_vec()),
+                ..Command::new(script.clone())
+            })
+            .expect("run");
+        assert_eq!(out.status, Some(0), "{kind}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "got payload\n", "{kind}");
+        let out = t
+            .run(&Command::new(script.clone()))
+            .expect("run without stdin");
+        assert_eq!(
+            text(&out.stdout),
+            "got \n",
+            "{kind}: no stdin reads as empty"
+        );
+        t.close().expect("close");
+    }
+}
+
+#[test]
 fn streaming_delivers_chunks_before_the_command_ends() {
     let s = sshd();
     for (kind, t) in both(&s) {
