@@ -169,6 +169,18 @@ fn run(
     if !diags.is_empty() {
         return Err(Error::Repo(diags));
     }
+    // As in BundleWrap 5: a -o/-s selector that matches nothing on any selected node is a
+    // typo, and silently applying everything (or nothing) would be worse than stopping.
+    let all_items: Vec<&crate::items::Item> =
+        jobs.iter().flat_map(|j| j.graph.items.iter()).collect();
+    let selectors: Vec<String> = select.only.iter().chain(&select.skip).cloned().collect();
+    let unmatched = crate::items::selector::unmatched(&selectors, &all_items);
+    if !unmatched.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} on the selected nodes",
+            unmatched.join("\n")
+        )));
+    }
 
     let connect = crate::transport::ConnectOptions::from_settings(
         &repo.path,

@@ -892,29 +892,16 @@ fn node_lock_op(
 /// Every `-i` selector must match at least one item on every selected node: a typo must not
 /// silently lock nothing.
 fn check_item_selectors(repo: &Repo, nodes: &[&Node], selectors: &[String]) -> Result<()> {
-    if selectors.is_empty() || selectors.iter().any(|s| s == "*") {
-        return Ok(());
+    for sel in selectors {
+        crate::items::selector::validate(sel)
+            .map_err(|e| Error::Usage(format!("invalid item selector {sel:?}: {e}")))?;
     }
     let mut problems = Vec::new();
     for node in nodes.iter().filter(|n| !n.dummy) {
         let items = crate::items::load_node_items(repo, node).map_err(Error::Repo)?;
-        for sel in selectors {
-            if let Err(e) = crate::items::selector::validate(sel) {
-                return Err(Error::Usage(format!("invalid item selector {sel:?}: {e}")));
-            }
-            if !items
-                .iter()
-                .any(|i| crate::items::selector::matches(sel, i))
-            {
-                let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
-                let hint = crate::diag::did_you_mean(sel, ids.iter().copied())
-                    .map(|c| format!(" (did you mean `{c}`?)"))
-                    .unwrap_or_default();
-                problems.push(format!(
-                    "item selector {sel:?} matches no item on node {}{hint}",
-                    node.name
-                ));
-            }
+        let refs: Vec<&Item> = items.iter().collect();
+        for p in crate::items::selector::unmatched(selectors, &refs) {
+            problems.push(format!("{p} on node {}", node.name));
         }
     }
     if problems.is_empty() {

@@ -101,6 +101,22 @@ pub fn suggest<'a>(selector: &str, items: impl IntoIterator<Item = &'a Item>) ->
     did_you_mean(selector, items.into_iter().map(|i| i.id.as_str()))
 }
 
+/// A message for every selector that matches none of `items`, with a "did you mean" hint: a
+/// typo in `-o`, `-s` or `lock add -i` must be an error, never a silent no-op. `*` always
+/// matches.
+pub fn unmatched(selectors: &[String], items: &[&Item]) -> Vec<String> {
+    selectors
+        .iter()
+        .filter(|sel| sel.as_str() != "*" && !items.iter().any(|i| matches(sel, i)))
+        .map(|sel| {
+            let hint = suggest(sel, items.iter().copied())
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
+            format!("item selector '{sel}' matches no item{hint}")
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

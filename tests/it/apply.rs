@@ -635,3 +635,20 @@ fn an_apply_of_many_files_is_not_limited_by_the_command_line_length() {
     let (_, summary) = s.apply_json(&[]);
     assert_eq!(summary["nodes"][0]["ok"], 801, "{summary}");
 }
+
+#[test]
+fn only_or_skip_selectors_matching_nothing_are_usage_errors_and_nothing_is_applied() {
+    let s = Scene::new("[files.\"@/motd\"]\ncontent = \"hi\\n\"\n");
+    let typo = format!("file:{}/mtod", s.root());
+    s.cinch(&["apply", "n1", "-s", &typo])
+        .expect_code(2)
+        .stderr_has("matches no item")
+        .stderr_has(&format!("did you mean `file:{}/motd`", s.root()));
+    s.cinch(&["apply", "n1", "-o", "tag:nosuchtag"])
+        .expect_code(2)
+        .stderr_has("'tag:nosuchtag' matches no item");
+    assert!(!s.path("motd").exists(), "nothing applied");
+    s.cinch(&["apply", "n1", "-o", &format!("file:{}/motd", s.root())])
+        .expect_code(0);
+    assert!(s.path("motd").exists());
+}
