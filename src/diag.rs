@@ -39,7 +39,15 @@ impl Location {
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
+        // Shown relative to the current directory when inside it, as compilers do, so
+        // `cinch -r myrepo test` points at `myrepo/bundles/...`.
+        let cwd = std::env::current_dir().ok();
+        let shown = cwd
+            .as_deref()
+            .and_then(|d| self.file.strip_prefix(d).ok())
+            .filter(|rel| !rel.as_os_str().is_empty())
+            .unwrap_or(&self.file);
+        write!(f, "{}", shown.display())?;
         if self.line > 0 {
             write!(f, ":{}", self.line)?;
             if self.column > 0 {
@@ -108,4 +116,26 @@ pub fn did_you_mean<'a>(
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_inside_the_current_directory_are_shown_relative() {
+        let cwd = std::env::current_dir().expect("cwd");
+        let inside = Location {
+            file: cwd.join("bundles/b/items.toml"),
+            line: 3,
+            column: 7,
+        };
+        assert_eq!(inside.to_string(), "bundles/b/items.toml:3:7");
+        let outside = Location {
+            file: "/elsewhere/nodes.toml".into(),
+            line: 2,
+            column: 0,
+        };
+        assert_eq!(outside.to_string(), "/elsewhere/nodes.toml:2");
+    }
 }
