@@ -80,7 +80,7 @@ pub enum LockError {
     Remote(String),
 }
 
-/// A hard lock this process holds; give it back with [`release_hard`].
+/// A hard lock this process holds; [`ApplyGuard`] gives it back with [`release_hard_script`].
 #[derive(Debug, Clone)]
 pub struct HardLock {
     pub token: String,
@@ -436,27 +436,6 @@ fn new_info(user: &str, comment: &str) -> (String, String) {
     (serde_json::to_string(&info).unwrap_or_default(), token)
 }
 
-/// Takes the node's hard lock (one remote command that also reads the soft locks).
-/// `force` takes it even when held; a stale lock is taken over with a warning.
-pub fn acquire_hard(
-    transport: &dyn Transport,
-    node: &Node,
-    user: &str,
-    comment: &str,
-    force: bool,
-) -> Result<HardLock, LockError> {
-    let (info, token) = new_info(user, comment);
-    let out = transport.run(&Command::new(acquire_script(node, &info, force)))?;
-    let lock = parse_acquire(
-        node,
-        out.status.unwrap_or(-1),
-        &String::from_utf8_lossy(&out.stdout),
-        token,
-    )?;
-    remove_ids(transport, node, &lock.expired);
-    Ok(lock)
-}
-
 /// The apply engine's view of locks: the hard lock rides on the first command, soft locks decide
 /// item skips, and the release rides on the last command.
 pub struct ApplyGuard<'a> {
@@ -552,19 +531,6 @@ pub fn release_hard_script(node: &Node, token: &str) -> String {
         "if grep -qF {} {h}/info 2>/dev/null; then rm -rf {h}; fi\n",
         quote(token)
     )
-}
-
-/// Gives the hard lock back.
-pub fn release_hard(
-    transport: &dyn Transport,
-    node: &Node,
-    lock: &HardLock,
-) -> Result<(), LockError> {
-    let out = transport.run(&Command::new(release_hard_script(node, &lock.token)))?;
-    if out.status != Some(0) {
-        return Err(remote_failure("releasing the hard lock", &out));
-    }
-    Ok(())
 }
 
 /// Writes a new soft lock atomically; returns it.
