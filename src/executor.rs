@@ -339,6 +339,24 @@ impl<'a, 'j> Exec<'a, 'j> {
         }
     }
 
+    /// Asks the user about item `i` (interactive mode); a "no" or "quit" skips the item (and
+    /// "quit" everything after it). True when the item may go ahead.
+    fn confirm(&mut self, i: usize, verb: &str, text: &str) -> bool {
+        let item = &self.g.items[i];
+        match self.job.sink.ask(self.node(), item, verb, text) {
+            Answer::Yes => true,
+            Answer::No => {
+                self.skip(i, "declined interactively", false);
+                false
+            }
+            Answer::Quit => {
+                self.quit = true;
+                self.skip(i, "quit interactively", false);
+                false
+            }
+        }
+    }
+
     /// Marks everything `i` triggers as fired: `i` was fixed or its action succeeded.
     fn fire_triggers(&mut self, i: usize) {
         for &t in &self.g.triggers[i] {
@@ -774,23 +792,9 @@ impl<'a, 'j> Exec<'a, 'j> {
                     self.skip(i, "quit interactively", false);
                     continue;
                 }
-                let item = &self.g.items[i];
-                match self.job.sink.ask(
-                    self.node(),
-                    item,
-                    change.verb(),
-                    diff.as_deref().unwrap_or(""),
-                ) {
-                    Answer::Yes => {}
-                    Answer::No => {
-                        self.skip(i, "declined interactively", false);
-                        continue;
-                    }
-                    Answer::Quit => {
-                        self.quit = true;
-                        self.skip(i, "quit interactively", false);
-                        continue;
-                    }
+                let diff = diff.as_deref().unwrap_or("");
+                if !self.confirm(i, change.verb(), diff) {
+                    continue;
                 }
             }
             to_fix.push((i, change, diff));
@@ -938,17 +942,8 @@ impl<'a, 'j> Exec<'a, 'j> {
                 if let Some(c) = &item.deps.comment {
                     text.push_str(&format!("# {c}\n"));
                 }
-                match self.job.sink.ask(node, item, "run", &text) {
-                    Answer::Yes => {}
-                    Answer::No => {
-                        self.skip(i, "declined interactively", false);
-                        continue;
-                    }
-                    Answer::Quit => {
-                        self.quit = true;
-                        self.skip(i, "quit interactively", false);
-                        continue;
-                    }
+                if !self.confirm(i, "run", &text) {
+                    continue;
                 }
             }
             to_run.push(i);
