@@ -78,14 +78,7 @@ impl Stateful for PkgAptAttrs {
     }
 
     fn fix(&self, item: &Item, local: &Local, change: &Change, script: &mut Script) {
-        self.fix_wave(
-            &[Fixing {
-                item,
-                local,
-                change,
-            }],
-            script,
-        );
+        super::state::fix_as_wave(self, item, local, change, script);
     }
 
     fn fix_wave(&self, fixes: &[Fixing<'_>], script: &mut Script) {

@@ -85,6 +85,25 @@ pub struct Fixing<'a> {
     pub change: &'a Change,
 }
 
+/// `fix` of an item type whose real work is in an overridden `fix_wave` (it batches a whole
+/// wave): one item is a wave of one.
+pub fn fix_as_wave<T: Stateful + ?Sized>(
+    t: &T,
+    item: &Item,
+    local: &Local,
+    change: &Change,
+    script: &mut Script,
+) {
+    t.fix_wave(
+        &[Fixing {
+            item,
+            local,
+            change,
+        }],
+        script,
+    );
+}
+
 /// The difference between expected and actual: the diff shown and the input of a fix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
