@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::console::{ColorChoice, Console, ConsoleOptions};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// cinch: agentless configuration management over SSH.
 #[derive(Debug, Parser)]
@@ -298,12 +298,9 @@ fn dispatch(ctx: &Context, command: Command) -> Result<u8> {
     }
 }
 
-/// Writes one man page per (sub)command into `dir`; `man/` is generated with this and a test
-/// checks it is current.
+/// Writes one man page per (sub)command into `dir`, with the EXIT STATUS, ENVIRONMENT and
+/// EXAMPLES sections of [`crate::man`]; `man/` is generated with this and a test checks it is
+/// current.
 pub fn write_man_pages(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    let cmd = Cli::command();
-    clap_mangen::generate_to(cmd, dir)
-        .map_err(|e| Error::io(format!("writing man pages to {}", dir.display()), e))
+    crate::man::write_pages(Cli::command(), dir)
 }

@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod interrupt;
 pub mod items;
 pub mod lock;
+pub mod man;
 pub mod output;
 pub mod plan;
 pub mod probe;

@@ -253,3 +253,111 @@ fn man_pages_are_current() {
         assert!(want == have, "{name} differs. {hint}");
     }
 }
+
+/// Every visible (sub)command's path (`[]` is cinch itself), as the man pages are generated.
+fn command_paths() -> Vec<Vec<String>> {
+    fn walk(cmd: &clap::Command, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        out.push(path.clone());
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            path.push(sub.get_name().to_string());
+            walk(sub, path, out);
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &<cinch::cli::Cli as clap::CommandFactory>::command(),
+        &mut Vec::new(),
+        &mut out,
+    );
+    out
+}
+
+#[test]
+fn every_man_page_has_exit_status_environment_and_examples() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    let mut pages = 0;
+    for entry in std::fs::read_dir(&dir).expect("man/ exists") {
+        let path = entry.expect("dir entry").path();
+        let text = std::fs::read_to_string(&path).expect("man page is text");
+        let name = path.display();
+        for section in [".SH \"EXIT STATUS\"", ".SH ENVIRONMENT", ".SH EXAMPLES"] {
+            let at = text
+                .find(&format!("{section}\n"))
+                .unwrap_or_else(|| panic!("{name} has no {section} section"));
+            let body = &text[at + section.len() + 1..];
+            let body = &body[..body.find("\n.SH ").unwrap_or(body.len())];
+            assert!(
+                body.starts_with(".TP\n") && body.lines().count() >= 3,
+                "{name}: {section} is empty:\n{body}"
+            );
+        }
+        for var in ["CINCH_REPO", "CINCH_IDENTITY", "CINCH_SSH_CONTROL_DIR"] {
+            assert!(text.contains(var), "{name} does not mention {var}");
+        }
+        let exit = &text[text.find(".SH \"EXIT STATUS\"").unwrap_or(0)..];
+        assert!(exit.contains("\\fB2\\fR"), "{name}: exit status 2 missing");
+        pages += 1;
+    }
+    assert_eq!(pages, command_paths().len(), "one page per command");
+}
+
+#[test]
+fn man_page_examples_are_valid_command_lines_of_their_own_command() {
+    use clap::CommandFactory;
+    for path in command_paths() {
+        let words: Vec<&str> = path.iter().map(String::as_str).collect();
+        let examples = cinch::man::examples(&words);
+        assert!(
+            !examples.is_empty(),
+            "cinch {} has no examples",
+            path.join(" ")
+        );
+        for ex in examples {
+            let line = cinch::man::command_line(ex.args);
+            let matches = cinch::cli::Cli::command()
+                .try_get_matches_from(std::iter::once("cinch").chain(ex.args.iter().copied()))
+                .unwrap_or_else(|e| panic!("example `{line}` does not parse:\n{e}"));
+            let mut ran = Vec::new();
+            let mut m = &matches;
+            while let Some((name, sub)) = m.subcommand() {
+                ran.push(name.to_string());
+                m = sub;
+            }
+            assert!(
+                ran.starts_with(&path),
+                "example `{line}` on the page of `cinch {}` runs `cinch {}`",
+                path.join(" "),
+                ran.join(" ")
+            );
+        }
+    }
+}
+
+#[test]
+fn man_page_examples_on_the_template_repo_succeed() {
+    let mut ran = 0;
+    for path in command_paths() {
+        let words: Vec<&str> = path.iter().map(String::as_str).collect();
+        for ex in cinch::man::examples(&words) {
+            // Only the read-only commands: apply would write /tmp/cinch-demo.
+            let read_only = ["test", "nodes", "groups", "items", "metadata"];
+            if !(ex.args.starts_with(&["-r", "repo-template"])
+                && ex.args.get(2).is_some_and(|c| read_only.contains(c)))
+            {
+                continue;
+            }
+            let mut cmd = cinch_command();
+            cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(ex.args);
+            let r = run(cmd);
+            let line = cinch::man::command_line(ex.args);
+            assert_eq!(r.code, 0, "`{line}` failed: {}", r.stderr);
+            assert!(!r.stdout.trim().is_empty(), "`{line}` printed nothing");
+            ran += 1;
+        }
+    }
+    assert!(ran >= 5, "only {ran} template examples ran");
+}
