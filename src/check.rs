@@ -14,7 +14,7 @@ use crate::repo::{Node, Repo};
 
 /// Exit code when the repo is fine but some node's items, dependencies or templates are not.
 const EXIT_PROBLEMS: u8 = 1;
-/// Exit code when the repo cannot even be loaded (SPEC: bad repo).
+/// Exit code when the repo cannot even be loaded (README.md "Exit codes": bad repo).
 const EXIT_BAD_REPO: u8 = 2;
 
 /// A node's item count, or everything wrong with it.

@@ -27,7 +27,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The exit code SPEC section 5 assigns to this kind of failure.
+    /// The exit code README.md ("Exit codes") assigns to this kind of failure.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Repo(_) | Error::Usage(_) => 2,

@@ -53,7 +53,7 @@ pub enum Flow {
     Abort(String),
 }
 
-/// One lifecycle point (SPEC section 6). Borrowed, so emitting costs no copies.
+/// One lifecycle point (hooks-examples/README.md). Borrowed, so emitting costs no copies.
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
     ApplyStart {

@@ -1,7 +1,7 @@
 //! Hard locks (held during apply, so two operators never apply to one node at once) and soft
 //! locks (`cinch lock add/show/remove`: "hands off these items until tonight").
 //!
-//! Storage on the node (SPEC section 5), under the node's `lock_dir`, keyed by node name so
+//! Storage on the node (README.md "Locks"), under the node's `lock_dir`, keyed by node name so
 //! several nodes may share one machine:
 //! - `hard-NODE/` created atomically with `mkdir`, holding `info` (JSON: user, date, comment);
 //! - `soft-NODE/ID`, one line of JSON per soft lock.

@@ -1,4 +1,4 @@
-//! Rhai hooks: user scripts called at every lifecycle point (SPEC section 6).
+//! Rhai hooks: user scripts called at every lifecycle point (hooks-examples/README.md).
 //!
 //! Every `hooks/*.rhai` file is compiled and its top level run once per invocation (so
 //! top-level `const`s and `import`s are visible to its functions as `global::NAME` and `alias::`);
@@ -33,8 +33,9 @@ use crate::items::{ContentType, FileSource, Item, ItemKind};
 use crate::repo::Node;
 use crate::script;
 
-/// Every hook point with the arguments it provides, in order (SPEC section 6). `item_apply_end`
-/// appends `reason` (skip reason or failure message) after the documented seven.
+/// Every hook point with the arguments it provides, in order (the table in
+/// hooks-examples/README.md, which a test keeps equal to this list). New arguments are only
+/// ever appended, so hooks that declare fewer parameters keep working.
 pub const HOOK_POINTS: &[(&str, &[&str])] = &[
     ("apply_start", &["repo", "target", "nodes", "interactive"]),
     ("apply_end", &["repo", "target", "nodes", "duration"]),
@@ -430,7 +431,7 @@ impl Hooks {
         }
     }
 
-    /// The full argument list of an event's hook (SPEC section 6 order).
+    /// The full argument list of an event's hook (in [`HOOK_POINTS`] order).
     fn arguments(&self, event: &Event<'_>) -> Vec<Dynamic> {
         let repo = self.repo_value();
         let secs = |d: &std::time::Duration| Dynamic::from_float(d.as_secs_f64() as FLOAT);
@@ -620,7 +621,8 @@ fn shim_name(index: usize, hook: &str) -> String {
     format!("cinch_call_{index}_{hook}")
 }
 
-/// The engine hooks run in: the shared sandbox plus the functions SPEC section 6 promises.
+/// The engine hooks run in: the shared sandbox plus the functions hooks-examples/README.md
+/// promises.
 fn build_engine(repo_path: &Path, console: Arc<Console>, options: HookOptions) -> Engine {
     let log_console = console.clone();
     let log: script::LogFn = Arc::new(move |source, text| {

@@ -277,7 +277,7 @@ fn records_every_apply_point_in_order_with_arguments() {
         json!([repo_arg, "web*", [node1, node2], false]),
         "apply_start"
     );
-    // The node map carries what SPEC promises.
+    // The node map carries what hooks-examples/README.md promises.
     assert_eq!(node1["name"], "web1");
     assert_eq!(node1["hostname"], "web1.example.org");
     assert_eq!(node1["groups"], json!(["web"]));

@@ -154,7 +154,7 @@ pub struct SvcSystemdAttrs {
     pub masked: Option<bool>,
 }
 
-/// The attributes every item type shares (SPEC 4.2), as written (selectors unresolved).
+/// The attributes every item type shares (docs/items.md), as written (selectors unresolved).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Deps {
     pub needs: Vec<String>,
@@ -212,7 +212,7 @@ pub mod user;
 
 pub use parse::load_node_items;
 
-/// The attributes every item type accepts (SPEC 4.2), for validation and "did you mean" hints.
+/// The attributes every item type accepts (docs/items.md), for validation and "did you mean" hints.
 pub const COMMON_ATTRS: &[&str] = &[
     "needs",
     "needed_by",
@@ -240,7 +240,7 @@ impl Item {
         )
     }
 
-    /// Whether a failure or skip of this item skips the items that need it (SPEC 4.2): explicit
+    /// Whether a failure or skip of this item skips the items that need it (docs/items.md): explicit
     /// `cascade_skip`, else true unless `skip`, `triggered` or `unless` is set.
     pub fn cascade_skip(&self) -> bool {
         self.deps

@@ -1,4 +1,4 @@
-//! Targets (SPEC section 3): comma-separated selectors, unioned, minus negations. A selector
+//! Targets (docs/repo.md): comma-separated selectors, unioned, minus negations. A selector
 //! that matches nothing is an error, because a typo must never silently shrink or widen what
 //! an apply touches.
 

@@ -3,6 +3,7 @@
 
 mod apply;
 mod check;
+mod docs;
 mod harness;
 mod hooks;
 mod inspect;

@@ -1,5 +1,5 @@
 //! Loading repos: every kind of bad input names its file and line; good repos resolve
-//! membership and metadata the way SPEC section 2 says.
+//! membership and metadata the way docs/repo.md says.
 
 use crate::harness::{TestRepo, cinch_command, run};
 
