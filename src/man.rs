@@ -101,6 +101,44 @@ const LOCAL_EXIT: &[(&str, &str)] = &[
 /// The EXIT STATUS entries of the page for the command at `path` (`[]` is cinch itself).
 pub fn exit_status(path: &[&str]) -> &'static [(&'static str, &'static str)] {
     match path {
+        ["apply"] => &[
+            (
+                "0",
+                "Nothing failed. Skipped items (soft-locked, skip, unless, not triggered) are not \
+                 failures.",
+            ),
+            (
+                "1",
+                "An item failed, a node was unreachable, its hard lock was held by someone else, \
+                 or a hook failed. The other nodes were still applied.",
+            ),
+            (
+                "2",
+                "Bad usage or a repo that does not load (no node was contacted).",
+            ),
+            (
+                "130",
+                "Interrupted by Ctrl-C or SIGTERM: running items finished, hard locks were \
+                 released.",
+            ),
+        ],
+        ["lock"] | ["lock", _] => &[
+            (
+                "0",
+                "Done on every selected node (dummy nodes are skipped).",
+            ),
+            (
+                "1",
+                "A node was unreachable or its lock directory could not be used, lock remove \
+                 found no lock with that id on some node, or a lock hook failed.",
+            ),
+            (
+                "2",
+                "Bad usage (a target or item selector that matches nothing, an invalid duration \
+                 or lock id) or a repo that does not load.",
+            ),
+            ("130", "Interrupted by Ctrl-C or SIGTERM."),
+        ],
         ["verify"] => &[
             ("0", "Every selected node already is as the repo describes."),
             (
