@@ -144,3 +144,47 @@ fn nothing_cites_a_spec_that_is_not_in_the_repo() {
         bad.join("\n")
     );
 }
+
+/// The string literals of every `check_keys(&[…])` list and of `const GROUP_KEYS` in `file`.
+fn accepted_keys(file: &str) -> Vec<String> {
+    let text = read(file);
+    let list =
+        regex::Regex::new(r"(?s)(?:check_keys\(\s*&\[|const GROUP_KEYS: &\[&str\] = &\[)(.*?)\]")
+            .expect("regex");
+    let literal = regex::Regex::new(r#""([a-z_]+)""#).expect("regex");
+    list.captures_iter(&text)
+        .flat_map(|c| {
+            literal
+                .captures_iter(&c[1])
+                .map(|l| l[1].to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn every_group_and_cinch_toml_key_is_in_the_repo_reference() {
+    let text = read("docs/repo.md");
+    let mut keys = accepted_keys("src/repo/settings.rs");
+    keys.extend(accepted_keys("src/repo/load.rs"));
+    for expected in [
+        "defaults",
+        "ssh",
+        "node_workers",
+        "connect_timeout",
+        "member_patterns",
+    ] {
+        assert!(
+            keys.iter().any(|k| k == expected),
+            "the scan of src/repo/ did not find `{expected}`: is the regex stale?"
+        );
+    }
+    for key in keys {
+        assert!(
+            text.contains(&format!("`{key}`"))
+                || text.contains(&format!("] {key}`"))
+                || text.contains(&format!("[{key}]")),
+            "docs/repo.md does not document the key `{key}` that src/repo/ accepts"
+        );
+    }
+}
