@@ -166,6 +166,8 @@ pub enum LockCommand {
     Show {
         /// Nodes to look at.
         target: String,
+        /// Only this lock (case-insensitive), e.g. one added to several nodes at once.
+        lock_id: Option<String>,
     },
     /// Remove a soft lock.
     Remove {
