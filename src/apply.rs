@@ -16,13 +16,13 @@ use crate::cli::{ApplyArgs, Context, SelectArgs, VerifyArgs};
 use crate::console::Console;
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
-use crate::output::{Lines, untrusted};
 use crate::events::{Bus, Event, Flow, ItemStatus, NodeResult};
 use crate::executor::{
     self, Answer, Graph, ItemReport, Job, Mode, NodeRun, Options, Outcome, Sink,
 };
 use crate::items::Item;
 use crate::items::state::Local;
+use crate::output::{Lines, untrusted};
 use crate::plan::Plan;
 use crate::repo::{Node, Repo};
 

@@ -14,8 +14,8 @@ use crate::cli::{Context, LockCommand};
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
 use crate::items::Item;
-use crate::repo::{Node, Repo};
 use crate::output::{Lines, untrusted};
+use crate::repo::{Node, Repo};
 use crate::shell::quote;
 use crate::transport::{Command, Transport, TransportError};
 
@@ -424,7 +424,12 @@ pub const SILENT_HOLDER_SECS: i64 = 30 * 60;
 /// by the node's clock) and the holder's info line, and exits [`HELD_EXIT`]: the caller decides
 /// whether the holder is gone (see [`Takeover`]). With `takeover`, a lock still exactly as the
 /// caller saw it (same heartbeat, same info) is first moved aside and removed.
-fn acquire_script(node: &Node, info_json: &str, force: bool, takeover: Option<&Takeover>) -> String {
+fn acquire_script(
+    node: &Node,
+    info_json: &str,
+    force: bool,
+    takeover: Option<&Takeover>,
+) -> String {
     let hd = hard_dir(node);
     let h = quote(&hd);
     let take = format!(
@@ -960,9 +965,7 @@ pub fn cmd_lock(ctx: &Context, cmd: &LockCommand) -> Result<u8> {
     // One lock, one id: every node of one `lock add` gets the same lock (as in BundleWrap), so
     // `lock remove n3,n4 ID` and `lock show all ID` work on all of them.
     let new_lock = match cmd {
-        LockCommand::Add {
-            items, comment, ..
-        } => {
+        LockCommand::Add { items, comment, .. } => {
             check_item_selectors(&repo, &nodes, items)?;
             Some(new_soft_lock(&me, items, expires_in, comment))
         }
@@ -993,6 +996,7 @@ pub fn cmd_lock(ctx: &Context, cmd: &LockCommand) -> Result<u8> {
         });
 
     let mut failed = false;
+    let mut answered = 0usize;
     let mut rows = Vec::new();
     for (node, outcome) in nodes.iter().zip(outcomes) {
         let Some(outcome) = outcome else {
@@ -1019,6 +1023,7 @@ pub fn cmd_lock(ctx: &Context, cmd: &LockCommand) -> Result<u8> {
                 }
             }
             NodeOutcome::Shown(locks) => {
+                answered += 1;
                 for l in locks {
                     if ctx.console.json() {
                         ctx.console.json_line(&serde_json::json!({
@@ -1054,10 +1059,17 @@ pub fn cmd_lock(ctx: &Context, cmd: &LockCommand) -> Result<u8> {
     }
     if matches!(cmd, LockCommand::Show { .. }) && !ctx.console.json() {
         if rows.is_empty() {
-            ctx.console.out(&match &lock_id {
+            // Never "no soft locks" for nodes that could not be read.
+            let what = match &lock_id {
                 Some(id) => format!("no soft lock {id}"),
                 None => "no soft locks".to_string(),
-            });
+            };
+            if !failed {
+                ctx.console.out(&what);
+            } else if answered > 0 {
+                ctx.console
+                    .out(&format!("{what} on the nodes that answered"));
+            }
         } else {
             ctx.console.out(&crate::output::table(
                 &[
@@ -1103,8 +1115,10 @@ fn node_lock_op(
     ctx: &Context,
 ) -> NodeOutcome {
     let warn = |ws: &[String]| {
-        ws.iter()
-            .for_each(|w| ctx.console.err(&format!("warning: {}", untrusted(w, Lines::Escape))))
+        ws.iter().for_each(|w| {
+            ctx.console
+                .err(&format!("warning: {}", untrusted(w, Lines::Escape)))
+        })
     };
     match cmd {
         LockCommand::Add { .. } => {

@@ -79,6 +79,9 @@ mod tests {
         assert_eq!(one, "bob\\e[2J\\e[H\\rok\\nfixed: all\\u{202e}\\x7f\\x9b");
         let multi = untrusted("a\tb\nc\u{1b}[31m", Lines::Keep);
         assert_eq!(multi, "a\tb\nc\\e[31m");
-        assert!(matches!(untrusted("plain text", Lines::Escape), Cow::Borrowed(_)));
+        assert!(matches!(
+            untrusted("plain text", Lines::Escape),
+            Cow::Borrowed(_)
+        ));
     }
 }
