@@ -1275,6 +1275,44 @@ mod tests {
         assert!(warnings.iter().any(|w| w.contains("notes.txt")));
     }
 
+    fn info(host: &str, pid: u32, date: i64) -> HardLockInfo {
+        HardLockInfo {
+            user: "bob".into(),
+            date,
+            comment: String::new(),
+            token: "t".into(),
+            host: host.into(),
+            pid,
+        }
+    }
+
+    #[test]
+    fn a_dead_holder_is_recognised_only_when_that_is_safe() {
+        let now = 1_000_000;
+        let alive = std::process::id();
+        let dead = {
+            let mut c = std::process::Command::new("true").spawn().expect("true");
+            let pid = c.id();
+            c.wait().expect("wait");
+            pid
+        };
+        let gone = |i: Option<&HardLockInfo>, age| holder_gone(i, age, now, "here");
+        // Same control host: a gone process after a few quiet minutes, never a live one.
+        assert!(gone(Some(&info("here", dead, now)), DEAD_HOLDER_SECS).is_some());
+        assert!(gone(Some(&info("here", dead, now)), DEAD_HOLDER_SECS - 1).is_none());
+        assert!(gone(Some(&info("here", alive, now)), SILENT_HOLDER_SECS * 2).is_none());
+        assert!(gone(Some(&info("here", 0, now)), DEAD_HOLDER_SECS * 2).is_none());
+        // Another host: only a long silence counts.
+        assert!(gone(Some(&info("there", dead, now)), DEAD_HOLDER_SECS * 2).is_none());
+        assert!(gone(Some(&info("there", dead, now)), SILENT_HOLDER_SECS).is_some());
+        // Anything silent for 8 h is stale; an older cinch's lock is judged by its date.
+        assert!(gone(Some(&info("here", alive, now)), HARD_LOCK_STALE_SECS).is_some());
+        assert!(gone(Some(&info("", 0, now - HARD_LOCK_STALE_SECS)), 0).is_some());
+        assert!(gone(Some(&info("", 0, now - 60)), HARD_LOCK_STALE_SECS).is_none());
+        assert!(gone(None, HARD_LOCK_STALE_SECS - 1).is_none());
+        assert!(gone(None, HARD_LOCK_STALE_SECS).is_some());
+    }
+
     #[test]
     fn remaining_time_is_short_and_readable() {
         assert_eq!(format_remaining(45), "45s");
