@@ -3,7 +3,9 @@
 //!
 //! Storage on the node (SPEC section 5), under the node's `lock_dir`, keyed by node name so
 //! several nodes may share one machine:
-//! - `hard-NODE/` created atomically with `mkdir`, holding `info` (JSON: user, date, comment);
+//! - `hard-NODE/` created atomically with `mkdir`, holding `info` (JSON: user, date, comment,
+//!   token, and the holder's control host and pid); its mtime is the heartbeat, touched by every
+//!   command of the apply, so a lock whose holder died can be told from a busy one;
 //! - `soft-NODE/ID`, one line of JSON per soft lock.
 
 use std::time::{SystemTime, UNIX_EPOCH};
