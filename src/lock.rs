@@ -446,13 +446,14 @@ fn acquire_script(
     if let Some(t) = takeover {
         let aside = quote(&format!("{hd}.takeover.{}", t.token));
         // Moving aside is atomic; the lock is only deleted if what was moved is the lock judged
-        // dead, so two appliers taking over at once never delete each other's fresh lock.
+        // dead (same heartbeat, same info), so two appliers taking over at once never delete
+        // each other's fresh lock. Anything else is put back (and then reported as held).
         script.push_str(&format!(
             r#"if mv {h} {aside} 2>/dev/null; then
   if [ "$(stat -c %Y {aside} 2>/dev/null)" = {mtime} ] && [ "$(head -n 1 {aside}/info 2>/dev/null)" = {info} ]; then
     rm -rf {aside}
   else
-    mv -T {aside} {h} 2>/dev/null || rm -rf {aside}
+    [ -e {h} ] || mv {aside} {h}
   fi
 fi
 "#,
@@ -1313,6 +1314,56 @@ mod tests {
         assert!(gone(Some(&info("", 0, now - 60)), HARD_LOCK_STALE_SECS).is_none());
         assert!(gone(None, HARD_LOCK_STALE_SECS - 1).is_none());
         assert!(gone(None, HARD_LOCK_STALE_SECS).is_some());
+    }
+
+    #[test]
+    fn takeover_never_removes_a_lock_that_changed_since_it_was_judged_dead() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut n = node();
+        n.lock_dir = dir.path().display().to_string();
+        let hard = dir.path().join("hard-web1");
+        std::fs::create_dir(&hard).expect("mkdir");
+        let theirs = r#"{"user":"bob","date":1,"host":"h","pid":1}"#;
+        std::fs::write(hard.join("info"), format!("{theirs}\n")).expect("info");
+        let mtime = std::fs::metadata(&hard)
+            .and_then(|m| m.modified())
+            .expect("mtime")
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs() as i64;
+        let (mine, token) = new_info("me", "cinch apply");
+        let run = |t: &Takeover| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(acquire_script(&n, &mine, false, Some(t)))
+                .output()
+                .expect("sh");
+            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        // A heartbeat since it was judged dead: the lock is alive and stays.
+        let seen_earlier = Takeover {
+            mtime: mtime - 100,
+            info_line: theirs.into(),
+            token: token.clone(),
+        };
+        let (rc, out) = run(&seen_earlier);
+        assert_eq!(rc, Some(HELD_EXIT), "{out}");
+        assert!(out.starts_with("held "), "{out}");
+        let info = std::fs::read_to_string(hard.join("info")).expect("info");
+        assert_eq!(info.trim(), theirs);
+        // Exactly as judged: taken over.
+        let as_seen = Takeover {
+            mtime,
+            info_line: theirs.into(),
+            token,
+        };
+        let (rc, out) = run(&as_seen);
+        assert_eq!(rc, Some(0), "{out}");
+        assert!(out.starts_with("acquired"), "{out}");
+        let info = std::fs::read_to_string(hard.join("info")).expect("info");
+        assert_eq!(info.trim(), mine);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").collect();
+        assert_eq!(left.len(), 1, "nothing moved aside is left behind");
     }
 
     #[test]
