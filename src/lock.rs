@@ -1338,7 +1338,10 @@ mod tests {
                 .arg(acquire_script(&n, &mine, false, Some(t)))
                 .output()
                 .expect("sh");
-            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
         };
         // A heartbeat since it was judged dead: the lock is alive and stays.
         let seen_earlier = Takeover {
