@@ -854,8 +854,11 @@ pub fn new_soft_lock(user: &str, items: &[String], expires_in: i64, comment: &st
 /// Removes a soft lock by id; `Ok(false)` when the node has no such lock.
 pub fn remove_soft(transport: &dyn Transport, node: &Node, id: &str) -> Result<bool, LockError> {
     let file = quote(&format!("{}/{id}", soft_dir(node)));
+    // Without the access checks an unreadable lock_dir would look like "no such lock".
     let out = transport.run(&Command::new(format!(
-        "if [ -f {file} ]; then rm -f {file} && echo removed; else echo missing; fi"
+        "{}{}if [ -f {file} ]; then rm -f {file} && echo removed; else echo missing; fi",
+        check_access(&node.lock_dir, Access::Write),
+        check_access(&soft_dir(node), Access::Write),
     )))?;
     if out.status != Some(0) {
         return Err(remote_failure(node, "removing the soft lock", &out));

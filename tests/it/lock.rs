@@ -966,6 +966,7 @@ fn unreadable_lock_dir_names_the_user_and_the_fix_instead_of_someone_since_1970(
         &["lock", "show", "n1"],
         &["verify", "n1"],
         &["lock", "add", "n1"],
+        &["lock", "remove", "n1", "AB12"],
     ] {
         let out = as_user(args);
         let all = format!("{}{}", out.stdout, out.stderr);
