@@ -334,7 +334,7 @@ struct Exec<'a, 'j> {
     /// Something happened (actions, deletes) that may have changed items not yet re-read.
     stale: bool,
     quit: bool,
-    /// The node answered at least one command (so a lock may have been taken).
+    /// A command reached the node, answered or cut off (so a lock may have been taken).
     reached: std::cell::Cell<bool>,
     /// The guard's heartbeat, put in front of every command once the lock is held.
     heartbeat: Option<String>,
@@ -428,10 +428,14 @@ impl<'a, 'j> Exec<'a, 'j> {
             script.raw(beat);
         }
         let cmd = script.into_command();
-        let out = self
-            .t
-            .run(&cmd)
-            .map_err(|e: TransportError| e.to_string())?;
+        let out = self.t.run(&cmd).map_err(|e: TransportError| {
+            // The link broke while the command ran: it may have taken the hard lock, so the
+            // (token-guarded, hence harmless) release must still be tried on a new connection.
+            if matches!(e, TransportError::Disconnected { .. }) {
+                self.reached.set(true);
+            }
+            e.to_string()
+        })?;
         self.reached.set(true);
         let records = crate::probe::parse(&out.stdout).map_err(|e| e.to_string())?;
         if out.status != Some(0) && records.is_empty() {

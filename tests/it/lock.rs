@@ -989,3 +989,76 @@ fn unreadable_lock_dir_names_the_user_and_the_fix_instead_of_someone_since_1970(
         "--force removed nothing it could not read"
     );
 }
+
+#[test]
+fn hard_lock_is_released_when_the_link_is_lost_during_the_first_command() {
+    let sshd = crate::sshd::Sshd::start(1);
+    let dir = sshd.node_dir("node1");
+    // cinch makes its control dir itself (private, ours); a name unique to this test.
+    let control = std::path::PathBuf::from(format!("/tmp/cinchl-t{}-lost", std::process::id()));
+    // A real `become` program that, the first time, runs the command and then holds the
+    // channel open, so the test can cut the link after the lock was taken but before the
+    // answer arrived. Later commands (the release) run normally.
+    let wrapper = dir.join("hold-once");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = -n ] && shift\nif [ ! -e {d}/ran ]; then \"$@\"; : > {d}/ran; exec sleep 10; fi\nexec \"$@\"\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = TestRepo::new()
+        .file("cinch.toml", &sshd.cinch_toml())
+        .env("CINCH_SSH_CONTROL_DIR", &control.display().to_string());
+    r.write(
+        "nodes.toml",
+        &format!(
+            "[nodes.node1]\nlock_dir = \"{}/locks\"\nbecome = \"{}\"\n",
+            dir.display(),
+            wrapper.display()
+        ),
+    );
+    let mut cmd = crate::harness::cinch_command();
+    cmd.arg("-r").arg(r.path()).args(["apply", "node1"]);
+    cmd.env("CINCH_IDENTITY", "tester")
+        .env("CINCH_SSH_CONTROL_DIR", &control)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let hard = dir.join("locks/hard-node1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !dir.join("ran").exists() {
+        if std::time::Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the first command never ran: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(hard.exists(), "the first command took the lock");
+    // Cut the link: kill this apply's ssh processes (found by its private control dir).
+    let pids = crate::harness::pgrep(&control.display().to_string());
+    assert!(!pids.is_empty(), "no ssh master found");
+    for line in pids {
+        if let Some(Ok(pid)) = line.split_whitespace().next().map(str::parse::<i32>) {
+            // SAFETY: kill(2) on ssh processes this test's own cinch started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("connection lost"), "{stderr}");
+    assert!(
+        !hard.exists(),
+        "the lock taken by the cut-off command was released: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&control);
+}
