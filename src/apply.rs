@@ -22,6 +22,7 @@ use crate::executor::{
 };
 use crate::items::Item;
 use crate::items::state::Local;
+use crate::output::{Lines, untrusted};
 use crate::plan::Plan;
 use crate::repo::{Node, Repo};
 
@@ -189,7 +190,7 @@ fn run(
     );
     let console = &*ctx.console;
     let locking = Locking {
-        me: crate::lock::identity(&repo.path),
+        me: crate::lock::identity(),
         force,
     };
     if console.json() {
@@ -333,7 +334,8 @@ fn run_node(
         r
     };
     if let Some(e) = &run.error {
-        out.node_line(node, e, true);
+        // Often carries the node's stderr.
+        out.node_line(node, &untrusted(e, Lines::Keep), true);
     }
     out.node_finished(bar);
     if mode == Mode::Apply {
@@ -595,7 +597,11 @@ impl<'c> Reporter<'c> {
             Outcome::Failed => (style("✘").red().bold(), "failed".into(), true),
             Outcome::WouldChange => (
                 style("✘").yellow().bold(),
-                format!("would {}", r.verb.unwrap_or("fix")),
+                match &r.reason {
+                    // Drift under someone else's soft lock: apply would skip it, verify says so.
+                    Some(why) => format!("would {} ({why})", r.verb.unwrap_or("fix")),
+                    None => format!("would {}", r.verb.unwrap_or("fix")),
+                },
                 false,
             ),
         };
@@ -605,7 +611,8 @@ impl<'c> Reporter<'c> {
         let mut text = format!("{mark} {}  {}  {}  {word}", node.name, item.bundle, item.id);
         if r.outcome == Outcome::Failed {
             if let Some(reason) = &r.reason {
-                for l in reason.lines() {
+                // Failure reasons carry the node's stderr.
+                for l in untrusted(reason, Lines::Keep).lines() {
                     text.push_str(&format!("\n│ {l}"));
                 }
                 text.push_str("\n╵");

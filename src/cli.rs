@@ -107,7 +107,7 @@ pub struct ApplyArgs {
     /// Ask before changing each item.
     #[arg(short, long)]
     pub interactive: bool,
-    /// Apply even if another apply holds the node's hard lock.
+    /// Apply even if another apply holds the node's hard lock (a dead holder's lock is taken over without it).
     #[arg(long)]
     pub force: bool,
 }
@@ -143,7 +143,7 @@ pub struct RunArgs {
 /// `cinch lock ...`.
 #[derive(Debug, Subcommand)]
 pub enum LockCommand {
-    /// Put a soft lock on nodes; prints the lock id.
+    /// Put a soft lock on nodes; prints its id, one id for all the nodes.
     Add {
         /// Nodes to lock.
         target: String,
@@ -166,6 +166,8 @@ pub enum LockCommand {
     Show {
         /// Nodes to look at.
         target: String,
+        /// Only this lock (case-insensitive), e.g. one added to several nodes at once.
+        lock_id: Option<String>,
     },
     /// Remove a soft lock.
     Remove {

@@ -2,6 +2,8 @@
 //! binary content, key-by-key old → new for everything else.
 
 use console::style;
+
+use crate::output::{Lines, untrusted};
 use sha2::{Digest, Sha256};
 use similar::{ChangeTag, TextDiff};
 
@@ -30,6 +32,8 @@ pub fn unified(old: &str, new: &str, path: &str) -> String {
             if !missing_newline {
                 line.pop();
             }
+            // The old side is the node's file: it must not drive the operator's terminal.
+            let line = untrusted(&line, Lines::Keep);
             let text = match change.tag() {
                 ChangeTag::Delete => style(format!("-{line}")).red().to_string(),
                 ChangeTag::Insert => style(format!("+{line}")).green().to_string(),
@@ -48,7 +52,10 @@ pub fn unified(old: &str, new: &str, path: &str) -> String {
 /// Describes a content change when a line diff is impossible or unwanted.
 pub fn sizes_and_hashes(old: Option<(u64, &str)>, new: Option<(u64, &str)>) -> String {
     let side = |s: Option<(u64, &str)>| match s {
-        Some((size, hash)) => format!("{size} bytes, sha256 {}", &hash[..hash.len().min(16)]),
+        Some((size, hash)) => format!(
+            "{size} bytes, sha256 {}",
+            untrusted(&hash.chars().take(16).collect::<String>(), Lines::Escape)
+        ),
         None => "absent".to_string(),
     };
     format!(
@@ -58,9 +65,13 @@ pub fn sizes_and_hashes(old: Option<(u64, &str)>, new: Option<(u64, &str)>) -> S
     )
 }
 
-/// One `key: old → new` line.
+/// One `key: old → new` line (values may come from the node, so they are sanitised).
 pub fn key_line(key: &str, old: &str, new: &str) -> String {
-    format!("{key}: {} → {}\n", style(old).red(), style(new).green())
+    format!(
+        "{key}: {} → {}\n",
+        style(untrusted(old, Lines::Escape)).red(),
+        style(untrusted(new, Lines::Escape)).green()
+    )
 }
 
 #[cfg(test)]
@@ -74,6 +85,15 @@ mod tests {
         assert!(d.contains("-b\n"), "{d}");
         assert!(d.contains("+B\n"), "{d}");
         assert!(d.contains(" a\n"), "{d}");
+    }
+
+    #[test]
+    fn node_file_content_with_escape_sequences_is_escaped_in_diffs() {
+        let d = unified("ok\n\u{1b}[2J\u{1b}[Hforged\r\n", "ok\n", "/x");
+        assert!(!d.contains('\u{1b}') && !d.contains('\r'), "{d:?}");
+        assert!(d.contains("-\\e[2J\\e[Hforged\\r"), "{d:?}");
+        let k = key_line("owner", "root\u{1b}]0;pwned\u{7}\nmode: x", "root");
+        assert!(!k.trim_end().contains(['\u{1b}', '\u{7}', '\n']), "{k:?}");
     }
 
     #[test]

@@ -224,6 +224,16 @@ pub trait Guard: Send {
     fn soft_locked(&self, item: &Item) -> Option<String>;
     /// Shell run at the very end (release the hard lock).
     fn epilogue(&self) -> Option<String>;
+    /// After `accept` refused: whether the first command should be sent once more (its
+    /// prologue now takes over a lock whose holder is gone).
+    fn retry(&self) -> bool {
+        false
+    }
+    /// Silent shell put in front of every later command and sent on its own every
+    /// [`crate::lock::HEARTBEAT_INTERVAL`], so others can tell the lock holder is alive.
+    fn heartbeat(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Everything a node run produced.
@@ -259,9 +269,35 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
     let start = Instant::now();
     let mut ex = Exec::new(job, transport);
     let mut guard = guard;
-    match ex.start(&mut guard) {
+    let mut started = ex.start(&mut guard);
+    if started.is_err() && guard.as_ref().is_some_and(|g| g.retry()) {
+        started = ex.start(&mut guard);
+    }
+    match started {
         Err(e) => ex.run.error = Some(e),
-        Ok(()) => ex.walk(guard.as_deref()),
+        Ok(()) => {
+            ex.heartbeat = guard.as_ref().and_then(|g| g.heartbeat());
+            let beat = ex.heartbeat.clone();
+            // The ticker beats while long commands (a slow action) run; dropping `stop` ends it.
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            std::thread::scope(|s| {
+                if let Some(beat) = beat {
+                    s.spawn(move || {
+                        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                            stopped.recv_timeout(crate::lock::HEARTBEAT_INTERVAL)
+                        {
+                            let cmd = crate::transport::Command {
+                                timeout: Some(Duration::from_secs(30)),
+                                ..crate::transport::Command::new(beat.clone())
+                            };
+                            let _ = transport.run(&cmd);
+                        }
+                    });
+                }
+                ex.walk(guard.as_deref());
+                drop(stop);
+            });
+        }
     }
     // Once the node answered, the epilogue (lock release) always runs, also after failures and
     // Ctrl-C: the release only removes a lock carrying our own token, so it is harmless when
@@ -298,8 +334,12 @@ struct Exec<'a, 'j> {
     /// Something happened (actions, deletes) that may have changed items not yet re-read.
     stale: bool,
     quit: bool,
-    /// The node answered at least one command (so a lock may have been taken).
+    /// A command reached the node, answered or cut off (so a lock may have been taken).
     reached: std::cell::Cell<bool>,
+    /// The guard's heartbeat, put in front of every command once the lock is held.
+    heartbeat: Option<String>,
+    /// verify: why an item would have been skipped by apply (someone else's soft lock).
+    locked_by: Vec<Option<String>>,
     run: NodeRun,
 }
 
@@ -335,6 +375,8 @@ impl<'a, 'j> Exec<'a, 'j> {
             stale: false,
             quit: false,
             reached: std::cell::Cell::new(false),
+            heartbeat: None,
+            locked_by: vec![None; n],
             run: NodeRun::default(),
         }
     }
@@ -381,12 +423,19 @@ impl<'a, 'j> Exec<'a, 'j> {
         }
     }
 
-    fn send(&self, script: Script) -> ExecResult<Vec<Record>> {
+    fn send(&self, mut script: Script) -> ExecResult<Vec<Record>> {
+        if let Some(beat) = &self.heartbeat {
+            script.raw(beat);
+        }
         let cmd = script.into_command();
-        let out = self
-            .t
-            .run(&cmd)
-            .map_err(|e: TransportError| e.to_string())?;
+        let out = self.t.run(&cmd).map_err(|e: TransportError| {
+            // The link broke while the command ran: it may have taken the hard lock, so the
+            // (token-guarded, hence harmless) release must still be tried on a new connection.
+            if matches!(e, TransportError::Disconnected { .. }) {
+                self.reached.set(true);
+            }
+            e.to_string()
+        })?;
         self.reached.set(true);
         let records = crate::probe::parse(&out.stdout).map_err(|e| e.to_string())?;
         if out.status != Some(0) && records.is_empty() {
@@ -674,8 +723,12 @@ impl<'a, 'j> Exec<'a, 'j> {
                 continue;
             }
             if let Some(reason) = guard.and_then(|g| g.soft_locked(item)) {
-                self.skip(i, &reason, false);
-                continue;
+                // apply leaves it alone; verify still reports drift under the lock.
+                if !verify {
+                    self.skip(i, &reason, false);
+                    continue;
+                }
+                self.locked_by[i] = Some(reason);
             }
             if item.deps.triggered && !self.fired[i] && !self.g.precedes[i].is_empty() {
                 let xs = self.g.precedes[i].clone();
@@ -776,7 +829,7 @@ impl<'a, 'j> Exec<'a, 'j> {
                     ItemReport {
                         idx: i,
                         outcome: Outcome::WouldChange,
-                        reason: None,
+                        reason: self.locked_by[i].clone(),
                         verb: Some(change.verb()),
                         diff,
                         before,
@@ -956,6 +1009,7 @@ impl<'a, 'j> Exec<'a, 'j> {
         let g = self.g;
         let sink = self.job.sink;
         let t = self.t;
+        let heartbeat = self.heartbeat.as_deref();
         let mut results: Vec<(usize, ActionOutcome, Duration)> = Vec::new();
         // Actions of one wave are independent; run up to `item_workers` at once on scoped
         // threads (each blocks on its remote command, so threads are the simplest fit).
@@ -976,7 +1030,10 @@ impl<'a, 'j> Exec<'a, 'j> {
                             let started = Instant::now();
                             let outcome = match sink.action_start(node, item) {
                                 Err(reason) => ActionOutcome::Failed(reason),
-                                Ok(()) => match t.run(&a.command(item.deps.unless.as_deref())) {
+                                Ok(()) => match t.run(&with_heartbeat(
+                                    a.command(item.deps.unless.as_deref()),
+                                    heartbeat,
+                                )) {
                                     Ok(out) => a.judge(&out),
                                     Err(e) => ActionOutcome::Failed(e.to_string()),
                                 },
@@ -1020,6 +1077,18 @@ impl<'a, 'j> Exec<'a, 'j> {
             }
         }
     }
+}
+
+/// `cmd` with the lock heartbeat in front (it prints nothing, so the action's output and exit
+/// code are its own).
+fn with_heartbeat(
+    mut cmd: crate::transport::Command,
+    beat: Option<&str>,
+) -> crate::transport::Command {
+    if let Some(beat) = beat {
+        cmd.script = format!("{beat}{}", cmd.script);
+    }
+    cmd
 }
 
 #[cfg(test)]

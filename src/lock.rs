@@ -3,10 +3,11 @@
 //!
 //! Storage on the node (README.md "Locks"), under the node's `lock_dir`, keyed by node name so
 //! several nodes may share one machine:
-//! - `hard-NODE/` created atomically with `mkdir`, holding `info` (JSON: user, date, comment);
+//! - `hard-NODE/` created atomically with `mkdir`, holding `info` (JSON: user, date, comment,
+//!   token, and the holder's control host and pid); its mtime is the heartbeat, touched by every
+//!   command of the apply, so a lock whose holder died can be told from a busy one;
 //! - `soft-NODE/ID`, one line of JSON per soft lock.
 
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ use crate::cli::{Context, LockCommand};
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
 use crate::items::Item;
+use crate::output::{Lines, untrusted};
 use crate::repo::{Node, Repo};
 use crate::shell::quote;
 use crate::transport::{Command, Transport, TransportError};
@@ -60,17 +62,42 @@ pub struct HardLockInfo {
     /// Random per apply, so a run only ever releases the lock it took.
     #[serde(default)]
     pub token: String,
+    /// The control host the holder runs on (empty: written by an older cinch).
+    #[serde(default)]
+    pub host: String,
+    /// The holder's process id on `host`, so a crashed holder can be recognised.
+    #[serde(default)]
+    pub pid: u32,
+}
+
+impl HardLockInfo {
+    /// Who holds the lock, for messages: user, and the process when known (sanitised).
+    fn holder(&self) -> String {
+        let user = crate::output::untrusted(&self.user, crate::output::Lines::Escape);
+        if self.host.is_empty() {
+            user.into_owned()
+        } else {
+            format!(
+                "{user} (pid {} on {})",
+                self.pid,
+                crate::output::untrusted(&self.host, crate::output::Lines::Escape)
+            )
+        }
+    }
 }
 
 /// Why a lock operation did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Someone else is applying to this node.
-    #[error("locked by {user} since {since}{comment} (use --force to override)")]
+    #[error(
+        "locked by {user} since {since}{comment}, last heartbeat {heartbeat} ago (use --force to override)"
+    )]
     Held {
         user: String,
         since: String,
         comment: String,
+        heartbeat: String,
     },
     /// The node could not be reached.
     #[error(transparent)]
@@ -99,26 +126,54 @@ pub fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Who we are in lock files: `$CINCH_IDENTITY`, else `$USER@hostname` plus `:BRANCH` when the
-/// repo is a git checkout.
-pub fn identity(repo_path: &Path) -> String {
+/// Who we are in lock files, so ownership follows the person and not the checkout:
+/// `$CINCH_IDENTITY`, else `user@hostname` (the user from `$USER`/`$LOGNAME`, else the password
+/// database, as under cron or in containers). The git branch never takes part.
+pub fn identity() -> String {
     if let Ok(id) = std::env::var("CINCH_IDENTITY")
         && !id.trim().is_empty()
     {
         return id;
     }
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let mut id = format!("{user}@{}", hostname());
-    if let Some(branch) = git_branch(repo_path) {
-        id.push(':');
-        id.push_str(&branch);
-    }
-    id
+    format!("{}@{}", login_user(), hostname())
 }
 
-fn hostname() -> String {
+/// The user running cinch: `$USER`, else `$LOGNAME`, else the password database entry of our uid.
+fn login_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .find(|u| !u.trim().is_empty())
+        .or_else(passwd_user)
+        // SAFETY: getuid cannot fail.
+        .unwrap_or_else(|| format!("uid{}", unsafe { libc::getuid() }))
+}
+
+/// The password-database name of this process's uid.
+fn passwd_user() -> Option<String> {
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: passwd is plain old data; getpwuid_r writes strings only into `buf` (valid for its
+    // length) and sets `result` to `&pw` or null.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(
+            libc::getuid(),
+            &mut pw,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        );
+        if rc != 0 || result.is_null() || pw.pw_name.is_null() {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr(pw.pw_name).to_string_lossy();
+        (!name.is_empty()).then(|| name.into_owned())
+    }
+}
+
+/// This machine's host name, part of the default identity and of a hard lock's holder.
+pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its whole length and gethostname NUL-terminates within it.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
@@ -127,30 +182,6 @@ fn hostname() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-/// The checked-out branch of the git repo containing `dir`, read from `.git/HEAD` (no git needed).
-fn git_branch(dir: &Path) -> Option<String> {
-    let dir = dir.canonicalize().ok()?;
-    for d in dir.ancestors() {
-        let dotgit = d.join(".git");
-        let git_dir = if dotgit.is_dir() {
-            dotgit
-        } else if dotgit.is_file() {
-            // A worktree or submodule: ".git" is a file saying "gitdir: PATH".
-            let text = std::fs::read_to_string(&dotgit).ok()?;
-            let p = text.strip_prefix("gitdir:")?.trim();
-            d.join(p)
-        } else {
-            continue;
-        };
-        let head = std::fs::read_to_string(git_dir.join("HEAD")).ok()?;
-        return head
-            .trim()
-            .strip_prefix("ref: refs/heads/")
-            .map(str::to_string);
-    }
-    None
 }
 
 /// Parses an expiry like `30s`, `10m`, `8h`, `2d`, `1w` or `1d12h` into seconds.
@@ -213,12 +244,57 @@ fn soft_dir(node: &Node) -> String {
     format!("{}/soft-{}", node.lock_dir.trim_end_matches('/'), node.name)
 }
 
-/// Shell that creates the lock dir with safe permissions if it is missing.
+/// Shell that creates the lock dir with safe permissions if it is missing, then checks that the
+/// login user can use it.
 fn ensure_lock_dir(node: &Node) -> String {
     format!(
-        "[ -d {d} ] || (umask 077; mkdir -p {d}) || exit 71\n",
+        "[ -d {d} ] || (umask 077; mkdir -p {d}) || exit 71\n{}",
+        check_access(&node.lock_dir, Access::Write),
         d = quote(&node.lock_dir)
     )
+}
+
+/// Exit code of lock shell when a lock directory exists but the login user cannot use it.
+const UNUSABLE_EXIT: i32 = 72;
+/// Marks the line naming an unusable lock directory and the login user.
+const UNUSABLE_MARK: &str = "\u{1e}unusable";
+
+/// What a lock operation needs of a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// List and read files (`lock show`, verify).
+    Read,
+    /// Also create and remove entries (apply, `lock add/remove`).
+    Write,
+}
+
+/// Shell that stops with [`UNUSABLE_EXIT`] and a line naming `dir` and the login user when `dir`
+/// exists but cannot be read (or written), instead of letting a glob or `cat` fail silently.
+fn check_access(dir: &str, access: Access) -> String {
+    let d = quote(dir);
+    let w = if access == Access::Write {
+        format!(" && [ -w {d} ]")
+    } else {
+        String::new()
+    };
+    format!(
+        "if [ -e {d} ] && ! {{ [ -r {d} ] && [ -x {d} ]{w}; }}; then printf '%s\\037%s\\037%s\\n' {mark} {d} \"$(id -un 2>/dev/null || id -u)\"; exit {UNUSABLE_EXIT}; fi\n",
+        mark = quote(UNUSABLE_MARK),
+    )
+}
+
+/// The "cannot use the lock directory" report in `text`, as a message saying what to do.
+fn unusable_message(node: &Node, text: &str) -> Option<String> {
+    let line = text.lines().find_map(|l| l.strip_prefix(UNUSABLE_MARK))?;
+    let mut parts = line.split('\u{1f}').skip(1);
+    let dir = parts.next().unwrap_or(&node.lock_dir);
+    let user = parts.next().unwrap_or("the login user");
+    Some(format!(
+        "the lock directory {dir} cannot be read or written by {user} on this node: set lock_dir \
+         for node {} (nodes.toml) to a directory {user} owns, or set become = \"sudo\" so cinch \
+         works as root",
+        node.name
+    ))
 }
 
 /// Marks the start of the soft-lock listing in a command's output.
@@ -229,7 +305,9 @@ const SOFT_FILE: char = '\u{1f}';
 /// Shell that lists every soft lock file as `\x1f NAME \n CONTENT \n`.
 fn list_soft_script(node: &Node) -> String {
     format!(
-        "printf '%s\\n' {sec}\nfor f in {s}/* {s}/.[!.]*; do [ -f \"$f\" ] || continue; printf '\\037%s\\n' \"${{f##*/}}\"; head -c 65536 \"$f\"; echo; done\n",
+        "{}{}printf '%s\\n' {sec}\nfor f in {s}/* {s}/.[!.]*; do [ -f \"$f\" ] || continue; printf '\\037%s\\n' \"${{f##*/}}\"; head -c 65536 \"$f\"; echo; done\n",
+        check_access(&node.lock_dir, Access::Read),
+        check_access(&soft_dir(node), Access::Read),
         sec = quote(SOFT_SECTION),
         s = quote(&soft_dir(node)),
     )
@@ -282,7 +360,11 @@ fn parse_soft_section(
     (locks, expired, warnings)
 }
 
-fn remote_failure(what: &str, out: &crate::transport::Output) -> LockError {
+fn remote_failure(node: &Node, what: &str, out: &crate::transport::Output) -> LockError {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if let Some(msg) = unusable_message(node, &stdout) {
+        return LockError::Remote(msg);
+    }
     let stderr = String::from_utf8_lossy(&out.stderr);
     let code = out
         .status
@@ -317,7 +399,7 @@ pub fn read_soft(
 ) -> Result<(Vec<SoftLock>, Vec<String>), LockError> {
     let out = transport.run(&Command::new(list_soft_script(node)))?;
     if out.status != Some(0) {
-        return Err(remote_failure("reading soft locks", &out));
+        return Err(remote_failure(node, "reading soft locks", &out));
     }
     let (locks, expired, warnings) =
         parse_soft_section(node, &String::from_utf8_lossy(&out.stdout), now());
@@ -328,83 +410,198 @@ pub fn read_soft(
 /// Exit code of the acquire script when someone else holds the lock.
 const HELD_EXIT: i32 = 75;
 
-/// Shell that takes the node's hard lock and lists its soft locks, in one round trip. A lock
-/// older than [`HARD_LOCK_STALE_SECS`] (by its recorded date, else the directory's mtime) is
-/// taken over on the node itself. Exits [`HELD_EXIT`] when someone else holds it.
-fn acquire_script(node: &Node, info_json: &str, force: bool) -> String {
-    let h = quote(&hard_dir(node));
+/// How often a running apply touches its hard lock, so others can tell it is alive.
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A hard lock whose holder ran on this machine and whose process is gone is taken over once
+/// its heartbeat is this old (a few missed beats: never a lock that is merely busy).
+pub const DEAD_HOLDER_SECS: i64 = 3 * 60;
+
+/// A hard lock held from another machine is taken over once its heartbeat is this old: its pid
+/// cannot be checked from here, so only a long silence (30 missed beats) says it is gone.
+pub const SILENT_HOLDER_SECS: i64 = 30 * 60;
+
+/// Shell that takes the node's hard lock and lists its soft locks, in one round trip. When
+/// someone holds it, prints `held AGE MTIME` (AGE = seconds since the holder's last heartbeat
+/// by the node's clock) and the holder's info line, and exits [`HELD_EXIT`]: the caller decides
+/// whether the holder is gone (see [`Takeover`]). With `takeover`, a lock still exactly as the
+/// caller saw it (same heartbeat, same info) is first moved aside and removed.
+fn acquire_script(
+    node: &Node,
+    info_json: &str,
+    force: bool,
+    takeover: Option<&Takeover>,
+) -> String {
+    let hd = hard_dir(node);
+    let h = quote(&hd);
     let take = format!(
         "mkdir {h} 2>/dev/null && printf '%s\\n' {} > {h}/info",
         quote(info_json)
     );
     let mut script = ensure_lock_dir(node);
+    script.push_str(&check_access(&hd, Access::Write));
     if force {
         script.push_str(&format!("rm -rf {h}\n"));
+    }
+    if let Some(t) = takeover {
+        let aside = quote(&format!("{hd}.takeover.{}", t.token));
+        // Moving aside is atomic; the lock is only deleted if what was moved is the lock judged
+        // dead (same heartbeat, same info), so two appliers taking over at once never delete
+        // each other's fresh lock. Anything else is put back (and then reported as held).
+        script.push_str(&format!(
+            r#"if mv {h} {aside} 2>/dev/null; then
+  if [ "$(stat -c %Y {aside} 2>/dev/null)" = {mtime} ] && [ "$(head -n 1 {aside}/info 2>/dev/null)" = {info} ]; then
+    rm -rf {aside}
+  else
+    [ -e {h} ] || mv {aside} {h}
+  fi
+fi
+"#,
+            mtime = quote(&t.mtime.to_string()),
+            info = quote(&t.info_line),
+        ));
     }
     script.push_str(&format!(
         r#"if {take}; then echo acquired
 else
-  d=$(sed -n 's/.*"date": *\([0-9][0-9]*\).*/\1/p' {h}/info 2>/dev/null | head -n 1)
-  [ -n "$d" ] || d=$(stat -c %Y {h} 2>/dev/null) || d=
-  n=$(date +%s)
-  if [ -n "$d" ] && [ $((n - d)) -ge {stale} ]; then
-    echo "stale $d"; head -c 4096 {h}/info 2>/dev/null; echo
-    rm -rf {h}
-    if {take}; then echo acquired; else echo lost; exit {held}; fi
-  else
-    echo "held ${{d:-0}}"; head -c 4096 {h}/info 2>/dev/null; echo
-    exit {held}
-  fi
+  n=$(date +%s); m=$(stat -c %Y {h} 2>/dev/null) || m=$n
+  echo "held $((n - m)) $m"; head -n 1 {h}/info 2>/dev/null | head -c 4096; echo
+  exit {HELD_EXIT}
 fi
 "#,
-        stale = HARD_LOCK_STALE_SECS,
-        held = HELD_EXIT,
     ));
     script.push_str(&list_soft_script(node));
     script
 }
 
+/// A lock judged dead, to be taken over if it is still exactly as it was seen.
+#[derive(Debug, Clone, PartialEq)]
+struct Takeover {
+    /// The directory's mtime (the heartbeat) as the node reported it.
+    mtime: i64,
+    /// The first line of its `info`, as read.
+    info_line: String,
+    /// Ours, to name the directory moved aside.
+    token: String,
+}
+
+/// Whether a process with this pid exists on this machine.
+fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence and permission; nothing is delivered.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Whether a held lock's holder is gone, and why (for the warning): same control host and its
+/// process no longer exists with no heartbeat for [`DEAD_HOLDER_SECS`]; another host silent for
+/// [`SILENT_HOLDER_SECS`]; or anything silent for [`HARD_LOCK_STALE_SECS`]. A lock from an
+/// older cinch (no host, no heartbeat) is judged by its date.
+fn holder_gone(info: Option<&HardLockInfo>, age: i64, now: i64, my_host: &str) -> Option<String> {
+    let Some(info) = info else {
+        return (age >= HARD_LOCK_STALE_SECS).then(|| "stale".to_string());
+    };
+    if info.host.is_empty() {
+        return (now - info.date >= HARD_LOCK_STALE_SECS).then(|| "stale".to_string());
+    }
+    if age >= HARD_LOCK_STALE_SECS {
+        return Some("stale".into());
+    }
+    if info.host == my_host {
+        if info.pid != 0 && !pid_alive(info.pid) && age >= DEAD_HOLDER_SECS {
+            return Some(format!(
+                "dead (process {} on this host is gone, no heartbeat for {})",
+                info.pid,
+                format_remaining(age)
+            ));
+        }
+        return None;
+    }
+    (age >= SILENT_HOLDER_SECS).then(|| {
+        format!(
+            "dead (no heartbeat from {} for {})",
+            info.host,
+            format_remaining(age)
+        )
+    })
+}
+
+/// What [`acquire_script`] printed, read.
+enum Acquired {
+    Got(HardLock),
+    /// Held by a holder judged gone: send the prologue again with this takeover.
+    Dead {
+        takeover: Takeover,
+        warning: String,
+    },
+}
+
 /// Reads what [`acquire_script`] printed.
-fn parse_acquire(node: &Node, rc: i32, text: &str, token: String) -> Result<HardLock, LockError> {
+fn parse_acquire(
+    node: &Node,
+    rc: i32,
+    text: &str,
+    token: &str,
+    my_host: &str,
+) -> Result<Acquired, LockError> {
+    if let Some(msg) = unusable_message(node, text) {
+        return Err(LockError::Remote(msg));
+    }
     let mut lines = text.lines();
     let first = lines.next().unwrap_or_default();
-    let mut warnings = Vec::new();
-    let describe = |info_line: Option<&str>, date: &str| {
-        let info = info_line.and_then(|l| serde_json::from_str::<HardLockInfo>(l).ok());
-        let since = info
-            .as_ref()
-            .map_or_else(|| date.trim().parse().unwrap_or(0), |i| i.date);
+    if let Some(rest) = first.strip_prefix("held ") {
+        let mut nums = rest.split_whitespace().map(|n| n.parse::<i64>().ok());
+        let age = nums.next().flatten().unwrap_or(0);
+        let mtime = nums.next().flatten().unwrap_or(0);
+        let info_line = lines.next().unwrap_or_default().to_string();
+        let info = serde_json::from_str::<HardLockInfo>(&info_line).ok();
         let who = info.as_ref().map_or_else(
-            || "someone (unreadable lock info)".to_string(),
-            |i| i.user.clone(),
+            || "someone (its lock info is missing or unreadable)".to_string(),
+            HardLockInfo::holder,
+        );
+        if let Some(why) = holder_gone(info.as_ref(), age, now(), my_host) {
+            let since = info
+                .as_ref()
+                .map_or_else(|| format_time(mtime), |i| format_time(i.date));
+            return Ok(Acquired::Dead {
+                takeover: Takeover {
+                    mtime,
+                    info_line,
+                    token: token.to_string(),
+                },
+                warning: format!(
+                    "{}: took over a {why} hard lock held by {who} since {since}",
+                    node.name
+                ),
+            });
+        }
+        let since = info.as_ref().map_or_else(
+            || format!("{} (heartbeat)", format_time(mtime)),
+            |i| format_time(i.date),
         );
         let comment = info
+            .as_ref()
             .filter(|i| !i.comment.is_empty())
-            .map(|i| format!(" ({})", i.comment))
+            .map(|i| {
+                format!(
+                    " ({})",
+                    crate::output::untrusted(&i.comment, crate::output::Lines::Escape)
+                )
+            })
             .unwrap_or_default();
-        (who, format_time(since), comment)
-    };
-    if let Some(date) = first.strip_prefix("held ") {
-        let (user, since, comment) = describe(lines.next(), date);
         return Err(LockError::Held {
-            user,
+            user: who,
             since,
             comment,
+            heartbeat: format_remaining(age.max(1)),
         });
     }
-    if let Some(date) = first.strip_prefix("stale ") {
-        let (who, since, _) = describe(lines.next(), date);
-        if lines.next() != Some("acquired") {
-            return Err(LockError::Remote(format!(
-                "{}: could not take over the stale hard lock of {who}",
-                node.name
-            )));
-        }
-        warnings.push(format!(
-            "{}: took over a stale hard lock held by {who} since {since}",
-            node.name
-        ));
-    } else if first != "acquired" || rc != 0 {
+    if first != "acquired" || rc != 0 {
         return Err(LockError::Remote(format!(
             "taking the hard lock failed (exit code {rc}{}): {}",
             if rc == 71 {
@@ -415,14 +612,13 @@ fn parse_acquire(node: &Node, rc: i32, text: &str, token: String) -> Result<Hard
             text.trim()
         )));
     }
-    let (soft_locks, expired, soft_warnings) = parse_soft_section(node, text, now());
-    warnings.extend(soft_warnings);
-    Ok(HardLock {
-        token,
+    let (soft_locks, expired, warnings) = parse_soft_section(node, text, now());
+    Ok(Acquired::Got(HardLock {
+        token: token.to_string(),
         soft_locks,
         expired,
         warnings,
-    })
+    }))
 }
 
 fn new_info(user: &str, comment: &str) -> (String, String) {
@@ -432,12 +628,14 @@ fn new_info(user: &str, comment: &str) -> (String, String) {
         date: now(),
         comment: comment.to_string(),
         token: token.clone(),
+        host: hostname(),
+        pid: std::process::id(),
     };
     (serde_json::to_string(&info).unwrap_or_default(), token)
 }
 
 /// The apply engine's view of locks: the hard lock rides on the first command, soft locks decide
-/// item skips, and the release rides on the last command.
+/// item skips, every command beats the heartbeat, and the release rides on the last command.
 pub struct ApplyGuard<'a> {
     node: &'a Node,
     me: String,
@@ -446,7 +644,12 @@ pub struct ApplyGuard<'a> {
     force: bool,
     info: String,
     token: String,
+    host: String,
     acquired: Option<HardLock>,
+    /// A dead holder's lock to take over on the retried first command.
+    takeover: Option<Takeover>,
+    /// Its warning, printed once the takeover worked.
+    takeover_warning: Option<String>,
     console: &'a crate::console::Console,
 }
 
@@ -467,16 +670,38 @@ impl<'a> ApplyGuard<'a> {
             force,
             info,
             token,
+            host: hostname(),
             acquired: None,
+            takeover: None,
+            takeover_warning: None,
             console,
         }
+    }
+
+    /// One note per node when the identity's own soft locks were ignored.
+    fn own_locks_note(&self, locks: &[SoftLock]) -> Option<String> {
+        let own: Vec<&str> = locks
+            .iter()
+            .filter(|l| l.user == self.me)
+            .map(|l| l.id.as_str())
+            .collect();
+        (!own.is_empty()).then(|| {
+            format!(
+                "{}: ignored soft lock{} {} because {} yours ({})",
+                self.node.name,
+                if own.len() == 1 { "" } else { "s" },
+                own.join(", "),
+                if own.len() == 1 { "it is" } else { "they are" },
+                crate::output::untrusted(&self.me, crate::output::Lines::Escape),
+            )
+        })
     }
 }
 
 impl crate::executor::Guard for ApplyGuard<'_> {
     fn prologue(&self) -> Option<String> {
         Some(if self.take_hard {
-            acquire_script(self.node, &self.info, self.force)
+            acquire_script(self.node, &self.info, self.force, self.takeover.as_ref())
         } else {
             list_soft_script(self.node)
         })
@@ -485,8 +710,26 @@ impl crate::executor::Guard for ApplyGuard<'_> {
     fn accept(&mut self, rc: i32, output: &[u8]) -> Result<(), String> {
         let text = String::from_utf8_lossy(output);
         let lock = if self.take_hard {
-            parse_acquire(self.node, rc, &text, self.token.clone()).map_err(|e| e.to_string())?
+            let parsed = parse_acquire(self.node, rc, &text, &self.token, &self.host);
+            match parsed.map_err(|e| e.to_string())? {
+                Acquired::Got(lock) => lock,
+                Acquired::Dead { takeover, warning } => {
+                    // Only one takeover attempt: if the lock changed meanwhile, it is alive.
+                    if self.takeover.is_some() {
+                        return Err(format!(
+                            "{}: the hard lock changed while taking it over; try again",
+                            self.node.name
+                        ));
+                    }
+                    self.takeover = Some(takeover);
+                    self.takeover_warning = Some(warning);
+                    return Err(RETRY.into());
+                }
+            }
         } else {
+            if let Some(msg) = unusable_message(self.node, &text) {
+                return Err(msg);
+            }
             let (soft_locks, expired, warnings) = parse_soft_section(self.node, &text, now());
             HardLock {
                 token: String::new(),
@@ -495,11 +738,30 @@ impl crate::executor::Guard for ApplyGuard<'_> {
                 warnings,
             }
         };
-        for w in &lock.warnings {
-            self.console.err(&format!("warning: {w}"));
+        let mut warnings = lock.warnings.clone();
+        if let Some(w) = self.takeover_warning.take() {
+            warnings.insert(0, w);
+        }
+        for w in &warnings {
+            self.console.err(&format!(
+                "warning: {}",
+                crate::output::untrusted(w, crate::output::Lines::Escape)
+            ));
+        }
+        if let Some(note) = self.own_locks_note(&lock.soft_locks) {
+            self.console.err(&format!("note: {note}"));
         }
         self.acquired = Some(lock);
         Ok(())
+    }
+
+    fn retry(&self) -> bool {
+        self.takeover.is_some() && self.acquired.is_none()
+    }
+
+    fn heartbeat(&self) -> Option<String> {
+        self.take_hard
+            .then(|| heartbeat_script(self.node, &self.token))
     }
 
     fn soft_locked(&self, item: &Item) -> Option<String> {
@@ -523,6 +785,19 @@ impl crate::executor::Guard for ApplyGuard<'_> {
     }
 }
 
+/// The reason [`ApplyGuard::accept`] gives when it wants the first command sent again.
+const RETRY: &str = "retry: taking over a dead hard lock";
+
+/// Shell that touches the hard lock directory (its mtime is the heartbeat), only while the lock
+/// is still ours. Silent and harmless in front of any command.
+pub fn heartbeat_script(node: &Node, token: &str) -> String {
+    let h = quote(&hard_dir(node));
+    format!(
+        "grep -qF {} {h}/info 2>/dev/null && touch -c {h} 2>/dev/null\n",
+        quote(token)
+    )
+}
+
 /// Shell that gives the hard lock back, but only if it is still ours (someone may have used
 /// `--force` meanwhile). Usable as the tail of another command.
 pub fn release_hard_script(node: &Node, token: &str) -> String {
@@ -533,60 +808,60 @@ pub fn release_hard_script(node: &Node, token: &str) -> String {
     )
 }
 
-/// Writes a new soft lock atomically; returns it.
-pub fn add_soft(
-    transport: &dyn Transport,
-    node: &Node,
-    user: &str,
-    items: &[String],
-    expires_in: i64,
-    comment: &str,
-) -> Result<SoftLock, LockError> {
+/// Writes `lock` (one id shared by every node it is added to) atomically on the node.
+pub fn add_soft(transport: &dyn Transport, node: &Node, lock: &SoftLock) -> Result<(), LockError> {
     let s = soft_dir(node);
-    for _ in 0..5 {
-        let id = new_lock_id();
-        let created = now();
-        let lock = SoftLock {
-            id: id.clone(),
-            user: user.to_string(),
-            date: created,
-            expiry: created + expires_in,
-            items: if items.is_empty() {
-                vec!["*".into()]
-            } else {
-                items.to_vec()
-            },
-            comment: comment.to_string(),
-        };
-        let json = serde_json::to_string(&lock).map_err(|e| LockError::Remote(e.to_string()))?;
-        let (dir, file, tmp) = (
-            quote(&s),
-            quote(&format!("{s}/{id}")),
-            quote(&format!("{s}/.{id}.tmp")),
-        );
-        let script = format!(
-            "{}[ -d {dir} ] || (umask 077; mkdir -p {dir}) || exit 71\n[ -e {file} ] && exit 73\nprintf '%s\\n' {} > {tmp} && mv -f {tmp} {file}\n",
-            ensure_lock_dir(node),
-            quote(&json),
-        );
-        let out = transport.run(&Command::new(script))?;
-        match out.status {
-            Some(0) => return Ok(lock),
-            Some(73) => continue,
-            _ => return Err(remote_failure("writing the soft lock", &out)),
-        }
+    let id = &lock.id;
+    let json = serde_json::to_string(lock).map_err(|e| LockError::Remote(e.to_string()))?;
+    let (dir, file, tmp) = (
+        quote(&s),
+        quote(&format!("{s}/{id}")),
+        quote(&format!("{s}/.{id}.tmp")),
+    );
+    let script = format!(
+        "{}[ -d {dir} ] || (umask 077; mkdir -p {dir}) || exit 71\n{}[ -e {file} ] && exit 73\nprintf '%s\\n' {} > {tmp} && mv -f {tmp} {file}\n",
+        ensure_lock_dir(node),
+        check_access(&s, Access::Write),
+        quote(&json),
+    );
+    let out = transport.run(&Command::new(script))?;
+    match out.status {
+        Some(0) => Ok(()),
+        Some(73) => Err(LockError::Remote(format!(
+            "a soft lock {id} already exists on this node: run `cinch lock add` again for a new id"
+        ))),
+        _ => Err(remote_failure(node, "writing the soft lock", &out)),
     }
-    Err(LockError::Remote("could not find a free lock id".into()))
+}
+
+/// A new soft lock owned by `user`, the same value for every node of one `cinch lock add`.
+pub fn new_soft_lock(user: &str, items: &[String], expires_in: i64, comment: &str) -> SoftLock {
+    let created = now();
+    SoftLock {
+        id: new_lock_id(),
+        user: user.to_string(),
+        date: created,
+        expiry: created + expires_in,
+        items: if items.is_empty() {
+            vec!["*".into()]
+        } else {
+            items.to_vec()
+        },
+        comment: comment.to_string(),
+    }
 }
 
 /// Removes a soft lock by id; `Ok(false)` when the node has no such lock.
 pub fn remove_soft(transport: &dyn Transport, node: &Node, id: &str) -> Result<bool, LockError> {
     let file = quote(&format!("{}/{id}", soft_dir(node)));
+    // Without the access checks an unreadable lock_dir would look like "no such lock".
     let out = transport.run(&Command::new(format!(
-        "if [ -f {file} ]; then rm -f {file} && echo removed; else echo missing; fi"
+        "{}{}if [ -f {file} ]; then rm -f {file} && echo removed; else echo missing; fi",
+        check_access(&node.lock_dir, Access::Write),
+        check_access(&soft_dir(node), Access::Write),
     )))?;
     if out.status != Some(0) {
-        return Err(remote_failure("removing the soft lock", &out));
+        return Err(remote_failure(node, "removing the soft lock", &out));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim() == "removed")
 }
@@ -600,15 +875,30 @@ pub fn soft_lock_reason(item: &Item, locks: &[SoftLock], me: &str) -> Option<Str
     locks
         .iter()
         .find(|l| l.user != me && l.covers(item))
-        .map(|l| format!("soft locked by {} ({})", l.user, l.id))
+        .map(|l| {
+            format!(
+                "soft locked by {} ({})",
+                untrusted(&l.user, Lines::Escape),
+                l.id
+            )
+        })
 }
 
-/// A UNIX time as local `YYYY-MM-DD HH:MM:SS`.
+/// A UNIX time as local `YYYY-MM-DD HH:MM:SS +HH:MM`: the zone is always shown, so times
+/// read by people in different zones (or from logs) are never ambiguous.
 pub fn format_time(secs: i64) -> String {
     use chrono::TimeZone;
     chrono::Local.timestamp_opt(secs, 0).single().map_or_else(
         || secs.to_string(),
-        |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        |t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string(),
+    )
+}
+
+/// A UNIX time as UTC RFC 3339, for JSON output.
+pub fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0).map_or_else(
+        || secs.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     )
 }
 
@@ -649,11 +939,11 @@ pub fn cmd_lock(ctx: &Context, cmd: &LockCommand) -> Result<u8> {
     let repo = ctx.load_repo()?;
     let target = match cmd {
         LockCommand::Add { target, .. }
-        | LockCommand::Show { target }
+        | LockCommand::Show { target, .. }
         | LockCommand::Remove { target, .. } => target,
     };
     let nodes = repo.select(target)?;
-    let me = identity(&repo.path);
+    let me = identity();
     let connect = crate::transport::ConnectOptions::from_settings(
         &repo.path,
         &repo.settings.ssh,
@@ -666,15 +956,27 @@ pub fn cmd_lock(ctx: &Context, cmd: &LockCommand) -> Result<u8> {
         LockCommand::Add { expires_in, .. } => parse_duration(expires_in).map_err(Error::Usage)?,
         _ => 0,
     };
-    let remove_id = match cmd {
-        LockCommand::Remove { lock_id, .. } => Some(normalize_id(lock_id).ok_or_else(|| {
+    let parse_id = |lock_id: &str| {
+        normalize_id(lock_id).ok_or_else(|| {
             Error::Usage(format!("invalid lock id {lock_id:?}: lock ids are 4 characters A-Z0-9 (see `cinch lock show`)"))
-        })?),
+        })
+    };
+    let lock_id = match cmd {
+        LockCommand::Remove { lock_id, .. } => Some(parse_id(lock_id)?),
+        LockCommand::Show {
+            lock_id: Some(id), ..
+        } => Some(parse_id(id)?),
         _ => None,
     };
-    if let LockCommand::Add { items, .. } = cmd {
-        check_item_selectors(&repo, &nodes, items)?;
-    }
+    // One lock, one id: every node of one `lock add` gets the same lock (as in BundleWrap), so
+    // `lock remove n3,n4 ID` and `lock show all ID` work on all of them.
+    let new_lock = match cmd {
+        LockCommand::Add { items, comment, .. } => {
+            check_item_selectors(&repo, &nodes, items)?;
+            Some(new_soft_lock(&me, items, expires_in, comment))
+        }
+        _ => None,
+    };
 
     let workers = repo.settings.node_workers;
     let outcomes =
@@ -690,9 +992,8 @@ pub fn cmd_lock(ctx: &Context, cmd: &LockCommand) -> Result<u8> {
                 transport.as_ref(),
                 node,
                 cmd,
-                &me,
-                expires_in,
-                remove_id.as_deref(),
+                new_lock.as_ref(),
+                lock_id.as_deref(),
                 &bus,
                 ctx,
             );
@@ -701,6 +1002,7 @@ pub fn cmd_lock(ctx: &Context, cmd: &LockCommand) -> Result<u8> {
         });
 
     let mut failed = false;
+    let mut answered = 0usize;
     let mut rows = Vec::new();
     for (node, outcome) in nodes.iter().zip(outcomes) {
         let Some(outcome) = outcome else {
@@ -711,7 +1013,10 @@ pub fn cmd_lock(ctx: &Context, cmd: &LockCommand) -> Result<u8> {
         match outcome {
             NodeOutcome::Added(lock) => {
                 if ctx.console.json() {
-                    ctx.console.json_line(&serde_json::json!({"event": "lock_added", "node": node.name, "lock": lock}));
+                    ctx.console.json_line(&serde_json::json!({
+                        "event": "lock_added", "node": node.name, "lock": lock,
+                        "created": rfc3339(lock.date), "expires": rfc3339(lock.expiry),
+                    }));
                 } else if ctx.console.quiet() {
                     ctx.console.out(&lock.id);
                 } else {
@@ -724,20 +1029,22 @@ pub fn cmd_lock(ctx: &Context, cmd: &LockCommand) -> Result<u8> {
                 }
             }
             NodeOutcome::Shown(locks) => {
+                answered += 1;
                 for l in locks {
                     if ctx.console.json() {
-                        ctx.console.json_line(
-                            &serde_json::json!({"event": "lock", "node": node.name, "lock": l}),
-                        );
+                        ctx.console.json_line(&serde_json::json!({
+                            "event": "lock", "node": node.name, "lock": l,
+                            "created": rfc3339(l.date), "expires": rfc3339(l.expiry),
+                        }));
                     }
                     rows.push(vec![
                         node.name.clone(),
                         l.id.clone(),
-                        l.user.clone(),
+                        untrusted(&l.user, Lines::Escape).into_owned(),
                         format_time(l.date),
                         format_remaining(l.expiry - now()),
-                        l.items.join(", "),
-                        l.comment.clone(),
+                        untrusted(&l.items.join(", "), Lines::Escape).into_owned(),
+                        untrusted(&l.comment, Lines::Escape).into_owned(),
                     ]);
                 }
             }
@@ -758,7 +1065,17 @@ pub fn cmd_lock(ctx: &Context, cmd: &LockCommand) -> Result<u8> {
     }
     if matches!(cmd, LockCommand::Show { .. }) && !ctx.console.json() {
         if rows.is_empty() {
-            ctx.console.out("no soft locks");
+            // Never "no soft locks" for nodes that could not be read.
+            let what = match &lock_id {
+                Some(id) => format!("no soft lock {id}"),
+                None => "no soft locks".to_string(),
+            };
+            if !failed {
+                ctx.console.out(&what);
+            } else if answered > 0 {
+                ctx.console
+                    .out(&format!("{what} on the nodes that answered"));
+            }
         } else {
             ctx.console.out(&crate::output::table(
                 &[
@@ -788,30 +1105,35 @@ fn report(ctx: &Context, node: &Node, status: &str, why: Option<&str>) {
         ctx.console.err(&format!(
             "{}  {status}{}",
             node.name,
-            why.map(|w| format!(": {w}")).unwrap_or_default()
+            why.map(|w| format!(": {}", untrusted(w, Lines::Keep)))
+                .unwrap_or_default()
         ));
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn node_lock_op(
     transport: &dyn Transport,
     node: &Node,
     cmd: &LockCommand,
-    me: &str,
-    expires_in: i64,
-    remove_id: Option<&str>,
+    new_lock: Option<&SoftLock>,
+    lock_id: Option<&str>,
     bus: &Bus,
     ctx: &Context,
 ) -> NodeOutcome {
     let warn = |ws: &[String]| {
-        ws.iter()
-            .for_each(|w| ctx.console.err(&format!("warning: {w}")))
+        ws.iter().for_each(|w| {
+            ctx.console
+                .err(&format!("warning: {}", untrusted(w, Lines::Escape)))
+        })
     };
     match cmd {
-        LockCommand::Add { comment, items, .. } => {
-            match add_soft(transport, node, me, items, expires_in, comment) {
-                Ok(lock) => {
+        LockCommand::Add { .. } => {
+            let Some(lock) = new_lock else {
+                return NodeOutcome::Failed("no lock to add".into());
+            };
+            match add_soft(transport, node, lock) {
+                Ok(()) => {
+                    let lock = lock.clone();
                     bus.emit(&Event::LockAdd {
                         node,
                         lock_id: &lock.id,
@@ -825,8 +1147,11 @@ fn node_lock_op(
             }
         }
         LockCommand::Show { .. } => match read_soft(transport, node) {
-            Ok((locks, warnings)) => {
+            Ok((mut locks, warnings)) => {
                 warn(&warnings);
+                if let Some(id) = lock_id {
+                    locks.retain(|l| l.id.eq_ignore_ascii_case(id));
+                }
                 for l in &locks {
                     let info = serde_json::to_value(l).unwrap_or_default();
                     bus.emit(&Event::LockShow {
@@ -839,7 +1164,7 @@ fn node_lock_op(
             Err(e) => NodeOutcome::Failed(e.to_string()),
         },
         LockCommand::Remove { .. } => {
-            let id = remove_id.unwrap_or_default();
+            let id = lock_id.unwrap_or_default();
             match remove_soft(transport, node, id) {
                 Ok(true) => {
                     bus.emit(&Event::LockRemove { node, lock_id: id });
@@ -954,6 +1279,97 @@ mod tests {
                 .any(|w| w.contains("corrupt") && w.contains("ZZZZ"))
         );
         assert!(warnings.iter().any(|w| w.contains("notes.txt")));
+    }
+
+    fn info(host: &str, pid: u32, date: i64) -> HardLockInfo {
+        HardLockInfo {
+            user: "bob".into(),
+            date,
+            comment: String::new(),
+            token: "t".into(),
+            host: host.into(),
+            pid,
+        }
+    }
+
+    #[test]
+    fn a_dead_holder_is_recognised_only_when_that_is_safe() {
+        let now = 1_000_000;
+        let alive = std::process::id();
+        let dead = {
+            let mut c = std::process::Command::new("true").spawn().expect("true");
+            let pid = c.id();
+            c.wait().expect("wait");
+            pid
+        };
+        let gone = |i: Option<&HardLockInfo>, age| holder_gone(i, age, now, "here");
+        // Same control host: a gone process after a few quiet minutes, never a live one.
+        assert!(gone(Some(&info("here", dead, now)), DEAD_HOLDER_SECS).is_some());
+        assert!(gone(Some(&info("here", dead, now)), DEAD_HOLDER_SECS - 1).is_none());
+        assert!(gone(Some(&info("here", alive, now)), SILENT_HOLDER_SECS * 2).is_none());
+        assert!(gone(Some(&info("here", 0, now)), DEAD_HOLDER_SECS * 2).is_none());
+        // Another host: only a long silence counts.
+        assert!(gone(Some(&info("there", dead, now)), DEAD_HOLDER_SECS * 2).is_none());
+        assert!(gone(Some(&info("there", dead, now)), SILENT_HOLDER_SECS).is_some());
+        // Anything silent for 8 h is stale; an older cinch's lock is judged by its date.
+        assert!(gone(Some(&info("here", alive, now)), HARD_LOCK_STALE_SECS).is_some());
+        assert!(gone(Some(&info("", 0, now - HARD_LOCK_STALE_SECS)), 0).is_some());
+        assert!(gone(Some(&info("", 0, now - 60)), HARD_LOCK_STALE_SECS).is_none());
+        assert!(gone(None, HARD_LOCK_STALE_SECS - 1).is_none());
+        assert!(gone(None, HARD_LOCK_STALE_SECS).is_some());
+    }
+
+    #[test]
+    fn takeover_never_removes_a_lock_that_changed_since_it_was_judged_dead() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut n = node();
+        n.lock_dir = dir.path().display().to_string();
+        let hard = dir.path().join("hard-web1");
+        std::fs::create_dir(&hard).expect("mkdir");
+        let theirs = r#"{"user":"bob","date":1,"host":"h","pid":1}"#;
+        std::fs::write(hard.join("info"), format!("{theirs}\n")).expect("info");
+        let mtime = std::fs::metadata(&hard)
+            .and_then(|m| m.modified())
+            .expect("mtime")
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs() as i64;
+        let (mine, token) = new_info("me", "cinch apply");
+        let run = |t: &Takeover| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(acquire_script(&n, &mine, false, Some(t)))
+                .output()
+                .expect("sh");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        };
+        // A heartbeat since it was judged dead: the lock is alive and stays.
+        let seen_earlier = Takeover {
+            mtime: mtime - 100,
+            info_line: theirs.into(),
+            token: token.clone(),
+        };
+        let (rc, out) = run(&seen_earlier);
+        assert_eq!(rc, Some(HELD_EXIT), "{out}");
+        assert!(out.starts_with("held "), "{out}");
+        let info = std::fs::read_to_string(hard.join("info")).expect("info");
+        assert_eq!(info.trim(), theirs);
+        // Exactly as judged: taken over.
+        let as_seen = Takeover {
+            mtime,
+            info_line: theirs.into(),
+            token,
+        };
+        let (rc, out) = run(&as_seen);
+        assert_eq!(rc, Some(0), "{out}");
+        assert!(out.starts_with("acquired"), "{out}");
+        let info = std::fs::read_to_string(hard.join("info")).expect("info");
+        assert_eq!(info.trim(), mine);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").collect();
+        assert_eq!(left.len(), 1, "nothing moved aside is left behind");
     }
 
     #[test]

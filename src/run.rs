@@ -157,7 +157,8 @@ pub fn run_on(console: &Console, bus: &Bus, nodes: &[&Node], plan: &RunPlan<'_>)
             node.name.clone(),
             outcome.code_cell(),
             format!("{:.2}s", dur.as_secs_f64()),
-            outcome.note(),
+            // Unreachable/failed notes may quote the node's or ssh's stderr.
+            crate::output::untrusted(&outcome.note(), crate::output::Lines::Escape).into_owned(),
         ]);
     }
     let interrupted = crate::interrupt::requested();
@@ -366,6 +367,9 @@ impl<'a> NodePrinter<'a> {
             (Stream::Stderr, false) => "!".to_string(),
             (Stream::Stderr, true) => console::style("!").red().bold().to_string(),
         };
+        // Deliberately not passed through `output::untrusted`: this is the output the user asked
+        // `cinch run` for, shown raw like ssh would (progress or colours of the remote command
+        // stay intact). Everything else a node says is sanitised before it is printed.
         let mut buf = String::with_capacity(text.len() + 64);
         for line in lines {
             buf.push_str(&format!(

@@ -106,9 +106,9 @@ fn audit_log_appends_one_json_line_per_changed_item() {
     assert_eq!(
         repo.json_lines("audit.jsonl"),
         vec![
-            json!({"time": 1_700_000_000.0, "user": "tester", "node": "web1", "item": "file:/etc/motd",
+            json!({"time": "2023-11-14T22:13:20Z", "user": "tester", "node": "web1", "item": "file:/etc/motd",
                    "bundle": "base", "status": "fixed", "duration": 0.25, "reason": null}),
-            json!({"time": 1_700_000_000.0, "user": "tester", "node": "web1", "item": "pkg_apt:nginx",
+            json!({"time": "2023-11-14T22:13:20Z", "user": "tester", "node": "web1", "item": "pkg_apt:nginx",
                    "bundle": "base", "status": "failed", "duration": 0.25, "reason": "no such package"}),
         ]
     );
@@ -294,7 +294,7 @@ fn lock_add_and_remove_are_announced() {
     });
     assert_eq!(
         received(&rx).1,
-        json!({"text": "tester locked web1 (lock AB12) until 2023-11-14 22:13 UTC for file:/etc/motd, bundle:nginx: deploying"})
+        json!({"text": "tester locked web1 (lock AB12) until 2023-11-14T22:13:20Z for file:/etc/motd, bundle:nginx: deploying"})
     );
     hooks.on_event(&Event::LockAdd {
         node: &web1,
@@ -305,7 +305,7 @@ fn lock_add_and_remove_are_announced() {
     });
     assert_eq!(
         received(&rx).1,
-        json!({"text": "tester locked web1 (lock CD34) until 2000-02-29 00:00 UTC for everything"})
+        json!({"text": "tester locked web1 (lock CD34) until 2000-02-29T00:00:00Z for everything"})
     );
     hooks.on_event(&Event::LockRemove {
         node: &web1,

@@ -661,6 +661,21 @@ fn build_engine(repo_path: &Path, console: Arc<Console>, options: HookOptions) -
         }) as FLOAT
     });
 
+    // Who cinch acts as (lock owner), so hooks never guess it from `$USER`.
+    let o = options.clone();
+    engine.register_fn("identity", move || -> String {
+        match o.env.get("CINCH_IDENTITY").filter(|v| !v.trim().is_empty()) {
+            Some(id) => id.clone(),
+            None => crate::lock::identity(),
+        }
+    });
+
+    // Times for people carry their zone: UTC RFC 3339, like the JSON output.
+    engine.register_fn("format_utc", |secs: INT| crate::lock::rfc3339(secs));
+    engine.register_fn("format_utc", |secs: FLOAT| {
+        crate::lock::rfc3339(secs.floor() as i64)
+    });
+
     let runner = {
         let o = options.clone();
         let cwd = repo_path.to_path_buf();

@@ -865,6 +865,35 @@ fn test(repo) {
 }
 
 #[test]
+fn hooks_get_cinchs_identity_instead_of_guessing_it_from_env_user() {
+    let repo = Repo::new();
+    repo.file(
+        "hooks/a.rhai",
+        r#"
+fn test(repo) {
+    let result = #{ identity: identity(), user: env("USER"), at: format_utc(1700000000) };
+    run_local("printf '%s\n' " + quote(result.to_json()) + " > result.json");
+}
+"#,
+    );
+    let hooks = repo
+        .load_with(HookOptions {
+            now: None,
+            env: HashMap::from([
+                ("CINCH_IDENTITY".to_string(), "alice@laptop".to_string()),
+                ("USER".to_string(), "root".to_string()),
+            ]),
+        })
+        .expect("load");
+    hooks.on_event(&Event::Test);
+    assert!(!hooks.had_errors(), "{:?}", hooks.errors());
+    assert_eq!(
+        repo.json_lines("result.json"),
+        vec![json!({"identity": "alice@laptop", "user": "root", "at": "2023-11-14T22:13:20Z"})]
+    );
+}
+
+#[test]
 fn real_clock_is_used_without_override() {
     let repo = Repo::new();
     repo.file(
