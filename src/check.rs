@@ -73,7 +73,7 @@ pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
     let results: Vec<(&Node, NodeCheck, bool)> = nodes
         .par_iter()
         .map(|node| {
-            let checked = check_node(&repo, node);
+            let checked = local_checks(&repo, node).map(|c| c.plan.items.len());
             let hook_ok = bus.as_ref().is_none_or(|bus| {
                 bus.emit(&crate::events::Event::TestNode { node }) == Flow::Continue
             });
@@ -165,24 +165,57 @@ fn warn(ctx: &Context, warnings: &[Diagnostic]) {
     }
 }
 
-/// Everything `cinch test` can check about one node offline: its items parse, every template
-/// renders with its metadata, and the dependency graph resolves without loops. Returns the
-/// number of items. Dummy nodes are never applied, so their items are not built (as in
-/// BundleWrap).
-fn check_node(repo: &Repo, node: &Node) -> Result<usize, Vec<Diagnostic>> {
-    if node.dummy {
-        return Ok(0);
+/// What the local checks produce for one node: its plan and each plan item's expected
+/// content (`None` where cinch does not manage content), in plan order.
+pub struct Checked {
+    pub plan: crate::plan::Plan,
+    pub contents: Vec<Option<Vec<u8>>>,
+}
+
+/// Every check that needs no network, for one node: its metadata resolved, its items parse,
+/// every template renders with its metadata, and the dependency graph resolves without loops.
+/// `apply`, `verify` and `cinch test` all call this one function, so `test` passes exactly the
+/// repos `apply` accepts — dummy nodes included (apply builds their plan too, then skips it).
+pub fn local_checks(repo: &Repo, node: &Node) -> Result<Checked, Vec<Diagnostic>> {
+    if !node.problems.is_empty() {
+        return Err(node.problems.clone());
     }
     let items = crate::items::load_node_items(repo, node)?;
-    let count = items.len();
-    let mut problems = crate::items::render::render_all(repo, node, &items);
-    if let Err(diags) = crate::plan::Plan::build(node, items) {
-        problems.extend(diags);
+    let rendered: Vec<(String, Result<Option<Vec<u8>>, Diagnostic>)> = items
+        .par_iter()
+        .map(|item| {
+            (
+                item.id.clone(),
+                crate::items::render::content(repo, node, item),
+            )
+        })
+        .collect();
+    let mut problems = Vec::new();
+    let mut contents: std::collections::HashMap<String, Option<Vec<u8>>> =
+        std::collections::HashMap::with_capacity(rendered.len());
+    for (id, r) in rendered {
+        match r {
+            Ok(c) => {
+                contents.insert(id, c);
+            }
+            Err(d) => problems.push(d),
+        }
     }
-    if problems.is_empty() {
-        Ok(count)
-    } else {
-        Err(problems)
+    match crate::plan::Plan::build(node, items) {
+        Err(diags) => {
+            problems.extend(diags);
+            Err(problems)
+        }
+        Ok(_) if !problems.is_empty() => Err(problems),
+        Ok(plan) => {
+            // Generated items (canned actions) have no content.
+            let contents = plan
+                .items
+                .iter()
+                .map(|i| contents.remove(&i.id).flatten())
+                .collect();
+            Ok(Checked { plan, contents })
+        }
     }
 }
 

@@ -112,24 +112,12 @@ pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
         .map(|(_, def)| resolve_node(def, &groups, &group_index, &hierarchy, &bundles, &listed_in))
         .collect();
 
-    let mut seen_conflicts: BTreeMap<(Vec<String>, String, String), ConflictReport> =
-        BTreeMap::new();
+    // A metadata conflict belongs to the nodes it is on: they fail (apply, verify, test,
+    // `cinch metadata`) and every other node works as usual.
     let mut out_nodes = BTreeMap::new();
-    for (node, conflicts) in resolved {
-        for c in conflicts {
-            let key = (c.path.clone(), c.first.clone(), c.second.clone());
-            seen_conflicts
-                .entry(key)
-                .and_modify(|r| r.nodes.push(node.name.clone()))
-                .or_insert(ConflictReport {
-                    conflict: c,
-                    nodes: vec![node.name.clone()],
-                });
-        }
+    for (mut node, conflicts) in resolved {
+        node.problems = conflicts.into_iter().map(Conflict::into_diagnostic).collect();
         out_nodes.insert(node.name.clone(), node);
-    }
-    for report in seen_conflicts.into_values() {
-        diags.push(report.into_diagnostic());
     }
 
     if !diags.is_empty() {
@@ -187,34 +175,26 @@ struct Conflict {
     second_value: Value,
 }
 
-struct ConflictReport {
-    conflict: Conflict,
-    nodes: Vec<String>,
-}
-
-impl ConflictReport {
+impl Conflict {
+    /// The conflict as a problem of its node. The message does not name the node, so
+    /// `cinch test` can report one conflict found on many nodes once.
     fn into_diagnostic(self) -> Diagnostic {
-        let c = self.conflict;
-        let on = match self.nodes.len() {
-            1 => format!("node '{}'", self.nodes[0]),
-            n => format!("node '{}' and {} more", self.nodes[0], n - 1),
-        };
-        let first_at = c
+        let first_at = self
             .first_loc
             .as_ref()
             .map(|l| format!(" at {l}"))
             .unwrap_or_default();
         let message = format!(
-            "metadata conflict on {on} at `{}`: {} sets {}{first_at}, {} sets {}",
-            c.path.join("."),
-            c.first,
-            c.first_value,
-            c.second,
-            c.second_value,
+            "metadata conflict at `{}`: {} sets {}{first_at}, {} sets {}",
+            self.path.join("."),
+            self.first,
+            self.first_value,
+            self.second,
+            self.second_value,
         );
         let hint = "set the value in a group that is a subgroup of both, in the node itself, \
                     or remove one of them";
-        match c.second_loc {
+        match self.second_loc {
             Some(loc) => Diagnostic::at(loc, message),
             None => Diagnostic::new(message),
         }
@@ -715,6 +695,7 @@ fn resolve_node(
             .unwrap_or_else(|| Node::DEFAULT_LOCK_DIR.to_string()),
         metadata: merged,
         location: def.location.clone(),
+        problems: Vec::new(),
     };
     (node, conflicts)
 }
