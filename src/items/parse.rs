@@ -836,7 +836,7 @@ pub(crate) fn build_items(bundle: &Bundle, raws: &[RawItem]) -> (Vec<Item>, Vec<
 /// Parses and validates a bundle's items.toml (no file: no items).
 fn load_static(bundle: &Bundle) -> Result<Vec<Item>, Vec<Diagnostic>> {
     let path = bundle.dir.join("items.toml");
-    let text = match std::fs::read_to_string(&path) {
+    let text = match crate::repo::read_text(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {

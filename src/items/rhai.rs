@@ -24,7 +24,7 @@ pub(crate) struct Compiled {
 /// Compiles `bundle/items.rhai` if it exists.
 fn compile(repo: &Repo, bundle: &Bundle) -> Result<Option<Compiled>, Vec<Diagnostic>> {
     let path = bundle.dir.join("items.rhai");
-    let text = match std::fs::read_to_string(&path) {
+    let text = match crate::repo::read_text(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {

@@ -215,7 +215,9 @@ where
 {
     let mut files = Vec::new();
     let main = root.join(format!("{kind}.toml"));
-    if main.is_file() {
+    // Anything at `nodes.toml` is read, so a directory or FIFO there is an error rather than
+    // a silently empty repo.
+    if std::fs::symlink_metadata(&main).is_ok() {
         files.push(main);
     }
     files.extend(toml_files_in(&root.join(kind), diags));
@@ -321,7 +323,6 @@ fn toml_files_in(dir: &Path, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
             p.extension().is_some_and(|x| x == "toml")
                 && !name.starts_with('_')
                 && !name.starts_with('.')
-                && p.is_file()
         })
         .collect();
     files.sort();
@@ -514,7 +515,7 @@ fn read_bundles(root: &Path, diags: &mut Vec<Diagnostic>) -> BTreeMap<String, Bu
         let meta_path = path.join("metadata.toml");
         let mut spans = SpanMap::default();
         let mut defaults = Value::Object(Default::default());
-        if meta_path.is_file() {
+        if std::fs::symlink_metadata(&meta_path).is_ok() {
             match TomlFile::read(&meta_path) {
                 Ok(file) => {
                     let item = toml_edit::Item::Table(file.root().clone());

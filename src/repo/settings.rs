@@ -40,7 +40,7 @@ impl Settings {
     pub(crate) fn load(repo: &Path, diags: &mut Vec<Diagnostic>) -> Settings {
         let mut settings = Settings::default();
         let path = repo.join("cinch.toml");
-        if !path.is_file() {
+        if std::fs::symlink_metadata(&path).is_err() {
             return settings;
         }
         let file = match TomlFile::read(&path) {

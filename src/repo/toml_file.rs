@@ -20,7 +20,7 @@ pub(crate) struct TomlFile {
 impl TomlFile {
     /// Reads and parses `path`; a syntax error points at where the parser stopped.
     pub fn read(path: &Path) -> Result<TomlFile, Diagnostic> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::repo::read_text(path)
             .map_err(|e| Diagnostic::at(Location::file(path), format!("cannot read file: {e}")))?;
         Self::parse(path, text)
     }
