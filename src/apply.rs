@@ -178,7 +178,7 @@ fn run(
         }
     }
     if !diags.is_empty() {
-        return Err(Error::Repo(diags));
+        return Err(Error::Repo(crate::check::dedup_sorted(diags)));
     }
     // As in BundleWrap 5: a -o/-s selector that matches nothing on any selected node is a
     // typo, and silently applying everything (or nothing) would be worse than stopping.

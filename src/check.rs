@@ -1,8 +1,6 @@
 //! `cinch test`: validate everything that can be validated without a network, and report
 //! every problem (not only the first), each with its file and line.
 
-use std::collections::BTreeMap;
-
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -90,7 +88,7 @@ pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
 
     let mut items = 0;
     let mut bad_nodes = 0;
-    let mut by_problem: BTreeMap<(String, String), Problem> = BTreeMap::new();
+    let mut found: Vec<(&str, &Diagnostic)> = Vec::new();
     for (node, result, hook_ok) in &results {
         if !hook_ok && result.is_ok() {
             bad_nodes += 1;
@@ -105,29 +103,13 @@ pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
             }
             Err(diags) => {
                 bad_nodes += 1;
-                for diag in diags {
-                    let key = (
-                        diag.location
-                            .as_ref()
-                            .map(ToString::to_string)
-                            .unwrap_or_default(),
-                        diag.message.clone(),
-                    );
-                    by_problem
-                        .entry(key)
-                        .or_insert_with(|| Problem {
-                            diag: diag.clone(),
-                            nodes: Vec::new(),
-                        })
-                        .nodes
-                        .push(node.name.clone());
-                }
+                found.extend(diags.iter().map(|d| (node.name.as_str(), d)));
             }
         }
     }
     let bad_hooks = !hook_problems.is_empty();
     let mut problems = hook_problems;
-    problems.extend(by_problem.into_values());
+    problems.extend(merge_by_place(found));
     report(ctx, &problems);
     summary(
         ctx,
@@ -217,6 +199,46 @@ pub fn local_checks(repo: &Repo, node: &Node) -> Result<Checked, Vec<Diagnostic>
             Ok(Checked { plan, contents })
         }
     }
+}
+
+/// One problem per place and message, with every node it was found on (a bundle's mistake
+/// shows on all its nodes but is one thing to fix), in the order of [`crate::diag::sort`]:
+/// files that do not parse first, then file by file, in line order.
+fn merge_by_place<'n>(found: Vec<(&'n str, &Diagnostic)>) -> Vec<Problem> {
+    let mut index: std::collections::HashMap<(Option<crate::diag::Location>, &str), usize> =
+        std::collections::HashMap::new();
+    let mut diags: Vec<Diagnostic> = Vec::new();
+    let mut nodes: Vec<Vec<String>> = Vec::new();
+    for (node, diag) in found {
+        let key = (diag.location.clone(), diag.message.as_str());
+        let i = *index.entry(key).or_insert_with(|| {
+            diags.push(diag.clone());
+            nodes.push(Vec::new());
+            diags.len() - 1
+        });
+        if !nodes[i].iter().any(|n| n == node) {
+            nodes[i].push(node.to_string());
+        }
+    }
+    let mut problems: Vec<Problem> = diags
+        .into_iter()
+        .zip(nodes)
+        .map(|(diag, nodes)| Problem { diag, nodes })
+        .collect();
+    problems.sort_by_cached_key(|p| crate::diag::order_key(&p.diag));
+    problems
+}
+
+/// Removes repeats of the same problem (one bundle's mistake found on each of its nodes) and
+/// orders the rest as [`crate::diag::sort`] does, for commands that stop on repo problems.
+pub fn dedup_sorted(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<Diagnostic> = diags
+        .into_iter()
+        .filter(|d| seen.insert((d.location.clone(), d.message.clone())))
+        .collect();
+    crate::diag::sort(&mut out);
+    out
 }
 
 fn report(ctx: &Context, problems: &[Problem]) {

@@ -101,7 +101,7 @@ pub(crate) fn parse_toml(path: &Path, text: &str) -> (Vec<RawItem>, Vec<Diagnost
             if msg.contains("leading zero") || msg.contains("invalid integer") {
                 d = d.with_hint("write modes as strings: mode = \"0644\"");
             }
-            return (Vec::new(), vec![d]);
+            return (Vec::new(), vec![d.as_root_cause()]);
         }
     };
     let at = |span: Option<std::ops::Range<usize>>| match span {
@@ -840,10 +840,10 @@ fn load_static(bundle: &Bundle) -> Result<Vec<Item>, Vec<Diagnostic>> {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
-            return Err(vec![Diagnostic::at(
-                Location::file(&path),
-                format!("cannot read items.toml: {e}"),
-            )]);
+            return Err(vec![
+                Diagnostic::at(Location::file(&path), format!("cannot read items.toml: {e}"))
+                    .as_root_cause(),
+            ]);
         }
     };
     let (raws, mut diags) = parse_toml(&path, &text);
@@ -852,12 +852,7 @@ fn load_static(bundle: &Bundle) -> Result<Vec<Item>, Vec<Diagnostic>> {
     if diags.is_empty() {
         Ok(items)
     } else {
-        diags.sort_by(|a, b| {
-            a.location
-                .as_ref()
-                .map(|l| (l.line, l.column))
-                .cmp(&b.location.as_ref().map(|l| (l.line, l.column)))
-        });
+        crate::diag::sort(&mut diags);
         Err(diags)
     }
 }

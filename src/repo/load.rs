@@ -96,7 +96,11 @@ pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
         .map(|(i, g)| (g.name.as_str(), i))
         .collect();
 
-    check_references(&nodes, &groups, &group_index, &bundles, &mut diags);
+    // A node or group file that does not parse leaves its names undefined; the "unknown
+    // group" errors that would follow are its knock-on effects, not problems of their own.
+    if !diags.iter().any(|d| d.root_cause) {
+        check_references(&nodes, &groups, &group_index, &bundles, &mut diags);
+    }
     let hierarchy = Hierarchy::build(&groups, &group_index, &mut diags);
 
     // Which groups list each node as a member, directly or by pattern.
@@ -121,15 +125,7 @@ pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
     }
 
     if !diags.is_empty() {
-        // In file order, so users can fix them top to bottom.
-        diags.sort_by(|a, b| {
-            let key = |d: &Diagnostic| {
-                d.location
-                    .as_ref()
-                    .map(|l| (l.file.clone(), l.line, l.column))
-            };
-            key(a).cmp(&key(b))
-        });
+        crate::diag::sort(&mut diags);
         return Err(diags);
     }
 
