@@ -109,6 +109,10 @@ pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
     }
     let bad_hooks = !hook_problems.is_empty();
     let mut problems = hook_problems;
+    problems.extend(repo.settings.problems.iter().map(|diag| Problem {
+        diag: diag.clone(),
+        nodes: Vec::new(),
+    }));
     problems.extend(merge_by_place(found));
     report(ctx, &problems);
     summary(
@@ -303,6 +307,12 @@ fn summary(
     } else if !why.is_empty() {
         ctx.console
             .err(&format!("{} found: {why}", plural(problems, "problem")));
+    } else if bad_nodes == 0 {
+        ctx.console.err(&format!(
+            "{} found (none on a node; {} checked)",
+            plural(problems, "problem"),
+            plural(nodes, "node")
+        ));
     } else {
         ctx.console.err(&format!(
             "{} found on {} of {}",
