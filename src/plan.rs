@@ -867,7 +867,8 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("did you mean 'action:restart'?"), "{e}");
-        assert!(e.contains("items.toml:1:1"), "{e}");
+        // The `needs = ...` value (line 3), not the item header (line 1).
+        assert!(e.contains("items.toml:3:9"), "{e}");
     }
 
     #[test]

@@ -1129,7 +1129,7 @@ mode = "0755"
 [files."/e"]
 content = "x"
 content_type = "jinja"
-owner = 0
+owner = true
 
 [users." bob"]
 "#,
@@ -1144,7 +1144,7 @@ owner = 0
             "directory:/d has delete = true, so it cannot also set mode",
             "unknown content_type \"jinja\" for file:/e",
             "did you mean \"jinja2\"?",
-            "`owner` of file:/e must be a string, not an integer",
+            "`owner` of file:/e must be a user name or number, not a boolean",
             "user item name \" bob\" must not start or end with whitespace",
         ] {
             assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");

@@ -44,7 +44,7 @@ fn dependency_on_a_missing_item_names_item_bundle_node_and_id() {
     with_items("[actions.a]\ncommand = \"true\"\nneeds = [\"pkg_apt:ngnix\"]\n[pkg_apt.nginx]\n")
         .cinch(&["items", "web1"])
         .expect_code(2)
-        .stderr_has("items.toml:1:1: action:a in bundle 'base' on node 'web1' has a dependency (needs) on 'pkg_apt:ngnix', which doesn't exist")
+        .stderr_has("items.toml:3:9: action:a in bundle 'base' on node 'web1' has a dependency (needs) on 'pkg_apt:ngnix', which doesn't exist")
         .stderr_has("did you mean 'pkg_apt:nginx'?");
 }
 

@@ -139,12 +139,12 @@ fn metadata_conflict_between_unrelated_groups() {
             "groups.toml",
             "[groups.a.metadata]\nnginx = { workers = 2 }\n\n[groups.b.metadata.nginx]\nworkers = 3\n",
         )
-        .cinch(&["nodes"])
-        .expect_code(2)
-        .stderr_has("groups.toml:5:11: metadata conflict on node 'web1' and 1 more at `nginx.workers`")
+        .cinch(&["test"])
+        .expect_code(1)
+        .stderr_has("groups.toml:5:11: metadata conflict at `nginx.workers`")
         .stderr_has("group 'a' sets 2 at ")
         .stderr_has("groups.toml:2:21")
-        .stderr_has("group 'b' sets 3");
+        .stderr_has("group 'b' sets 3 (nodes web1 and 1 more)");
     // One conflict is reported once, not once per node.
     assert_eq!(
         r.stderr.matches("metadata conflict").count(),
@@ -160,10 +160,11 @@ fn metadata_conflict_between_bundle_defaults() {
         .file("nodes.toml", "[nodes.web1]\nbundles = [\"x\", \"y\"]\n")
         .file("bundles/x/metadata.toml", "[port]\nhttp = 80\n")
         .file("bundles/y/metadata.toml", "port = { http = 8080 }\n")
-        .cinch(&["nodes"])
-        .expect_code(2)
-        .stderr_has("bundles/y/metadata.toml:1:17: metadata conflict on node 'web1' at `port.http`")
-        .stderr_has("bundle 'x' (metadata.toml) sets 80");
+        .cinch(&["test"])
+        .expect_code(1)
+        .stderr_has("bundles/y/metadata.toml:1:17: metadata conflict at `port.http`")
+        .stderr_has("bundle 'x' (metadata.toml) sets 80")
+        .stderr_has("(node web1)");
 }
 
 #[test]
@@ -216,7 +217,10 @@ fn not_a_repo_says_what_a_repo_needs() {
     let r = TestRepo::new();
     r.cinch(&["nodes"])
         .expect_code(2)
-        .stderr_has("is not a cinch repo: a repo needs nodes.toml, nodes or cinch.toml");
+        .stderr_has(
+            "is not a cinch repo: a repo has a nodes.toml file, a nodes/ directory or a \
+             cinch.toml file",
+        );
     let missing = r.path().join("nope");
     let mut cmd = cinch_command();
     cmd.arg("-r").arg(&missing).arg("nodes");
