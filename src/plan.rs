@@ -350,26 +350,33 @@ fn resolve_declared(node: &Node, ix: &Index<'_>, e: &mut Edges, diags: &mut Vec<
     let items = ix.items;
     let mut targets = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let err_at =
-            |attr: &str, msg: String| Diagnostic::at(item.deps.location_of(attr, &item.location).clone(), msg);
+        let err_at = |attr: &str, msg: String| {
+            Diagnostic::at(item.deps.location_of(attr, &item.location).clone(), msg)
+        };
         if item.deps.triggered && !item.deps.preceded_by.is_empty() {
-            diags.push(err_at("preceded_by", format!(
-                "{} is triggered, so it cannot be preceded_by other items",
-                item.id
-            )));
+            diags.push(err_at(
+                "preceded_by",
+                format!(
+                    "{} is triggered, so it cannot be preceded_by other items",
+                    item.id
+                ),
+            ));
         }
         if !item.deps.triggered_by.is_empty() && !item.deps.triggered {
             diags.push(
-                err_at("triggered_by", format!("{} has triggered_by but is not triggered", item.id))
-                    .with_hint("add triggered = true, or use needs/after"),
+                err_at(
+                    "triggered_by",
+                    format!("{} has triggered_by but is not triggered", item.id),
+                )
+                .with_hint("add triggered = true, or use needs/after"),
             );
         }
         if !item.deps.precedes.is_empty() && !item.deps.triggered {
             diags.push(
-                err_at("precedes", format!(
-                    "{} precedes other items but is not triggered",
-                    item.id
-                ))
+                err_at(
+                    "precedes",
+                    format!("{} precedes other items but is not triggered", item.id),
+                )
                 .with_hint("add triggered = true, or use before"),
             );
         }

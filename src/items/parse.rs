@@ -637,18 +637,16 @@ pub(crate) fn build_item(
             }))
         }
         "action" => action_kind(raw, &mut r),
-        "user" => {
-            Some(ItemKind::User(UserAttrs {
-                uid: r.u32("uid"),
-                gid: r.account("gid", "group"),
-                groups: r.accounts("groups", "group"),
-                home: r.string("home"),
-                shell: r.string("shell"),
-                full_name: r.string("full_name"),
-                password_hash: r.string("password_hash"),
-                delete: r.bool("delete").unwrap_or(false),
-            }))
-        }
+        "user" => Some(ItemKind::User(UserAttrs {
+            uid: r.u32("uid"),
+            gid: r.account("gid", "group"),
+            groups: r.accounts("groups", "group"),
+            home: r.string("home"),
+            shell: r.string("shell"),
+            full_name: r.string("full_name"),
+            password_hash: r.string("password_hash"),
+            delete: r.bool("delete").unwrap_or(false),
+        })),
         "group" => Some(ItemKind::Group(GroupAttrs {
             gid: r.u32("gid"),
             delete: r.bool("delete").unwrap_or(false),
@@ -841,8 +839,11 @@ fn load_static(bundle: &Bundle) -> Result<Vec<Item>, Vec<Diagnostic>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
             return Err(vec![
-                Diagnostic::at(Location::file(&path), format!("cannot read items.toml: {e}"))
-                    .as_root_cause(),
+                Diagnostic::at(
+                    Location::file(&path),
+                    format!("cannot read items.toml: {e}"),
+                )
+                .as_root_cause(),
             ]);
         }
     };

@@ -120,7 +120,10 @@ pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
     // `cinch metadata`) and every other node works as usual.
     let mut out_nodes = BTreeMap::new();
     for (mut node, conflicts) in resolved {
-        node.problems = conflicts.into_iter().map(Conflict::into_diagnostic).collect();
+        node.problems = conflicts
+            .into_iter()
+            .map(Conflict::into_diagnostic)
+            .collect();
         out_nodes.insert(node.name.clone(), node);
     }
 

@@ -73,7 +73,6 @@ pub struct Repo {
     pub bundles: BTreeMap<String, Bundle>,
 }
 
-
 impl Repo {
     /// Finds the repo (`-r`, `$CINCH_REPO`, or the current directory and its parents) and loads it.
     pub fn discover(explicit: Option<&Path>) -> Result<Repo> {
@@ -140,7 +139,10 @@ pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
 /// Like [`read_file`], for text: invalid UTF-8 is an `InvalidData` error.
 pub fn read_text(path: &Path) -> std::io::Result<String> {
     String::from_utf8(read_file(path)?).map_err(|_| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not valid UTF-8 text")
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "it is not valid UTF-8 text",
+        )
     })
 }
 

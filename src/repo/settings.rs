@@ -93,10 +93,7 @@ impl Settings {
                             settings.problems.push(
                                 Diagnostic::at(
                                     s.location,
-                                    format!(
-                                        "[ssh] {key} {} does not exist",
-                                        path.display()
-                                    ),
+                                    format!("[ssh] {key} {} does not exist", path.display()),
                                 )
                                 .with_hint("create it, fix the path, or remove the setting"),
                             );

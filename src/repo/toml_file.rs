@@ -20,11 +20,9 @@ pub(crate) struct TomlFile {
 impl TomlFile {
     /// Reads and parses `path`; a syntax error points at where the parser stopped.
     pub fn read(path: &Path) -> Result<TomlFile, Diagnostic> {
-        let text = crate::repo::read_text(path)
-            .map_err(|e| {
-                Diagnostic::at(Location::file(path), format!("cannot read file: {e}"))
-                    .as_root_cause()
-            })?;
+        let text = crate::repo::read_text(path).map_err(|e| {
+            Diagnostic::at(Location::file(path), format!("cannot read file: {e}")).as_root_cause()
+        })?;
         Self::parse(path, text)
     }
 

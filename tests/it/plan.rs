@@ -95,3 +95,13 @@ fn self_dependency_is_an_error() {
         .expect_code(2)
         .stderr_has("pkg_apt:nginx cannot depend on itself");
 }
+
+#[test]
+fn dependency_error_points_at_the_needs_line_not_the_item_header() {
+    with_items(
+        "[actions.a]\ncommand = \"true\"\ntags = [\"x\"]\n\nafter = [\"action:b\"]\n",
+    )
+    .cinch(&["test"])
+    .expect_code(1)
+    .stderr_has("items.toml:5:9: action:a in bundle 'base' on node 'web1' has a dependency (after) on 'action:b'");
+}

@@ -215,12 +215,10 @@ fn every_problem_is_reported_not_only_the_first() {
 #[test]
 fn not_a_repo_says_what_a_repo_needs() {
     let r = TestRepo::new();
-    r.cinch(&["nodes"])
-        .expect_code(2)
-        .stderr_has(
-            "is not a cinch repo: a repo has a nodes.toml file, a nodes/ directory or a \
+    r.cinch(&["nodes"]).expect_code(2).stderr_has(
+        "is not a cinch repo: a repo has a nodes.toml file, a nodes/ directory or a \
              cinch.toml file",
-        );
+    );
     let missing = r.path().join("nope");
     let mut cmd = cinch_command();
     cmd.arg("-r").arg(&missing).arg("nodes");
@@ -345,4 +343,169 @@ workers = 4
             "tls": true,
         }})
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 11: an apply that would do nothing because there are no nodes is an error.
+
+/// Runs cinch with a deadline, so a loader that blocks (on a FIFO) fails the test instead of
+/// hanging it.
+fn run_with_deadline(r: &TestRepo, args: &[&str]) -> crate::harness::Run {
+    let mut cmd = cinch_command();
+    cmd.arg("-r")
+        .arg(r.path())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn cinch");
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("cinch {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    crate::harness::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn missing_empty_directory_or_fifo_nodes_toml_is_an_error_not_an_empty_apply() {
+    let no_nodes = "defines no nodes";
+    // Missing: cinch.toml makes it a repo, but there is nothing to apply to.
+    let r = base().file("cinch.toml", "");
+    run_with_deadline(&r, &["apply", "all"])
+        .expect_code(2)
+        .stderr_has(&format!("target 'all' matches nothing: the repo at "))
+        .stderr_has(no_nodes)
+        .stderr_has("hint: add [nodes.NAME] tables");
+    run_with_deadline(&r, &["test"])
+        .expect_code(2)
+        .stderr_has(no_nodes);
+    run_with_deadline(&r, &["verify", "!web1"])
+        .expect_code(2)
+        .stderr_has(no_nodes);
+    // Empty.
+    r.write("nodes.toml", "");
+    run_with_deadline(&r, &["apply", "all"])
+        .expect_code(2)
+        .stderr_has(no_nodes);
+    // A directory.
+    std::fs::remove_file(r.path().join("nodes.toml")).expect("rm");
+    std::fs::create_dir(r.path().join("nodes.toml")).expect("mkdir");
+    run_with_deadline(&r, &["apply", "all"])
+        .expect_code(2)
+        .stderr_has("nodes.toml: cannot read file: it is a directory, not a regular file");
+    std::fs::remove_dir(r.path().join("nodes.toml")).expect("rmdir");
+    // A FIFO, at nodes.toml and in nodes/: never a hang.
+    for fifo in ["nodes.toml", "nodes/more.toml"] {
+        let path = r.path().join(fifo);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("mkfifo (coreutils) must be installed");
+        assert!(made.success());
+        run_with_deadline(&r, &["apply", "all"])
+            .expect_code(2)
+            .stderr_has(&format!("{fifo}: cannot read file: it is a FIFO"));
+        run_with_deadline(&r, &["test"])
+            .expect_code(2)
+            .stderr_has("it is a FIFO");
+        std::fs::remove_file(&path).expect("rm");
+    }
+}
+
+#[test]
+fn not_a_repo_error_names_the_nodes_directory_and_repo_create() {
+    let r = TestRepo::new();
+    r.cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("a nodes/ directory")
+        .stderr_has("`cinch repo create DIR`");
+    // What the message promises is what the loader accepts: a nodes/ directory alone.
+    r.write("nodes/web.toml", "[nodes.web1]\n");
+    r.cinch(&["nodes"]).expect_code(0).stdout_has("web1");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 13: one node's broken metadata must not stop the fleet.
+
+#[test]
+fn one_nodes_metadata_conflict_does_not_stop_the_fleet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let locks = dir.path().join("locks");
+    let out = dir.path();
+    let r = TestRepo::new()
+        .file(
+            "nodes.toml",
+            &format!(
+                "[nodes.n1]\ntransport = \"local\"\nbundles = [\"b\"]\nlock_dir = \"{0}\"\n\
+                 [nodes.n2]\ntransport = \"local\"\nbundles = [\"b\"]\nlock_dir = \"{0}\"\n\
+                 groups = [\"a\", \"z\"]\n",
+                locks.display()
+            ),
+        )
+        .file(
+            "groups.toml",
+            "[groups.a.metadata]\nport = 1\n[groups.z.metadata]\nport = 2\n",
+        )
+        .file(
+            "bundles/b/items.toml",
+            &format!("[files.\"{}/f\"]\ncontent = \"x\"\n", out.display()),
+        );
+    // Every command works for n1.
+    r.cinch(&["run", "n1", "true"]).expect_code(0);
+    r.cinch(&["lock", "show", "n1"]).expect_code(0);
+    r.cinch(&["nodes"]).expect_code(0).stdout_has("n2");
+    r.cinch(&["metadata", "n1"]).expect_code(0);
+    r.cinch(&["verify", "n1"]).expect_code(1);
+    r.cinch(&["apply", "n1"]).expect_code(0);
+    assert!(out.join("f").exists());
+    // n2 itself fails, with the reason, in the table; n1 in the same apply is fine.
+    let a = r.cinch(&["apply", "all"]).expect_code(1);
+    assert!(
+        a.stderr.contains("n2  not run: ") && a.stderr.contains("metadata conflict at `port`"),
+        "{}",
+        a.stderr
+    );
+    assert!(a.stdout.contains("(node failed)"), "{}", a.stdout);
+    let (_, summary) = {
+        let j = r.cinch(&["--json", "verify", "all"]).expect_code(1);
+        let s = j
+            .json_lines()
+            .into_iter()
+            .find(|l| l["event"] == "summary")
+            .expect("summary");
+        (j, s)
+    };
+    let nodes = summary["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2, "{summary}");
+    assert!(nodes[0]["error"].is_null(), "{summary}");
+    assert!(
+        nodes[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("metadata conflict")),
+        "{summary}"
+    );
+    r.cinch(&["run", "all", "true"])
+        .expect_code(1)
+        .stdout_has("failed: ");
+    r.cinch(&["metadata", "n2"])
+        .expect_code(2)
+        .stderr_has("node 'n2': metadata conflict at `port`");
+    // `cinch test` still reports it, once, with the node.
+    r.cinch(&["test"])
+        .expect_code(1)
+        .stderr_has("groups.toml:4:8: metadata conflict at `port`")
+        .stderr_has("(node n2)");
 }
