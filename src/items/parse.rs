@@ -1154,6 +1154,23 @@ owner = true
     }
 
     #[test]
+    fn numeric_owner_ids_have_one_normal_form_and_dash_names_are_refused() {
+        for (written, normal) in [
+            ("+32001", "32001"),
+            ("32001", "32001"),
+            ("+0", "0"),
+            ("007", "7"),
+            ("www-data", "www-data"),
+            ("user.name", "user.name"),
+        ] {
+            assert_eq!(super::account_name(written).as_deref(), Ok(normal), "{written}");
+        }
+        for bad in ["-R", "--reference=/", "+x", "", "root:root", "a b", "a,b", "99999999999"] {
+            assert!(super::account_name(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
     fn modes_are_octal_strings_up_to_7777() {
         for (mode, ok) in [
             ("\"0644\"", Some(0o644)),

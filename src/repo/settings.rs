@@ -162,3 +162,21 @@ fn section<'a>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::expand_path;
+    use std::path::Path;
+
+    #[test]
+    fn ssh_file_paths_expand_tilde_and_are_relative_to_the_repo() {
+        let repo = Path::new("/repo");
+        let home = std::env::home_dir().expect("a home directory");
+        assert_eq!(expand_path(repo, "~/.ssh/x"), Ok(home.join(".ssh/x")));
+        assert_eq!(expand_path(repo, "~"), Ok(home.clone()));
+        assert_eq!(expand_path(repo, "ssh/config"), Ok(repo.join("ssh/config")));
+        assert_eq!(expand_path(repo, "/etc/ssh/x"), Ok("/etc/ssh/x".into()));
+        assert!(expand_path(repo, "~bob/x").is_err());
+        assert!(expand_path(repo, "").is_err());
+    }
+}
