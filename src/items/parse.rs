@@ -1163,9 +1163,22 @@ owner = true
             ("www-data", "www-data"),
             ("user.name", "user.name"),
         ] {
-            assert_eq!(super::account_name(written).as_deref(), Ok(normal), "{written}");
+            assert_eq!(
+                super::account_name(written).as_deref(),
+                Ok(normal),
+                "{written}"
+            );
         }
-        for bad in ["-R", "--reference=/", "+x", "", "root:root", "a b", "a,b", "99999999999"] {
+        for bad in [
+            "-R",
+            "--reference=/",
+            "+x",
+            "",
+            "root:root",
+            "a b",
+            "a,b",
+            "99999999999",
+        ] {
             assert!(super::account_name(bad).is_err(), "{bad:?} must be refused");
         }
     }

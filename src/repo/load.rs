@@ -381,8 +381,35 @@ fn read_node(
                 format!("node '{name}': hostname must not be empty"),
             ));
             None
+        } else if h.value.starts_with('-') {
+            // ssh would read it as an option (`-oProxyCommand=...`).
+            diags.push(Diagnostic::at(
+                h.location,
+                format!(
+                    "node '{name}': hostname '{}' must not start with '-'",
+                    h.value
+                ),
+            ));
+            None
         } else {
             Some(h.value)
+        }
+    });
+    let username = f.string("username", diags).and_then(|u| {
+        if u.value.is_empty() || u.value.starts_with('-') {
+            diags.push(
+                Diagnostic::at(
+                    u.location,
+                    format!(
+                        "node '{name}': username '{}' must not be empty or start with '-'",
+                        u.value
+                    ),
+                )
+                .with_hint("ssh would read it as an option"),
+            );
+            None
+        } else {
+            Some(u.value)
         }
     });
     let lock_dir = f.string("lock_dir", diags).and_then(|d| {
@@ -409,7 +436,7 @@ fn read_node(
         name: name.to_string(),
         location,
         hostname,
-        username: f.string("username", diags).map(|s| s.value),
+        username,
         port: f.integer("port", 1..=65535, diags).map(|p| p as u16),
         transport,
         groups: f.string_list("groups", diags),

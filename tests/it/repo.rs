@@ -509,3 +509,16 @@ fn one_nodes_metadata_conflict_does_not_stop_the_fleet() {
         .stderr_has("groups.toml:4:8: metadata conflict at `port`")
         .stderr_has("(node n2)");
 }
+
+#[test]
+fn hostname_or_username_starting_with_dash_is_refused() {
+    base()
+        .file(
+            "nodes.toml",
+            "[nodes.web1]\nhostname = \"-oProxyCommand=touch /tmp/x\"\nusername = \"-lroot\"\n",
+        )
+        .cinch(&["test"])
+        .expect_code(2)
+        .stderr_has("nodes.toml:2:12: node 'web1': hostname '-oProxyCommand=touch /tmp/x' must not start with '-'")
+        .stderr_has("nodes.toml:3:12: node 'web1': username '-lroot' must not be empty or start with '-'");
+}
