@@ -151,6 +151,9 @@ fn warn(ctx: &Context, warnings: &[Diagnostic]) {
     }
 }
 
+/// One file item's expected content, or why it cannot be rendered.
+type Rendered = Result<Option<Vec<u8>>, Diagnostic>;
+
 /// What the local checks produce for one node: its plan and each plan item's expected
 /// content (`None` where cinch does not manage content), in plan order.
 pub struct Checked {
@@ -167,7 +170,7 @@ pub fn local_checks(repo: &Repo, node: &Node) -> Result<Checked, Vec<Diagnostic>
         return Err(node.problems.clone());
     }
     let items = crate::items::load_node_items(repo, node)?;
-    let rendered: Vec<(String, Result<Option<Vec<u8>>, Diagnostic>)> = items
+    let rendered: Vec<(String, Rendered)> = items
         .par_iter()
         .map(|item| {
             (
@@ -208,7 +211,7 @@ pub fn local_checks(repo: &Repo, node: &Node) -> Result<Checked, Vec<Diagnostic>
 /// One problem per place and message, with every node it was found on (a bundle's mistake
 /// shows on all its nodes but is one thing to fix), in the order of [`crate::diag::sort`]:
 /// files that do not parse first, then file by file, in line order.
-fn merge_by_place<'n>(found: Vec<(&'n str, &Diagnostic)>) -> Vec<Problem> {
+fn merge_by_place(found: Vec<(&str, &Diagnostic)>) -> Vec<Problem> {
     let mut index: std::collections::HashMap<(Option<crate::diag::Location>, &str), usize> =
         std::collections::HashMap::new();
     let mut diags: Vec<Diagnostic> = Vec::new();

@@ -385,7 +385,7 @@ fn missing_empty_directory_or_fifo_nodes_toml_is_an_error_not_an_empty_apply() {
     let r = base().file("cinch.toml", "");
     run_with_deadline(&r, &["apply", "all"])
         .expect_code(2)
-        .stderr_has(&format!("target 'all' matches nothing: the repo at "))
+        .stderr_has("target 'all' matches nothing: the repo at ")
         .stderr_has(no_nodes)
         .stderr_has("hint: add [nodes.NAME] tables");
     run_with_deadline(&r, &["test"])
