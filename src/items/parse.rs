@@ -369,10 +369,15 @@ impl<'a> Reader<'a> {
     fn account(&mut self, name: &str, kind: &str) -> Option<String> {
         let a = self.get(name)?;
         let Value::String(s) = &a.value else {
-            if let Some(n) = a.value.as_u64().filter(|n| u32::try_from(*n).is_ok()) {
-                return Some(n.to_string());
+            // A user's `gid` has always taken a bare number; `owner`/`group` take strings.
+            if name == "gid" {
+                if let Some(n) = a.value.as_u64().filter(|n| u32::try_from(*n).is_ok()) {
+                    return Some(n.to_string());
+                }
+                self.wrong(a, "a group name or number");
+            } else {
+                self.wrong(a, "a string");
             }
-            self.wrong(a, &format!("a {kind} name or number"));
             return None;
         };
         match account_name(s) {
@@ -1145,7 +1150,7 @@ owner = true
             "directory:/d has delete = true, so it cannot also set mode",
             "unknown content_type \"jinja\" for file:/e",
             "did you mean \"jinja2\"?",
-            "`owner` of file:/e must be a user name or number, not a boolean",
+            "`owner` of file:/e must be a string, not a boolean",
             "user item name \" bob\" must not start or end with whitespace",
         ] {
             assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");

@@ -224,7 +224,7 @@ fn numeric_owner_with_plus_is_not_still_differing_after_the_fix() {
     .to_string();
     let s = crate::apply::Scene::new(&format!(
         "[files.\"@/f\"]\ncontent = \"x\"\nowner = \"+{uid}\"\ngroup = \"{gid}\"\n\
-         [directories.\"@/d\"]\nowner = {uid}\ngroup = \"+{gid}\"\n"
+         [directories.\"@/d\"]\nowner = \"{uid}\"\ngroup = \"+{gid}\"\n"
     ));
     s.cinch(&["test"]).expect_code(0);
     let r = s.cinch(&["apply", "n1"]).expect_code(0);
