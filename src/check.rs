@@ -166,10 +166,16 @@ pub struct Checked {
 /// `apply`, `verify` and `cinch test` all call this one function, so `test` passes exactly the
 /// repos `apply` accepts — dummy nodes included (apply builds their plan too, then skips it).
 pub fn local_checks(repo: &Repo, node: &Node) -> Result<Checked, Vec<Diagnostic>> {
-    if !node.problems.is_empty() {
-        return Err(node.problems.clone());
-    }
-    let items = crate::items::load_node_items(repo, node)?;
+    // A node's own problems (a metadata conflict) come first; its items are still checked so
+    // `cinch test` reports everything at once. (apply never gets here for such a node.)
+    let mut problems = node.problems.clone();
+    let items = match crate::items::load_node_items(repo, node) {
+        Ok(items) => items,
+        Err(diags) => {
+            problems.extend(diags);
+            return Err(problems);
+        }
+    };
     let rendered: Vec<(String, Rendered)> = items
         .par_iter()
         .map(|item| {
@@ -179,7 +185,6 @@ pub fn local_checks(repo: &Repo, node: &Node) -> Result<Checked, Vec<Diagnostic>
             )
         })
         .collect();
-    let mut problems = Vec::new();
     let mut contents: std::collections::HashMap<String, Option<Vec<u8>>> =
         std::collections::HashMap::with_capacity(rendered.len());
     for (id, r) in rendered {

@@ -310,3 +310,24 @@ fn test_reports_a_configured_ssh_file_that_does_not_exist_with_tilde_expanded() 
     std::fs::write(home.path().join("kh"), "").expect("write");
     r.cinch(&["test"]).expect_code(0);
 }
+
+#[test]
+fn test_reports_a_metadata_conflict_and_the_same_nodes_item_problems_together() {
+    TestRepo::new()
+        .file(
+            "nodes.toml",
+            "[nodes.n2]\ngroups = [\"a\", \"z\"]\nbundles = [\"only2\"]\n",
+        )
+        .file(
+            "groups.toml",
+            "[groups.a.metadata]\nport = 1\n[groups.z.metadata]\nport = 2\n",
+        )
+        .file(
+            "bundles/only2/items.toml",
+            "[files.\"/tmp/x\"]\ncontent = \"x\"\nmode = \"999\"\n",
+        )
+        .cinch(&["test"])
+        .expect_code(1)
+        .stderr_has("metadata conflict at `port`")
+        .stderr_has("`mode` of file:/tmp/x is \"999\"");
+}
