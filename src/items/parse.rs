@@ -500,10 +500,11 @@ fn check_name(type_name: &str, name: &str) -> Result<(), (String, Option<&'stati
     if matches!(type_name, "file" | "directory" | "symlink") {
         return check_path_name(name).map_err(|e| (e, None));
     }
-    if matches!(type_name, "user" | "group") && name.starts_with('-') {
+    // These names are arguments of useradd, groupadd, dpkg-query, apt-get and systemctl.
+    if matches!(type_name, "user" | "group" | "pkg_apt" | "svc_systemd") && name.starts_with('-') {
         return Err((
             "must not start with '-'".into(),
-            Some("useradd and groupadd would read it as an option"),
+            Some("the command on the node would read it as an option"),
         ));
     }
     if name.contains(':') {

@@ -176,7 +176,8 @@ fn owner_group_or_user_name_starting_with_dash_is_refused_by_test_and_apply() {
          [symlinks.\"@/l\"]\ntarget = \"/\"\nowner = \"root:root\"\n\
          [users.\"-o\"]\n\
          [users.app]\ngroups = [\"-G\"]\ngid = \"-g\"\n\
-         [groups.\"-r\"]\n",
+         [groups.\"-r\"]\n\
+         [pkg_apt.\"-y\"]\n",
     );
     let r = s.cinch(&["test"]).expect_code(1);
     for needle in [
@@ -187,6 +188,7 @@ fn owner_group_or_user_name_starting_with_dash_is_refused_by_test_and_apply() {
         "is \"root:root\", which contains ':'",
         "user item name \"-o\" must not start with '-'",
         "group item name \"-r\" must not start with '-'",
+        "pkg_apt item name \"-y\" must not start with '-'",
         "`groups` of user:app lists \"-G\"",
         "`gid` of user:app is \"-g\"",
     ] {
