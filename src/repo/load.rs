@@ -98,7 +98,15 @@ pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
 
     // A node or group file that does not parse leaves its names undefined; the "unknown
     // group" errors that would follow are its knock-on effects, not problems of their own.
-    if !diags.iter().any(|d| d.root_cause) {
+    let entity_file_broken = diags.iter().any(|d| {
+        d.root_cause
+            && d.location.as_ref().is_some_and(|l| {
+                ["nodes.toml", "nodes", "groups.toml", "groups"]
+                    .iter()
+                    .any(|p| l.file.starts_with(root.join(p)))
+            })
+    });
+    if !entity_file_broken {
         check_references(&nodes, &groups, &group_index, &bundles, &mut diags);
     }
     let hierarchy = Hierarchy::build(&groups, &group_index, &mut diags);
