@@ -51,6 +51,30 @@ struct Prepared<'r> {
     graph: Graph,
     locals: Vec<Local>,
     options: Options,
+    /// Why this node cannot run at all (its own metadata is broken): a failed row in the
+    /// table, while the other selected nodes run.
+    broken: Option<String>,
+}
+
+impl<'r> Prepared<'r> {
+    /// A node whose own problems keep it from running; nothing is prepared for it.
+    fn broken(node: &'r Node, mode: Mode, item_workers: usize) -> Self {
+        let reason = node.problem_summary().unwrap_or_default();
+        Prepared {
+            node,
+            graph: Graph::new(Vec::new()),
+            locals: Vec::new(),
+            options: Options {
+                mode,
+                interactive: false,
+                item_workers,
+                only: None,
+                skip: Vec::new(),
+                diffs: false,
+            },
+            broken: Some(reason),
+        }
+    }
 }
 
 fn prepare<'r>(
@@ -61,27 +85,7 @@ fn prepare<'r>(
     interactive: bool,
     item_workers: usize,
 ) -> std::result::Result<Prepared<'r>, Vec<Diagnostic>> {
-    let items = crate::items::load_node_items(repo, node)?;
-    let plan = Plan::build(node, items)?;
-    let rendered: Vec<std::result::Result<Option<Vec<u8>>, Diagnostic>> = plan
-        .items
-        .par_iter()
-        .map(|item| crate::items::render::content(repo, node, item))
-        .collect();
-    let mut diags = Vec::new();
-    let mut contents = Vec::with_capacity(rendered.len());
-    for r in rendered {
-        match r {
-            Ok(c) => contents.push(c),
-            Err(d) => {
-                diags.push(d);
-                contents.push(None);
-            }
-        }
-    }
-    if !diags.is_empty() {
-        return Err(diags);
-    }
+    let crate::check::Checked { plan, contents } = crate::check::local_checks(repo, node)?;
     let mask = |sels: &[String]| -> Vec<bool> {
         plan.items
             .iter()
@@ -107,6 +111,7 @@ fn prepare<'r>(
         graph: graph_of(plan),
         locals,
         options,
+        broken: None,
     })
 }
 
@@ -158,7 +163,13 @@ fn run(
     };
     let prepared: Vec<std::result::Result<Prepared<'_>, Vec<Diagnostic>>> = nodes
         .par_iter()
-        .map(|n| prepare(&repo, n, select, mode, interactive, item_workers))
+        .map(|n| {
+            if n.problems.is_empty() {
+                prepare(&repo, n, select, mode, interactive, item_workers)
+            } else {
+                Ok(Prepared::broken(n, mode, item_workers))
+            }
+        })
         .collect();
     let mut jobs = Vec::new();
     for p in prepared {
@@ -168,7 +179,7 @@ fn run(
         }
     }
     if !diags.is_empty() {
-        return Err(Error::Repo(diags));
+        return Err(Error::Repo(crate::check::dedup_sorted(diags)));
     }
     // As in BundleWrap 5: a -o/-s selector that matches nothing on any selected node is a
     // typo, and silently applying everything (or nothing) would be worse than stopping.
@@ -266,6 +277,13 @@ fn run_node(
 ) -> NodeRun {
     let node = job.node;
     let started = Instant::now();
+    if let Some(reason) = &job.broken {
+        out.node_line(node, &format!("not run: {reason}"), true);
+        return NodeRun {
+            error: Some(reason.clone()),
+            ..Default::default()
+        };
+    }
     if crate::interrupt::requested() {
         return NodeRun {
             error: Some("not started: interrupted".into()),

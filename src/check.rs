@@ -1,8 +1,6 @@
 //! `cinch test`: validate everything that can be validated without a network, and report
 //! every problem (not only the first), each with its file and line.
 
-use std::collections::BTreeMap;
-
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -73,7 +71,7 @@ pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
     let results: Vec<(&Node, NodeCheck, bool)> = nodes
         .par_iter()
         .map(|node| {
-            let checked = check_node(&repo, node);
+            let checked = local_checks(&repo, node).map(|c| c.plan.items.len());
             let hook_ok = bus.as_ref().is_none_or(|bus| {
                 bus.emit(&crate::events::Event::TestNode { node }) == Flow::Continue
             });
@@ -90,7 +88,7 @@ pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
 
     let mut items = 0;
     let mut bad_nodes = 0;
-    let mut by_problem: BTreeMap<(String, String), Problem> = BTreeMap::new();
+    let mut found: Vec<(&str, &Diagnostic)> = Vec::new();
     for (node, result, hook_ok) in &results {
         if !hook_ok && result.is_ok() {
             bad_nodes += 1;
@@ -105,29 +103,17 @@ pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
             }
             Err(diags) => {
                 bad_nodes += 1;
-                for diag in diags {
-                    let key = (
-                        diag.location
-                            .as_ref()
-                            .map(ToString::to_string)
-                            .unwrap_or_default(),
-                        diag.message.clone(),
-                    );
-                    by_problem
-                        .entry(key)
-                        .or_insert_with(|| Problem {
-                            diag: diag.clone(),
-                            nodes: Vec::new(),
-                        })
-                        .nodes
-                        .push(node.name.clone());
-                }
+                found.extend(diags.iter().map(|d| (node.name.as_str(), d)));
             }
         }
     }
     let bad_hooks = !hook_problems.is_empty();
     let mut problems = hook_problems;
-    problems.extend(by_problem.into_values());
+    problems.extend(repo.settings.problems.iter().map(|diag| Problem {
+        diag: diag.clone(),
+        nodes: Vec::new(),
+    }));
+    problems.extend(merge_by_place(found));
     report(ctx, &problems);
     summary(
         ctx,
@@ -165,25 +151,106 @@ fn warn(ctx: &Context, warnings: &[Diagnostic]) {
     }
 }
 
-/// Everything `cinch test` can check about one node offline: its items parse, every template
-/// renders with its metadata, and the dependency graph resolves without loops. Returns the
-/// number of items. Dummy nodes are never applied, so their items are not built (as in
-/// BundleWrap).
-fn check_node(repo: &Repo, node: &Node) -> Result<usize, Vec<Diagnostic>> {
-    if node.dummy {
-        return Ok(0);
+/// One file item's expected content, or why it cannot be rendered.
+type Rendered = Result<Option<Vec<u8>>, Diagnostic>;
+
+/// What the local checks produce for one node: its plan and each plan item's expected
+/// content (`None` where cinch does not manage content), in plan order.
+pub struct Checked {
+    pub plan: crate::plan::Plan,
+    pub contents: Vec<Option<Vec<u8>>>,
+}
+
+/// Every check that needs no network, for one node: its metadata resolved, its items parse,
+/// every template renders with its metadata, and the dependency graph resolves without loops.
+/// `apply`, `verify` and `cinch test` all call this one function, so `test` passes exactly the
+/// repos `apply` accepts — dummy nodes included (apply builds their plan too, then skips it).
+pub fn local_checks(repo: &Repo, node: &Node) -> Result<Checked, Vec<Diagnostic>> {
+    // A node's own problems (a metadata conflict) come first; its items are still checked so
+    // `cinch test` reports everything at once. (apply never gets here for such a node.)
+    let mut problems = node.problems.clone();
+    let items = match crate::items::load_node_items(repo, node) {
+        Ok(items) => items,
+        Err(diags) => {
+            problems.extend(diags);
+            return Err(problems);
+        }
+    };
+    let rendered: Vec<(String, Rendered)> = items
+        .par_iter()
+        .map(|item| {
+            (
+                item.id.clone(),
+                crate::items::render::content(repo, node, item),
+            )
+        })
+        .collect();
+    let mut contents: std::collections::HashMap<String, Option<Vec<u8>>> =
+        std::collections::HashMap::with_capacity(rendered.len());
+    for (id, r) in rendered {
+        match r {
+            Ok(c) => {
+                contents.insert(id, c);
+            }
+            Err(d) => problems.push(d),
+        }
     }
-    let items = crate::items::load_node_items(repo, node)?;
-    let count = items.len();
-    let mut problems = crate::items::render::render_all(repo, node, &items);
-    if let Err(diags) = crate::plan::Plan::build(node, items) {
-        problems.extend(diags);
+    match crate::plan::Plan::build(node, items) {
+        Err(diags) => {
+            problems.extend(diags);
+            Err(problems)
+        }
+        Ok(_) if !problems.is_empty() => Err(problems),
+        Ok(plan) => {
+            // Generated items (canned actions) have no content.
+            let contents = plan
+                .items
+                .iter()
+                .map(|i| contents.remove(&i.id).flatten())
+                .collect();
+            Ok(Checked { plan, contents })
+        }
     }
-    if problems.is_empty() {
-        Ok(count)
-    } else {
-        Err(problems)
+}
+
+/// One problem per place and message, with every node it was found on (a bundle's mistake
+/// shows on all its nodes but is one thing to fix), in the order of [`crate::diag::sort`]:
+/// files that do not parse first, then file by file, in line order.
+fn merge_by_place(found: Vec<(&str, &Diagnostic)>) -> Vec<Problem> {
+    let mut index: std::collections::HashMap<(Option<crate::diag::Location>, &str), usize> =
+        std::collections::HashMap::new();
+    let mut diags: Vec<Diagnostic> = Vec::new();
+    let mut nodes: Vec<Vec<String>> = Vec::new();
+    for (node, diag) in found {
+        let key = (diag.location.clone(), diag.message.as_str());
+        let i = *index.entry(key).or_insert_with(|| {
+            diags.push(diag.clone());
+            nodes.push(Vec::new());
+            diags.len() - 1
+        });
+        if !nodes[i].iter().any(|n| n == node) {
+            nodes[i].push(node.to_string());
+        }
     }
+    let mut problems: Vec<Problem> = diags
+        .into_iter()
+        .zip(nodes)
+        .map(|(diag, nodes)| Problem { diag, nodes })
+        .collect();
+    problems.sort_by_cached_key(|p| crate::diag::order_key(&p.diag));
+    problems
+}
+
+/// Removes repeats of the same problem (one bundle's mistake found on each of its nodes) and
+/// orders the rest as [`crate::diag::sort`] does, for commands that stop on repo problems.
+pub fn dedup_sorted(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<Diagnostic> = diags
+        .into_iter()
+        .filter(|d| seen.insert((d.location.clone(), d.message.clone())))
+        .collect();
+    crate::diag::sort(&mut out);
+    out
 }
 
 fn report(ctx: &Context, problems: &[Problem]) {
@@ -248,6 +315,12 @@ fn summary(
     } else if !why.is_empty() {
         ctx.console
             .err(&format!("{} found: {why}", plural(problems, "problem")));
+    } else if bad_nodes == 0 {
+        ctx.console.err(&format!(
+            "{} found (none on a node; {} checked)",
+            plural(problems, "problem"),
+            plural(nodes, "node")
+        ));
     } else {
         ctx.console.err(&format!(
             "{} found on {} of {}",

@@ -54,6 +54,11 @@ pub enum Command {
     #[command(subcommand)]
     Lock(LockCommand),
     /// Validate the repo without connecting to any node.
+    ///
+    /// Runs exactly the local checks apply runs, for every selected node (dummy nodes too),
+    /// and reports every problem with its file and line. Exit 0: no problems; 1: problems in
+    /// some node's items, templates, dependencies or metadata, or a configured ssh file that
+    /// does not exist; 2: the repo does not load.
     Test(TestArgs),
     /// List nodes.
     Nodes(NodesArgs),

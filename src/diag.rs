@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// A place in a repo file, so every error can say where the user must look.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Location {
     pub file: PathBuf,
     /// 1-based; 0 when unknown.
@@ -64,6 +64,10 @@ pub struct Diagnostic {
     pub location: Option<Location>,
     pub message: String,
     pub hint: Option<String>,
+    /// A file that could not be read or parsed: shown before everything else, since the
+    /// problems found elsewhere may only be its knock-on effects.
+    #[serde(skip)]
+    pub root_cause: bool,
 }
 
 impl Diagnostic {
@@ -73,6 +77,7 @@ impl Diagnostic {
             location: None,
             message: message.into(),
             hint: None,
+            root_cause: false,
         }
     }
 
@@ -82,7 +87,14 @@ impl Diagnostic {
             location: Some(location),
             message: message.into(),
             hint: None,
+            root_cause: false,
         }
+    }
+
+    /// Marks a file that cannot be read or parsed, so it is reported first.
+    pub fn as_root_cause(mut self) -> Self {
+        self.root_cause = true;
+        self
     }
 
     /// Adds what the user should do.
@@ -103,6 +115,24 @@ impl fmt::Display for Diagnostic {
         }
         Ok(())
     }
+}
+
+/// Puts problems in the order users fix them: files that do not read or parse first (the rest
+/// may be their knock-on effects), then by file, and within a file by line and column. Problems
+/// without a place come last; the sort is stable, so equal places keep their order.
+pub fn sort(diags: &mut [Diagnostic]) {
+    diags.sort_by_cached_key(order_key);
+}
+
+/// The key [`sort`] orders by, for lists that wrap diagnostics.
+pub fn order_key(d: &Diagnostic) -> (bool, bool, Option<(PathBuf, usize, usize)>) {
+    (
+        !d.root_cause,
+        d.location.is_none(),
+        d.location
+            .as_ref()
+            .map(|l| (l.file.clone(), l.line, l.column)),
+    )
 }
 
 /// The candidate closest to `word`, for "did you mean" hints.

@@ -24,6 +24,7 @@ fn node() -> Node {
         lock_dir: "/tmp".into(),
         metadata: serde_json::json!({}),
         location: Location::default(),
+        problems: Vec::new(),
     }
 }
 

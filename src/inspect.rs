@@ -191,7 +191,7 @@ pub fn cmd_items(ctx: &Context, args: &ItemsArgs) -> Result<u8> {
 /// Runs `cinch metadata`.
 pub fn cmd_metadata(ctx: &Context, args: &MetadataArgs) -> Result<u8> {
     let repo = ctx.load_repo()?;
-    let node = repo.node(&args.node)?;
+    let node = repo.node(&args.node)?.usable()?;
     let value = if args.keys.is_empty() {
         node.metadata.clone()
     } else {

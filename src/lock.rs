@@ -1220,6 +1220,7 @@ mod tests {
             lock_dir: "/tmp/x".into(),
             metadata: serde_json::json!({}),
             location: Default::default(),
+            problems: Vec::new(),
         }
     }
 

@@ -350,29 +350,40 @@ fn resolve_declared(node: &Node, ix: &Index<'_>, e: &mut Edges, diags: &mut Vec<
     let items = ix.items;
     let mut targets = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let err = |msg: String| Diagnostic::at(item.location.clone(), msg);
+        let err_at = |attr: &str, msg: String| {
+            Diagnostic::at(item.deps.location_of(attr, &item.location).clone(), msg)
+        };
         if item.deps.triggered && !item.deps.preceded_by.is_empty() {
-            diags.push(err(format!(
-                "{} is triggered, so it cannot be preceded_by other items",
-                item.id
-            )));
+            diags.push(err_at(
+                "preceded_by",
+                format!(
+                    "{} is triggered, so it cannot be preceded_by other items",
+                    item.id
+                ),
+            ));
         }
         if !item.deps.triggered_by.is_empty() && !item.deps.triggered {
             diags.push(
-                err(format!("{} has triggered_by but is not triggered", item.id))
-                    .with_hint("add triggered = true, or use needs/after"),
+                err_at(
+                    "triggered_by",
+                    format!("{} has triggered_by but is not triggered", item.id),
+                )
+                .with_hint("add triggered = true, or use needs/after"),
             );
         }
         if !item.deps.precedes.is_empty() && !item.deps.triggered {
             diags.push(
-                err(format!(
-                    "{} precedes other items but is not triggered",
-                    item.id
-                ))
+                err_at(
+                    "precedes",
+                    format!("{} precedes other items but is not triggered", item.id),
+                )
                 .with_hint("add triggered = true, or use before"),
             );
         }
         for kind in Kind::ALL {
+            // A dependency problem points at the `needs = ...` line, not the item header.
+            let at = item.deps.location_of(kind.name(), &item.location);
+            let err = |msg: String| Diagnostic::at(at.clone(), msg);
             for sel in kind.selectors(item) {
                 match ix.resolve(sel, i, &mut targets) {
                     Ok(()) => {}
@@ -863,7 +874,8 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("did you mean 'action:restart'?"), "{e}");
-        assert!(e.contains("items.toml:1:1"), "{e}");
+        // The `needs = ...` value (line 3), not the item header (line 1).
+        assert!(e.contains("items.toml:3:9"), "{e}");
     }
 
     #[test]

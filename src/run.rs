@@ -211,6 +211,11 @@ fn run_node(
         }
         return NodeOutcome::Skipped("dummy node".into());
     }
+    // Hooks see the node's metadata, which is not what the repo means while it conflicts.
+    if let Some(reason) = node.problem_summary() {
+        report_error(console, &format!("{}: {reason}", node.name));
+        return NodeOutcome::Failed(reason);
+    }
     match bus.emit(&Event::NodeRunStart {
         node,
         command: plan.command,

@@ -177,7 +177,7 @@ impl Hooks {
         let mut diags = Vec::new();
         let mut compiled = Vec::new();
         for path in paths {
-            let text = match std::fs::read_to_string(&path) {
+            let text = match crate::repo::read_text(&path) {
                 Ok(t) => t,
                 Err(e) => {
                     diags.push(Diagnostic::at(

@@ -75,6 +75,7 @@ pub(super) fn node(name: &str, metadata: Value) -> Node {
         lock_dir: Node::DEFAULT_LOCK_DIR.into(),
         metadata,
         location: Location::default(),
+        problems: Vec::new(),
     }
 }
 

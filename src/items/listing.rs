@@ -17,6 +17,7 @@ pub fn run(ctx: &Context, args: &ItemsArgs) -> Result<u8> {
         }
         return Err(Error::Usage(msg));
     };
+    let node = node.usable()?;
     let items = load_node_items(&repo, node).map_err(Error::Repo)?;
     let plan = Plan::build(node, items).map_err(Error::Repo)?;
     let shown = |loc: &crate::diag::Location| {

@@ -172,6 +172,16 @@ pub struct Deps {
     /// `None`: computed (true unless skip/triggered/unless is set).
     pub cascade_skip: Option<bool>,
     pub comment: Option<String>,
+    /// Where each dependency attribute (`needs`, `after`, ...) was written, so a dependency
+    /// problem points at that line rather than at the item's header.
+    pub locations: std::collections::BTreeMap<&'static str, Location>,
+}
+
+impl Deps {
+    /// Where dependency attribute `attr` was written; `fallback` (the item) when unknown.
+    pub fn location_of<'a>(&'a self, attr: &str, fallback: &'a Location) -> &'a Location {
+        self.locations.get(attr).unwrap_or(fallback)
+    }
 }
 
 /// One item of one node.

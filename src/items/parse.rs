@@ -101,7 +101,7 @@ pub(crate) fn parse_toml(path: &Path, text: &str) -> (Vec<RawItem>, Vec<Diagnost
             if msg.contains("leading zero") || msg.contains("invalid integer") {
                 d = d.with_hint("write modes as strings: mode = \"0644\"");
             }
-            return (Vec::new(), vec![d]);
+            return (Vec::new(), vec![d.as_root_cause()]);
         }
     };
     let at = |span: Option<std::ops::Range<usize>>| match span {
@@ -362,6 +362,59 @@ impl<'a> Reader<'a> {
         list
     }
 
+    /// A user or group as chown, useradd and groupadd take it: a name, or a numeric id in one
+    /// normal form (`+32001` and `32001` both become `32001`, which is what the probe reports,
+    /// so a fixed owner is not seen as still differing). A leading `-` would be read as an
+    /// option on the node, and `:` splits chown's owner from its group, so both are refused.
+    fn account(&mut self, name: &str, kind: &str) -> Option<String> {
+        let a = self.get(name)?;
+        let Value::String(s) = &a.value else {
+            // A user's `gid` has always taken a bare number; `owner`/`group` take strings.
+            if name == "gid" {
+                if let Some(n) = a.value.as_u64().filter(|n| u32::try_from(*n).is_ok()) {
+                    return Some(n.to_string());
+                }
+                self.wrong(a, "a group name or number");
+            } else {
+                self.wrong(a, "a string");
+            }
+            return None;
+        };
+        match account_name(s) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                let msg = format!("`{}` of {} is {s:?}, which {why}", a.name, self.id);
+                self.hinted(
+                    &a.value_loc,
+                    msg,
+                    format!("write a {kind} name like \"www-data\" or a numeric id like \"1000\""),
+                );
+                None
+            }
+        }
+    }
+
+    /// Like [`Reader::account`] for a list (a user's supplementary `groups`).
+    fn accounts(&mut self, name: &str, kind: &str) -> Option<Vec<String>> {
+        let list = self.strings(name)?;
+        let a = self.get(name)?;
+        let mut out = Vec::with_capacity(list.len());
+        for s in list {
+            match account_name(&s) {
+                Ok(v) => out.push(v),
+                Err(why) => {
+                    let msg = format!("`{}` of {} lists {s:?}, which {why}", a.name, self.id);
+                    self.hinted(
+                        &a.value_loc,
+                        msg,
+                        format!("write {kind} names like \"audio\" or numeric ids like \"1000\""),
+                    );
+                }
+            }
+        }
+        Some(out)
+    }
+
     fn mode(&mut self, name: &str) -> Option<u32> {
         let a = self.get(name)?;
         let Value::String(s) = &a.value else {
@@ -409,6 +462,31 @@ fn check_path_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a user or group as written and returns its normal form: numeric ids with or without
+/// a leading `+` become plain digits; names must not look like options or chown specs.
+fn account_name(s: &str) -> Result<String, &'static str> {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return digits
+            .parse::<u32>()
+            .map(|n| n.to_string())
+            .map_err(|_| "is too large for a numeric id");
+    }
+    if s.is_empty() {
+        return Err("is empty");
+    }
+    if s.starts_with('-') || s.starts_with('+') {
+        return Err("starts with '-' or '+' (it would be read as an option or an id)");
+    }
+    if s.contains(':') {
+        return Err("contains ':' (chown reads it as owner:group)");
+    }
+    if s.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/' || c == ',') {
+        return Err("contains whitespace, a control character, '/' or ','");
+    }
+    Ok(s.to_string())
+}
+
 fn check_name(type_name: &str, name: &str) -> Result<(), (String, Option<&'static str>)> {
     if name.is_empty() {
         return Err(("must not be empty".into(), None));
@@ -421,6 +499,13 @@ fn check_name(type_name: &str, name: &str) -> Result<(), (String, Option<&'stati
     }
     if matches!(type_name, "file" | "directory" | "symlink") {
         return check_path_name(name).map_err(|e| (e, None));
+    }
+    // These names are arguments of useradd, groupadd, dpkg-query, apt-get and systemctl.
+    if matches!(type_name, "user" | "group" | "pkg_apt" | "svc_systemd") && name.starts_with('-') {
+        return Err((
+            "must not start with '-'".into(),
+            Some("the command on the node would read it as an option"),
+        ));
     }
     if name.contains(':') {
         return Err((
@@ -490,6 +575,19 @@ pub(crate) fn build_item(
         skip: r.bool("skip").unwrap_or(false),
         cascade_skip: r.bool("cascade_skip"),
         comment: r.string("comment"),
+        locations: [
+            "needs",
+            "needed_by",
+            "after",
+            "before",
+            "precedes",
+            "preceded_by",
+            "triggers",
+            "triggered_by",
+        ]
+        .into_iter()
+        .filter_map(|k| r.get(k).map(|a| (k, a.value_loc.clone())))
+        .collect(),
     };
     if let Some(a) = r.get("tags")
         && deps
@@ -519,8 +617,8 @@ pub(crate) fn build_item(
         "file" => file_kind(bundle, raw, &mut r),
         "directory" => Some(ItemKind::Directory(DirectoryAttrs {
             mode: r.mode("mode"),
-            owner: r.string("owner"),
-            group: r.string("group"),
+            owner: r.account("owner", "user"),
+            group: r.account("group", "group"),
             purge: r.bool("purge").unwrap_or(false),
             delete: r.bool("delete").unwrap_or(false),
         })),
@@ -539,32 +637,22 @@ pub(crate) fn build_item(
             }
             Some(ItemKind::Symlink(SymlinkAttrs {
                 target: target.unwrap_or_default(),
-                owner: r.string("owner"),
-                group: r.string("group"),
+                owner: r.account("owner", "user"),
+                group: r.account("group", "group"),
                 delete,
             }))
         }
         "action" => action_kind(raw, &mut r),
-        "user" => {
-            let gid = r.get("gid").and_then(|a| match &a.value {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) if n.is_u64() => Some(n.to_string()),
-                _ => {
-                    r.wrong(a, "a group name or number");
-                    None
-                }
-            });
-            Some(ItemKind::User(UserAttrs {
-                uid: r.u32("uid"),
-                gid,
-                groups: r.strings("groups"),
-                home: r.string("home"),
-                shell: r.string("shell"),
-                full_name: r.string("full_name"),
-                password_hash: r.string("password_hash"),
-                delete: r.bool("delete").unwrap_or(false),
-            }))
-        }
+        "user" => Some(ItemKind::User(UserAttrs {
+            uid: r.u32("uid"),
+            gid: r.account("gid", "group"),
+            groups: r.accounts("groups", "group"),
+            home: r.string("home"),
+            shell: r.string("shell"),
+            full_name: r.string("full_name"),
+            password_hash: r.string("password_hash"),
+            delete: r.bool("delete").unwrap_or(false),
+        })),
         "group" => Some(ItemKind::Group(GroupAttrs {
             gid: r.u32("gid"),
             delete: r.bool("delete").unwrap_or(false),
@@ -688,8 +776,8 @@ fn file_kind(bundle: &Bundle, raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemK
         source: src,
         content_type,
         mode: r.mode("mode"),
-        owner: r.string("owner"),
-        group: r.string("group"),
+        owner: r.account("owner", "user"),
+        group: r.account("group", "group"),
         delete,
         sensitive: r.bool("sensitive").unwrap_or(false),
     }))
@@ -752,14 +840,17 @@ pub(crate) fn build_items(bundle: &Bundle, raws: &[RawItem]) -> (Vec<Item>, Vec<
 /// Parses and validates a bundle's items.toml (no file: no items).
 fn load_static(bundle: &Bundle) -> Result<Vec<Item>, Vec<Diagnostic>> {
     let path = bundle.dir.join("items.toml");
-    let text = match std::fs::read_to_string(&path) {
+    let text = match crate::repo::read_text(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
-            return Err(vec![Diagnostic::at(
-                Location::file(&path),
-                format!("cannot read items.toml: {e}"),
-            )]);
+            return Err(vec![
+                Diagnostic::at(
+                    Location::file(&path),
+                    format!("cannot read items.toml: {e}"),
+                )
+                .as_root_cause(),
+            ]);
         }
     };
     let (raws, mut diags) = parse_toml(&path, &text);
@@ -768,12 +859,7 @@ fn load_static(bundle: &Bundle) -> Result<Vec<Item>, Vec<Diagnostic>> {
     if diags.is_empty() {
         Ok(items)
     } else {
-        diags.sort_by(|a, b| {
-            a.location
-                .as_ref()
-                .map(|l| (l.line, l.column))
-                .cmp(&b.location.as_ref().map(|l| (l.line, l.column)))
-        });
+        crate::diag::sort(&mut diags);
         Err(diags)
     }
 }
@@ -814,10 +900,55 @@ pub fn load_node_items(repo: &Repo, node: &Node) -> Result<Vec<Item>, Vec<Diagno
     }
     items.sort_by(|a, b| a.id.cmp(&b.id));
     diags.extend(duplicates(&items, &node.name));
+    diags.extend(unknown_bundle_dependencies(repo, &items));
     if !diags.is_empty() {
         return Err(diags);
     }
     Ok(items)
+}
+
+/// A `bundle:NAME` dependency on a bundle the repo does not have is a typo: it would match
+/// nothing and silently drop the ordering. (A bundle that exists but is not on this node is
+/// fine: shared bundles may order themselves after optional ones.)
+fn unknown_bundle_dependencies(repo: &Repo, items: &[Item]) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    for item in items {
+        let d = &item.deps;
+        let lists: [(&str, &[String]); 8] = [
+            ("needs", &d.needs),
+            ("needed_by", &d.needed_by),
+            ("after", &d.after),
+            ("before", &d.before),
+            ("precedes", &d.precedes),
+            ("preceded_by", &d.preceded_by),
+            ("triggers", &d.triggers),
+            ("triggered_by", &d.triggered_by),
+        ];
+        for (attr, sels) in lists {
+            for sel in sels {
+                let Some(selector::Selector::Bundle(name)) = selector::Selector::parse(sel) else {
+                    continue;
+                };
+                if repo.bundles.contains_key(name) {
+                    continue;
+                }
+                let mut diag = Diagnostic::at(
+                    d.location_of(attr, &item.location).clone(),
+                    format!(
+                        "{} in bundle '{}' has a dependency ({attr}) on '{sel}', but the repo \
+                         has no bundle '{name}'",
+                        item.id, item.bundle
+                    ),
+                );
+                diag = match did_you_mean(name, repo.bundles.keys().map(String::as_str)) {
+                    Some(g) => diag.with_hint(format!("did you mean 'bundle:{g}'?")),
+                    None => diag.with_hint(format!("create bundles/{name}/ or fix the name")),
+                };
+                diags.push(diag);
+            }
+        }
+    }
+    diags
 }
 
 /// Items sharing an id (`items` sorted by id), as one diagnostic each naming both places.
@@ -1005,7 +1136,7 @@ mode = "0755"
 [files."/e"]
 content = "x"
 content_type = "jinja"
-owner = 0
+owner = true
 
 [users." bob"]
 "#,
@@ -1020,12 +1151,42 @@ owner = 0
             "directory:/d has delete = true, so it cannot also set mode",
             "unknown content_type \"jinja\" for file:/e",
             "did you mean \"jinja2\"?",
-            "`owner` of file:/e must be a string, not an integer",
+            "`owner` of file:/e must be a string, not a boolean",
             "user item name \" bob\" must not start or end with whitespace",
         ] {
             assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
         }
         assert!(line_of(&errors, "`mode` of file:/a").contains("items.toml:4:8"));
+    }
+
+    #[test]
+    fn numeric_owner_ids_have_one_normal_form_and_dash_names_are_refused() {
+        for (written, normal) in [
+            ("+32001", "32001"),
+            ("32001", "32001"),
+            ("+0", "0"),
+            ("007", "7"),
+            ("www-data", "www-data"),
+            ("user.name", "user.name"),
+        ] {
+            assert_eq!(
+                super::account_name(written).as_deref(),
+                Ok(normal),
+                "{written}"
+            );
+        }
+        for bad in [
+            "-R",
+            "--reference=/",
+            "+x",
+            "",
+            "root:root",
+            "a b",
+            "a,b",
+            "99999999999",
+        ] {
+            assert!(super::account_name(bad).is_err(), "{bad:?} must be refused");
+        }
     }
 
     #[test]

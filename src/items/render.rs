@@ -54,7 +54,7 @@ fn content_with(
     }
     let at_item = |msg: String| Diagnostic::at(item.location.clone(), msg);
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|e| {
+        crate::repo::read_file(path).map_err(|e| {
             at_item(format!(
                 "cannot read source {} of {}: {e}",
                 path.display(),
@@ -152,7 +152,7 @@ fn templates<'r>(repo: &'r Repo, item: &Item) -> Result<&'r Environment<'static>
             if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
                 return Ok(None);
             }
-            match std::fs::read_to_string(dir.join(rel)) {
+            match crate::repo::read_text(&dir.join(rel)) {
                 Ok(s) => Ok(Some(s)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(minijinja::Error::new(

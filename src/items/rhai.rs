@@ -24,14 +24,17 @@ pub(crate) struct Compiled {
 /// Compiles `bundle/items.rhai` if it exists.
 fn compile(repo: &Repo, bundle: &Bundle) -> Result<Option<Compiled>, Vec<Diagnostic>> {
     let path = bundle.dir.join("items.rhai");
-    let text = match std::fs::read_to_string(&path) {
+    let text = match crate::repo::read_text(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(vec![Diagnostic::at(
-                Location::file(&path),
-                format!("cannot read items.rhai: {e}"),
-            )]);
+            return Err(vec![
+                Diagnostic::at(
+                    Location::file(&path),
+                    format!("cannot read items.rhai: {e}"),
+                )
+                .as_root_cause(),
+            ]);
         }
     };
     let engine = crate::script::engine(&repo.path);
@@ -42,10 +45,13 @@ fn compile(repo: &Repo, bundle: &Bundle) -> Result<Option<Compiled>, Vec<Diagnos
             path,
             text,
         })),
-        Err(e) => Err(vec![Diagnostic::at(
-            position_location(&path, e.position()),
-            format!("items.rhai does not compile: {}", e.err_type()),
-        )]),
+        Err(e) => Err(vec![
+            Diagnostic::at(
+                position_location(&path, e.position()),
+                format!("items.rhai does not compile: {}", e.err_type()),
+            )
+            .as_root_cause(),
+        ]),
     }
 }
 

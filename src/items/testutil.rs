@@ -74,6 +74,7 @@ impl Fixture {
             lock_dir: Node::DEFAULT_LOCK_DIR.into(),
             metadata,
             location: Location::file(&self.dir.path().join("nodes.toml")),
+            problems: Vec::new(),
         }
     }
 

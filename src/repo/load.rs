@@ -96,7 +96,19 @@ pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
         .map(|(i, g)| (g.name.as_str(), i))
         .collect();
 
-    check_references(&nodes, &groups, &group_index, &bundles, &mut diags);
+    // A node or group file that does not parse leaves its names undefined; the "unknown
+    // group" errors that would follow are its knock-on effects, not problems of their own.
+    let entity_file_broken = diags.iter().any(|d| {
+        d.root_cause
+            && d.location.as_ref().is_some_and(|l| {
+                ["nodes.toml", "nodes", "groups.toml", "groups"]
+                    .iter()
+                    .any(|p| l.file.starts_with(root.join(p)))
+            })
+    });
+    if !entity_file_broken {
+        check_references(&nodes, &groups, &group_index, &bundles, &mut diags);
+    }
     let hierarchy = Hierarchy::build(&groups, &group_index, &mut diags);
 
     // Which groups list each node as a member, directly or by pattern.
@@ -112,36 +124,19 @@ pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
         .map(|(_, def)| resolve_node(def, &groups, &group_index, &hierarchy, &bundles, &listed_in))
         .collect();
 
-    let mut seen_conflicts: BTreeMap<(Vec<String>, String, String), ConflictReport> =
-        BTreeMap::new();
+    // A metadata conflict belongs to the nodes it is on: they fail (apply, verify, test,
+    // `cinch metadata`) and every other node works as usual.
     let mut out_nodes = BTreeMap::new();
-    for (node, conflicts) in resolved {
-        for c in conflicts {
-            let key = (c.path.clone(), c.first.clone(), c.second.clone());
-            seen_conflicts
-                .entry(key)
-                .and_modify(|r| r.nodes.push(node.name.clone()))
-                .or_insert(ConflictReport {
-                    conflict: c,
-                    nodes: vec![node.name.clone()],
-                });
-        }
+    for (mut node, conflicts) in resolved {
+        node.problems = conflicts
+            .into_iter()
+            .map(Conflict::into_diagnostic)
+            .collect();
         out_nodes.insert(node.name.clone(), node);
-    }
-    for report in seen_conflicts.into_values() {
-        diags.push(report.into_diagnostic());
     }
 
     if !diags.is_empty() {
-        // In file order, so users can fix them top to bottom.
-        diags.sort_by(|a, b| {
-            let key = |d: &Diagnostic| {
-                d.location
-                    .as_ref()
-                    .map(|l| (l.file.clone(), l.line, l.column))
-            };
-            key(a).cmp(&key(b))
-        });
+        crate::diag::sort(&mut diags);
         return Err(diags);
     }
 
@@ -187,34 +182,26 @@ struct Conflict {
     second_value: Value,
 }
 
-struct ConflictReport {
-    conflict: Conflict,
-    nodes: Vec<String>,
-}
-
-impl ConflictReport {
+impl Conflict {
+    /// The conflict as a problem of its node. The message does not name the node, so
+    /// `cinch test` can report one conflict found on many nodes once.
     fn into_diagnostic(self) -> Diagnostic {
-        let c = self.conflict;
-        let on = match self.nodes.len() {
-            1 => format!("node '{}'", self.nodes[0]),
-            n => format!("node '{}' and {} more", self.nodes[0], n - 1),
-        };
-        let first_at = c
+        let first_at = self
             .first_loc
             .as_ref()
             .map(|l| format!(" at {l}"))
             .unwrap_or_default();
         let message = format!(
-            "metadata conflict on {on} at `{}`: {} sets {}{first_at}, {} sets {}",
-            c.path.join("."),
-            c.first,
-            c.first_value,
-            c.second,
-            c.second_value,
+            "metadata conflict at `{}`: {} sets {}{first_at}, {} sets {}",
+            self.path.join("."),
+            self.first,
+            self.first_value,
+            self.second,
+            self.second_value,
         );
         let hint = "set the value in a group that is a subgroup of both, in the node itself, \
                     or remove one of them";
-        match c.second_loc {
+        match self.second_loc {
             Some(loc) => Diagnostic::at(loc, message),
             None => Diagnostic::new(message),
         }
@@ -235,7 +222,9 @@ where
 {
     let mut files = Vec::new();
     let main = root.join(format!("{kind}.toml"));
-    if main.is_file() {
+    // Anything at `nodes.toml` is read, so a directory or FIFO there is an error rather than
+    // a silently empty repo.
+    if std::fs::symlink_metadata(&main).is_ok() {
         files.push(main);
     }
     files.extend(toml_files_in(&root.join(kind), diags));
@@ -341,7 +330,6 @@ fn toml_files_in(dir: &Path, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
             p.extension().is_some_and(|x| x == "toml")
                 && !name.starts_with('_')
                 && !name.starts_with('.')
-                && p.is_file()
         })
         .collect();
     files.sort();
@@ -401,8 +389,35 @@ fn read_node(
                 format!("node '{name}': hostname must not be empty"),
             ));
             None
+        } else if h.value.starts_with('-') {
+            // ssh would read it as an option (`-oProxyCommand=...`).
+            diags.push(Diagnostic::at(
+                h.location,
+                format!(
+                    "node '{name}': hostname '{}' must not start with '-'",
+                    h.value
+                ),
+            ));
+            None
         } else {
             Some(h.value)
+        }
+    });
+    let username = f.string("username", diags).and_then(|u| {
+        if u.value.is_empty() || u.value.starts_with('-') {
+            diags.push(
+                Diagnostic::at(
+                    u.location,
+                    format!(
+                        "node '{name}': username '{}' must not be empty or start with '-'",
+                        u.value
+                    ),
+                )
+                .with_hint("ssh would read it as an option"),
+            );
+            None
+        } else {
+            Some(u.value)
         }
     });
     let lock_dir = f.string("lock_dir", diags).and_then(|d| {
@@ -429,7 +444,7 @@ fn read_node(
         name: name.to_string(),
         location,
         hostname,
-        username: f.string("username", diags).map(|s| s.value),
+        username,
         port: f.integer("port", 1..=65535, diags).map(|p| p as u16),
         transport,
         groups: f.string_list("groups", diags),
@@ -534,7 +549,7 @@ fn read_bundles(root: &Path, diags: &mut Vec<Diagnostic>) -> BTreeMap<String, Bu
         let meta_path = path.join("metadata.toml");
         let mut spans = SpanMap::default();
         let mut defaults = Value::Object(Default::default());
-        if meta_path.is_file() {
+        if std::fs::symlink_metadata(&meta_path).is_ok() {
             match TomlFile::read(&meta_path) {
                 Ok(file) => {
                     let item = toml_edit::Item::Table(file.root().clone());
@@ -715,6 +730,7 @@ fn resolve_node(
             .unwrap_or_else(|| Node::DEFAULT_LOCK_DIR.to_string()),
         metadata: merged,
         location: def.location.clone(),
+        problems: Vec::new(),
     };
     (node, conflicts)
 }

@@ -73,9 +73,6 @@ pub struct Repo {
     pub bundles: BTreeMap<String, Bundle>,
 }
 
-/// What a directory needs to be taken for a repo; said in errors so users know what to create.
-const REPO_MARKERS: &[&str] = &["nodes.toml", "nodes", "cinch.toml"];
-
 impl Repo {
     /// Finds the repo (`-r`, `$CINCH_REPO`, or the current directory and its parents) and loads it.
     pub fn discover(explicit: Option<&Path>) -> Result<Repo> {
@@ -117,6 +114,56 @@ impl Repo {
     }
 }
 
+/// Reads a repo file without ever blocking: a FIFO or device where a file should be is
+/// refused (a FIFO would otherwise hang the loader until something writes to it), and so is a
+/// directory. A missing file is `NotFound`, as with `std::fs::read`.
+pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {}, not a regular file", describe_file_type(kind)),
+        ));
+    }
+    let mut out = Vec::new();
+    file.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Like [`read_file`], for text: invalid UTF-8 is an `InvalidData` error.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_file(path)?).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "it is not valid UTF-8 text",
+        )
+    })
+}
+
+/// "a directory", "a FIFO", ... for errors about a path that is not a regular file.
+pub(crate) fn describe_file_type(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else if kind.is_symlink() {
+        "a symlink"
+    } else {
+        "a regular file"
+    }
+}
+
 fn is_repo(dir: &Path) -> bool {
     dir.join("nodes.toml").is_file()
         || dir.join("nodes").is_dir()
@@ -134,9 +181,10 @@ fn not_a_repo(dir: &Path, searched_parents: bool) -> Error {
     } else {
         ""
     };
+    // Says exactly what `is_repo` accepts.
     Error::Usage(format!(
-        "{where_} is not a cinch repo{why}: a repo needs {} or {}\n  hint: pass -r DIR or set CINCH_REPO, or create one with `cinch repo create DIR`",
-        REPO_MARKERS[..REPO_MARKERS.len() - 1].join(", "),
-        REPO_MARKERS[REPO_MARKERS.len() - 1],
+        "{where_} is not a cinch repo{why}: a repo has a nodes.toml file, a nodes/ directory \
+         or a cinch.toml file\n  hint: pass -r DIR or set CINCH_REPO, or create a repo with \
+         `cinch repo create DIR`"
     ))
 }

@@ -35,9 +35,49 @@ pub struct Node {
     pub metadata: serde_json::Value,
     #[serde(skip)]
     pub location: Location,
+    /// What is wrong with this node alone (a metadata conflict): the node fails wherever it
+    /// is used, while the rest of the fleet works.
+    #[serde(skip)]
+    pub problems: Vec<crate::diag::Diagnostic>,
 }
 
 impl Node {
     /// Default directory for hard and soft locks on a node.
     pub const DEFAULT_LOCK_DIR: &'static str = "/var/lib/cinch";
+
+    /// The node's own problems on one line (for a failed row in a table), `None` when it has
+    /// none.
+    pub fn problem_summary(&self) -> Option<String> {
+        if self.problems.is_empty() {
+            return None;
+        }
+        Some(
+            self.problems
+                .iter()
+                .map(|d| match &d.location {
+                    Some(loc) => format!("{loc}: {}", d.message),
+                    None => d.message.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+
+    /// The node's own problems as an error, for commands that need its metadata.
+    pub fn usable(&self) -> crate::error::Result<&Node> {
+        if self.problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(crate::error::Error::Repo(
+                self.problems
+                    .iter()
+                    .map(|d| {
+                        let mut d = d.clone();
+                        d.message = format!("node '{}': {}", self.name, d.message);
+                        d
+                    })
+                    .collect(),
+            ))
+        }
+    }
 }

@@ -11,6 +11,9 @@ pub struct Settings {
     pub node_workers: usize,
     pub item_workers: usize,
     pub ssh: SshSettings,
+    /// Problems that do not stop the repo from loading but that `cinch test` reports, such
+    /// as a configured ssh file that does not exist (ssh would fail on every node).
+    pub problems: Vec<Diagnostic>,
 }
 
 /// `[ssh]` in cinch.toml.
@@ -30,6 +33,7 @@ impl Default for Settings {
             node_workers: 8,
             item_workers: 4,
             ssh: SshSettings::default(),
+            problems: Vec::new(),
         }
     }
 }
@@ -40,7 +44,7 @@ impl Settings {
     pub(crate) fn load(repo: &Path, diags: &mut Vec<Diagnostic>) -> Settings {
         let mut settings = Settings::default();
         let path = repo.join("cinch.toml");
-        if !path.is_file() {
+        if std::fs::symlink_metadata(&path).is_err() {
             return settings;
         }
         let file = match TomlFile::read(&path) {
@@ -81,16 +85,61 @@ impl Settings {
                 &["config_file", "known_hosts_file", "connect_timeout"],
                 diags,
             );
-            settings.ssh.config_file = f.string("config_file", diags).map(|s| repo.join(s.value));
-            settings.ssh.known_hosts_file = f
-                .string("known_hosts_file", diags)
-                .map(|s| repo.join(s.value));
+            let mut file_setting = |key: &str| {
+                let s = f.string(key, diags)?;
+                match expand_path(repo, &s.value) {
+                    Ok(path) => {
+                        if std::fs::metadata(&path).is_err() {
+                            settings.problems.push(
+                                Diagnostic::at(
+                                    s.location,
+                                    format!("[ssh] {key} {} does not exist", path.display()),
+                                )
+                                .with_hint("create it, fix the path, or remove the setting"),
+                            );
+                        }
+                        Some(path)
+                    }
+                    Err(why) => {
+                        diags.push(
+                            Diagnostic::at(s.location, format!("[ssh] {key}: {why}")).with_hint(
+                                "write a path relative to the repo, an absolute path, or ~/...",
+                            ),
+                        );
+                        None
+                    }
+                }
+            };
+            let config_file = file_setting("config_file");
+            let known_hosts_file = file_setting("known_hosts_file");
+            settings.ssh.config_file = config_file;
+            settings.ssh.known_hosts_file = known_hosts_file;
             settings.ssh.connect_timeout = f
                 .integer("connect_timeout", 1..=3600, diags)
                 .map(|n| n as u64);
         }
         settings
     }
+}
+
+/// A path from cinch.toml as ssh users write it: `~` and `~/x` are in the home directory,
+/// relative paths are relative to the repo (so it works from any current directory).
+fn expand_path(repo: &Path, raw: &str) -> Result<PathBuf, String> {
+    if raw.is_empty() {
+        return Err("the path is empty".into());
+    }
+    let Some(rest) = raw.strip_prefix('~') else {
+        return Ok(repo.join(raw));
+    };
+    let rest = match rest.strip_prefix('/') {
+        Some(r) => r,
+        None if rest.is_empty() => "",
+        None => return Err(format!("{raw:?}: only ~ and ~/ are expanded, not ~user")),
+    };
+    let home = std::env::home_dir()
+        .filter(|h| !h.as_os_str().is_empty())
+        .ok_or_else(|| format!("{raw:?}: cannot expand ~, the home directory is unknown"))?;
+    Ok(home.join(rest))
 }
 
 fn section<'a>(
@@ -111,5 +160,23 @@ fn section<'a>(
             ));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_path;
+    use std::path::Path;
+
+    #[test]
+    fn ssh_file_paths_expand_tilde_and_are_relative_to_the_repo() {
+        let repo = Path::new("/repo");
+        let home = std::env::home_dir().expect("a home directory");
+        assert_eq!(expand_path(repo, "~/.ssh/x"), Ok(home.join(".ssh/x")));
+        assert_eq!(expand_path(repo, "~"), Ok(home.clone()));
+        assert_eq!(expand_path(repo, "ssh/config"), Ok(repo.join("ssh/config")));
+        assert_eq!(expand_path(repo, "/etc/ssh/x"), Ok("/etc/ssh/x".into()));
+        assert!(expand_path(repo, "~bob/x").is_err());
+        assert!(expand_path(repo, "").is_err());
     }
 }

@@ -11,6 +11,16 @@ use crate::repo::{Node, Repo};
 impl Repo {
     /// The nodes a target names, sorted by name.
     pub fn select(&self, target: &str) -> Result<Vec<&Node>> {
+        // Without this, `all` (or a negation alone) on an empty repo would "succeed" with no
+        // nodes, and an apply would exit 0 having done nothing.
+        if self.nodes.is_empty() {
+            return Err(Error::Usage(format!(
+                "target '{target}' matches nothing: the repo at {} defines no nodes\n  \
+                 hint: add [nodes.NAME] tables to nodes.toml or to a file in nodes/ \
+                 (`cinch repo create DIR` writes an example repo)",
+                self.path.display()
+            )));
+        }
         let mut include: BTreeSet<&str> = BTreeSet::new();
         let mut exclude: BTreeSet<&str> = BTreeSet::new();
         let mut any_positive = false;

@@ -20,8 +20,9 @@ pub(crate) struct TomlFile {
 impl TomlFile {
     /// Reads and parses `path`; a syntax error points at where the parser stopped.
     pub fn read(path: &Path) -> Result<TomlFile, Diagnostic> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Diagnostic::at(Location::file(path), format!("cannot read file: {e}")))?;
+        let text = crate::repo::read_text(path).map_err(|e| {
+            Diagnostic::at(Location::file(path), format!("cannot read file: {e}")).as_root_cause()
+        })?;
         Self::parse(path, text)
     }
 
@@ -43,7 +44,8 @@ impl TomlFile {
                 };
                 let message = e.message().trim_end().replace('\n', "; ");
                 Err(Diagnostic::at(location, format!("invalid TOML: {message}"))
-                    .with_hint("fix the syntax; see https://toml.io for the format"))
+                    .with_hint("fix the syntax; see https://toml.io for the format")
+                    .as_root_cause())
             }
         }
     }

@@ -44,7 +44,7 @@ fn dependency_on_a_missing_item_names_item_bundle_node_and_id() {
     with_items("[actions.a]\ncommand = \"true\"\nneeds = [\"pkg_apt:ngnix\"]\n[pkg_apt.nginx]\n")
         .cinch(&["items", "web1"])
         .expect_code(2)
-        .stderr_has("items.toml:1:1: action:a in bundle 'base' on node 'web1' has a dependency (needs) on 'pkg_apt:ngnix', which doesn't exist")
+        .stderr_has("items.toml:3:9: action:a in bundle 'base' on node 'web1' has a dependency (needs) on 'pkg_apt:ngnix', which doesn't exist")
         .stderr_has("did you mean 'pkg_apt:nginx'?");
 }
 
@@ -94,4 +94,14 @@ fn self_dependency_is_an_error() {
         .cinch(&["items", "web1"])
         .expect_code(2)
         .stderr_has("pkg_apt:nginx cannot depend on itself");
+}
+
+#[test]
+fn dependency_error_points_at_the_needs_line_not_the_item_header() {
+    with_items(
+        "[actions.a]\ncommand = \"true\"\ntags = [\"x\"]\n\nafter = [\"action:b\"]\n",
+    )
+    .cinch(&["test"])
+    .expect_code(1)
+    .stderr_has("items.toml:5:9: action:a in bundle 'base' on node 'web1' has a dependency (after) on 'action:b'");
 }

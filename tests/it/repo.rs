@@ -139,12 +139,12 @@ fn metadata_conflict_between_unrelated_groups() {
             "groups.toml",
             "[groups.a.metadata]\nnginx = { workers = 2 }\n\n[groups.b.metadata.nginx]\nworkers = 3\n",
         )
-        .cinch(&["nodes"])
-        .expect_code(2)
-        .stderr_has("groups.toml:5:11: metadata conflict on node 'web1' and 1 more at `nginx.workers`")
+        .cinch(&["test"])
+        .expect_code(1)
+        .stderr_has("groups.toml:5:11: metadata conflict at `nginx.workers`")
         .stderr_has("group 'a' sets 2 at ")
         .stderr_has("groups.toml:2:21")
-        .stderr_has("group 'b' sets 3");
+        .stderr_has("group 'b' sets 3 (nodes web1 and 1 more)");
     // One conflict is reported once, not once per node.
     assert_eq!(
         r.stderr.matches("metadata conflict").count(),
@@ -160,10 +160,11 @@ fn metadata_conflict_between_bundle_defaults() {
         .file("nodes.toml", "[nodes.web1]\nbundles = [\"x\", \"y\"]\n")
         .file("bundles/x/metadata.toml", "[port]\nhttp = 80\n")
         .file("bundles/y/metadata.toml", "port = { http = 8080 }\n")
-        .cinch(&["nodes"])
-        .expect_code(2)
-        .stderr_has("bundles/y/metadata.toml:1:17: metadata conflict on node 'web1' at `port.http`")
-        .stderr_has("bundle 'x' (metadata.toml) sets 80");
+        .cinch(&["test"])
+        .expect_code(1)
+        .stderr_has("bundles/y/metadata.toml:1:17: metadata conflict at `port.http`")
+        .stderr_has("bundle 'x' (metadata.toml) sets 80")
+        .stderr_has("(node web1)");
 }
 
 #[test]
@@ -214,9 +215,10 @@ fn every_problem_is_reported_not_only_the_first() {
 #[test]
 fn not_a_repo_says_what_a_repo_needs() {
     let r = TestRepo::new();
-    r.cinch(&["nodes"])
-        .expect_code(2)
-        .stderr_has("is not a cinch repo: a repo needs nodes.toml, nodes or cinch.toml");
+    r.cinch(&["nodes"]).expect_code(2).stderr_has(
+        "is not a cinch repo: a repo has a nodes.toml file, a nodes/ directory or a \
+             cinch.toml file",
+    );
     let missing = r.path().join("nope");
     let mut cmd = cinch_command();
     cmd.arg("-r").arg(&missing).arg("nodes");
@@ -341,4 +343,182 @@ workers = 4
             "tls": true,
         }})
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 11: an apply that would do nothing because there are no nodes is an error.
+
+/// Runs cinch with a deadline, so a loader that blocks (on a FIFO) fails the test instead of
+/// hanging it.
+fn run_with_deadline(r: &TestRepo, args: &[&str]) -> crate::harness::Run {
+    let mut cmd = cinch_command();
+    cmd.arg("-r")
+        .arg(r.path())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn cinch");
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("cinch {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    crate::harness::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn missing_empty_directory_or_fifo_nodes_toml_is_an_error_not_an_empty_apply() {
+    let no_nodes = "defines no nodes";
+    // Missing: cinch.toml makes it a repo, but there is nothing to apply to.
+    let r = base().file("cinch.toml", "");
+    run_with_deadline(&r, &["apply", "all"])
+        .expect_code(2)
+        .stderr_has("target 'all' matches nothing: the repo at ")
+        .stderr_has(no_nodes)
+        .stderr_has("hint: add [nodes.NAME] tables");
+    run_with_deadline(&r, &["test"])
+        .expect_code(2)
+        .stderr_has(no_nodes);
+    run_with_deadline(&r, &["verify", "!web1"])
+        .expect_code(2)
+        .stderr_has(no_nodes);
+    // Empty.
+    r.write("nodes.toml", "");
+    run_with_deadline(&r, &["apply", "all"])
+        .expect_code(2)
+        .stderr_has(no_nodes);
+    // A directory.
+    std::fs::remove_file(r.path().join("nodes.toml")).expect("rm");
+    std::fs::create_dir(r.path().join("nodes.toml")).expect("mkdir");
+    run_with_deadline(&r, &["apply", "all"])
+        .expect_code(2)
+        .stderr_has("nodes.toml: cannot read file: it is a directory, not a regular file");
+    std::fs::remove_dir(r.path().join("nodes.toml")).expect("rmdir");
+    // A FIFO, at nodes.toml and in nodes/: never a hang.
+    for fifo in ["nodes.toml", "nodes/more.toml"] {
+        let path = r.path().join(fifo);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("mkfifo (coreutils) must be installed");
+        assert!(made.success());
+        run_with_deadline(&r, &["apply", "all"])
+            .expect_code(2)
+            .stderr_has(&format!("{fifo}: cannot read file: it is a FIFO"));
+        run_with_deadline(&r, &["test"])
+            .expect_code(2)
+            .stderr_has("it is a FIFO");
+        std::fs::remove_file(&path).expect("rm");
+    }
+}
+
+#[test]
+fn not_a_repo_error_names_the_nodes_directory_and_repo_create() {
+    let r = TestRepo::new();
+    r.cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("a nodes/ directory")
+        .stderr_has("`cinch repo create DIR`");
+    // What the message promises is what the loader accepts: a nodes/ directory alone.
+    r.write("nodes/web.toml", "[nodes.web1]\n");
+    r.cinch(&["nodes"]).expect_code(0).stdout_has("web1");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 13: one node's broken metadata must not stop the fleet.
+
+#[test]
+fn one_nodes_metadata_conflict_does_not_stop_the_fleet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let locks = dir.path().join("locks");
+    let out = dir.path();
+    let r = TestRepo::new()
+        .file(
+            "nodes.toml",
+            &format!(
+                "[nodes.n1]\ntransport = \"local\"\nbundles = [\"b\"]\nlock_dir = \"{0}\"\n\
+                 [nodes.n2]\ntransport = \"local\"\nbundles = [\"b\"]\nlock_dir = \"{0}\"\n\
+                 groups = [\"a\", \"z\"]\n",
+                locks.display()
+            ),
+        )
+        .file(
+            "groups.toml",
+            "[groups.a.metadata]\nport = 1\n[groups.z.metadata]\nport = 2\n",
+        )
+        .file(
+            "bundles/b/items.toml",
+            &format!("[files.\"{}/f\"]\ncontent = \"x\"\n", out.display()),
+        );
+    // Every command works for n1.
+    r.cinch(&["run", "n1", "true"]).expect_code(0);
+    r.cinch(&["lock", "show", "n1"]).expect_code(0);
+    r.cinch(&["nodes"]).expect_code(0).stdout_has("n2");
+    r.cinch(&["metadata", "n1"]).expect_code(0);
+    r.cinch(&["verify", "n1"]).expect_code(1);
+    r.cinch(&["apply", "n1"]).expect_code(0);
+    assert!(out.join("f").exists());
+    // n2 itself fails, with the reason, in the table; n1 in the same apply is fine.
+    let a = r.cinch(&["apply", "all"]).expect_code(1);
+    assert!(
+        a.stderr.contains("n2  not run: ") && a.stderr.contains("metadata conflict at `port`"),
+        "{}",
+        a.stderr
+    );
+    assert!(a.stdout.contains("(node failed)"), "{}", a.stdout);
+    let (_, summary) = {
+        let j = r.cinch(&["--json", "verify", "all"]).expect_code(1);
+        let s = j
+            .json_lines()
+            .into_iter()
+            .find(|l| l["event"] == "summary")
+            .expect("summary");
+        (j, s)
+    };
+    let nodes = summary["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2, "{summary}");
+    assert!(nodes[0]["error"].is_null(), "{summary}");
+    assert!(
+        nodes[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("metadata conflict")),
+        "{summary}"
+    );
+    r.cinch(&["run", "all", "true"])
+        .expect_code(1)
+        .stdout_has("failed: ");
+    r.cinch(&["metadata", "n2"])
+        .expect_code(2)
+        .stderr_has("node 'n2': metadata conflict at `port`");
+    // `cinch test` still reports it, once, with the node.
+    r.cinch(&["test"])
+        .expect_code(1)
+        .stderr_has("groups.toml:4:8: metadata conflict at `port`")
+        .stderr_has("(node n2)");
+}
+
+#[test]
+fn hostname_or_username_starting_with_dash_is_refused() {
+    base()
+        .file(
+            "nodes.toml",
+            "[nodes.web1]\nhostname = \"-oProxyCommand=touch /tmp/x\"\nusername = \"-lroot\"\n",
+        )
+        .cinch(&["test"])
+        .expect_code(2)
+        .stderr_has("nodes.toml:2:12: node 'web1': hostname '-oProxyCommand=touch /tmp/x' must not start with '-'")
+        .stderr_has("nodes.toml:3:12: node 'web1': username '-lroot' must not be empty or start with '-'");
 }

@@ -30,6 +30,7 @@ fn node(name: &str, hostname: &str, kind: TransportKind) -> Node {
         lock_dir: Node::DEFAULT_LOCK_DIR.into(),
         metadata: serde_json::json!({}),
         location: Default::default(),
+        problems: Vec::new(),
     }
 }
 
