@@ -92,11 +92,40 @@ um() {
     [ $k = 1 ] || "$cb" "$e" "$n" || return 1
   done
 }
+wl() {
+  wq=${1%/*}; wc=; shift
+  while [ -n "$wq" ]; do
+    wq=${wq#/}; wn=${wq%%/*}
+    case $wq in */*) wq=/${wq#*/};; *) wq=;; esac
+    wc=$wc/$wn
+    if [ -L "$wc" ]; then
+      wk=0; for wm in "$@"; do [ "$wm" != "$wc" ] || wk=1; done
+      if [ $wk = 0 ]; then
+        wr_=$(readlink -- "$wc"; echo x); wr_=${wr_%??}
+        wlr="parent $wc is a symlink to $wr_ that the repo does not manage; refusing to write through it (use the real path, or manage $wc with a symlink item)"
+        return 1
+      fi
+    fi
+  done
+}
+st() {
+  for e in "${2%/}"/.cinch-tmp-*; do
+    [ -e "$e" ] || [ -L "$e" ] || continue
+    { [ ! -L "$e" ] && [ -O "$e" ] && ctmp && [ "$e" -ot "$cT" ]; } || continue
+    if [ "$1" = 2 ] && rm -rf -- "$e" 2>/dev/null; then continue; fi
+    f stale; f "$e"
+  done
+}
 pf() {
   f P; f "$1"
-  if ty "$2"; then
-    f type; f "$t"
-    if [ "$t" = file ]; then cg "$1" "$2" "$3" "$4"; else cg "$1" "$2"; fi
+  a1=$1 a2=$2 a3=$3 a4=$4 a5=$5; shift 5
+  if ! wl "$a2" "$@"; then f unsafe; f "$wlr"
+  else
+    [ "$a5" = 0 ] || { a6=${a2%/*}; st "$a5" "${a6:-/}"; }
+    if ty "$a2"; then
+      f type; f "$t"
+      if [ "$t" = file ]; then cg "$a1" "$a2" "$a3" "$a4"; else cg "$a1" "$a2"; fi
+    fi
   fi
   f ''
 }
@@ -130,17 +159,34 @@ ps() {
 /// retried file by file so the failure lands on the right item.
 const FIX_PRELUDE: &str = r#"g=0; head --version 2>/dev/null | grep -q GNU && g=1
 take() { if [ $g = 1 ]; then head -c "$1"; else dd bs=1 count="$1" 2>/dev/null; fi; }
-bk=0
+bk=0; cm=$(umask); nk=0
+trap 'wz; [ -z "$cT" ] || rm -rf -- "$cT"' EXIT
+trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 141' PIPE; trap 'exit 143' TERM
+wz() { while [ $nk -gt 0 ]; do eval "s=\$sd$nk"; case $s in /*) rm -rf -- "$s";; esac; nk=$((nk-1)); done; }
 wx() { eval "s=\$cs$1"; [ -z "$s" ] || rm -f -- "$s"; eval "cs$1="; f X; f "$1"; f "${3:-1}"; f "$2"; }
-wf() {
-  eval "cs$1="
-  if [ $bk = 1 ]; then take "$4" >/dev/null 2>&1; f X; f "$1"; f 1; f "not written: an earlier upload in this batch failed"; return; fi
-  d=${2%/*}; d=${d:-/}
-  [ -d "$d" ] || { take "$4" >/dev/null; f X; f "$1"; f 1; f "parent directory $d does not exist (manage it with a directory item, or create it)"; return; }
-  if [ -n "$6" ]; then [ -d "$6" ] || mkdir -m 700 -- "$6" 2>/dev/null
-  else { true > "$3"; } 2>/dev/null; fi || { take "$4" >/dev/null; f X; f "$1"; f 1; f "cannot create a temporary file in $d"; return; }
-  take "$4" > "$3" || { rm -f -- "$3"; bk=1; f X; f "$1"; f 3; f "upload interrupted"; return; }
-  eval "cs$1=\$3 cq$1=\$2 cx$1=\$5"
+wf() { umask 077; wf_ "$@"; umask "$cm"; }
+wf_() {
+  i=$1 p=$2 n=$3 x=$4 k=$5; shift 5
+  eval "cs$i= cl$i=$#"
+  if [ $bk = 1 ]; then take "$n" >/dev/null 2>&1; wx "$i" "not written: an earlier upload in this batch failed"; return; fi
+  d=${p%/*}; d=${d:-/}
+  if ! wl "$p" "$@"; then take "$n" >/dev/null; wx "$i" "$wlr"; return; fi
+  [ -d "$d" ] || { take "$n" >/dev/null; wx "$i" "parent directory $d does not exist (manage it with a directory item, or create it)"; return; }
+  [ $k -le $nk ] || nk=$k
+  eval "s=\$sd$k"
+  if [ -z "$s" ]; then
+    if s=$(mktemp -d "${d%/}/.cinch-tmp-XXXXXXXXXXXXXXXX" 2>&1); then eval "sd$k=\$s"
+    else eval "sd$k=- se$k=\$s"; s=-; fi
+  fi
+  if [ "$s" = - ]; then
+    take "$n" >/dev/null; eval "e=\$se$k"; wx "$i" "cannot create a private staging directory in $d: $e"; return
+  fi
+  w=$s/${p##*/}
+  if ! { : > "$w"; } 2>/dev/null; then
+    e=$( { : > "$w"; } 2>&1 ); take "$n" >/dev/null; wx "$i" "cannot create the file: ${e:-error}"; return
+  fi
+  take "$n" > "$w" || { rm -f -- "$w"; bk=1; wx "$i" "upload interrupted" 3; return; }
+  eval "cs$i=\$w cq$i=\$p cx$i=\$x"
 }
 wv() {
   ids=$*; n0=$#; hr=1; nl=0
@@ -171,7 +217,11 @@ wc_() {
     e=$("$c" "$a" "$s" 2>&1) || wx "$i" "$e"
   done
 }
-wm() { wc_ chmod "$@"; }
+wm() {
+  a=$1; shift
+  [ "$a" != - ] || a=$(printf '%o' $(( 0666 & ~0$cm )))
+  wc_ chmod "$a" "$@"
+}
 wo() { wc_ chown "$@"; }
 wy() {
   n0=$#
@@ -180,23 +230,21 @@ wy() {
   [ $# = 0 ] || sync "$@" 2>/dev/null || sync
 }
 wr() {
-  sd=$1; shift; ids=$*; n0=$#
+  k=$1; shift; ids=$*; n0=$#; d=
   for i do
-    eval "s=\$cs$i p=\$cq$i"; [ -n "$s" ] || continue
+    eval "s=\$cs$i p=\$cq$i l=\$cl$i"; [ -n "$s" ] || continue
+    if [ "$l" = 0 ] && ! wl "$p"; then wx "$i" "$wlr"; continue; fi
     if [ -L "$p" ] || { [ -e "$p" ] && [ ! -f "$p" ]; }; then e=$(rm -rf -- "$p" 2>&1) || { wx "$i" "$e"; continue; }; fi
-    set -- "$@" "$s"
+    d=${p%/*}; set -- "$@" "$s"
   done
   shift $n0; e=
-  if [ $# -gt 0 ]; then
-    if [ -n "$sd" ]; then d=${sd%/*}; e=$(mv -f -- "$@" "${d:-/}" 2>&1)
-    else eval "p=\$cq$ids"; e=$(mv -f -- "$1" "$p" 2>&1); fi
-  fi
+  [ $# = 0 ] || e=$(mv -f -- "$@" "$d/" 2>&1)
   for i in $ids; do
     eval "s=\$cs$i"; [ -n "$s" ] || continue
     if [ -e "$s" ] || [ -L "$s" ]; then wx "$i" "${e:-could not rename the new file into place}"
     else eval "cs$i="; f X; f "$i"; f 0; f ''; fi
   done
-  [ -z "$sd" ] || rm -rf -- "$sd"
+  eval "s=\$sd$k"; case $s in /*) rm -rf -- "$s";; esac; eval "sd$k=-"
 }
 rmu() { rm -rf -- "$1"; }
 "#;
@@ -584,8 +632,8 @@ mod tests {
         for shell in ["dash", "bash"] {
             let mut s = Script::probe();
             s.call("pd", &["0", d, "1", "keep"]);
-            s.call("pf", &["1", &format!("{d}/new\nline"), "nohash", "100"]);
-            s.call("pf", &["2", &format!("{d}/missing"), "nohash", "100"]);
+            s.call("pf", &["1", &format!("{d}/new\nline"), "nohash", "100", "0"]);
+            s.call("pf", &["2", &format!("{d}/missing"), "nohash", "100", "0"]);
             s.call("ps", &["3", &format!("{d}/a b")]);
             let recs = parse(&run_sh(shell, &mut s)).unwrap();
             let Record::Probe { idx: 0, fields } = &recs[0] else {
@@ -672,11 +720,11 @@ mod tests {
                 let skip = |path: &str| with_unreadable && path.contains('\n');
                 for (i, (path, _, _)) in cases.iter().enumerate() {
                     if !skip(path) {
-                        s.probe_path("pf", &[&i.to_string(), path, "-", "0"]);
+                        s.probe_path("pf", &[&i.to_string(), path, "-", "0", "0"]);
                     }
                 }
                 if with_unreadable {
-                    s.probe_path("pf", &[&cases.len().to_string(), unreadable, "-", "0"]);
+                    s.probe_path("pf", &[&cases.len().to_string(), unreadable, "-", "0", "0"]);
                 }
                 let recs = parse(&run_sh(shell, &mut s)).unwrap();
                 let by_idx = |i: usize| {
@@ -718,7 +766,7 @@ mod tests {
         for i in 0..n {
             let path = dir.path().join(format!("f{i}"));
             std::fs::write(&path, i.to_string()).unwrap();
-            s.probe_path("pf", &[&i.to_string(), path.to_str().unwrap(), "-", "0"]);
+            s.probe_path("pf", &[&i.to_string(), path.to_str().unwrap(), "-", "0", "0"]);
         }
         assert!(s.text().contains("cz\n"), "a full batch is read at once");
         let recs = parse(&run_sh("dash", &mut s)).unwrap();

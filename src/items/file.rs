@@ -32,6 +32,7 @@ impl Stateful for FileAttrs {
         }
         let mut s = State::new();
         s.insert("type".into(), Value::String("file".into()));
+        s.insert(LEFTOVERS.into(), Value::Array(Vec::new()));
         if let Some(h) = &local.content_hash {
             s.insert("content_hash".into(), Value::String(h.clone()));
         }
@@ -46,21 +47,34 @@ impl Stateful for FileAttrs {
 
     fn probe(&self, item: &Item, local: &Local, script: &mut Script) {
         let limit = if self.diffable() { local.diff_limit } else { 0 };
-        script.probe_path(
-            "pf",
-            &[
-                &local.idx.to_string(),
-                &path_of(item),
-                local.content_hash.as_deref().unwrap_or("-"),
-                &limit.to_string(),
-            ],
-        );
+        let scan = match (local.staging_scan, local.clean_staging) {
+            (false, _) => "0",
+            (true, false) => "1",
+            (true, true) => "2",
+        };
+        let idx = local.idx.to_string();
+        let path = path_of(item);
+        let limit = limit.to_string();
+        let mut args = vec![
+            idx.as_str(),
+            path.as_str(),
+            local.content_hash.as_deref().unwrap_or("-"),
+            limit.as_str(),
+            scan,
+        ];
+        args.extend(local.link_parents.iter().map(String::as_str));
+        script.probe_path("pf", &args);
+    }
+
+    fn probe_error(&self, _item: &Item, fields: &Fields) -> Option<String> {
+        fields.text("unsafe")
     }
 
     fn actual(&self, item: &Item, local: &Local, fields: &Fields) -> Option<State> {
         let t = fields.text("type")?;
         let mut s = State::new();
         s.insert("type".into(), Value::String(t.clone()));
+        s.insert(LEFTOVERS.into(), Value::Array(leftovers(item, fields)));
         if t == "file"
             && let Some(h) = fields.text("sha256")
         {
@@ -129,8 +143,24 @@ impl Stateful for FileAttrs {
                 ));
             }
         }
+        if let Some(f) = fields {
+            let stale = leftovers(item, f);
+            if !stale.is_empty() {
+                out.push_str(&format!(
+                    "staging left behind by an interrupted apply (apply removes it): {}\n",
+                    stale
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
         let mut rest = change.clone();
-        rest.keys.retain(|k| k != "content_hash");
+        rest.keys.retain(|k| k != "content_hash" && k != LEFTOVERS);
+        for e in [&mut rest.expected, &mut rest.actual].into_iter().flatten() {
+            e.remove(LEFTOVERS);
+        }
         if change.create()
             && let Some(e) = &mut rest.expected
         {
@@ -143,6 +173,27 @@ impl Stateful for FileAttrs {
     }
 }
 
+/// State key listing staging leftovers (`.cinch-tmp-*` beside the file) of interrupted applies;
+/// expected empty, so verify reports them and apply removes them.
+pub const LEFTOVERS: &str = "staging_leftovers";
+
+/// The staging leftovers a probe reported beside this file: only names cinch itself makes
+/// there (`DIR/.cinch-tmp-*`), whatever else the node says.
+fn leftovers(item: &Item, fields: &Fields) -> Vec<Value> {
+    let dir = parent_dir(&path_of(item));
+    let prefix = format!("{}/.cinch-tmp-", dir.trim_end_matches('/'));
+    fields
+        .all("stale")
+        .into_iter()
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .filter(|p| {
+            p.strip_prefix(&prefix)
+                .is_some_and(|rest| !rest.contains('/'))
+        })
+        .map(|p| Value::String(p.to_string()))
+        .collect()
+}
+
 /// One file to upload in a wave.
 struct Upload {
     idx: usize,
@@ -152,6 +203,8 @@ struct Upload {
     hash: String,
     mode: String,
     owner: String,
+    /// Symlinked parents the repo manages (see [`Local::link_parents`]).
+    links: Vec<String>,
 }
 
 impl FileAttrs {
@@ -173,6 +226,19 @@ impl FileAttrs {
         };
         if actual_is_file && !change.needs("content_hash") {
             let mut steps = Vec::new();
+            if change.needs(LEFTOVERS) {
+                let stale = change.actual.as_ref().and_then(|a| a.get(LEFTOVERS));
+                let paths: Vec<String> = stale
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(quote)
+                    .collect();
+                if !paths.is_empty() {
+                    steps.push(format!("rm -rf -- {}", paths.join(" ")));
+                }
+            }
             if change.needs("mode")
                 && let Some(m) = self.mode
             {
@@ -188,6 +254,9 @@ impl FileAttrs {
             if !spec.is_empty() {
                 steps.push(format!("chown {} {}", quote(&spec), quote(&path)));
             }
+            if steps.is_empty() {
+                steps.push(":".to_string());
+            }
             return Err(steps.join(" && \\\n"));
         }
         let bytes = local.content.clone().unwrap_or_default();
@@ -197,11 +266,12 @@ impl FileAttrs {
             .unwrap_or_else(|| crate::diff::sha256_hex(&bytes));
         // A rename replaces the inode: keep what the old file had unless the repo says otherwise.
         let keep = |k: &str| if actual_is_file { actual(k) } else { None };
+        // Staged files are created 0600; "-" is the node's default (0666 less its umask).
         let mode = self
             .mode
             .map(super::state::mode_text)
             .or_else(|| keep("mode"))
-            .unwrap_or_default();
+            .unwrap_or_else(|| "-".to_string());
         let owner = self.owner.clone().or_else(|| keep("uid"));
         let group = self.group.clone().or_else(|| keep("gid"));
         Ok(Upload {
@@ -212,6 +282,7 @@ impl FileAttrs {
             hash,
             mode,
             owner: chown_spec(owner.as_deref(), group.as_deref()),
+            links: local.link_parents.clone(),
         })
     }
 }
@@ -236,49 +307,32 @@ fn groups<'a>(
     out
 }
 
-/// The shell of a wave's uploads (see the fix prelude in [`crate::probe`]): stage every file,
-/// then verify, chmod, chown, fsync and rename them in batches. Files sharing a directory are
-/// staged in one private temp directory there, so one `mv` renames them all.
+/// The shell of a wave's uploads (see the fix prelude in [`crate::probe`]): stage every file
+/// in a private directory made by `mktemp -d` beside its target (one per directory, so one
+/// `mv` renames them all), then verify, chmod, chown, fsync and rename them in batches.
 fn write_files(uploads: &[Upload], script: &mut Script) {
     if uploads.is_empty() {
         return;
     }
-    let tmp = |dir: &str| {
-        format!(
-            "{}/.cinch-tmp-{:016x}",
-            dir.trim_end_matches('/'),
-            fastrand::u64(..)
-        )
-    };
-    let dirs: Vec<(&str, Vec<String>, String)> = groups(uploads, |u| u.dir.as_str())
-        .into_iter()
-        .map(|(d, ids)| {
-            let stage = if ids.len() > 1 { tmp(d) } else { String::new() };
-            (d, ids, stage)
-        })
-        .collect();
+    let dirs = groups(uploads, |u| u.dir.as_str());
     let all: Vec<String> = uploads.iter().map(|u| u.idx.to_string()).collect();
     for u in uploads {
-        let stage = dirs
+        let k = dirs
             .iter()
-            .find(|(d, _, _)| *d == u.dir)
-            .map_or("", |(_, _, s)| s.as_str());
-        let staged = if stage.is_empty() {
-            tmp(&u.dir)
-        } else {
-            format!("{stage}/{}", u.path.rsplit('/').next().unwrap_or_default())
-        };
-        script.call(
-            "wf",
-            &[
-                &u.idx.to_string(),
-                &u.path,
-                &staged,
-                &u.bytes.len().to_string(),
-                &u.hash,
-                stage,
-            ],
-        );
+            .position(|(d, _)| *d == u.dir)
+            .map_or(0, |p| p + 1)
+            .to_string();
+        let idx = u.idx.to_string();
+        let len = u.bytes.len().to_string();
+        let mut args = vec![
+            idx.as_str(),
+            u.path.as_str(),
+            len.as_str(),
+            u.hash.as_str(),
+            k.as_str(),
+        ];
+        args.extend(u.links.iter().map(String::as_str));
+        script.call("wf", &args);
         script.push_stdin(&u.bytes);
     }
     script.call("wv", &ids(&all));
@@ -292,16 +346,11 @@ fn write_files(uploads: &[Upload], script: &mut Script) {
         }
     }
     script.call("wy", &ids(&all));
-    for (_, members, stage) in &dirs {
-        if stage.is_empty() {
-            for m in members {
-                script.call("wr", &["", m]);
-            }
-        } else {
-            let mut args = vec![stage.as_str()];
-            args.extend(ids(members));
-            script.call("wr", &args);
-        }
+    for (k, (_, members)) in dirs.iter().enumerate() {
+        let k = (k + 1).to_string();
+        let mut args = vec![k.as_str()];
+        args.extend(ids(members));
+        script.call("wr", &args);
     }
 }
 
