@@ -551,8 +551,7 @@ impl<'a, 'j> Exec<'a, 'j> {
             s.remove("gid");
         }
         // Staging leftovers are news only when there are some.
-        if s
-            .get(crate::items::file::LEFTOVERS)
+        if s.get(crate::items::file::LEFTOVERS)
             .and_then(Value::as_array)
             .is_some_and(Vec::is_empty)
         {

@@ -182,8 +182,8 @@ wf_() {
     take "$n" >/dev/null; eval "e=\$se$k"; wx "$i" "cannot create a private staging directory in $d: $e"; return
   fi
   w=$s/${p##*/}
-  if ! { : > "$w"; } 2>/dev/null; then
-    e=$( { : > "$w"; } 2>&1 ); take "$n" >/dev/null; wx "$i" "cannot create the file: ${e:-error}"; return
+  if ! { true > "$w"; } 2>/dev/null; then
+    e=$( { true > "$w"; } 2>&1 ); take "$n" >/dev/null; wx "$i" "cannot create the file: ${e:-error}"; return
   fi
   take "$n" > "$w" || { rm -f -- "$w"; bk=1; wx "$i" "upload interrupted" 3; return; }
   eval "cs$i=\$w cq$i=\$p cx$i=\$x"
@@ -632,7 +632,10 @@ mod tests {
         for shell in ["dash", "bash"] {
             let mut s = Script::probe();
             s.call("pd", &["0", d, "1", "keep"]);
-            s.call("pf", &["1", &format!("{d}/new\nline"), "nohash", "100", "0"]);
+            s.call(
+                "pf",
+                &["1", &format!("{d}/new\nline"), "nohash", "100", "0"],
+            );
             s.call("pf", &["2", &format!("{d}/missing"), "nohash", "100", "0"]);
             s.call("ps", &["3", &format!("{d}/a b")]);
             let recs = parse(&run_sh(shell, &mut s)).unwrap();
@@ -766,7 +769,10 @@ mod tests {
         for i in 0..n {
             let path = dir.path().join(format!("f{i}"));
             std::fs::write(&path, i.to_string()).unwrap();
-            s.probe_path("pf", &[&i.to_string(), path.to_str().unwrap(), "-", "0", "0"]);
+            s.probe_path(
+                "pf",
+                &[&i.to_string(), path.to_str().unwrap(), "-", "0", "0"],
+            );
         }
         assert!(s.text().contains("cz\n"), "a full batch is read at once");
         let recs = parse(&run_sh("dash", &mut s)).unwrap();

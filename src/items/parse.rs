@@ -554,6 +554,23 @@ pub(crate) fn build_item(
                     None
                 }
             });
+            let password_hash = r.string("password_hash");
+            if let Some(h) = &password_hash
+                && let Some(bad) = h.chars().find(|c| *c == ':' || c.is_control())
+                && let Some(a) = r.get("password_hash")
+            {
+                // The hash travels as one `NAME:HASH` line to `chpasswd -e`.
+                let msg = format!(
+                    "`password_hash` of {id} must not contain {bad:?} (a crypt(3) hash has \
+                     neither colons nor control characters)"
+                );
+                let loc = a.value_loc.clone();
+                r.hinted(
+                    &loc,
+                    msg,
+                    "paste the hash exactly as mkpasswd or openssl passwd prints it",
+                );
+            }
             Some(ItemKind::User(UserAttrs {
                 uid: r.u32("uid"),
                 gid,
@@ -561,7 +578,7 @@ pub(crate) fn build_item(
                 home: r.string("home"),
                 shell: r.string("shell"),
                 full_name: r.string("full_name"),
-                password_hash: r.string("password_hash"),
+                password_hash,
                 delete: r.bool("delete").unwrap_or(false),
             }))
         }

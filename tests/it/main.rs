@@ -15,3 +15,4 @@ mod sshd;
 mod sysitems;
 mod transport;
 mod verify;
+mod write;
