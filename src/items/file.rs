@@ -361,3 +361,139 @@ fn is_file(change: &Change) -> bool {
         .and_then(|a| a.get("type"))
         .is_some_and(|t| t == "file")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::items::ItemKind;
+    use crate::items::state::Fixing;
+    use crate::probe::{Record, parse};
+
+    fn file_item(path: &str) -> (Item, FileAttrs) {
+        let attrs = FileAttrs {
+            source: super::super::FileSource::Content(String::new()),
+            content_type: ContentType::Text,
+            mode: Some(0o640),
+            owner: None,
+            group: None,
+            delete: false,
+            sensitive: false,
+        };
+        let item = crate::items::testutil::item("file", path, ItemKind::File(attrs.clone()));
+        (item, attrs)
+    }
+
+    /// Runs one fix wave writing `files` (path, content, managed symlinked parents) with
+    /// `shell`, and returns each item's `X` record (rc, message).
+    fn wave(shell: &str, files: &[(String, &str, Vec<String>)]) -> Vec<(i32, String)> {
+        let items: Vec<(Item, FileAttrs)> = files.iter().map(|(p, _, _)| file_item(p)).collect();
+        let locals: Vec<Local> = files
+            .iter()
+            .enumerate()
+            .map(|(idx, (_, c, links))| Local {
+                idx,
+                content_hash: Some(crate::diff::sha256_hex(c.as_bytes())),
+                content: Some(std::sync::Arc::new(c.as_bytes().to_vec())),
+                link_parents: links.clone(),
+                ..Local::default()
+            })
+            .collect();
+        let changes: Vec<Change> = items
+            .iter()
+            .zip(&locals)
+            .map(|((it, a), l)| Change::between(a.expected(it, l), None).expect("a create"))
+            .collect();
+        let fixing: Vec<Fixing<'_>> = items
+            .iter()
+            .zip(&locals)
+            .zip(&changes)
+            .map(|(((item, _), local), change)| Fixing {
+                item,
+                local,
+                change,
+            })
+            .collect();
+        let mut script = Script::fix();
+        items[0].1.fix_wave(&fixing, &mut script);
+        let cmd = script.into_command();
+        let mut child = std::process::Command::new(shell)
+            .arg("-c")
+            .arg(&cmd.script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("shell runs");
+        let stdin = cmd.stdin.unwrap_or_default();
+        let mut pipe = child.stdin.take().expect("stdin");
+        std::io::Write::write_all(&mut pipe, &stdin).expect("feed");
+        drop(pipe);
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let recs = parse(&out.stdout).expect("records");
+        (0..files.len())
+            .map(|i| {
+                recs.iter()
+                    .find_map(|r| match r {
+                        Record::Fix { idx, rc, message } if *idx == i => {
+                            Some((*rc, message.clone()))
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| panic!("{shell}: no X record for {i}: {recs:?}"))
+            })
+            .collect()
+    }
+
+    /// A 256-byte name used to fail its whole wave with "upload interrupted" on every apply;
+    /// a symlinked parent the node controls redirected a write. Each is that item's own
+    /// failure, with the real reason, and the rest of the wave is written.
+    #[test]
+    fn one_bad_name_fails_only_its_own_item_in_dash_and_bash() {
+        for shell in ["dash", "bash"] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let d = dir.path().to_str().expect("utf-8").to_string();
+            std::fs::create_dir(dir.path().join("etc")).expect("mkdir");
+            std::fs::write(dir.path().join("etc/passwd"), "stand-in").expect("write");
+            std::os::unix::fs::symlink(dir.path().join("etc"), dir.path().join("evil"))
+                .expect("symlink");
+            std::os::unix::fs::symlink(dir.path().join("etc"), dir.path().join("mine"))
+                .expect("symlink");
+            let long = format!("{d}/{}", "x".repeat(256));
+            let files = vec![
+                (format!("{d}/a"), "a\n", vec![]),
+                (long, "long\n", vec![]),
+                (format!("{d}/evil/passwd"), "pwned\n", vec![]),
+                (format!("{d}/b c"), "b\n", vec![]),
+                (format!("{d}/mine/group"), "g\n", vec![format!("{d}/mine")]),
+            ];
+            let got = wave(shell, &files);
+            assert_eq!(got[0], (0, String::new()), "{shell}");
+            assert_eq!(got[3], (0, String::new()), "{shell}");
+            assert_eq!(got[4], (0, String::new()), "{shell}");
+            assert_eq!(got[1].0, 1, "{shell}");
+            assert!(got[1].1.contains("too long"), "{shell}: {}", got[1].1);
+            assert_eq!(got[2].0, 1, "{shell}");
+            assert!(
+                got[2]
+                    .1
+                    .contains(&format!("parent {d}/evil is a symlink to {d}/etc")),
+                "{shell}: {}",
+                got[2].1
+            );
+            let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).expect(p);
+            assert_eq!(read("a"), "a\n");
+            assert_eq!(read("b c"), "b\n");
+            assert_eq!(read("etc/passwd"), "stand-in");
+            assert_eq!(read("etc/group"), "g\n");
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("a")).expect("stat");
+            assert_eq!(mode.permissions().mode() & 0o7777, 0o640);
+            let left: Vec<_> = std::fs::read_dir(dir.path())
+                .expect("ls")
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".cinch-tmp-"))
+                .collect();
+            assert!(left.is_empty(), "{shell}: {left:?}");
+        }
+    }
+}

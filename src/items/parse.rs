@@ -1045,6 +1045,25 @@ owner = 0
         assert!(line_of(&errors, "`mode` of file:/a").contains("items.toml:4:8"));
     }
 
+    /// The hash travels to `chpasswd -e` as one `NAME:HASH` line: a colon or newline in it
+    /// would set a second account's password.
+    #[test]
+    fn password_hash_with_a_colon_or_newline_is_rejected_at_its_line() {
+        let f = Fixture::new().toml(
+            "base",
+            "[users.bob]\npassword_hash = \"$6$x$y\\nroot:$6$evil\"\n\
+             [users.eve]\npassword_hash = \"$6$x:y\"\n",
+        );
+        let errors = f.errors();
+        let bob = line_of(
+            &errors,
+            "`password_hash` of user:bob must not contain '\\n'",
+        );
+        assert!(bob.contains("items.toml:2:17"), "{errors}");
+        let eve = line_of(&errors, "`password_hash` of user:eve must not contain ':'");
+        assert!(eve.contains("items.toml:4:17"), "{errors}");
+    }
+
     #[test]
     fn modes_are_octal_strings_up_to_7777() {
         for (mode, ok) in [

@@ -117,8 +117,12 @@ fn sensitive_staging_file_is_never_world_readable() {
     let mut seen = Vec::new();
     while seen.is_empty() && Instant::now() < deadline {
         for d in staging(s.dir.path()) {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                seen.push((d.clone(), e.path()));
+            if d.is_dir() {
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    seen.push((d.clone(), e.path()));
+                }
+            } else {
+                seen.push((d.clone(), d.clone()));
             }
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -126,8 +130,10 @@ fn sensitive_staging_file_is_never_world_readable() {
     assert!(!seen.is_empty(), "the upload is staged beside the target");
     std::thread::sleep(Duration::from_millis(300));
     for (dir, file) in &seen {
-        let dm = std::fs::symlink_metadata(dir).unwrap().mode() & 0o777;
-        assert_eq!(dm & 0o077, 0, "staging directory {dir:?} is {dm:o}");
+        if let Ok(m) = std::fs::symlink_metadata(dir) {
+            let dm = m.mode() & 0o777;
+            assert_eq!(dm & 0o077, 0, "staging {dir:?} is {dm:o}");
+        }
         if let Ok(m) = std::fs::symlink_metadata(file) {
             assert_eq!(m.mode() & 0o077, 0, "staged {file:?} is {:o}", m.mode());
         }
@@ -278,4 +284,56 @@ fn overlong_file_name_fails_only_its_own_item() {
         assert!(staging(&s.path("d")).is_empty());
         std::fs::remove_file(s.path("d/ok")).unwrap();
     }
+}
+
+#[test]
+fn password_hash_never_reaches_a_command_line() {
+    let name = format!("cinchw{:06x}", fastrand::u32(..0xff_ffff));
+    // Removes the user the apply creates, also when an assertion fails.
+    let _gone = User(name.clone());
+    let s = Scene::new(&format!(
+        "[users.{name}]\nshell = \"/bin/sh\"\nhome = \"/nonexistent/{name}\"\n\
+         password_hash = \"$6$cinchw$visibleinps\"\n"
+    ));
+    // Every command line cinch starts on the node, as `ps` would show it to any user.
+    let log = s.path("argv");
+    with_become(
+        &s,
+        &format!(
+            "#!/bin/sh\nshift\nprintf '%s\\n' \"$*\" >> {}\nexec \"$@\"\n",
+            log.display()
+        ),
+    );
+    s.cinch(&["apply", "n1"]).expect_code(0);
+    let argv = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        argv.contains(&name),
+        "the wrapper saw the user's commands:\n{argv}"
+    );
+    assert!(
+        !argv.contains("visibleinps"),
+        "hash on a command line:\n{argv}"
+    );
+    let shadow = Command::new("getent")
+        .args(["shadow", &name])
+        .output()
+        .unwrap();
+    let shadow = String::from_utf8_lossy(&shadow.stdout);
+    assert!(
+        shadow.starts_with(&format!("{name}:$6$cinchw$visibleinps:")),
+        "{shadow}"
+    );
+    // A changed hash is set the same way.
+    s.items(&format!(
+        "[users.{name}]\nshell = \"/bin/sh\"\nhome = \"/nonexistent/{name}\"\n\
+         password_hash = \"$6$cinchw$changedhash\"\n"
+    ));
+    s.cinch(&["apply", "n1"]).expect_code(0);
+    let argv = std::fs::read_to_string(&log).unwrap();
+    assert!(!argv.contains("changedhash"), "{argv}");
+    let shadow = Command::new("getent")
+        .args(["shadow", &name])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&shadow.stdout).contains("$6$cinchw$changedhash:"));
 }
