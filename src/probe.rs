@@ -15,6 +15,12 @@ use crate::shell::quote;
 
 /// Shell helpers shared by probe and fix scripts. `LC_ALL=C` makes `${#x}` count bytes.
 ///
+/// `pf IDX PATH HASH LIMIT SCAN [LINK...]` never looks through a symlinked parent of PATH
+/// other than the LINKs the repo manages (`wl`; the record gets `unsafe` with the reason
+/// instead), and with SCAN = 1 reports (`stale`), with SCAN = 2 removes, the staging leftovers
+/// of interrupted applies beside PATH: `.cinch-tmp-*` entries owned by this user and older
+/// than this script. Both cost no process unless there is something to report.
+///
 /// Path probes (`pf`, `pd`, `ps`) cost no process each: they classify the path with test
 /// builtins, print the `P` record at once and register the path (`cg`). `cz` then reads the
 /// stat of every registered path with ONE `stat` and the sha256 of every regular file with ONE
@@ -150,13 +156,19 @@ ps() {
 
 /// Extra helpers for fix scripts: exact-length reads from stdin and atomic file writes.
 ///
-/// A wave's uploads cost one `head` per file and a constant number of processes for the rest:
-/// `wf` stages each file (in a private `.cinch-tmp-*` directory beside the targets when a
-/// directory gets several files, else as a `.cinch-tmp-*` file), then `wv` checks every
-/// upload with one `sha256sum`, `wm`/`wo` chmod/chown per distinct mode/owner, `wy` fsyncs
-/// them with one `sync`, and `wr` renames them into place with one `mv` per directory (each
-/// rename atomic). Every file gets exactly one `X` record; a batch command that fails is
-/// retried file by file so the failure lands on the right item.
+/// A wave's uploads cost one `head` per file and a constant number of processes per target
+/// directory: `wf` stages each file in a private directory beside its target that `mktemp -d`
+/// makes fresh (0700, never one that already exists: a planted one would let its owner read
+/// or swap what is staged), under umask 077 so nothing staged is readable by anyone else, and
+/// refuses a target behind a symlinked parent the repo does not manage (`wl`). Then `wv`
+/// checks every upload with one `sha256sum`, `wm`/`wo` chmod/chown per distinct mode/owner
+/// (still inside the private directory, so the final mode is set before the file appears),
+/// `wy` fsyncs them with one `sync`, and `wr` renames them into place with one `mv` per
+/// directory (each rename atomic) and removes the staging directory. Every file gets exactly
+/// one `X` record; a problem of one file (a name too long, an unwritable directory) fails that
+/// file only, and a batch command that fails is retried file by file so the failure lands on
+/// the right item. Staging directories still there when the script is stopped by a signal are
+/// removed on exit; after SIGKILL the next probe finds them (`st`).
 const FIX_PRELUDE: &str = r#"g=0; head --version 2>/dev/null | grep -q GNU && g=1
 take() { if [ $g = 1 ]; then head -c "$1"; else dd bs=1 count="$1" 2>/dev/null; fi; }
 bk=0; cm=$(umask); nk=0

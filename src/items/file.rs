@@ -1,5 +1,6 @@
-//! `file` items: content compared by sha256 on the node, written atomically (temp file beside
-//! the target, fsynced, chmod/chown, then renamed).
+//! `file` items: content compared by sha256 on the node, written atomically (private staging
+//! directory beside the target, file 0600 while it uploads, fsynced, chmod/chown, then
+//! renamed), never through a symlinked parent the repo does not manage.
 
 use serde_json::Value;
 

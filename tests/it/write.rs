@@ -337,3 +337,50 @@ fn password_hash_never_reaches_a_command_line() {
         .unwrap();
     assert!(String::from_utf8_lossy(&shadow.stdout).contains("$6$cinchw$changedhash:"));
 }
+
+#[test]
+fn unwritable_directory_fails_only_its_own_files() {
+    let other = User::new();
+    let s = Scene::new(
+        "[files.\"@/open/a\"]\ncontent = \"a\\n\"\n\
+         [files.\"@/closed/b\"]\ncontent = \"b\\n\"\n\
+         [files.\"@/open/c\"]\ncontent = \"c\\n\"\n",
+    );
+    // The node side runs as the second user, who may write `open` but not `closed`.
+    std::fs::set_permissions(s.dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    for (d, mode) in [("open", 0o777), ("closed", 0o755), ("locks", 0o777)] {
+        std::fs::create_dir(s.path(d)).unwrap();
+        std::fs::set_permissions(s.path(d), PermissionsExt::from_mode(mode)).unwrap();
+    }
+    let wrapper = s.path("become.sh");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nshift\nexec runuser -u {} -- \"$@\"\n", other.0),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, PermissionsExt::from_mode(0o755)).unwrap();
+    s.repo.write(
+        "nodes.toml",
+        &format!(
+            "[nodes.n1]\ntransport = \"local\"\nbundles = [\"b\"]\nbecome = \"{}\"\nlock_dir = \"{}\"\n",
+            wrapper.display(),
+            s.path("locks").display()
+        ),
+    );
+    let run = s.cinch(&["apply", "n1"]).expect_code(1);
+    assert!(
+        run.stderr
+            .contains("cannot create a private staging directory in")
+            && run.stderr.contains("Permission denied"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("earlier upload"), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(s.path("open/a")).unwrap(), "a\n");
+    assert_eq!(std::fs::read_to_string(s.path("open/c")).unwrap(), "c\n");
+    assert!(!s.path("closed/b").exists());
+    assert_eq!(
+        std::fs::metadata(s.path("open/a")).unwrap().uid(),
+        other.uid()
+    );
+}
