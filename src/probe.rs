@@ -772,6 +772,52 @@ mod tests {
         }
     }
 
+    /// Staging directories of a SIGKILLed apply stayed beside their targets forever: the probe
+    /// reports them (verify) or removes them (apply), but only old ones of this user.
+    #[test]
+    fn stale_staging_is_reported_or_removed_in_dash_and_bash() {
+        for shell in ["dash", "bash"] {
+            for scan in ["1", "2"] {
+                let dir = tempfile::tempdir().unwrap();
+                let d = dir.path();
+                let old = d.join(".cinch-tmp-0123456789abcdef");
+                std::fs::create_dir(&old).unwrap();
+                std::fs::write(old.join("f"), "copy").unwrap();
+                let young = d.join(".cinch-tmp-young");
+                std::fs::create_dir(&young).unwrap();
+                let ago = std::process::Command::new("touch")
+                    .args(["-d", "1 hour ago"])
+                    .arg(&old)
+                    .status()
+                    .unwrap();
+                assert!(ago.success());
+                // Newer than the script: another apply may be writing it right now.
+                let later = std::process::Command::new("touch")
+                    .args(["-d", "1 hour"])
+                    .arg(&young)
+                    .status()
+                    .unwrap();
+                assert!(later.success());
+                let f = d.join("f");
+                let mut s = Script::probe();
+                s.probe_path("pf", &["0", f.to_str().unwrap(), "-", "0", scan]);
+                let recs = parse(&run_sh(shell, &mut s)).unwrap();
+                let Record::Probe { fields, .. } = &recs[0] else {
+                    panic!("{recs:?}")
+                };
+                let stale: Vec<&[u8]> = fields.all("stale");
+                if scan == "1" {
+                    assert_eq!(stale, vec![old.to_str().unwrap().as_bytes()], "{shell}");
+                    assert!(old.exists(), "{shell}: verify removes nothing");
+                } else {
+                    assert!(stale.is_empty(), "{shell}: {stale:?}");
+                    assert!(!old.exists(), "{shell}: apply removes it");
+                }
+                assert!(young.exists(), "{shell}");
+            }
+        }
+    }
+
     /// More path probes than one batch holds: every item still gets its own hash.
     #[test]
     fn probes_beyond_one_batch_are_all_read() {
