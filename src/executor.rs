@@ -135,16 +135,18 @@ pub fn locals(items: &[Item], contents: Vec<Option<Vec<u8>>>, diff_limit: u64) -
             }
             let mut link_parents = Vec::new();
             let mut staging_scan = false;
-            if let ItemKind::File(_) = &item.kind {
+            if item.is_path() {
                 let me = path_of(item);
                 let mut at = 0;
-                while let Some(slash) = me[at + 1..].find('/') {
+                while let Some(slash) = me.get(at + 1..).and_then(|rest| rest.find('/')) {
                     at += 1 + slash;
                     if links.contains(&me[..at]) {
                         link_parents.push(me[..at].to_string());
                     }
                 }
-                staging_scan = scanned.insert(crate::items::file::parent_dir(&me));
+                if let ItemKind::File(_) = &item.kind {
+                    staging_scan = scanned.insert(crate::items::file::parent_dir(&me));
+                }
             }
             Local {
                 idx,

@@ -87,6 +87,19 @@ pub trait Stateful: Sync {
     }
 }
 
+/// Shell that stops a fix step (exit 1, with the reason) when a parent directory of the
+/// item's path is a symlink the repo does not manage: `mkdir -p`, `ln -s` or `rm -rf` through
+/// `dir/evil -> /etc` would act on whatever the node's users point it at.
+pub fn parent_guard(item: &Item, local: &Local) -> String {
+    let mut call = format!("wl {}", crate::shell::quote(&path_of(item)));
+    for l in &local.link_parents {
+        call.push(' ');
+        call.push_str(&crate::shell::quote(l));
+    }
+    call.push_str(" || { printf '%s\n' \"$wlr\" >&2; exit 1; }\n");
+    call
+}
+
 /// One changed item handed to [`Stateful::fix_wave`].
 pub struct Fixing<'a> {
     pub item: &'a Item,

@@ -384,3 +384,34 @@ fn unwritable_directory_fails_only_its_own_files() {
         other.uid()
     );
 }
+
+#[test]
+fn directories_symlinks_and_deletes_never_act_through_an_unmanaged_parent_symlink() {
+    let s = Scene::new(
+        "[directories.\"@/d/evil/sub\"]\nmode = \"0755\"\n\
+         [symlinks.\"@/d/evil/link\"]\ntarget = \"/nowhere\"\n\
+         [files.\"@/d/evil/victim\"]\ndelete = true\n",
+    );
+    std::fs::create_dir(s.path("etc")).unwrap();
+    std::fs::write(s.path("etc/victim"), "keep me").unwrap();
+    std::fs::create_dir(s.path("d")).unwrap();
+    std::os::unix::fs::symlink(s.path("etc"), s.path("d/evil")).unwrap();
+    let run = s.cinch(&["apply", "n1"]).expect_code(1);
+    let want = format!(
+        "parent {}/d/evil is a symlink to {}/etc",
+        s.root(),
+        s.root()
+    );
+    assert_eq!(run.stderr.matches(&want).count(), 3, "{}", run.stderr);
+    let mut left: Vec<String> = std::fs::read_dir(s.path("etc"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["victim"]);
+    assert_eq!(
+        std::fs::read_to_string(s.path("etc/victim")).unwrap(),
+        "keep me"
+    );
+}
