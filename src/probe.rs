@@ -197,7 +197,7 @@ wf_() {
   if ! { true > "$w"; } 2>/dev/null; then
     e=$( { true > "$w"; } 2>&1 ); take "$n" >/dev/null; wx "$i" "cannot create the file: ${e:-error}"; return
   fi
-  take "$n" > "$w" || { rm -f -- "$w"; bk=1; wx "$i" "upload interrupted" 3; return; }
+  e=$(take "$n" 2>&1 > "$w") || { rm -f -- "$w"; bk=1; wx "$i" "upload interrupted${e:+: $e}" 3; return; }
   eval "cs$i=\$w cq$i=\$p cx$i=\$x"
 }
 wv() {

@@ -415,3 +415,69 @@ fn directories_symlinks_and_deletes_never_act_through_an_unmanaged_parent_symlin
         "keep me"
     );
 }
+
+#[test]
+fn staging_left_by_a_sigkilled_node_shell_is_removed_by_the_next_apply() {
+    let s = Scene::new("[files.\"@/big\"]\nsource = \"big\"\ncontent_type = \"binary\"\n");
+    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 239) as u8).collect();
+    std::fs::create_dir_all(s.repo.path().join("bundles/b/files")).unwrap();
+    std::fs::write(s.repo.path().join("bundles/b/files/big"), &big).unwrap();
+    std::fs::write(s.path("big"), "old\n").unwrap();
+    // Holds the upload after 1 MiB and records the process group of the node's shell.
+    let pgid_file = s.path("pgid");
+    with_become(
+        &s,
+        &format!(
+            "#!/bin/sh\nshift\nif [ -p /dev/stdin ]; then\n  ps -o pgid= -p $$ > {}\n  \
+             {{ head -c 1048576; sleep 30; cat; }} | \"$@\"\nelse\n  exec \"$@\"\nfi\n",
+            pgid_file.display()
+        ),
+    );
+    let mut cmd = cinch_command();
+    cmd.arg("-r").arg(s.repo.path()).args(["apply", "n1"]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (staging(s.dir.path()).is_empty() || !pgid_file.exists()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!staging(s.dir.path()).is_empty(), "the upload is staged");
+    std::thread::sleep(Duration::from_millis(200));
+    let pgid = std::fs::read_to_string(&pgid_file).unwrap();
+    let pgid = pgid.trim();
+    // SIGKILL: no trap runs on the node, exactly what a killed node shell leaves behind.
+    let killed = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{pgid}")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = child.kill();
+    let _ = child.wait();
+    let left = staging(s.dir.path());
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(std::fs::read(s.path("big")).unwrap(), b"old\n");
+    // Back to a plain node; the killed apply still holds its hard lock, so force.
+    s.repo.write(
+        "nodes.toml",
+        &format!(
+            "[nodes.n1]\ntransport = \"local\"\nbundles = [\"b\"]\nlock_dir = \"{}\"\n",
+            s.repo.path().join("locks").display()
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let run = s.cinch(&["verify", "n1"]).expect_code(1);
+    assert!(
+        run.stdout.contains(left[0].to_str().unwrap()),
+        "{}",
+        run.stdout
+    );
+    assert!(left[0].exists(), "verify changes nothing");
+    s.cinch(&["apply", "n1", "--force"]).expect_code(0);
+    assert!(
+        staging(s.dir.path()).is_empty(),
+        "{:?}",
+        staging(s.dir.path())
+    );
+    assert_eq!(std::fs::read(s.path("big")).unwrap(), big);
+}
