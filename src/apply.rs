@@ -101,11 +101,14 @@ fn prepare<'r>(
         skip: mask(&select.skip),
         diffs,
     };
-    let locals = executor::locals(
+    let mut locals = executor::locals(
         &plan.items,
         contents,
         if diffs || interactive { DIFF_LIMIT } else { 0 },
     );
+    for l in &mut locals {
+        l.clean_staging = mode == Mode::Apply;
+    }
     Ok(Prepared {
         node,
         graph: graph_of(plan),

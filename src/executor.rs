@@ -104,6 +104,12 @@ pub fn locals(items: &[Item], contents: Vec<Option<Vec<u8>>>, diff_limit: u64) -
         .iter()
         .map(|i| i.is_path().then(|| path_of(i)))
         .collect();
+    let links: BTreeSet<String> = items
+        .iter()
+        .filter(|i| matches!(&i.kind, ItemKind::Symlink(s) if !s.delete))
+        .map(path_of)
+        .collect();
+    let mut scanned = BTreeSet::new();
     contents
         .into_iter()
         .enumerate()
@@ -127,12 +133,30 @@ pub fn locals(items: &[Item], contents: Vec<Option<Vec<u8>>>, diff_limit: u64) -
                     }
                 }
             }
+            let mut link_parents = Vec::new();
+            let mut staging_scan = false;
+            if item.is_path() {
+                let me = path_of(item);
+                let mut at = 0;
+                while let Some(slash) = me.get(at + 1..).and_then(|rest| rest.find('/')) {
+                    at += 1 + slash;
+                    if links.contains(&me[..at]) {
+                        link_parents.push(me[..at].to_string());
+                    }
+                }
+                if let ItemKind::File(_) = &item.kind {
+                    staging_scan = scanned.insert(crate::items::file::parent_dir(&me));
+                }
+            }
             Local {
                 idx,
                 content_hash: content.as_deref().map(crate::diff::sha256_hex),
                 content: content.map(Arc::new),
                 managed_children: managed_children.into_iter().collect(),
                 diff_limit,
+                link_parents,
+                staging_scan,
+                clean_staging: false,
             }
         })
         .collect()
@@ -576,6 +600,13 @@ impl<'a, 'j> Exec<'a, 'j> {
             // Numeric owners of paths are internal (kept to preserve them across rewrites).
             s.remove("uid");
             s.remove("gid");
+        }
+        // Staging leftovers are news only when there are some.
+        if s.get(crate::items::file::LEFTOVERS)
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+        {
+            s.remove(crate::items::file::LEFTOVERS);
         }
         for k in stateful(&item.kind).map_or(&[][..], |b| b.hidden_keys()) {
             if let Some(v) = s.get_mut(*k) {

@@ -15,6 +15,12 @@ use crate::shell::quote;
 
 /// Shell helpers shared by probe and fix scripts. `LC_ALL=C` makes `${#x}` count bytes.
 ///
+/// `pf IDX PATH HASH LIMIT SCAN [LINK...]` never looks through a symlinked parent of PATH
+/// other than the LINKs the repo manages (`wl`; the record gets `unsafe` with the reason
+/// instead), and with SCAN = 1 reports (`stale`), with SCAN = 2 removes, the staging leftovers
+/// of interrupted applies beside PATH: `.cinch-tmp-*` entries owned by this user and older
+/// than this script. Both cost no process unless there is something to report.
+///
 /// Path probes (`pf`, `pd`, `ps`) cost no process each: they classify the path with test
 /// builtins, print the `P` record at once and register the path (`cg`). `cz` then reads the
 /// stat of every registered path with ONE `stat` and the sha256 of every regular file with ONE
@@ -92,11 +98,40 @@ um() {
     [ $k = 1 ] || "$cb" "$e" "$n" || return 1
   done
 }
+wl() {
+  wq=${1%/*}; wc=; shift
+  while [ -n "$wq" ]; do
+    wq=${wq#/}; wn=${wq%%/*}
+    case $wq in */*) wq=/${wq#*/};; *) wq=;; esac
+    wc=$wc/$wn
+    if [ -L "$wc" ]; then
+      wk=0; for wm in "$@"; do [ "$wm" != "$wc" ] || wk=1; done
+      if [ $wk = 0 ]; then
+        wr_=$(readlink -- "$wc"; echo x); wr_=${wr_%??}
+        wlr="parent $wc is a symlink to $wr_ that the repo does not manage; refusing to write through it (use the real path, or manage $wc with a symlink item)"
+        return 1
+      fi
+    fi
+  done
+}
+st() {
+  for e in "${2%/}"/.cinch-tmp-*; do
+    [ -e "$e" ] || [ -L "$e" ] || continue
+    { [ ! -L "$e" ] && [ -O "$e" ] && ctmp && [ "$e" -ot "$cT" ]; } || continue
+    if [ "$1" = 2 ] && rm -rf -- "$e" 2>/dev/null; then continue; fi
+    f stale; f "$e"
+  done
+}
 pf() {
   f P; f "$1"
-  if ty "$2"; then
-    f type; f "$t"
-    if [ "$t" = file ]; then cg "$1" "$2" "$3" "$4"; else cg "$1" "$2"; fi
+  a1=$1 a2=$2 a3=$3 a4=$4 a5=$5; shift 5
+  if ! wl "$a2" "$@"; then f unsafe; f "$wlr"
+  else
+    [ "$a5" = 0 ] || { a6=${a2%/*}; st "$a5" "${a6:-/}"; }
+    if ty "$a2"; then
+      f type; f "$t"
+      if [ "$t" = file ]; then cg "$a1" "$a2" "$a3" "$a4"; else cg "$a1" "$a2"; fi
+    fi
   fi
   f ''
 }
@@ -121,26 +156,49 @@ ps() {
 
 /// Extra helpers for fix scripts: exact-length reads from stdin and atomic file writes.
 ///
-/// A wave's uploads cost one `head` per file and a constant number of processes for the rest:
-/// `wf` stages each file (in a private `.cinch-tmp-*` directory beside the targets when a
-/// directory gets several files, else as a `.cinch-tmp-*` file), then `wv` checks every
-/// upload with one `sha256sum`, `wm`/`wo` chmod/chown per distinct mode/owner, `wy` fsyncs
-/// them with one `sync`, and `wr` renames them into place with one `mv` per directory (each
-/// rename atomic). Every file gets exactly one `X` record; a batch command that fails is
-/// retried file by file so the failure lands on the right item.
+/// A wave's uploads cost one `head` per file and a constant number of processes per target
+/// directory: `wf` stages each file in a private directory beside its target that `mktemp -d`
+/// makes fresh (0700, never one that already exists: a planted one would let its owner read
+/// or swap what is staged), under umask 077 so nothing staged is readable by anyone else, and
+/// refuses a target behind a symlinked parent the repo does not manage (`wl`). Then `wv`
+/// checks every upload with one `sha256sum`, `wm`/`wo` chmod/chown per distinct mode/owner
+/// (still inside the private directory, so the final mode is set before the file appears),
+/// `wy` fsyncs them with one `sync`, and `wr` renames them into place with one `mv` per
+/// directory (each rename atomic) and removes the staging directory. Every file gets exactly
+/// one `X` record; a problem of one file (a name too long, an unwritable directory) fails that
+/// file only, and a batch command that fails is retried file by file so the failure lands on
+/// the right item. Staging directories still there when the script is stopped by a signal are
+/// removed on exit; after SIGKILL the next probe finds them (`st`).
 const FIX_PRELUDE: &str = r#"g=0; head --version 2>/dev/null | grep -q GNU && g=1
 take() { if [ $g = 1 ]; then head -c "$1"; else dd bs=1 count="$1" 2>/dev/null; fi; }
-bk=0
+bk=0; cm=$(umask); nk=0
+trap 'wz; [ -z "$cT" ] || rm -rf -- "$cT"' EXIT
+trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 141' PIPE; trap 'exit 143' TERM
+wz() { while [ $nk -gt 0 ]; do eval "s=\$sd$nk"; case $s in /*) rm -rf -- "$s";; esac; nk=$((nk-1)); done; }
 wx() { eval "s=\$cs$1"; [ -z "$s" ] || rm -f -- "$s"; eval "cs$1="; f X; f "$1"; f "${3:-1}"; f "$2"; }
-wf() {
-  eval "cs$1="
-  if [ $bk = 1 ]; then take "$4" >/dev/null 2>&1; f X; f "$1"; f 1; f "not written: an earlier upload in this batch failed"; return; fi
-  d=${2%/*}; d=${d:-/}
-  [ -d "$d" ] || { take "$4" >/dev/null; f X; f "$1"; f 1; f "parent directory $d does not exist (manage it with a directory item, or create it)"; return; }
-  if [ -n "$6" ]; then [ -d "$6" ] || mkdir -m 700 -- "$6" 2>/dev/null
-  else { true > "$3"; } 2>/dev/null; fi || { take "$4" >/dev/null; f X; f "$1"; f 1; f "cannot create a temporary file in $d"; return; }
-  take "$4" > "$3" || { rm -f -- "$3"; bk=1; f X; f "$1"; f 3; f "upload interrupted"; return; }
-  eval "cs$1=\$3 cq$1=\$2 cx$1=\$5"
+wf() { umask 077; wf_ "$@"; umask "$cm"; }
+wf_() {
+  i=$1 p=$2 n=$3 x=$4 k=$5; shift 5
+  eval "cs$i= cl$i=$#"
+  if [ $bk = 1 ]; then take "$n" >/dev/null 2>&1; wx "$i" "not written: an earlier upload in this batch failed"; return; fi
+  d=${p%/*}; d=${d:-/}
+  if ! wl "$p" "$@"; then take "$n" >/dev/null; wx "$i" "$wlr"; return; fi
+  [ -d "$d" ] || { take "$n" >/dev/null; wx "$i" "parent directory $d does not exist (manage it with a directory item, or create it)"; return; }
+  [ $k -le $nk ] || nk=$k
+  eval "s=\$sd$k"
+  if [ -z "$s" ]; then
+    if s=$(mktemp -d "${d%/}/.cinch-tmp-XXXXXXXXXXXXXXXX" 2>&1); then eval "sd$k=\$s"
+    else eval "sd$k=- se$k=\$s"; s=-; fi
+  fi
+  if [ "$s" = - ]; then
+    take "$n" >/dev/null; eval "e=\$se$k"; wx "$i" "cannot create a private staging directory in $d: $e"; return
+  fi
+  w=$s/${p##*/}
+  if ! { true > "$w"; } 2>/dev/null; then
+    e=$( { true > "$w"; } 2>&1 ); take "$n" >/dev/null; wx "$i" "cannot create the file: ${e:-error}"; return
+  fi
+  e=$(take "$n" 2>&1 > "$w") || { rm -f -- "$w"; bk=1; wx "$i" "upload interrupted${e:+: $e}" 3; return; }
+  eval "cs$i=\$w cq$i=\$p cx$i=\$x"
 }
 wv() {
   ids=$*; n0=$#; hr=1; nl=0
@@ -171,7 +229,11 @@ wc_() {
     e=$("$c" "$a" "$s" 2>&1) || wx "$i" "$e"
   done
 }
-wm() { wc_ chmod "$@"; }
+wm() {
+  a=$1; shift
+  [ "$a" != - ] || a=$(printf '%o' $(( 0666 & ~0$cm )))
+  wc_ chmod "$a" "$@"
+}
 wo() { wc_ chown "$@"; }
 wy() {
   n0=$#
@@ -180,23 +242,21 @@ wy() {
   [ $# = 0 ] || sync "$@" 2>/dev/null || sync
 }
 wr() {
-  sd=$1; shift; ids=$*; n0=$#
+  k=$1; shift; ids=$*; n0=$#; d=
   for i do
-    eval "s=\$cs$i p=\$cq$i"; [ -n "$s" ] || continue
+    eval "s=\$cs$i p=\$cq$i l=\$cl$i"; [ -n "$s" ] || continue
+    if [ "$l" = 0 ] && ! wl "$p"; then wx "$i" "$wlr"; continue; fi
     if [ -L "$p" ] || { [ -e "$p" ] && [ ! -f "$p" ]; }; then e=$(rm -rf -- "$p" 2>&1) || { wx "$i" "$e"; continue; }; fi
-    set -- "$@" "$s"
+    d=${p%/*}; set -- "$@" "$s"
   done
   shift $n0; e=
-  if [ $# -gt 0 ]; then
-    if [ -n "$sd" ]; then d=${sd%/*}; e=$(mv -f -- "$@" "${d:-/}" 2>&1)
-    else eval "p=\$cq$ids"; e=$(mv -f -- "$1" "$p" 2>&1); fi
-  fi
+  [ $# = 0 ] || e=$(mv -f -- "$@" "$d/" 2>&1)
   for i in $ids; do
     eval "s=\$cs$i"; [ -n "$s" ] || continue
     if [ -e "$s" ] || [ -L "$s" ]; then wx "$i" "${e:-could not rename the new file into place}"
     else eval "cs$i="; f X; f "$i"; f 0; f ''; fi
   done
-  [ -z "$sd" ] || rm -rf -- "$sd"
+  eval "s=\$sd$k"; case $s in /*) rm -rf -- "$s";; esac; eval "sd$k=-"
 }
 rmu() { rm -rf -- "$1"; }
 "#;
@@ -584,8 +644,11 @@ mod tests {
         for shell in ["dash", "bash"] {
             let mut s = Script::probe();
             s.call("pd", &["0", d, "1", "keep"]);
-            s.call("pf", &["1", &format!("{d}/new\nline"), "nohash", "100"]);
-            s.call("pf", &["2", &format!("{d}/missing"), "nohash", "100"]);
+            s.call(
+                "pf",
+                &["1", &format!("{d}/new\nline"), "nohash", "100", "0"],
+            );
+            s.call("pf", &["2", &format!("{d}/missing"), "nohash", "100", "0"]);
             s.call("ps", &["3", &format!("{d}/a b")]);
             let recs = parse(&run_sh(shell, &mut s)).unwrap();
             let Record::Probe { idx: 0, fields } = &recs[0] else {
@@ -672,11 +735,11 @@ mod tests {
                 let skip = |path: &str| with_unreadable && path.contains('\n');
                 for (i, (path, _, _)) in cases.iter().enumerate() {
                     if !skip(path) {
-                        s.probe_path("pf", &[&i.to_string(), path, "-", "0"]);
+                        s.probe_path("pf", &[&i.to_string(), path, "-", "0", "0"]);
                     }
                 }
                 if with_unreadable {
-                    s.probe_path("pf", &[&cases.len().to_string(), unreadable, "-", "0"]);
+                    s.probe_path("pf", &[&cases.len().to_string(), unreadable, "-", "0", "0"]);
                 }
                 let recs = parse(&run_sh(shell, &mut s)).unwrap();
                 let by_idx = |i: usize| {
@@ -709,6 +772,52 @@ mod tests {
         }
     }
 
+    /// Staging directories of a SIGKILLed apply stayed beside their targets forever: the probe
+    /// reports them (verify) or removes them (apply), but only old ones of this user.
+    #[test]
+    fn stale_staging_is_reported_or_removed_in_dash_and_bash() {
+        for shell in ["dash", "bash"] {
+            for scan in ["1", "2"] {
+                let dir = tempfile::tempdir().unwrap();
+                let d = dir.path();
+                let old = d.join(".cinch-tmp-0123456789abcdef");
+                std::fs::create_dir(&old).unwrap();
+                std::fs::write(old.join("f"), "copy").unwrap();
+                let young = d.join(".cinch-tmp-young");
+                std::fs::create_dir(&young).unwrap();
+                let ago = std::process::Command::new("touch")
+                    .args(["-d", "1 hour ago"])
+                    .arg(&old)
+                    .status()
+                    .unwrap();
+                assert!(ago.success());
+                // Newer than the script: another apply may be writing it right now.
+                let later = std::process::Command::new("touch")
+                    .args(["-d", "1 hour"])
+                    .arg(&young)
+                    .status()
+                    .unwrap();
+                assert!(later.success());
+                let f = d.join("f");
+                let mut s = Script::probe();
+                s.probe_path("pf", &["0", f.to_str().unwrap(), "-", "0", scan]);
+                let recs = parse(&run_sh(shell, &mut s)).unwrap();
+                let Record::Probe { fields, .. } = &recs[0] else {
+                    panic!("{recs:?}")
+                };
+                let stale: Vec<&[u8]> = fields.all("stale");
+                if scan == "1" {
+                    assert_eq!(stale, vec![old.to_str().unwrap().as_bytes()], "{shell}");
+                    assert!(old.exists(), "{shell}: verify removes nothing");
+                } else {
+                    assert!(stale.is_empty(), "{shell}: {stale:?}");
+                    assert!(!old.exists(), "{shell}: apply removes it");
+                }
+                assert!(young.exists(), "{shell}");
+            }
+        }
+    }
+
     /// More path probes than one batch holds: every item still gets its own hash.
     #[test]
     fn probes_beyond_one_batch_are_all_read() {
@@ -718,7 +827,10 @@ mod tests {
         for i in 0..n {
             let path = dir.path().join(format!("f{i}"));
             std::fs::write(&path, i.to_string()).unwrap();
-            s.probe_path("pf", &[&i.to_string(), path.to_str().unwrap(), "-", "0"]);
+            s.probe_path(
+                "pf",
+                &[&i.to_string(), path.to_str().unwrap(), "-", "0", "0"],
+            );
         }
         assert!(s.text().contains("cz\n"), "a full batch is read at once");
         let recs = parse(&run_sh("dash", &mut s)).unwrap();

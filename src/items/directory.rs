@@ -57,8 +57,9 @@ impl Stateful for DirectoryAttrs {
 
     fn fix(&self, item: &Item, local: &Local, change: &Change, script: &mut Script) {
         let p = quote(&path_of(item));
+        let guard = super::state::parent_guard(item, local);
         if change.delete() {
-            script.fix_step(local.idx, &format!("rm -rf -- {p}"));
+            script.fix_step(local.idx, &format!("{guard}rm -rf -- {p}"));
             return;
         }
         let mut steps = vec![format!(
@@ -88,6 +89,6 @@ impl Stateful for DirectoryAttrs {
             }
             steps.push(call);
         }
-        script.fix_step(local.idx, &steps.join(" && \\\n"));
+        script.fix_step(local.idx, &format!("{guard}{}", steps.join(" && \\\n")));
     }
 }

@@ -1,5 +1,6 @@
-//! `file` items: content compared by sha256 on the node, written atomically (temp file beside
-//! the target, fsynced, chmod/chown, then renamed).
+//! `file` items: content compared by sha256 on the node, written atomically (private staging
+//! directory beside the target, file 0600 while it uploads, fsynced, chmod/chown, then
+//! renamed), never through a symlinked parent the repo does not manage.
 
 use serde_json::Value;
 
@@ -32,6 +33,7 @@ impl Stateful for FileAttrs {
         }
         let mut s = State::new();
         s.insert("type".into(), Value::String("file".into()));
+        s.insert(LEFTOVERS.into(), Value::Array(Vec::new()));
         if let Some(h) = &local.content_hash {
             s.insert("content_hash".into(), Value::String(h.clone()));
         }
@@ -46,21 +48,34 @@ impl Stateful for FileAttrs {
 
     fn probe(&self, item: &Item, local: &Local, script: &mut Script) {
         let limit = if self.diffable() { local.diff_limit } else { 0 };
-        script.probe_path(
-            "pf",
-            &[
-                &local.idx.to_string(),
-                &path_of(item),
-                local.content_hash.as_deref().unwrap_or("-"),
-                &limit.to_string(),
-            ],
-        );
+        let scan = match (local.staging_scan, local.clean_staging) {
+            (false, _) => "0",
+            (true, false) => "1",
+            (true, true) => "2",
+        };
+        let idx = local.idx.to_string();
+        let path = path_of(item);
+        let limit = limit.to_string();
+        let mut args = vec![
+            idx.as_str(),
+            path.as_str(),
+            local.content_hash.as_deref().unwrap_or("-"),
+            limit.as_str(),
+            scan,
+        ];
+        args.extend(local.link_parents.iter().map(String::as_str));
+        script.probe_path("pf", &args);
+    }
+
+    fn probe_error(&self, _item: &Item, fields: &Fields) -> Option<String> {
+        fields.text("unsafe")
     }
 
     fn actual(&self, item: &Item, local: &Local, fields: &Fields) -> Option<State> {
         let t = fields.text("type")?;
         let mut s = State::new();
         s.insert("type".into(), Value::String(t.clone()));
+        s.insert(LEFTOVERS.into(), Value::Array(leftovers(item, fields)));
         if t == "file"
             && let Some(h) = fields.text("sha256")
         {
@@ -129,8 +144,24 @@ impl Stateful for FileAttrs {
                 ));
             }
         }
+        if let Some(f) = fields {
+            let stale = leftovers(item, f);
+            if !stale.is_empty() {
+                out.push_str(&format!(
+                    "staging left behind by an interrupted apply (apply removes it): {}\n",
+                    stale
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
         let mut rest = change.clone();
-        rest.keys.retain(|k| k != "content_hash");
+        rest.keys.retain(|k| k != "content_hash" && k != LEFTOVERS);
+        for e in [&mut rest.expected, &mut rest.actual].into_iter().flatten() {
+            e.remove(LEFTOVERS);
+        }
         if change.create()
             && let Some(e) = &mut rest.expected
         {
@@ -143,6 +174,27 @@ impl Stateful for FileAttrs {
     }
 }
 
+/// State key listing staging leftovers (`.cinch-tmp-*` beside the file) of interrupted applies;
+/// expected empty, so verify reports them and apply removes them.
+pub const LEFTOVERS: &str = "staging_leftovers";
+
+/// The staging leftovers a probe reported beside this file: only names cinch itself makes
+/// there (`DIR/.cinch-tmp-*`), whatever else the node says.
+fn leftovers(item: &Item, fields: &Fields) -> Vec<Value> {
+    let dir = parent_dir(&path_of(item));
+    let prefix = format!("{}/.cinch-tmp-", dir.trim_end_matches('/'));
+    fields
+        .all("stale")
+        .into_iter()
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .filter(|p| {
+            p.strip_prefix(&prefix)
+                .is_some_and(|rest| !rest.contains('/'))
+        })
+        .map(|p| Value::String(p.to_string()))
+        .collect()
+}
+
 /// One file to upload in a wave.
 struct Upload {
     idx: usize,
@@ -152,6 +204,8 @@ struct Upload {
     hash: String,
     mode: String,
     owner: String,
+    /// Symlinked parents the repo manages (see [`Local::link_parents`]).
+    links: Vec<String>,
 }
 
 impl FileAttrs {
@@ -173,6 +227,19 @@ impl FileAttrs {
         };
         if actual_is_file && !change.needs("content_hash") {
             let mut steps = Vec::new();
+            if change.needs(LEFTOVERS) {
+                let stale = change.actual.as_ref().and_then(|a| a.get(LEFTOVERS));
+                let paths: Vec<String> = stale
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(quote)
+                    .collect();
+                if !paths.is_empty() {
+                    steps.push(format!("rm -rf -- {}", paths.join(" ")));
+                }
+            }
             if change.needs("mode")
                 && let Some(m) = self.mode
             {
@@ -188,6 +255,9 @@ impl FileAttrs {
             if !spec.is_empty() {
                 steps.push(format!("chown {} {}", quote(&spec), quote(&path)));
             }
+            if steps.is_empty() {
+                steps.push(":".to_string());
+            }
             return Err(steps.join(" && \\\n"));
         }
         let bytes = local.content.clone().unwrap_or_default();
@@ -197,11 +267,12 @@ impl FileAttrs {
             .unwrap_or_else(|| crate::diff::sha256_hex(&bytes));
         // A rename replaces the inode: keep what the old file had unless the repo says otherwise.
         let keep = |k: &str| if actual_is_file { actual(k) } else { None };
+        // Staged files are created 0600; "-" is the node's default (0666 less its umask).
         let mode = self
             .mode
             .map(super::state::mode_text)
             .or_else(|| keep("mode"))
-            .unwrap_or_default();
+            .unwrap_or_else(|| "-".to_string());
         let owner = self.owner.clone().or_else(|| keep("uid"));
         let group = self.group.clone().or_else(|| keep("gid"));
         Ok(Upload {
@@ -212,6 +283,7 @@ impl FileAttrs {
             hash,
             mode,
             owner: chown_spec(owner.as_deref(), group.as_deref()),
+            links: local.link_parents.clone(),
         })
     }
 }
@@ -236,49 +308,32 @@ fn groups<'a>(
     out
 }
 
-/// The shell of a wave's uploads (see the fix prelude in [`crate::probe`]): stage every file,
-/// then verify, chmod, chown, fsync and rename them in batches. Files sharing a directory are
-/// staged in one private temp directory there, so one `mv` renames them all.
+/// The shell of a wave's uploads (see the fix prelude in [`crate::probe`]): stage every file
+/// in a private directory made by `mktemp -d` beside its target (one per directory, so one
+/// `mv` renames them all), then verify, chmod, chown, fsync and rename them in batches.
 fn write_files(uploads: &[Upload], script: &mut Script) {
     if uploads.is_empty() {
         return;
     }
-    let tmp = |dir: &str| {
-        format!(
-            "{}/.cinch-tmp-{:016x}",
-            dir.trim_end_matches('/'),
-            fastrand::u64(..)
-        )
-    };
-    let dirs: Vec<(&str, Vec<String>, String)> = groups(uploads, |u| u.dir.as_str())
-        .into_iter()
-        .map(|(d, ids)| {
-            let stage = if ids.len() > 1 { tmp(d) } else { String::new() };
-            (d, ids, stage)
-        })
-        .collect();
+    let dirs = groups(uploads, |u| u.dir.as_str());
     let all: Vec<String> = uploads.iter().map(|u| u.idx.to_string()).collect();
     for u in uploads {
-        let stage = dirs
+        let k = dirs
             .iter()
-            .find(|(d, _, _)| *d == u.dir)
-            .map_or("", |(_, _, s)| s.as_str());
-        let staged = if stage.is_empty() {
-            tmp(&u.dir)
-        } else {
-            format!("{stage}/{}", u.path.rsplit('/').next().unwrap_or_default())
-        };
-        script.call(
-            "wf",
-            &[
-                &u.idx.to_string(),
-                &u.path,
-                &staged,
-                &u.bytes.len().to_string(),
-                &u.hash,
-                stage,
-            ],
-        );
+            .position(|(d, _)| *d == u.dir)
+            .map_or(0, |p| p + 1)
+            .to_string();
+        let idx = u.idx.to_string();
+        let len = u.bytes.len().to_string();
+        let mut args = vec![
+            idx.as_str(),
+            u.path.as_str(),
+            len.as_str(),
+            u.hash.as_str(),
+            k.as_str(),
+        ];
+        args.extend(u.links.iter().map(String::as_str));
+        script.call("wf", &args);
         script.push_stdin(&u.bytes);
     }
     script.call("wv", &ids(&all));
@@ -292,16 +347,11 @@ fn write_files(uploads: &[Upload], script: &mut Script) {
         }
     }
     script.call("wy", &ids(&all));
-    for (_, members, stage) in &dirs {
-        if stage.is_empty() {
-            for m in members {
-                script.call("wr", &["", m]);
-            }
-        } else {
-            let mut args = vec![stage.as_str()];
-            args.extend(ids(members));
-            script.call("wr", &args);
-        }
+    for (k, (_, members)) in dirs.iter().enumerate() {
+        let k = (k + 1).to_string();
+        let mut args = vec![k.as_str()];
+        args.extend(ids(members));
+        script.call("wr", &args);
     }
 }
 
@@ -311,4 +361,140 @@ fn is_file(change: &Change) -> bool {
         .as_ref()
         .and_then(|a| a.get("type"))
         .is_some_and(|t| t == "file")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::items::ItemKind;
+    use crate::items::state::Fixing;
+    use crate::probe::{Record, parse};
+
+    fn file_item(path: &str) -> (Item, FileAttrs) {
+        let attrs = FileAttrs {
+            source: super::super::FileSource::Content(String::new()),
+            content_type: ContentType::Text,
+            mode: Some(0o640),
+            owner: None,
+            group: None,
+            delete: false,
+            sensitive: false,
+        };
+        let item = crate::items::testutil::item("file", path, ItemKind::File(attrs.clone()));
+        (item, attrs)
+    }
+
+    /// Runs one fix wave writing `files` (path, content, managed symlinked parents) with
+    /// `shell`, and returns each item's `X` record (rc, message).
+    fn wave(shell: &str, files: &[(String, &str, Vec<String>)]) -> Vec<(i32, String)> {
+        let items: Vec<(Item, FileAttrs)> = files.iter().map(|(p, _, _)| file_item(p)).collect();
+        let locals: Vec<Local> = files
+            .iter()
+            .enumerate()
+            .map(|(idx, (_, c, links))| Local {
+                idx,
+                content_hash: Some(crate::diff::sha256_hex(c.as_bytes())),
+                content: Some(std::sync::Arc::new(c.as_bytes().to_vec())),
+                link_parents: links.clone(),
+                ..Local::default()
+            })
+            .collect();
+        let changes: Vec<Change> = items
+            .iter()
+            .zip(&locals)
+            .map(|((it, a), l)| Change::between(a.expected(it, l), None).expect("a create"))
+            .collect();
+        let fixing: Vec<Fixing<'_>> = items
+            .iter()
+            .zip(&locals)
+            .zip(&changes)
+            .map(|(((item, _), local), change)| Fixing {
+                item,
+                local,
+                change,
+            })
+            .collect();
+        let mut script = Script::fix();
+        items[0].1.fix_wave(&fixing, &mut script);
+        let cmd = script.into_command();
+        let mut child = std::process::Command::new(shell)
+            .arg("-c")
+            .arg(&cmd.script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("shell runs");
+        let stdin = cmd.stdin.unwrap_or_default();
+        let mut pipe = child.stdin.take().expect("stdin");
+        std::io::Write::write_all(&mut pipe, &stdin).expect("feed");
+        drop(pipe);
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let recs = parse(&out.stdout).expect("records");
+        (0..files.len())
+            .map(|i| {
+                recs.iter()
+                    .find_map(|r| match r {
+                        Record::Fix { idx, rc, message } if *idx == i => {
+                            Some((*rc, message.clone()))
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| panic!("{shell}: no X record for {i}: {recs:?}"))
+            })
+            .collect()
+    }
+
+    /// A 256-byte name used to fail its whole wave with "upload interrupted" on every apply;
+    /// a symlinked parent the node controls redirected a write. Each is that item's own
+    /// failure, with the real reason, and the rest of the wave is written.
+    #[test]
+    fn one_bad_name_fails_only_its_own_item_in_dash_and_bash() {
+        for shell in ["dash", "bash"] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let d = dir.path().to_str().expect("utf-8").to_string();
+            std::fs::create_dir(dir.path().join("etc")).expect("mkdir");
+            std::fs::write(dir.path().join("etc/passwd"), "stand-in").expect("write");
+            std::os::unix::fs::symlink(dir.path().join("etc"), dir.path().join("evil"))
+                .expect("symlink");
+            std::os::unix::fs::symlink(dir.path().join("etc"), dir.path().join("mine"))
+                .expect("symlink");
+            let long = format!("{d}/{}", "x".repeat(256));
+            let files = vec![
+                (format!("{d}/a"), "a\n", vec![]),
+                (long, "long\n", vec![]),
+                (format!("{d}/evil/passwd"), "pwned\n", vec![]),
+                (format!("{d}/b c"), "b\n", vec![]),
+                (format!("{d}/mine/group"), "g\n", vec![format!("{d}/mine")]),
+            ];
+            let got = wave(shell, &files);
+            assert_eq!(got[0], (0, String::new()), "{shell}");
+            assert_eq!(got[3], (0, String::new()), "{shell}");
+            assert_eq!(got[4], (0, String::new()), "{shell}");
+            assert_eq!(got[1].0, 1, "{shell}");
+            assert!(got[1].1.contains("too long"), "{shell}: {}", got[1].1);
+            assert_eq!(got[2].0, 1, "{shell}");
+            assert!(
+                got[2]
+                    .1
+                    .contains(&format!("parent {d}/evil is a symlink to {d}/etc")),
+                "{shell}: {}",
+                got[2].1
+            );
+            let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).expect(p);
+            assert_eq!(read("a"), "a\n");
+            assert_eq!(read("b c"), "b\n");
+            assert_eq!(read("etc/passwd"), "stand-in");
+            assert_eq!(read("etc/group"), "g\n");
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("a")).expect("stat");
+            assert_eq!(mode.permissions().mode() & 0o7777, 0o640);
+            let left: Vec<_> = std::fs::read_dir(dir.path())
+                .expect("ls")
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".cinch-tmp-"))
+                .collect();
+            assert!(left.is_empty(), "{shell}: {left:?}");
+        }
+    }
 }

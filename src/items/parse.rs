@@ -643,16 +643,35 @@ pub(crate) fn build_item(
             }))
         }
         "action" => action_kind(raw, &mut r),
-        "user" => Some(ItemKind::User(UserAttrs {
-            uid: r.u32("uid"),
-            gid: r.account("gid", "group"),
-            groups: r.accounts("groups", "group"),
-            home: r.string("home"),
-            shell: r.string("shell"),
-            full_name: r.string("full_name"),
-            password_hash: r.string("password_hash"),
-            delete: r.bool("delete").unwrap_or(false),
-        })),
+        "user" => {
+            let password_hash = r.string("password_hash");
+            if let Some(h) = &password_hash
+                && let Some(bad) = h.chars().find(|c| *c == ':' || c.is_control())
+                && let Some(a) = r.get("password_hash")
+            {
+                // The hash travels as one `NAME:HASH` line to `chpasswd -e`.
+                let msg = format!(
+                    "`password_hash` of {id} must not contain {bad:?} (a crypt(3) hash has \
+                     neither colons nor control characters)"
+                );
+                let loc = a.value_loc.clone();
+                r.hinted(
+                    &loc,
+                    msg,
+                    "paste the hash exactly as mkpasswd or openssl passwd prints it",
+                );
+            }
+            Some(ItemKind::User(UserAttrs {
+                uid: r.u32("uid"),
+                gid: r.account("gid", "group"),
+                groups: r.accounts("groups", "group"),
+                home: r.string("home"),
+                shell: r.string("shell"),
+                full_name: r.string("full_name"),
+                password_hash,
+                delete: r.bool("delete").unwrap_or(false),
+            }))
+        }
         "group" => Some(ItemKind::Group(GroupAttrs {
             gid: r.u32("gid"),
             delete: r.bool("delete").unwrap_or(false),
@@ -1157,6 +1176,25 @@ owner = true
             assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
         }
         assert!(line_of(&errors, "`mode` of file:/a").contains("items.toml:4:8"));
+    }
+
+    /// The hash travels to `chpasswd -e` as one `NAME:HASH` line: a colon or newline in it
+    /// would set a second account's password.
+    #[test]
+    fn password_hash_with_a_colon_or_newline_is_rejected_at_its_line() {
+        let f = Fixture::new().toml(
+            "base",
+            "[users.bob]\npassword_hash = \"$6$x$y\\nroot:$6$evil\"\n\
+             [users.eve]\npassword_hash = \"$6$x:y\"\n",
+        );
+        let errors = f.errors();
+        let bob = line_of(
+            &errors,
+            "`password_hash` of user:bob must not contain '\\n'",
+        );
+        assert!(bob.contains("items.toml:2:17"), "{errors}");
+        let eve = line_of(&errors, "`password_hash` of user:eve must not contain ':'");
+        assert!(eve.contains("items.toml:4:17"), "{errors}");
     }
 
     #[test]

@@ -24,6 +24,15 @@ pub struct Local {
     pub managed_children: Vec<String>,
     /// Fetch the actual content of a differing text file (for a diff) up to this size; 0 = never.
     pub diff_limit: u64,
+    /// Ancestors of this path that the repo manages as symlinks: the only symlinked parents a
+    /// write may go through (any other one may be a node user's trap, `dir/evil -> /etc`).
+    pub link_parents: Vec<String>,
+    /// This item looks for staging leftovers of interrupted applies (`.cinch-tmp-*`) in its
+    /// directory: set on one file item per directory, so each directory is looked at once.
+    pub staging_scan: bool,
+    /// Staging leftovers found by the probe are removed there and then (apply), instead of
+    /// only being reported (verify).
+    pub clean_staging: bool,
 }
 
 /// How one stateful item type is read, compared and fixed.
@@ -76,6 +85,19 @@ pub trait Stateful: Sync {
         let _ = (change, action);
         None
     }
+}
+
+/// Shell that stops a fix step (exit 1, with the reason) when a parent directory of the
+/// item's path is a symlink the repo does not manage: `mkdir -p`, `ln -s` or `rm -rf` through
+/// `dir/evil -> /etc` would act on whatever the node's users point it at.
+pub fn parent_guard(item: &Item, local: &Local) -> String {
+    let mut call = format!("wl {}", crate::shell::quote(&path_of(item)));
+    for l in &local.link_parents {
+        call.push(' ');
+        call.push_str(&crate::shell::quote(l));
+    }
+    call.push_str(" || { printf '%s\n' \"$wlr\" >&2; exit 1; }\n");
+    call
 }
 
 /// One changed item handed to [`Stateful::fix_wave`].

@@ -54,8 +54,9 @@ impl Stateful for SymlinkAttrs {
 
     fn fix(&self, item: &Item, local: &Local, change: &Change, script: &mut Script) {
         let p = quote(&path_of(item));
+        let guard = super::state::parent_guard(item, local);
         if change.delete() {
-            script.fix_step(local.idx, &format!("rm -rf -- {p}"));
+            script.fix_step(local.idx, &format!("{guard}rm -rf -- {p}"));
             return;
         }
         let mut steps = Vec::new();
@@ -69,7 +70,7 @@ impl Stateful for SymlinkAttrs {
         if !spec.is_empty() {
             steps.push(format!("chown -h {} {p}", quote(&spec)));
         }
-        script.fix_step(local.idx, &steps.join(" && \\\n"));
+        script.fix_step(local.idx, &format!("{guard}{}", steps.join(" && \\\n")));
     }
 
     fn disturbs_others(&self, change: &Change) -> bool {

@@ -24,7 +24,9 @@ const PROBE_SH: &str = r#"pu() {
   f ''
 }"#;
 
-/// useradd/usermod option per state key, in the order they are written.
+/// useradd/usermod option per state key, in the order they are written. `password_hash` has
+/// none: a command line is visible to every user in `ps`, so the hash goes to `chpasswd -e`
+/// on stdin instead (see [`UserAttrs::password_stdin`]).
 const OPTIONS: &[(&str, &str)] = &[
     ("uid", "-u"),
     ("gid", "-g"),
@@ -32,7 +34,7 @@ const OPTIONS: &[(&str, &str)] = &[
     ("home", "-d"),
     ("shell", "-s"),
     ("full_name", "-c"),
-    ("password_hash", "-p"),
+    ("password_hash", ""),
 ];
 
 fn is_number(s: &str) -> bool {
@@ -72,24 +74,48 @@ impl UserAttrs {
         }
         let mut opts = String::new();
         for (key, flag) in OPTIONS {
-            if change.needs(key)
+            if !flag.is_empty()
+                && change.needs(key)
                 && let Some(v) = self.option_value(key)
             {
                 opts.push_str(&format!("{flag} {} ", quote(&v)));
             }
         }
-        if !change.create() {
-            return format!("usermod {opts}{name}");
+        let command = if !change.create() {
+            if opts.is_empty() {
+                ":".to_string()
+            } else {
+                format!("usermod {opts}{name}")
+            }
+        } else if self.gid.is_some() {
+            format!("useradd {opts}{name}")
+        } else {
+            // Debian's useradd refuses to create a user whose same-named group already exists
+            // unless told to use it; that group is what the user would have got anyway.
+            format!(
+                "if getent group {name} >/dev/null 2>&1; then useradd -g {name} {opts}{name}; \
+                 else useradd {opts}{name}; fi"
+            )
+        };
+        match self.password_stdin(change) {
+            // The hash is read into the shell first (so stdin stays in step even when the
+            // command fails) and reaches chpasswd through the builtin printf: no process
+            // ever has it on its command line.
+            Some(h) => format!(
+                "cph=$(take {len}) && {command} && \\\n\
+                 printf '%s:%s\\n' {name} \"$cph\" | chpasswd -e",
+                len = h.len()
+            ),
+            None => command,
         }
-        if self.gid.is_some() {
-            return format!("useradd {opts}{name}");
+    }
+
+    /// The password hash to send on the fix script's stdin, when this change sets it.
+    pub fn password_stdin(&self, change: &Change) -> Option<&str> {
+        if change.delete() || !(change.create() || change.needs("password_hash")) {
+            return None;
         }
-        // Debian's useradd refuses to create a user whose same-named group already exists
-        // unless told to use it; that group is what the user would have got anyway.
-        format!(
-            "if getent group {name} >/dev/null 2>&1; then useradd -g {name} {opts}{name}; \
-             else useradd {opts}{name}; fi"
-        )
+        self.password_hash.as_deref()
     }
 }
 
@@ -168,6 +194,9 @@ impl Stateful for UserAttrs {
 
     fn fix(&self, item: &Item, local: &Local, change: &Change, script: &mut Script) {
         script.fix_step(local.idx, &self.command(item, change));
+        if let Some(h) = self.password_stdin(change) {
+            script.push_stdin(h.as_bytes());
+        }
     }
 
     fn show(&self, _item: &Item, _local: &Local, change: &Change, _f: Option<&Fields>) -> String {
@@ -218,10 +247,36 @@ mod tests {
         let c = Change::between(a.expected(&it, &Local::default()), None).unwrap();
         assert_eq!(
             a.command(&it, &c),
-            "useradd -u 1500 -g staff -G a,b -d /home/bob -s /bin/sh -c 'Bob O'\\''Neil' \
-             -p '$6$x$y' 'cinch bob'"
+            "cph=$(take 6) && useradd -u 1500 -g staff -G a,b -d /home/bob -s /bin/sh \
+             -c 'Bob O'\\''Neil' 'cinch bob' && \\\nprintf '%s:%s\\n' 'cinch bob' \"$cph\" \
+             | chpasswd -e"
         );
         assert!(!show_keys(&c, a.hidden_keys()).contains("$6$"));
+    }
+
+    /// `useradd -p HASH` put the hash on a command line, readable in `ps` by every user of
+    /// the node: the hash must only travel on the fix script's stdin.
+    #[test]
+    fn password_hash_is_never_on_a_command_line() {
+        let (a, it) = user(UserAttrs {
+            shell: Some("/bin/sh".into()),
+            password_hash: Some("$6$salt$secrethash".into()),
+            ..UserAttrs::default()
+        });
+        let create = Change::between(a.expected(&it, &Local::default()), None).unwrap();
+        let f = probe_fields("cinch bob:x:1001:1001::/home/bob:/bin/sh", "bob", "bob");
+        let mut actual = a.actual(&it, &Local::default(), &f).unwrap();
+        actual.insert("password_hash".into(), Value::String("$6$old$hash".into()));
+        let modify = Change::between(a.expected(&it, &Local::default()), Some(actual)).unwrap();
+        assert_eq!(modify.keys, vec!["password_hash".to_string()]);
+        for c in [&create, &modify] {
+            let mut script = Script::fix();
+            a.fix(&it, &Local::default(), c, &mut script);
+            let cmd = script.into_command();
+            assert!(!cmd.script.contains("secrethash"), "{}", cmd.script);
+            assert!(cmd.script.contains("chpasswd -e"), "{}", cmd.script);
+            assert_eq!(cmd.stdin.as_deref(), Some(&b"$6$salt$secrethash"[..]));
+        }
     }
 
     #[test]

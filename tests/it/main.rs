@@ -16,3 +16,4 @@ mod sshd;
 mod sysitems;
 mod transport;
 mod verify;
+mod write;
