@@ -475,7 +475,9 @@ impl Sink for NodeSink<'_> {
     }
 
     fn ask(&self, node: &Node, item: &Item, verb: &str, diff: &str) -> Answer {
-        // Once anyone quit, no node asks again.
+        // One question at a time across nodes, and the answer recorded before the next node
+        // may ask: once anyone quit, no node asks again.
+        let _asking = self.out.asking.lock().unwrap_or_else(|p| p.into_inner());
         if self.out.quit.load(Ordering::SeqCst) {
             return Answer::Quit;
         }
@@ -485,10 +487,6 @@ impl Sink for NodeSink<'_> {
         }
         q.push_str(&format!("{} {}? [Y/n/q] ", capitalise(verb), item.id));
         let reply = self.out.console.ask(&q, &['\n', 'y', 'n', 'q']);
-        // A node that waited for the question lock while another quit must not ask.
-        if self.out.quit.load(Ordering::SeqCst) {
-            return Answer::Quit;
-        }
         let answer = match reply {
             Reply::Key('\n' | 'y') => Answer::Yes,
             Reply::Key('n') => Answer::No,
@@ -547,6 +545,8 @@ struct Reporter<'c> {
     quit: AtomicBool,
     /// `-i`: the input ended before an answer; the command fails.
     input_ended: AtomicBool,
+    /// `-i`: held from a question until its answer is recorded.
+    asking: std::sync::Mutex<()>,
     overall: Option<ProgressBar>,
 }
 
@@ -577,6 +577,7 @@ impl<'c> Reporter<'c> {
             interactive,
             quit: AtomicBool::new(false),
             input_ended: AtomicBool::new(false),
+            asking: std::sync::Mutex::new(()),
             overall,
         }
     }
@@ -725,7 +726,12 @@ impl<'c> Reporter<'c> {
         let mut json_nodes = Vec::new();
         let mut table_rows = Vec::new();
         let verify = self.mode == Mode::Verify;
-        for Row { node, items, run: r } in rows {
+        for Row {
+            node,
+            items,
+            run: r,
+        } in rows
+        {
             total_items += items;
             let fixed = if verify {
                 r.count(Outcome::WouldChange)

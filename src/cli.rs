@@ -311,8 +311,7 @@ pub fn main() -> ExitCode {
 /// also says how to pass a command that has words starting with '-'.
 fn usage_error(e: &clap::Error) -> ExitCode {
     let rendered = e.render().to_string();
-    if e.kind() == clap::error::ErrorKind::UnknownArgument
-        && rendered.contains("Usage: cinch run ")
+    if e.kind() == clap::error::ErrorKind::UnknownArgument && rendered.contains("Usage: cinch run ")
     {
         let console = Console::new(ConsoleOptions::default());
         console.err(&format!("{}\n{RUN_UNKNOWN_OPTION}", rendered.trim_end()));

@@ -51,7 +51,11 @@ fn ask_key(e: &mut impl Write, term: &console::Term, keys: &[char]) -> Reply {
             Err(_) => return Reply::EndOfInput,
         };
         if keys.contains(&key) {
-            let shown = if key == '\n' { String::new() } else { key.to_string() };
+            let shown = if key == '\n' {
+                String::new()
+            } else {
+                key.to_string()
+            };
             let _ = writeln!(e, "{shown}");
             return Reply::Key(key);
         }

@@ -363,7 +363,11 @@ impl<'a, 'j> Exec<'a, 'j> {
                 false
             }
             Answer::Quit | Answer::EndOfInput => {
-                let why = if answer == Answer::Quit { QUIT } else { NO_ANSWER };
+                let why = if answer == Answer::Quit {
+                    QUIT
+                } else {
+                    NO_ANSWER
+                };
                 self.quit = Some(why);
                 self.skip(i, why, false);
                 false
@@ -401,10 +405,7 @@ impl<'a, 'j> Exec<'a, 'j> {
 
     fn send(&self, script: Script) -> ExecResult<Vec<Record>> {
         let cmd = script.into_command();
-        let out = self
-            .t
-            .run(&cmd)
-            .map_err(|e: TransportError| e.reason())?;
+        let out = self.t.run(&cmd).map_err(|e: TransportError| e.reason())?;
         self.reached.set(true);
         let records = crate::probe::parse(&out.stdout).map_err(|e| e.to_string())?;
         if out.status != Some(0) && records.is_empty() {
