@@ -696,10 +696,9 @@ impl<'c> Reporter<'c> {
                 }
                 text.push_str("\n╵");
             }
-        } else if let Some(diff) = r
-            .diff
-            .as_deref()
-            .filter(|d| !d.is_empty() && !(self.interactive && r.outcome == Outcome::Fixed))
+        } else if let Some(diff) = r.diff.as_deref().filter(|d| !d.is_empty())
+            // In -i the question showed the diff already.
+            && !(self.interactive && r.outcome == Outcome::Fixed)
         {
             for l in diff.lines() {
                 text.push_str(&format!("\n│ {l}"));
