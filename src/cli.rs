@@ -365,3 +365,35 @@ pub fn write_man_pages(dir: &Path) -> Result<()> {
     clap_mangen::generate_to(cmd, dir)
         .map_err(|e| Error::io(format!("writing man pages to {}", dir.display()), e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(argv: &[&str]) -> std::result::Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(argv)?;
+        match cli.command {
+            Command::Run(a) => Ok(a),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_options_after_the_command_are_parsed_as_options() {
+        let a = run_args(&["cinch", "run", "n9", "echo hi", "--timeout", "2", "-p", "1"])
+            .expect("parses");
+        assert_eq!(a.command, ["echo hi"]);
+        assert_eq!(a.timeout, Some(2.0));
+        assert_eq!(a.node_workers, Some(1));
+    }
+
+    #[test]
+    fn run_words_starting_with_a_dash_need_double_dash() {
+        let e = run_args(&["cinch", "run", "n9", "ls", "-l"]).expect_err("-l is no option");
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        let a =
+            run_args(&["cinch", "run", "n9", "--timeout", "3", "--", "ls", "-l"]).expect("parses");
+        assert_eq!(a.command, ["ls", "-l"]);
+        assert_eq!(a.timeout, Some(3.0));
+    }
+}
