@@ -5,6 +5,7 @@
 //! never leaves a partial apply. Then nodes run in parallel; each node's work is one
 //! [`executor::run`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use console::style;
@@ -13,7 +14,7 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use crate::cli::{ApplyArgs, Context, SelectArgs, VerifyArgs};
-use crate::console::Console;
+use crate::console::{Console, Reply};
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event, Flow, ItemStatus, NodeResult};
@@ -214,6 +215,7 @@ fn run(
         console,
         mode,
         select.stats,
+        interactive,
         jobs.iter().map(|j| j.graph.items.len()).sum(),
     );
 
@@ -252,8 +254,24 @@ fn run(
         });
     }
     out.finish();
-    let rows: Vec<(&Node, &NodeRun)> = jobs.iter().map(|j| j.node).zip(results.iter()).collect();
+    let rows: Vec<Row<'_>> = jobs
+        .iter()
+        .zip(results.iter())
+        .map(|(j, run)| Row {
+            node: j.node,
+            items: j.graph.items.len(),
+            run,
+        })
+        .collect();
     out.summary(&rows);
+    if out.input_ended.load(Ordering::SeqCst) {
+        return Err(Error::Usage(
+            "apply -i: the input ended before every question was answered, so nothing more was \
+             changed; answer each question with y, n or q (on a terminal, or one answer per \
+             line on stdin)"
+                .into(),
+        ));
+    }
 
     let failed = results
         .iter()
@@ -290,6 +308,17 @@ fn run_node(
     if crate::interrupt::requested() {
         return NodeRun {
             error: Some("not started: interrupted".into()),
+            interrupted: true,
+            ..Default::default()
+        };
+    }
+    // `q` quits the whole apply: nodes not started yet are left alone, without questions.
+    if let Some(why) = out.quit_reason() {
+        out.node_line(node, &format!("not started: {why}"), false);
+        return NodeRun {
+            reports: (0..job.graph.items.len())
+                .map(|idx| skipped_report(idx, why))
+                .collect(),
             interrupted: true,
             ..Default::default()
         };
@@ -350,7 +379,7 @@ fn run_node(
         );
         let mut r = executor::run(&exec_job, transport.as_ref(), Some(&mut guard));
         if let Err(e) = transport.close() {
-            r.error.get_or_insert(e.to_string());
+            r.error.get_or_insert(e.reason());
         }
         r
     };
@@ -365,7 +394,7 @@ fn run_node(
             fixed: run.count(Outcome::Fixed),
             skipped: run.count(Outcome::Skipped),
             failed: run.count(Outcome::Failed),
-            total: run.reports.len(),
+            total: job.graph.items.len(),
             error: run.error.clone(),
         };
         bus.emit(&Event::NodeApplyEnd {
@@ -442,7 +471,7 @@ impl Sink for NodeSink<'_> {
             self.out.console.json_line(&json!({
                 "event": "item_verify", "node": node.name, "item": item.id, "bundle": item.bundle,
                 "status": if r.outcome == Outcome::WouldChange { "would_change" } else { "ok" },
-                "change": r.verb, "status_before": r.before, "status_expected": r.after,
+                "change": r.verb, "reason": r.reason, "status_before": r.before, "status_expected": r.after,
             }));
         }
         self.bar.inc(1);
@@ -469,19 +498,36 @@ impl Sink for NodeSink<'_> {
     }
 
     fn ask(&self, node: &Node, item: &Item, verb: &str, diff: &str) -> Answer {
+        // One question at a time across nodes, and the answer recorded before the next node
+        // may ask: once anyone quit, no node asks again.
+        let _asking = self.out.asking.lock().unwrap_or_else(|p| p.into_inner());
+        if self.out.quit.load(Ordering::SeqCst) {
+            return Answer::Quit;
+        }
         let mut q = format!("{} {}  {}\n", style("?").cyan(), node.name, item.id);
         for line in diff.lines() {
             q.push_str(&format!("│ {line}\n"));
         }
         q.push_str(&format!("{} {}? [Y/n/q] ", capitalise(verb), item.id));
-        match self.out.console.ask(&q) {
-            None => Answer::Quit,
-            Some(a) => match a.trim().to_ascii_lowercase().as_str() {
-                "" | "y" | "yes" => Answer::Yes,
-                "q" | "quit" => Answer::Quit,
-                _ => Answer::No,
-            },
+        let reply = self.out.console.ask(&q, &['\n', 'y', 'n', 'q']);
+        let answer = match reply {
+            Reply::Key('\n' | 'y') => Answer::Yes,
+            Reply::Key('n') => Answer::No,
+            Reply::Key(_) => Answer::Quit,
+            Reply::EndOfInput => {
+                self.out.input_ended.store(true, Ordering::SeqCst);
+                Answer::EndOfInput
+            }
+            Reply::Interrupt => {
+                // Raw mode swallowed the Ctrl-C: deliver it, so it acts like one.
+                let _ = signal_hook::low_level::raise(signal_hook::consts::SIGINT);
+                Answer::Quit
+            }
+        };
+        if matches!(answer, Answer::Quit | Answer::EndOfInput) {
+            self.out.quit.store(true, Ordering::SeqCst);
         }
+        answer
     }
 }
 
@@ -503,16 +549,38 @@ impl crate::events::Subscriber for JsonLines {
     }
 }
 
+/// One node's line in the summary.
+struct Row<'a> {
+    node: &'a Node,
+    /// The node's items, also when it never reported them (unreachable, locked).
+    items: usize,
+    run: &'a NodeRun,
+}
+
 /// Human output: progress bars, item lines, diffs, the summary table (and the JSON summary).
 struct Reporter<'c> {
     console: &'c Console,
     mode: Mode,
     stats: bool,
+    /// `-i`: diffs were shown in the questions, so item lines do not repeat them.
+    interactive: bool,
+    /// `-i`: someone answered `q` (or the input ended); shared by all nodes.
+    quit: AtomicBool,
+    /// `-i`: the input ended before an answer; the command fails.
+    input_ended: AtomicBool,
+    /// `-i`: held from a question until its answer is recorded.
+    asking: std::sync::Mutex<()>,
     overall: Option<ProgressBar>,
 }
 
 impl<'c> Reporter<'c> {
-    fn new(console: &'c Console, mode: Mode, stats: bool, total_items: usize) -> Self {
+    fn new(
+        console: &'c Console,
+        mode: Mode,
+        stats: bool,
+        interactive: bool,
+        total_items: usize,
+    ) -> Self {
         let overall = (console.is_tty() && !console.json() && !console.quiet()).then(|| {
             let pb = console.progress().add(ProgressBar::new(total_items as u64));
             pb.set_style(
@@ -529,7 +597,22 @@ impl<'c> Reporter<'c> {
             console,
             mode,
             stats,
+            interactive,
+            quit: AtomicBool::new(false),
+            input_ended: AtomicBool::new(false),
+            asking: std::sync::Mutex::new(()),
             overall,
+        }
+    }
+
+    /// Why nodes not started yet are left alone after an interactive quit, if one happened.
+    fn quit_reason(&self) -> Option<&'static str> {
+        if self.input_ended.load(Ordering::SeqCst) {
+            Some("no answer: input ended")
+        } else if self.quit.load(Ordering::SeqCst) {
+            Some("quit interactively")
+        } else {
+            None
         }
     }
 
@@ -638,7 +721,10 @@ impl<'c> Reporter<'c> {
                 }
                 text.push_str("\n╵");
             }
-        } else if let Some(diff) = r.diff.as_deref().filter(|d| !d.is_empty()) {
+        } else if let Some(diff) = r.diff.as_deref().filter(|d| !d.is_empty())
+            // In -i the question showed the diff already.
+            && !(self.interactive && r.outcome == Outcome::Fixed)
+        {
             for l in diff.lines() {
                 text.push_str(&format!("\n│ {l}"));
             }
@@ -658,12 +744,19 @@ impl<'c> Reporter<'c> {
         }
     }
 
-    fn summary(&self, rows: &[(&Node, &NodeRun)]) {
+    fn summary(&self, rows: &[Row<'_>]) {
         let mut total = NodeRun::default();
+        let mut total_items = 0;
         let mut json_nodes = Vec::new();
         let mut table_rows = Vec::new();
         let verify = self.mode == Mode::Verify;
-        for (node, r) in rows {
+        for Row {
+            node,
+            items,
+            run: r,
+        } in rows
+        {
+            total_items += items;
             let fixed = if verify {
                 r.count(Outcome::WouldChange)
             } else {
@@ -671,7 +764,7 @@ impl<'c> Reporter<'c> {
             };
             let mut row = vec![
                 node.name.clone(),
-                r.reports.len().to_string(),
+                items.to_string(),
                 r.count(Outcome::Ok).to_string(),
                 fixed.to_string(),
                 r.count(Outcome::Skipped).to_string(),
@@ -690,7 +783,7 @@ impl<'c> Reporter<'c> {
             }
             table_rows.push(row);
             json_nodes.push(json!({
-                "node": node.name, "items": r.reports.len(), "ok": r.count(Outcome::Ok),
+                "node": node.name, "items": items, "ok": r.count(Outcome::Ok),
                 if verify { "would_change" } else { "fixed" }: fixed,
                 "skipped": r.count(Outcome::Skipped), "failed": r.count(Outcome::Failed),
                 "duration": r.duration.as_secs_f64(), "error": r.error,
@@ -714,7 +807,7 @@ impl<'c> Reporter<'c> {
                 "command": if verify { "verify" } else { "apply" },
                 "nodes": json_nodes,
                 "total": {
-                    "nodes": rows.len(), "items": total.reports.len(), "ok": total.count(Outcome::Ok),
+                    "nodes": rows.len(), "items": total_items, "ok": total.count(Outcome::Ok),
                     if verify { "would_change" } else { "fixed" }: total_fixed,
                     "skipped": total.count(Outcome::Skipped), "failed": total.count(Outcome::Failed),
                     "commands": total.stats.commands, "bytes_sent": total.stats.bytes_sent,
@@ -727,7 +820,7 @@ impl<'c> Reporter<'c> {
         if rows.len() > 1 {
             let mut row = vec![
                 format!("total ({} nodes)", rows.len()),
-                total.reports.len().to_string(),
+                total_items.to_string(),
                 total.count(Outcome::Ok).to_string(),
                 total_fixed.to_string(),
                 total.count(Outcome::Skipped).to_string(),

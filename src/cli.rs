@@ -34,9 +34,6 @@ pub struct Cli {
     /// When to colour output.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
-    /// Accept unknown ssh host keys (changed keys are still refused).
-    #[arg(long, global = true)]
-    pub add_host_keys: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -51,8 +48,7 @@ pub enum Command {
     /// Run a shell command on every selected node, in parallel.
     Run(RunArgs),
     /// Manage soft locks on nodes.
-    #[command(subcommand)]
-    Lock(LockCommand),
+    Lock(LockArgs),
     /// Validate the repo without connecting to any node.
     ///
     /// Runs exactly the local checks apply runs, for every selected node (dummy nodes too),
@@ -72,11 +68,31 @@ pub enum Command {
     #[command(subcommand)]
     Repo(RepoCommand),
     /// Print shell completions.
-    #[command(hide = true)]
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+}
+
+impl Command {
+    /// `--add-host-keys` as given to a command that connects; false for the others.
+    pub fn add_host_keys(&self) -> bool {
+        match self {
+            Command::Apply(a) => a.select.connect.add_host_keys,
+            Command::Verify(a) => a.select.connect.add_host_keys,
+            Command::Run(a) => a.connect.add_host_keys,
+            Command::Lock(a) => a.add_host_keys,
+            _ => false,
+        }
+    }
+}
+
+/// How to treat ssh host keys; only on commands that connect to nodes.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct ConnectArgs {
+    /// Accept unknown ssh host keys (changed keys are still refused).
+    #[arg(long)]
+    pub add_host_keys: bool,
 }
 
 /// Options shared by apply and verify.
@@ -102,6 +118,8 @@ pub struct SelectArgs {
     /// Report remote commands and bytes per node.
     #[arg(long)]
     pub stats: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 /// `cinch apply`.
@@ -126,23 +144,38 @@ pub struct VerifyArgs {
 
 /// `cinch run`.
 #[derive(Debug, Args)]
+#[command(after_help = RUN_AFTER_HELP)]
 pub struct RunArgs {
     /// Nodes to run on (same syntax as apply).
     pub target: String,
-    /// The shell command (joined with spaces).
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    /// The shell command: one quoted argument, or several words joined with spaces; a command
+    /// with words starting with '-' goes after '--'.
+    #[arg(required = true, value_name = "CMD")]
     pub command: Vec<String>,
     /// How many nodes to run on at once.
     #[arg(short = 'p', long = "node-workers", value_name = "N")]
     pub node_workers: Option<usize>,
     /// Stop a node's command after this many seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub timeout: Option<f64>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Why options may follow the command, and how to pass a command that starts with '-'.
+const RUN_AFTER_HELP: &str = "Options may come before or after the command: \
+`cinch run web1 'uptime' --timeout 5` runs `uptime` with a 5 s timeout. An argument starting \
+with '-' is always an option of cinch, never part of the command: quote the whole command \
+(`cinch run web1 'ls -l /srv'`) or put it after `--` (`cinch run web1 -- ls -l /srv`).";
+
+/// `cinch lock`: the subcommand, and the connection options every lock subcommand shares.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// Accept unknown ssh host keys (changed keys are still refused).
+    #[arg(long, global = true)]
+    pub add_host_keys: bool,
+    #[command(subcommand)]
+    pub command: LockCommand,
 }
 
 /// `cinch lock ...`.
@@ -254,10 +287,7 @@ impl Context {
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
+        Err(e) => return usage_error(&e),
     };
     crate::interrupt::install();
     let console = Arc::new(Console::new(ConsoleOptions {
@@ -269,7 +299,7 @@ pub fn main() -> ExitCode {
     let ctx = Context {
         console: console.clone(),
         repo_path: cli.repo.clone(),
-        add_host_keys: cli.add_host_keys,
+        add_host_keys: cli.command.add_host_keys(),
     };
     match dispatch(&ctx, cli.command) {
         Ok(code) => ExitCode::from(code),
@@ -284,12 +314,40 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Prints a command-line error (or `--help`/`--version`); for `cinch run` an unknown option
+/// also says how to pass a command that has words starting with '-'.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let rendered = e.render().to_string();
+    if e.kind() == clap::error::ErrorKind::UnknownArgument && rendered.contains("Usage: cinch run ")
+    {
+        let console = Console::new(ConsoleOptions::default());
+        console.err(&format!("{}\n{RUN_UNKNOWN_OPTION}", rendered.trim_end()));
+        return ExitCode::from(2);
+    }
+    let _ = e.print();
+    ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+}
+
+/// Added to an unknown-option error of `cinch run`, where the option may be meant for the node.
+const RUN_UNKNOWN_OPTION: &str = "note: an argument of `cinch run` starting with '-' is an \
+option of cinch, never part of the command; quote the whole command (cinch run web1 'ls -l') \
+or put it after -- (cinch run web1 -- ls -l)";
+
 fn dispatch(ctx: &Context, command: Command) -> Result<u8> {
     match command {
-        Command::Apply(a) => crate::apply::cmd_apply(ctx, &a),
-        Command::Verify(a) => crate::apply::cmd_verify(ctx, &a),
-        Command::Run(a) => crate::run::cmd_run(ctx, &a),
-        Command::Lock(l) => crate::lock::cmd_lock(ctx, &l),
+        Command::Apply(a) => {
+            crate::interrupt::announce(ctx.console.clone(), "items");
+            crate::apply::cmd_apply(ctx, &a)
+        }
+        Command::Verify(a) => {
+            crate::interrupt::announce(ctx.console.clone(), "items");
+            crate::apply::cmd_verify(ctx, &a)
+        }
+        Command::Run(a) => {
+            crate::interrupt::announce(ctx.console.clone(), "commands");
+            crate::run::cmd_run(ctx, &a)
+        }
+        Command::Lock(l) => crate::lock::cmd_lock(ctx, &l.command),
         Command::Test(a) => crate::check::cmd_test(ctx, &a),
         Command::Nodes(a) => crate::inspect::cmd_nodes(ctx, &a),
         Command::Groups(a) => crate::inspect::cmd_groups(ctx, &a),
@@ -310,4 +368,36 @@ fn dispatch(ctx: &Context, command: Command) -> Result<u8> {
 /// current.
 pub fn write_man_pages(dir: &Path) -> Result<()> {
     crate::man::write_pages(Cli::command(), dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(argv: &[&str]) -> std::result::Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(argv)?;
+        match cli.command {
+            Command::Run(a) => Ok(a),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_options_after_the_command_are_parsed_as_options() {
+        let a = run_args(&["cinch", "run", "n9", "echo hi", "--timeout", "2", "-p", "1"])
+            .expect("parses");
+        assert_eq!(a.command, ["echo hi"]);
+        assert_eq!(a.timeout, Some(2.0));
+        assert_eq!(a.node_workers, Some(1));
+    }
+
+    #[test]
+    fn run_words_starting_with_a_dash_need_double_dash() {
+        let e = run_args(&["cinch", "run", "n9", "ls", "-l"]).expect_err("-l is no option");
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        let a =
+            run_args(&["cinch", "run", "n9", "--timeout", "3", "--", "ls", "-l"]).expect("parses");
+        assert_eq!(a.command, ["ls", "-l"]);
+        assert_eq!(a.timeout, Some(3.0));
+    }
 }

@@ -25,6 +25,67 @@ pub struct ConsoleOptions {
     pub color: ColorChoice,
 }
 
+/// The answer to [`Console::ask`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// One of the keys asked for (lowercase; `'\n'` for Enter).
+    Key(char),
+    /// Stdin ended (or the terminal went away) before an answer.
+    EndOfInput,
+    /// Ctrl-C pressed at the question (raw mode turns it into a key, not a signal).
+    Interrupt,
+}
+
+/// Reads single key presses in raw mode until one of `keys`; echoes the answer.
+fn ask_key(e: &mut impl Write, term: &console::Term, keys: &[char]) -> Reply {
+    loop {
+        let key = match term.read_key_raw() {
+            Ok(console::Key::Enter) => '\n',
+            Ok(console::Key::Char('\u{4}')) => return Reply::EndOfInput,
+            Ok(console::Key::Char(c)) => c.to_ascii_lowercase(),
+            Ok(console::Key::CtrlC) => {
+                let _ = writeln!(e, "^C");
+                return Reply::Interrupt;
+            }
+            Ok(_) => continue,
+            Err(_) => return Reply::EndOfInput,
+        };
+        if keys.contains(&key) {
+            let shown = if key == '\n' {
+                String::new()
+            } else {
+                key.to_string()
+            };
+            let _ = writeln!(e, "{shown}");
+            return Reply::Key(key);
+        }
+    }
+}
+
+/// Reads lines from stdin until one answers with one of `keys` (a letter or a word starting
+/// with it; an empty line is Enter).
+fn ask_line(e: &mut impl Write, keys: &[char]) -> Reply {
+    loop {
+        let mut line = String::new();
+        match std::io::stdin().read_line(&mut line) {
+            Ok(0) | Err(_) => return Reply::EndOfInput,
+            Ok(_) => {}
+        }
+        let word = line.trim().to_ascii_lowercase();
+        let key = word.chars().next().unwrap_or('\n');
+        let known = ["yes", "no", "quit"].iter().any(|w| w.starts_with(&word));
+        if keys.contains(&key) && (word.is_empty() || known) {
+            return Reply::Key(key);
+        }
+        let list: Vec<String> = keys
+            .iter()
+            .filter(|k| **k != '\n')
+            .map(char::to_string)
+            .collect();
+        let _ = write!(e, "answer {}: ", list.join(", ")).and_then(|()| e.flush());
+    }
+}
+
 /// Shared by all workers; writes are serialised and never panic on a closed pipe.
 pub struct Console {
     opts: ConsoleOptions,
@@ -120,17 +181,20 @@ impl Console {
         });
     }
 
-    /// Shows `question` on stderr and reads one line of answer from stdin (`None` at end of
-    /// input). Holds the output lock meanwhile, so questions from parallel nodes never interleave.
-    pub fn ask(&self, question: &str) -> Option<String> {
+    /// Shows `question` on stderr and waits for one of `keys` (lowercase; `'\n'` stands for
+    /// Enter). On a terminal a single key press answers (raw mode, no Enter needed); otherwise
+    /// one line of stdin does. Holds the output lock meanwhile, so questions from parallel
+    /// nodes never interleave.
+    pub fn ask(&self, question: &str, keys: &[char]) -> Reply {
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.multi.suspend(|| {
+            let term = console::Term::stderr();
             let mut e = std::io::stderr().lock();
             let _ = write!(e, "{question}").and_then(|()| e.flush());
-            let mut answer = String::new();
-            match std::io::stdin().read_line(&mut answer) {
-                Ok(0) | Err(_) => None,
-                Ok(_) => Some(answer),
+            if std::io::stdin().is_terminal() && term.is_term() {
+                ask_key(&mut e, &term, keys)
+            } else {
+                ask_line(&mut e, keys)
             }
         })
     }

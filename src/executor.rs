@@ -218,8 +218,16 @@ pub struct ItemReport {
 pub enum Answer {
     Yes,
     No,
+    /// Stop the whole apply: nothing more is changed or asked.
     Quit,
+    /// The input ended before an answer: like `Quit`, and the command fails.
+    EndOfInput,
 }
+
+/// Why the rest of a node is left alone after an interactive quit.
+const QUIT: &str = "quit interactively";
+/// Why the rest of a node is left alone when the answers ran out.
+const NO_ANSWER: &str = "no answer: input ended";
 
 /// Where the executor reports; implemented by the apply command (events, terminal, JSON).
 pub trait Sink: Sync {
@@ -335,7 +343,7 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
             ..crate::transport::Command::new(epi)
         };
         if let Err(e) = transport.run(&cmd) {
-            ex.run.error.get_or_insert(e.to_string());
+            ex.run.error.get_or_insert(e.reason());
         }
     }
     ex.run.stats = transport.stats();
@@ -354,10 +362,13 @@ struct Exec<'a, 'j> {
     /// them anything to do).
     fixed_by: Vec<Option<Change>>,
     fired: Vec<bool>,
+    /// The first item that fired each triggered item, for "would run (triggered by …)".
+    fired_by: Vec<Option<usize>>,
     kept: Vec<bool>,
     /// Something happened (actions, deletes) that may have changed items not yet re-read.
     stale: bool,
-    quit: bool,
+    /// Set once the user quit (or the answers ran out): why nothing more is changed.
+    quit: Option<&'static str>,
     /// A command reached the node, answered or cut off (so a lock may have been taken).
     reached: std::cell::Cell<bool>,
     /// The guard's heartbeat, put in front of every command once the lock is held.
@@ -395,9 +406,10 @@ impl<'a, 'j> Exec<'a, 'j> {
             done: vec![None; n],
             fixed_by: vec![None; n],
             fired: vec![false; n],
+            fired_by: vec![None; n],
             kept,
             stale: false,
-            quit: false,
+            quit: None,
             reached: std::cell::Cell::new(false),
             heartbeat: None,
             locked_by: vec![None; n],
@@ -409,25 +421,35 @@ impl<'a, 'j> Exec<'a, 'j> {
     /// "quit" everything after it). True when the item may go ahead.
     fn confirm(&mut self, i: usize, verb: &str, text: &str) -> bool {
         let item = &self.g.items[i];
-        match self.job.sink.ask(self.node(), item, verb, text) {
+        let answer = self.job.sink.ask(self.node(), item, verb, text);
+        match answer {
             Answer::Yes => true,
             Answer::No => {
                 self.skip(i, "declined interactively", false);
                 false
             }
-            Answer::Quit => {
-                self.quit = true;
-                self.skip(i, "quit interactively", false);
+            Answer::Quit | Answer::EndOfInput => {
+                let why = if answer == Answer::Quit {
+                    QUIT
+                } else {
+                    NO_ANSWER
+                };
+                self.quit = Some(why);
+                self.skip(i, why, false);
                 false
             }
         }
     }
 
-    /// Marks everything `i` triggers as fired: `i` was fixed or its action succeeded.
+    /// Marks everything `i` triggers as fired: `i` was fixed or its action succeeded (or, in
+    /// verify, would be).
     fn fire_triggers(&mut self, i: usize) {
         for &t in &self.g.triggers[i] {
             if let Some(f) = self.fired.get_mut(t) {
                 *f = true;
+            }
+            if let Some(by) = self.fired_by.get_mut(t) {
+                by.get_or_insert(i);
             }
         }
     }
@@ -458,7 +480,7 @@ impl<'a, 'j> Exec<'a, 'j> {
             if matches!(e, TransportError::Disconnected { .. }) {
                 self.reached.set(true);
             }
-            e.to_string()
+            e.reason()
         })?;
         self.reached.set(true);
         let records = crate::probe::parse(&out.stdout).map_err(|e| e.to_string())?;
@@ -695,19 +717,19 @@ impl<'a, 'j> Exec<'a, 'j> {
     fn walk(&mut self, guard: Option<&dyn Guard>) {
         let (waves, stuck) = self.g.waves();
         for wave in waves {
-            if crate::interrupt::requested() || self.quit {
+            // After an interactive quit the walk goes on without changing anything, so items
+            // that are already correct are reported ok rather than skipped.
+            if crate::interrupt::requested() {
                 self.run.interrupted = true;
-                let why = if self.quit {
-                    "quit interactively"
-                } else {
-                    "interrupted"
-                };
                 for i in wave {
                     if self.begin(i) {
-                        self.skip(i, why, false);
+                        self.skip(i, "interrupted", false);
                     }
                 }
                 continue;
+            }
+            if self.quit.is_some() {
+                self.run.interrupted = true;
             }
             if let Err(e) = self.wave(&wave, guard) {
                 for i in wave {
@@ -745,7 +767,11 @@ impl<'a, 'j> Exec<'a, 'j> {
             if !self.begin(i) {
                 continue;
             }
-            if let Some(reason) = self.cascade_reason(i) {
+            // After a quit nothing is changed, so a dependency's outcome no longer matters: the
+            // item is reported as it is (ok, or skipped because it would need a change).
+            if self.quit.is_none()
+                && let Some(reason) = self.cascade_reason(i)
+            {
                 self.skip(i, &reason, false);
                 continue;
             }
@@ -761,7 +787,11 @@ impl<'a, 'j> Exec<'a, 'j> {
                 }
                 self.locked_by[i] = Some(reason);
             }
-            if item.deps.triggered && !self.fired[i] && !self.g.precedes[i].is_empty() {
+            if item.deps.triggered
+                && !self.fired[i]
+                && self.quit.is_none()
+                && !self.g.precedes[i].is_empty()
+            {
                 let xs = self.g.precedes[i].clone();
                 let unless = if verify {
                     BTreeSet::new()
@@ -777,6 +807,7 @@ impl<'a, 'j> Exec<'a, 'j> {
                 continue;
             }
             match &item.kind {
+                ItemKind::Action(_) if verify && item.deps.triggered => self.would_run(i),
                 ItemKind::Action(_) if verify => self.skip(i, "verify runs no actions", true),
                 ItemKind::Action(_) => actions.push(i),
                 k if stateful(k).is_some() => stateful_items.push(i),
@@ -834,7 +865,7 @@ impl<'a, 'j> Exec<'a, 'j> {
             .map(|(i, _)| *i)
             .filter(|&i| self.g.items[i].deps.unless.is_some())
             .collect();
-        if !with_unless.is_empty() && !verify {
+        if !with_unless.is_empty() && !verify && self.quit.is_none() {
             let ok = self.unless_ok(&with_unless)?;
             changes.retain(|(i, _)| {
                 if ok.contains(i) {
@@ -855,6 +886,8 @@ impl<'a, 'j> Exec<'a, 'j> {
             if verify {
                 let before = self.public(i, change.actual.as_ref());
                 let after = self.public(i, change.expected.as_ref());
+                // What this would fix would trigger, verify reports as "would run".
+                self.fire_triggers(i);
                 self.report(
                     i,
                     ItemReport {
@@ -872,8 +905,8 @@ impl<'a, 'j> Exec<'a, 'j> {
                 continue;
             }
             if self.job.options.interactive {
-                if self.quit {
-                    self.skip(i, "quit interactively", false);
+                if let Some(why) = self.quit {
+                    self.skip(i, why, false);
                     continue;
                 }
                 let diff = diff.as_deref().unwrap_or("");
@@ -992,6 +1025,27 @@ impl<'a, 'j> Exec<'a, 'j> {
         Ok(())
     }
 
+    /// Verify: a triggered action whose trigger would be fixed would run; say so, with what
+    /// triggers it, and pass the trigger on to what the action triggers.
+    fn would_run(&mut self, i: usize) {
+        let reason = self.fired_by[i].map(|by| format!("triggered by {}", self.g.items[by].id));
+        self.fire_triggers(i);
+        self.report(
+            i,
+            ItemReport {
+                idx: i,
+                outcome: Outcome::WouldChange,
+                reason,
+                verb: Some("run"),
+                diff: None,
+                before: None,
+                after: None,
+                duration: Duration::ZERO,
+                quiet: false,
+            },
+        );
+    }
+
     fn actual_state(&self, i: usize) -> Option<State> {
         let item = &self.g.items[i];
         let b = stateful(&item.kind)?;
@@ -1012,16 +1066,17 @@ impl<'a, 'j> Exec<'a, 'j> {
                 self.skip(i, &why, false);
                 continue;
             }
+            // Also actions that never ask stop once the user quit in this wave.
+            if let Some(why) = self.quit {
+                self.skip(i, why, false);
+                continue;
+            }
             let interactive_only = a.interactive == Some(true);
             if interactive_only && !self.job.options.interactive {
                 self.skip(i, "interactive only", false);
                 continue;
             }
             if self.job.options.interactive && a.interactive != Some(false) {
-                if self.quit {
-                    self.skip(i, "quit interactively", false);
-                    continue;
-                }
                 let mut text = format!("$ {}\n", a.command);
                 if let Some(c) = &item.deps.comment {
                     text.push_str(&format!("# {c}\n"));
@@ -1066,7 +1121,7 @@ impl<'a, 'j> Exec<'a, 'j> {
                                     heartbeat,
                                 )) {
                                     Ok(out) => a.judge(&out),
-                                    Err(e) => ActionOutcome::Failed(e.to_string()),
+                                    Err(e) => ActionOutcome::Failed(e.reason()),
                                 },
                             };
                             let d = started.elapsed();

@@ -1091,11 +1091,25 @@ pub fn cmd_lock(ctx: &Context, cmd: &LockCommand) -> Result<u8> {
             ));
         }
     }
-    if crate::interrupt::requested() {
-        return Ok(130);
-    }
+    let interrupted = crate::interrupt::requested();
     // A failed lock hook was reported where it happened; it still makes the exit code 1.
-    Ok(u8::from(failed || bus.had_errors()))
+    let code = if interrupted {
+        130
+    } else {
+        u8::from(failed || bus.had_errors())
+    };
+    if ctx.console.json() {
+        let command = match cmd {
+            LockCommand::Add { .. } => "lock add",
+            LockCommand::Show { .. } => "lock show",
+            LockCommand::Remove { .. } => "lock remove",
+        };
+        ctx.console.json_line(&serde_json::json!({
+            "event": "summary", "command": command, "nodes": nodes.len(), "failed": failed,
+            "interrupted": interrupted, "exit_code": code,
+        }));
+    }
+    Ok(code)
 }
 
 fn report(ctx: &Context, node: &Node, status: &str, why: Option<&str>) {

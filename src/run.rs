@@ -172,6 +172,7 @@ pub fn run_on(console: &Console, bus: &Bus, nodes: &[&Node], plan: &RunPlan<'_>)
     if console.json() {
         console.json_line(&json!({
             "event": "summary",
+            "command": "run",
             "nodes": nodes.len(),
             "failed": failed,
             "interrupted": interrupted,
@@ -228,8 +229,8 @@ fn run_node(
     let mut printer = NodePrinter::new(console, &node.name, width);
     let outcome = execute(bus, node, plan, &mut printer);
     printer.finish();
-    if let NodeOutcome::Unreachable(reason) | NodeOutcome::Failed(reason) = &outcome {
-        report_error(console, &format!("{}: {reason}", node.name));
+    if let NodeOutcome::Unreachable(_) | NodeOutcome::Failed(_) = &outcome {
+        report_error(console, &format!("{}: {}", node.name, outcome.note()));
     }
     let code = match &outcome {
         NodeOutcome::Finished { code, .. } => *code,
@@ -288,14 +289,14 @@ fn execute(
             timed_out: out.timed_out,
         },
         Err(TransportError::Connect { reason, .. }) => NodeOutcome::Unreachable(reason),
-        Err(e) => NodeOutcome::Failed(e.to_string()),
+        Err(e) => NodeOutcome::Failed(e.reason()),
     }
 }
 
 fn connect_reason(e: TransportError) -> String {
     match e {
         TransportError::Connect { reason, .. } => reason,
-        other => other.to_string(),
+        other => other.reason(),
     }
 }
 

@@ -97,6 +97,21 @@ pub enum TransportError {
     },
 }
 
+impl TransportError {
+    /// The error without the node's name, for lines that already start with it (so the
+    /// user never reads "web1: web1: …"); a failed connection reads "unreachable: …".
+    pub fn reason(&self) -> String {
+        match self {
+            TransportError::Connect { reason, .. } => format!("unreachable: {reason}"),
+            TransportError::Disconnected { reason, .. } => format!("connection lost: {reason}"),
+            TransportError::Failed { what, reason, .. } => format!("{what} failed: {reason}"),
+            TransportError::Io {
+                context, source, ..
+            } => format!("{context}: {source}"),
+        }
+    }
+}
+
 /// A connection to one node. Implementations are shared by that node's item workers.
 ///
 /// Every implementation stops a command (and every process it started) when its

@@ -518,38 +518,104 @@ fn killed_apply_never_leaves_a_partial_file() {
     assert!(std::fs::read(s.path("big")).unwrap() == big);
 }
 
+/// `cinch ARGS` on a real pseudo-terminal (util-linux `script`), driven key by key.
+struct Pty {
+    child: Option<std::process::Child>,
+    keys: Option<std::process::ChildStdin>,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Pty {
+    fn spawn(repo: &TestRepo, args: &str) -> Pty {
+        use std::io::Read;
+        let inner = format!(
+            "'{}' -r '{}' {args}",
+            env!("CARGO_BIN_EXE_cinch"),
+            repo.path().display()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &inner, "/dev/null"])
+            .env("NO_COLOR", "1")
+            .env("CINCH_IDENTITY", "tester")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("util-linux `script` is needed for the -i tests (apt-get install bsdutils)");
+        let keys = child.stdin.take();
+        let mut stdout = child.stdout.take().expect("stdout");
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                sink.lock().expect("output").push_str(&text);
+            }
+        });
+        Pty {
+            child: Some(child),
+            keys,
+            out,
+        }
+    }
+
+    fn output(&self) -> String {
+        self.out.lock().expect("output").clone()
+    }
+
+    /// Waits until the `n`th question is on screen, then presses `key` (no Enter).
+    fn answer(&mut self, n: usize, key: &str) {
+        use std::io::Write;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.output().matches("[Y/n/q]").count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "question {n} never came:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Let cinch switch the terminal to raw mode before the key arrives.
+        std::thread::sleep(Duration::from_millis(200));
+        let keys = self.keys.as_mut().expect("stdin");
+        keys.write_all(key.as_bytes()).expect("key");
+        keys.flush().expect("flush");
+    }
+
+    /// Waits for cinch to exit; its exit code and everything it printed.
+    fn finish(mut self) -> (Option<i32>, String) {
+        let status = self.child.take().expect("child").wait().expect("wait");
+        self.keys.take();
+        // The reader thread drains the rest; give it a moment after exit.
+        std::thread::sleep(Duration::from_millis(100));
+        (status.code(), self.output())
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 #[test]
 fn interactive_asks_per_item_through_a_pty() {
-    use std::io::{Read, Write};
     let s = Scene::new(
         "[files.\"@/a\"]\ncontent = \"A\\n\"\n[files.\"@/b\"]\ncontent = \"B\\n\"\n[files.\"@/c\"]\ncontent = \"C\\n\"\n",
     );
-    let inner = format!(
-        "'{}' -r '{}' apply -i n1",
-        env!("CARGO_BIN_EXE_cinch"),
-        s.repo.path().display()
-    );
-    // util-linux `script` runs cinch on a real pseudo-terminal and relays our stdin to it.
-    let mut child = std::process::Command::new("script")
-        .args(["-qec", &inner, "/dev/null"])
-        .env("NO_COLOR", "1")
-        .env("CINCH_IDENTITY", "tester")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("util-linux script");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"n\ny\nq\n").unwrap();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let status = child.wait().unwrap();
-    drop(stdin);
-    assert_eq!(status.code(), Some(0), "{out}");
+    let mut pty = Pty::spawn(&s.repo, "apply -i n1");
+    // Single key presses answer on a terminal: no Enter after them.
+    pty.answer(1, "n");
+    pty.answer(2, "y");
+    pty.answer(3, "q");
+    let (code, out) = pty.finish();
+    assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("Create file:"), "{out}");
     assert!(out.contains("+A"), "the question shows the diff: {out}");
     assert!(out.contains("skipped (declined interactively)"), "{out}");
@@ -561,6 +627,142 @@ fn interactive_asks_per_item_through_a_pty() {
         "answered yes"
     );
     assert!(!s.path("c").exists(), "quit");
+}
+
+#[test]
+fn interactive_answers_are_single_keys_without_enter() {
+    let s =
+        Scene::new("[files.\"@/a\"]\ncontent = \"A\\n\"\n[files.\"@/b\"]\ncontent = \"B\\n\"\n");
+    let mut pty = Pty::spawn(&s.repo, "apply -i n1");
+    pty.answer(1, "y");
+    // Line-buffered input would still wait for Enter here, and the second question never come.
+    pty.answer(2, "n");
+    let (code, out) = pty.finish();
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(std::fs::read_to_string(s.path("a")).unwrap(), "A\n");
+    assert!(!s.path("b").exists(), "{out}");
+}
+
+#[test]
+fn interactive_diff_is_shown_once() {
+    let s = Scene::new("[files.\"@/a\"]\ncontent = \"only-once\\n\"\n");
+    let mut pty = Pty::spawn(&s.repo, "apply -i n1");
+    pty.answer(1, "y");
+    let (code, out) = pty.finish();
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.matches("+only-once").count(), 1, "{out}");
+    assert!(out.contains("created"), "{out}");
+}
+
+#[test]
+fn interactive_quit_stops_every_node_and_asks_nothing_more() {
+    let s = Scene::new("");
+    let locks = s.repo.path().join("locks");
+    // One bundle per node so each has its own file; three nodes, two of them in parallel.
+    let mut nodes = String::new();
+    for n in ["n1", "n2", "n3"] {
+        nodes.push_str(&format!(
+            "[nodes.{n}]\ntransport = \"local\"\nbundles = [\"{n}\"]\nlock_dir = \"{}\"\n",
+            locks.display()
+        ));
+        s.repo.write(
+            &format!("bundles/{n}/items.toml"),
+            &format!(
+                "[files.\"{}\"]\ncontent = \"x\\n\"\ncascade_skip = false\n[actions.after-{n}]\ncommand = \"touch {}\"\ninteractive = false\nneeds = [\"file:{}\"]\n",
+                s.path(n).display(),
+                s.path(&format!("{n}-action")).display(),
+                s.path(n).display()
+            ),
+        );
+    }
+    s.repo.write("nodes.toml", &nodes);
+    let mut pty = Pty::spawn(&s.repo, "apply -i all -p 2");
+    pty.answer(1, "q");
+    let (code, out) = pty.finish();
+    assert_eq!(code, Some(0), "quitting is not a failure: {out}");
+    assert_eq!(
+        out.matches("[Y/n/q]").count(),
+        1,
+        "asked again after q: {out}"
+    );
+    for n in ["n1", "n2", "n3"] {
+        assert!(!s.path(n).exists(), "{n} was changed after q: {out}");
+        assert!(
+            !s.path(&format!("{n}-action")).exists(),
+            "an action of {n} ran after q: {out}"
+        );
+    }
+}
+
+#[test]
+fn interactive_quit_does_not_list_correct_items_as_skipped() {
+    let s = Scene::new(
+        r#"
+[files."@/change-me"]
+content = "new\n"
+[files."@/already-right"]
+content = "right\n"
+after = ["file:@/change-me"]
+[files."@/needs-it"]
+content = "right\n"
+needs = ["file:@/change-me"]
+"#,
+    );
+    std::fs::write(s.path("already-right"), "right\n").unwrap();
+    std::fs::write(s.path("needs-it"), "right\n").unwrap();
+    let mut pty = Pty::spawn(&s.repo, "-v apply -i n1");
+    pty.answer(1, "q");
+    let (code, out) = pty.finish();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("change-me  skipped (quit interactively)"),
+        "{out}"
+    );
+    for right in ["already-right", "needs-it"] {
+        assert!(
+            out.contains(&format!("{right}  ok")),
+            "{right} is correct: {out}"
+        );
+        assert!(
+            !out.contains(&format!("{right}  skipped")),
+            "{right} is correct, not skipped: {out}"
+        );
+    }
+}
+
+#[test]
+fn interactive_without_answers_is_an_error_not_a_quiet_quit() {
+    let s = Scene::new("[files.\"@/a\"]\ncontent = \"A\\n\"\n");
+    let mut cmd = cinch_command();
+    cmd.env("CINCH_IDENTITY", "tester")
+        .arg("-r")
+        .arg(s.repo.path())
+        .args(["apply", "-i", "n1"])
+        .stdin(std::process::Stdio::null());
+    let run = crate::harness::run(cmd).expect_code(2);
+    assert!(run.stderr.contains("input ended"), "{}", run.stderr);
+    assert!(
+        !s.path("a").exists(),
+        "nothing is applied without an answer"
+    );
+    // Answers on stdin, one per line, still work without a terminal.
+    let mut cmd = cinch_command();
+    cmd.env("CINCH_IDENTITY", "tester")
+        .arg("-r")
+        .arg(s.repo.path())
+        .args(["apply", "-i", "n1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"yes\n").expect("answer");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(std::fs::read_to_string(s.path("a")).unwrap(), "A\n");
 }
 
 #[test]
@@ -651,4 +853,97 @@ fn only_or_skip_selectors_matching_nothing_are_usage_errors_and_nothing_is_appli
     s.cinch(&["apply", "n1", "-o", &format!("file:{}/motd", s.root())])
         .expect_code(0);
     assert!(s.path("motd").exists());
+}
+
+#[test]
+fn first_ctrl_c_says_at_once_that_running_items_finish() {
+    use std::io::BufRead;
+    let s = Scene::new("[actions.slow]\ncommand = \"sleep 3\"\n");
+    let mut cmd = cinch_command();
+    cmd.env("CINCH_IDENTITY", "tester")
+        .arg("-r")
+        .arg(s.repo.path())
+        .args(["apply", "n1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send((Instant::now(), line));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let signalled = Instant::now();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let (at, line) = rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("a message right after the first Ctrl-C");
+    assert_eq!(
+        line,
+        "stopping after running items finish — Ctrl-C again to abort"
+    );
+    assert!(at.duration_since(signalled) < Duration::from_secs(1));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+}
+
+#[test]
+fn unreachable_node_is_named_once_and_its_row_counts_its_items() {
+    let s = Scene::new("[files.\"@/f\"]\ncontent = \"x\"\n[files.\"@/g\"]\ncontent = \"y\"\n");
+    s.repo.write(
+        "nodes.toml",
+        &format!(
+            "[nodes.dead]\nhostname = \"127.0.0.1\"\nport = {}\nbundles = [\"b\"]\n",
+            crate::sshd::closed_port()
+        ),
+    );
+    let run = s.cinch(&["apply", "dead"]).expect_code(1);
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("unreachable"))
+        .unwrap_or_else(|| panic!("no unreachable line: {}", run.stderr));
+    assert_eq!(line.matches("dead").count(), 1, "{line}");
+    let row: Vec<&str> = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("dead"))
+        .unwrap_or_else(|| panic!("no row: {}", run.stdout))
+        .trim_matches('│')
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[..2], ["dead", "2"], "{}", run.stdout);
+    let (_, summary) = {
+        let run = s.cinch(&["--json", "apply", "dead"]);
+        let summary = run.json_lines().pop().expect("summary");
+        (run, summary)
+    };
+    assert_eq!(summary["nodes"][0]["items"], 2, "{summary}");
+}
+
+#[test]
+fn json_summaries_name_their_command() {
+    let s = Scene::new("[files.\"@/f\"]\ncontent = \"x\"\n");
+    let (_, summary) = s.apply_json(&[]);
+    assert_eq!(summary["command"], "apply", "{summary}");
+    let summary = s
+        .cinch(&["--json", "verify", "n1"])
+        .json_lines()
+        .pop()
+        .expect("summary");
+    assert_eq!(summary["command"], "verify", "{summary}");
+    for (sub, extra) in [("add", None), ("show", None), ("remove", Some("ZZZZ"))] {
+        let mut args = vec!["--json", "lock", sub, "n1"];
+        args.extend(extra);
+        let summary = s.cinch(&args).json_lines().pop().expect("summary");
+        assert_eq!(summary["event"], "summary", "{summary}");
+        assert_eq!(summary["command"], format!("lock {sub}"), "{summary}");
+    }
 }

@@ -142,8 +142,8 @@ fn wrong_host_key_is_refused() {
     );
     let r = repo(&s, 1).file("cinch.toml", &toml);
     for extra in [&[][..], &["--add-host-keys"][..]] {
-        let mut args = extra.to_vec();
-        args.extend(["run", "node1", "echo should-not-run"]);
+        let mut args = vec!["run", "node1", "echo should-not-run"];
+        args.extend(extra);
         let out = r.cinch(&args).expect_code(1);
         assert!(!out.stdout.contains("should-not-run"));
         assert!(
@@ -169,7 +169,7 @@ fn add_host_keys_accepts_an_unknown_key_once() {
     r.cinch(&["run", "node1", "true"])
         .expect_code(1)
         .stderr_has("--add-host-keys");
-    r.cinch(&["--add-host-keys", "run", "node1", "echo in"])
+    r.cinch(&["run", "--add-host-keys", "node1", "echo in"])
         .expect_code(0)
         .stdout_has("node1 | in");
     assert!(
@@ -499,4 +499,185 @@ fn run_end(repo, target, nodes, command, duration) { log("done"); }
         "{}",
         r.stdout
     );
+}
+
+/// A repo with one local node `a`.
+fn local_repo() -> TestRepo {
+    TestRepo::new().file("nodes.toml", "[nodes.a]\ntransport = \"local\"\n")
+}
+
+#[test]
+fn options_written_after_the_command_are_options_not_remote_text() {
+    let start = Instant::now();
+    let r = local_repo()
+        .cinch(&[
+            "run",
+            "a",
+            "sleep 5; echo late",
+            "--timeout",
+            "1",
+            "-p",
+            "1",
+        ])
+        .expect_code(1);
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "--timeout after the command was ignored: took {:?}",
+        start.elapsed()
+    );
+    assert!(!r.stdout.contains("late"), "{}", r.stdout);
+    assert!(row(&r, "a")[3].contains("timed out"), "{}", r.stdout);
+}
+
+#[test]
+fn unknown_option_of_run_is_a_usage_error_never_remote_text() {
+    let r = local_repo();
+    let marker = r.path().join("ran");
+    let cmd = format!("touch '{}'", marker.display());
+    r.cinch(&["run", "a", &cmd, "--bogus"])
+        .expect_code(2)
+        .stderr_has("'--bogus'")
+        .stderr_has("put it after --");
+    assert!(!marker.exists(), "nothing may run after a usage error");
+    // Words starting with '-' belong to the command only after `--`, or inside the quotes.
+    r.cinch(&["run", "a", "echo", "-n", "x"])
+        .expect_code(2)
+        .stderr_has("'-n'");
+    r.cinch(&["run", "a", "--", "ls", "-d", "/"])
+        .expect_code(0)
+        .stdout_has("a | /\n");
+    r.cinch(&["run", "a", "printf '%s\\n' -n"])
+        .expect_code(0)
+        .stdout_has("a | -n\n");
+}
+
+/// Collects a child's stderr lines with the time each arrived.
+fn timed_lines(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<(Instant, String)> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn first_ctrl_c_says_at_once_that_running_commands_finish() {
+    let r = local_repo();
+    let mut child = spawn(&r, &["run", "a", "sleep 3; echo finished"]);
+    let lines = timed_lines(
+        child
+            .0
+            .as_mut()
+            .and_then(|c| c.stderr.take())
+            .expect("stderr"),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let signalled = Instant::now();
+    sigint(child.id());
+    let (at, line) = lines
+        .recv_timeout(Duration::from_secs(2))
+        .expect("a message right after the first Ctrl-C");
+    assert_eq!(
+        line,
+        "stopping after running commands finish — Ctrl-C again to abort"
+    );
+    assert!(
+        at.duration_since(signalled) < Duration::from_secs(1),
+        "said only after {:?}",
+        at.duration_since(signalled)
+    );
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("a | finished"),
+        "the running command still finishes"
+    );
+}
+
+#[test]
+fn unreachable_node_is_named_once() {
+    let r = local_repo()
+        .file(
+            "nodes.toml",
+            &format!(
+                "[nodes.a]\ntransport = \"local\"\n[nodes.dead]\nhostname = \"127.0.0.1\"\nport = {}\n",
+                closed_port()
+            ),
+        )
+        .cinch(&["run", "all", "echo alive"])
+        .expect_code(1);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("dead"))
+        .unwrap_or_else(|| panic!("no line about the dead node: {}", r.stderr));
+    assert!(line.starts_with("error: dead: unreachable: "), "{line}");
+    assert_eq!(line.matches("dead").count(), 1, "{line}");
+    assert!(
+        row(&r, "dead")[3].starts_with("unreachable: "),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn json_summary_of_run_names_the_command() {
+    let r = local_repo()
+        .cinch(&["--json", "run", "a", "true"])
+        .expect_code(0);
+    let summary = r.json_lines().pop().expect("a summary");
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["command"], "run", "{summary}");
+}
+
+#[test]
+fn add_host_keys_is_an_option_of_connecting_commands_only() {
+    let r = local_repo().file("bundles/b/items.toml", "");
+    r.write(
+        "nodes.toml",
+        &format!(
+            "[nodes.a]\ntransport = \"local\"\nbundles = [\"b\"]\nlock_dir = \"{}\"\n",
+            r.path().join("locks").display()
+        ),
+    );
+    for args in [
+        &["run", "a", "true", "--add-host-keys"][..],
+        &["apply", "a", "--add-host-keys"],
+        &["verify", "--add-host-keys", "a"],
+        &["lock", "show", "a", "--add-host-keys"],
+        &["lock", "--add-host-keys", "show", "a"],
+    ] {
+        r.cinch(args).expect_code(0);
+    }
+    for args in [
+        &["test", "--add-host-keys"][..],
+        &["nodes", "--add-host-keys"],
+        &["--add-host-keys", "items", "a"],
+    ] {
+        r.cinch(args).expect_code(2).stderr_has("'--add-host-keys'");
+    }
+}
+
+#[test]
+fn completions_are_listed_in_help() {
+    let r = local_repo().cinch(&["--help"]).expect_code(0);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("completions ")),
+        "{}",
+        r.stdout
+    );
+    local_repo()
+        .cinch(&["completions", "bash"])
+        .expect_code(0)
+        .stdout_has("_cinch()");
 }

@@ -49,3 +49,44 @@ fn verify_with_a_bad_target_is_a_usage_error() {
     let s = Scene::new("");
     s.cinch(&["verify", "nosuchnode"]).expect_code(2);
 }
+
+#[test]
+fn verify_shows_a_triggered_action_as_would_run_with_its_trigger() {
+    let s = Scene::new(
+        r#"
+[files."@/conf"]
+content = "new\n"
+triggers = ["action:reload"]
+[actions.reload]
+command = "touch @/reloaded"
+triggered = true
+triggers = ["action:notify"]
+[actions.notify]
+command = "touch @/notified"
+triggered = true
+[files."@/steady"]
+content = "same\n"
+triggers = ["action:quiet"]
+[actions.quiet]
+command = "true"
+triggered = true
+"#,
+    );
+    std::fs::write(s.path("steady"), "same\n").unwrap();
+    let run = s.cinch(&["verify", "n1"]).expect_code(1);
+    let conf = format!("file:{}", s.path("conf").display());
+    assert!(
+        run.stdout
+            .contains(&format!("action:reload  would run (triggered by {conf})")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("action:notify  would run (triggered by action:reload)"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("action:quiet"), "{}", run.stdout);
+    assert!(!s.path("reloaded").exists() && !s.path("notified").exists());
+}
