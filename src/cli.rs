@@ -264,7 +264,14 @@ pub fn main() -> ExitCode {
         repo_path: cli.repo.clone(),
         add_host_keys: cli.add_host_keys,
     };
-    match dispatch(&ctx, cli.command) {
+    let outcome = match dispatch(&ctx, cli.command) {
+        // Work stopped by Ctrl-C/SIGTERM fails with errors that all say "interrupted"; the
+        // user asked for it, so it is one line and exit 130, whatever the command was doing.
+        Err(_) if crate::interrupt::requested() => Err(Error::Interrupted),
+        Ok(_) if crate::interrupt::requested() => Ok(130),
+        other => other,
+    };
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if console.json() {

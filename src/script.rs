@@ -1,6 +1,7 @@
 //! The sandboxed Rhai engine shared by hooks and `items.rhai`: bounded work, imports only
 //! from the repo's `libs/`, no other file or process access except what cinch provides.
 
+use std::cell::RefCell;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +16,9 @@ pub const MAX_STRING_SIZE: usize = 16 << 20;
 pub const MAX_COLLECTION_SIZE: usize = 1 << 20;
 /// Most modules one call may import (directly or transitively).
 pub const MAX_MODULES: usize = 64;
+/// Most bytes one call may allocate in total: operations are cheap to count but one of them
+/// can build a megabyte string, so a loop doing that would stay under [`MAX_OPERATIONS`] for hours.
+pub const MAX_ALLOCATION: u64 = crate::budget::MAX_SCRIPT_ALLOCATION;
 
 /// Where script output (`log`, `print`, `debug`) goes: `(source file, text)`. Scripts must
 /// never print on their own, or they would tear progress bars.
@@ -37,6 +41,13 @@ pub fn engine_with_log(repo_path: &Path, log: LogFn) -> Engine {
     engine.set_max_map_size(MAX_COLLECTION_SIZE);
     engine.set_max_modules(MAX_MODULES);
     engine.set_module_resolver(LibsResolver::new(repo_path.join("libs")));
+    // Memory and Ctrl-C are checked every few operations; the reason becomes the error.
+    engine.on_progress(|ops| {
+        if ops % 16 != 0 {
+            return None;
+        }
+        crate::budget::exceeded(MAX_ALLOCATION).map(rhai::Dynamic::from)
+    });
 
     // Rhai's own to_json writes strings with Rust escapes, which is not always valid JSON.
     engine.register_fn("to_json", |m: &mut rhai::Map| {
@@ -65,8 +76,42 @@ pub fn engine_with_log(repo_path: &Path, log: LogFn) -> Engine {
     engine
 }
 
+/// Why a script was stopped by cinch's limits or a Ctrl-C (see [`crate::budget`]), looking
+/// through the function and module calls Rhai wraps errors in; `None` for other errors.
+pub fn stop_reason(err: &EvalAltResult) -> Option<String> {
+    match err {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+        | EvalAltResult::ErrorInModule(_, inner, _) => stop_reason(inner),
+        EvalAltResult::ErrorTerminated(token, _) => Some(token.to_string()),
+        EvalAltResult::ErrorTooManyOperations(_) => Some(format!(
+            "stopped after {MAX_OPERATIONS} operations (an endless loop?)"
+        )),
+        _ => None,
+    }
+}
+
+/// True when `err` means the user pressed Ctrl-C (or sent SIGTERM) while the script ran.
+pub fn interrupted(err: &EvalAltResult) -> bool {
+    stop_reason(err).is_some_and(|r| r == crate::budget::INTERRUPTED)
+}
+
 fn json_text(value: &rhai::Dynamic) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+thread_local! {
+    /// The modules being imported on this thread, outermost first, as (file, name): an import
+    /// of one of them again is a cycle, which Rhai itself would follow until the stack overflows.
+    static IMPORTING: RefCell<Vec<(PathBuf, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Pops [`IMPORTING`] when a module has been resolved, even if resolving failed.
+struct Importing;
+
+impl Drop for Importing {
+    fn drop(&mut self) {
+        IMPORTING.with(|s| s.borrow_mut().pop());
+    }
 }
 
 /// Resolves `import "name"` to `libs/name.rhai` and refuses everything else: Rhai's own
@@ -114,6 +159,54 @@ impl LibsResolver {
             None => Ok(()),
         }
     }
+
+    /// Records that `path` is being imported, or refuses it if it already is (a cycle), naming
+    /// the importing file and line and the whole chain.
+    fn enter(
+        &self,
+        source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<Importing, Box<EvalAltResult>> {
+        let file = self.libs.join(path).with_extension("rhai");
+        let key = file.canonicalize().unwrap_or(file);
+        IMPORTING.with(|s| {
+            let mut stack = s.borrow_mut();
+            if let Some(start) = stack.iter().position(|(f, _)| *f == key) {
+                let chain: Vec<&str> = stack[start..]
+                    .iter()
+                    .map(|(_, n)| n.as_str())
+                    .chain([path])
+                    .collect();
+                let importer = match source {
+                    // Rhai names a module by its path without the extension.
+                    Some(src) => {
+                        let src = Path::new(src);
+                        let rel = src
+                            .strip_prefix(&self.libs)
+                            .ok()
+                            .or_else(|| src.file_name().map(Path::new))
+                            .unwrap_or(src);
+                        Path::new("libs")
+                            .join(rel)
+                            .with_extension("rhai")
+                            .display()
+                            .to_string()
+                    }
+                    None => "the script".to_string(),
+                };
+                let line = pos.line().map(|l| format!(" line {l}")).unwrap_or_default();
+                let msg = format!(
+                    "import cycle: {importer}{line} imports {path:?}, which is still being \
+                     imported ({}); move what both need into a third module",
+                    chain.join(" -> ")
+                );
+                return Err(Box::new(EvalAltResult::ErrorRuntime(msg.into(), pos)));
+            }
+            stack.push((key, path.to_string()));
+            Ok(Importing)
+        })
+    }
 }
 
 impl ModuleResolver for LibsResolver {
@@ -125,6 +218,7 @@ impl ModuleResolver for LibsResolver {
         pos: Position,
     ) -> Result<Arc<Module>, Box<EvalAltResult>> {
         self.check(path, pos)?;
+        let _importing = self.enter(source, path, pos)?;
         self.inner.resolve(engine, source, path, pos)
     }
 
@@ -138,6 +232,10 @@ impl ModuleResolver for LibsResolver {
         if let Err(e) = self.check(path, pos) {
             return Some(Err(e));
         }
+        let _importing = match self.enter(source, path, pos) {
+            Ok(i) => i,
+            Err(e) => return Some(Err(e)),
+        };
         self.inner.resolve_ast(engine, source, path, pos)
     }
 }
@@ -236,6 +334,60 @@ mod tests {
         assert!(
             matches!(*err, EvalAltResult::ErrorDataTooLarge(..)),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn libs_import_cycle_is_an_error_with_file_and_line_not_a_stack_overflow() {
+        let dir = repo_with_lib();
+        std::fs::write(
+            dir.path().join("libs/u.rhai"),
+            "import \"u\" as u;\nfn f() { 1 }\n",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("libs/a.rhai"), "import \"b\" as b;\n").expect("write");
+        std::fs::write(
+            dir.path().join("libs/b.rhai"),
+            "// b needs a\n\nimport \"a\" as a;\n",
+        )
+        .expect("write");
+        let e = engine(dir.path());
+        let err = e.run(r#"import "u" as u;"#).expect_err("self import");
+        let text = err.to_string();
+        assert!(
+            text.contains("import cycle: libs/u.rhai line 1 imports \"u\"")
+                && text.contains("(u -> u)"),
+            "{text}"
+        );
+        let err = e.run(r#"import "a" as a;"#).expect_err("a <-> b");
+        let text = err.to_string();
+        assert!(
+            text.contains("import cycle: libs/b.rhai line 3 imports \"a\"")
+                && text.contains("(a -> b -> a)"),
+            "{text}"
+        );
+        // The stack of imports in progress is unwound: a sound import still works afterwards,
+        // also twice from one script.
+        let out: String = e
+            .eval(r#"import "greet" as g; import "greet" as h; h::hello("y")"#)
+            .expect("eval");
+        assert_eq!(out, "hello y");
+    }
+
+    #[test]
+    fn loop_building_megabyte_strings_stops_at_the_memory_limit() {
+        let dir = repo_with_lib();
+        let started = std::time::Instant::now();
+        let _budget = crate::budget::Guard::new(crate::budget::Stop::OnNewInterrupt);
+        let err = engine(dir.path())
+            .run(r#"let n = 0; loop { let s = "x"; for i in 0..20 { s += s; } n += s.len(); }"#)
+            .expect_err("must stop");
+        let reason = stop_reason(&err).unwrap_or_else(|| panic!("not a limit: {err}"));
+        assert!(reason.contains("memory limit exceeded"), "{reason}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "took {:?}",
+            started.elapsed()
         );
     }
 

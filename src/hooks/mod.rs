@@ -210,7 +210,10 @@ impl Hooks {
         for (index, (path, text, ast)) in compiled.into_iter().enumerate() {
             // Running the top level once makes its consts and imports part of each function's
             // environment; calls later never re-run it.
-            let module = match Module::eval_ast_as_new(Scope::new(), &ast, &engine) {
+            let budget = crate::budget::Guard::new(crate::budget::Stop::OnNewInterrupt);
+            let module = Module::eval_ast_as_new(Scope::new(), &ast, &engine);
+            drop(budget);
+            let module = match module {
                 Ok(m) => m,
                 Err(e) => {
                     let f = Failure::from_error(&e, &path);
@@ -356,6 +359,7 @@ impl Hooks {
         let args = self.arguments(event);
         for &(index, arity) in targets {
             let call_args: Vec<Dynamic> = args.iter().take(arity).cloned().collect();
+            let budget = crate::budget::Guard::new(crate::budget::Stop::OnNewInterrupt);
             let result = self.engine.call_fn_with_options::<Dynamic>(
                 CallFnOptions::new().eval_ast(false).rewind_scope(true),
                 &mut Scope::new(),
@@ -363,6 +367,7 @@ impl Hooks {
                 shim_name(index, name),
                 call_args,
             );
+            drop(budget);
             let Err(err) = result else { continue };
             let file = &self.files[index];
             let mut failure = Failure::from_error(&err, &file.path);
@@ -844,10 +849,9 @@ impl Failure {
             _ => None,
         };
         let message = match cur {
-            EvalAltResult::ErrorTooManyOperations(_) => format!(
-                "stopped after {} operations (an endless loop?)",
-                script::MAX_OPERATIONS
-            ),
+            EvalAltResult::ErrorTooManyOperations(_) | EvalAltResult::ErrorTerminated(..) => {
+                script::stop_reason(cur).unwrap_or_default()
+            }
             EvalAltResult::ErrorRuntime(v, _) if v.is_string() => v.to_string(),
             // The position is already in the location; Rhai appends it to the text too.
             other => {
