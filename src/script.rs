@@ -8,6 +8,8 @@ use std::sync::Arc;
 use rhai::module_resolvers::FileModuleResolver;
 use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position};
 
+use crate::repo::Sandbox;
+
 /// Upper bound on Rhai operations per call, so a `loop {}` in a repo script cannot hang cinch.
 pub const MAX_OPERATIONS: u64 = 5_000_000;
 /// Longest string a script may build (bytes); command output handed in may be longer.
@@ -26,12 +28,12 @@ pub type LogFn = Arc<dyn Fn(Option<&str>, &str) + Send + Sync>;
 
 /// A fresh engine with cinch's limits; `import "x"` resolves to `REPO/libs/x.rhai` only.
 /// `print`, `debug` and `log` output is dropped: use [`engine_with_log`] to show it.
-pub fn engine(repo_path: &Path) -> Engine {
-    engine_with_log(repo_path, Arc::new(|_, _| {}))
+pub fn engine(sandbox: &Sandbox) -> Engine {
+    engine_with_log(sandbox, Arc::new(|_, _| {}))
 }
 
 /// Like [`engine`], with `log(text)`, `print` and `debug` routed to `log` (normally the console).
-pub fn engine_with_log(repo_path: &Path, log: LogFn) -> Engine {
+pub fn engine_with_log(sandbox: &Sandbox, log: LogFn) -> Engine {
     let mut engine = Engine::new();
     engine.set_max_operations(MAX_OPERATIONS);
     engine.set_max_call_levels(64);
@@ -40,7 +42,7 @@ pub fn engine_with_log(repo_path: &Path, log: LogFn) -> Engine {
     engine.set_max_array_size(MAX_COLLECTION_SIZE);
     engine.set_max_map_size(MAX_COLLECTION_SIZE);
     engine.set_max_modules(MAX_MODULES);
-    engine.set_module_resolver(LibsResolver::new(repo_path.join("libs")));
+    engine.set_module_resolver(LibsResolver::new(sandbox.clone()));
     // Memory and Ctrl-C are checked every few operations; the reason becomes the error.
     engine.on_progress(|ops| {
         if ops % 16 != 0 {
@@ -118,15 +120,21 @@ impl Drop for Importing {
 /// `FileModuleResolver` happily reads absolute paths even when given a base path.
 pub struct LibsResolver {
     libs: PathBuf,
+    sandbox: Sandbox,
     inner: FileModuleResolver,
 }
 
 impl LibsResolver {
-    /// A resolver confined to `libs` (which need not exist).
-    pub fn new(libs: PathBuf) -> Self {
+    /// A resolver confined to the repo's `libs/` (which need not exist).
+    pub fn new(sandbox: Sandbox) -> Self {
+        let libs = sandbox.root().join("libs");
         let mut inner = FileModuleResolver::new_with_path(libs.clone());
         inner.enable_cache(true);
-        LibsResolver { libs, inner }
+        LibsResolver {
+            libs,
+            sandbox,
+            inner,
+        }
     }
 
     /// Why `path` may not be imported, if it may not.
@@ -141,16 +149,14 @@ impl LibsResolver {
                  by a relative name such as \"notify\" (for libs/notify.rhai)"
             ));
         }
-        // A symlink inside libs/ must not lead out of it either.
+        // Nor may a symlink (libs/ itself, or a file in it) lead out of the repo.
         let file = self.libs.join(p).with_extension("rhai");
-        if let (Ok(real), Ok(libs)) = (file.canonicalize(), self.libs.canonicalize())
-            && !real.starts_with(&libs)
-        {
-            return Some(format!(
-                "import {path:?} refused: libs/{path}.rhai points outside libs/"
-            ));
-        }
-        None
+        self.sandbox.escape(&file).map(|why| {
+            format!(
+                "import {path:?} refused: {why}; {}",
+                crate::repo::sandbox::HINT
+            )
+        })
     }
 
     fn check(&self, path: &str, pos: Position) -> Result<(), Box<EvalAltResult>> {
@@ -259,7 +265,7 @@ mod tests {
     #[test]
     fn imports_from_libs_work() {
         let dir = repo_with_lib();
-        let e = engine(dir.path());
+        let e = engine(&Sandbox::new(dir.path(), false));
         let out: String = e
             .eval(r#"import "greet" as g; g::hello("x")"#)
             .expect("eval");
@@ -272,7 +278,7 @@ mod tests {
         // A real .rhai file outside libs/ that the plain FileModuleResolver would load.
         let outside = dir.path().join("outside.rhai");
         std::fs::write(&outside, "fn secret() { 42 }").expect("write");
-        let e = engine(dir.path());
+        let e = engine(&Sandbox::new(dir.path(), false));
         let abs = outside.with_extension("");
         for path in [
             abs.to_string_lossy().into_owned(),
@@ -287,24 +293,50 @@ mod tests {
     }
 
     #[test]
-    fn symlink_out_of_libs_is_refused() {
+    fn symlink_out_of_the_repo_in_libs_is_refused_unless_allowed() {
         let dir = repo_with_lib();
-        std::fs::write(dir.path().join("outside.rhai"), "fn secret() { 42 }").expect("write");
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("secret.rhai"), "fn secret() { 42 }").expect("write");
         std::os::unix::fs::symlink(
-            dir.path().join("outside.rhai"),
+            outside.path().join("secret.rhai"),
             dir.path().join("libs/out.rhai"),
         )
         .expect("symlink");
-        let err = engine(dir.path())
-            .run(r#"import "out" as m;"#)
+        // A link that stays inside the repo keeps working.
+        std::fs::write(dir.path().join("shared.rhai"), "fn common() { 7 }").expect("write");
+        std::os::unix::fs::symlink("../shared.rhai", dir.path().join("libs/in.rhai"))
+            .expect("symlink");
+        let e = engine(&Sandbox::new(dir.path(), false));
+        let err = e.run(r#"import "out" as m;"#).expect_err("must be refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("libs/out.rhai is a symlink to") && text.contains("outside the repo"),
+            "{text}"
+        );
+        let n: i64 = e.eval(r#"import "in" as m; m::common()"#).expect("inside");
+        assert_eq!(n, 7);
+        let n: i64 = engine(&Sandbox::new(dir.path(), true))
+            .eval(r#"import "out" as m; m::secret()"#)
+            .expect("allowed");
+        assert_eq!(n, 42);
+    }
+
+    #[test]
+    fn symlinked_libs_directory_outside_the_repo_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("x.rhai"), "fn x() { 1 }").expect("write");
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("libs")).expect("symlink");
+        let err = engine(&Sandbox::new(dir.path(), false))
+            .run(r#"import "x" as m;"#)
             .expect_err("must be refused");
-        assert!(err.to_string().contains("outside libs/"), "{err}");
+        assert!(err.to_string().contains("libs is a symlink to"), "{err}");
     }
 
     #[test]
     fn to_json_is_valid_json() {
         let dir = repo_with_lib();
-        let e = engine(dir.path());
+        let e = engine(&Sandbox::new(dir.path(), false));
         let out: String = e
             .eval(r#"let m = #{a: "q\"\x01é", b: [1, 2.5, (), true]}; m.to_json()"#)
             .expect("eval");
@@ -318,7 +350,9 @@ mod tests {
     #[test]
     fn endless_loop_stops_at_operation_limit() {
         let dir = repo_with_lib();
-        let err = engine(dir.path()).run("loop {}").expect_err("must stop");
+        let err = engine(&Sandbox::new(dir.path(), false))
+            .run("loop {}")
+            .expect_err("must stop");
         assert!(
             matches!(*err, EvalAltResult::ErrorTooManyOperations(_)),
             "{err}"
@@ -328,7 +362,7 @@ mod tests {
     #[test]
     fn huge_strings_are_refused() {
         let dir = repo_with_lib();
-        let err = engine(dir.path())
+        let err = engine(&Sandbox::new(dir.path(), false))
             .run(r#"let s = "x"; loop { s += s; }"#)
             .expect_err("must stop");
         assert!(
@@ -351,7 +385,7 @@ mod tests {
             "// b needs a\n\nimport \"a\" as a;\n",
         )
         .expect("write");
-        let e = engine(dir.path());
+        let e = engine(&Sandbox::new(dir.path(), false));
         let err = e.run(r#"import "u" as u;"#).expect_err("self import");
         let text = err.to_string();
         assert!(
@@ -379,7 +413,7 @@ mod tests {
         let dir = repo_with_lib();
         let started = std::time::Instant::now();
         let _budget = crate::budget::Guard::new(crate::budget::Stop::OnNewInterrupt);
-        let err = engine(dir.path())
+        let err = engine(&Sandbox::new(dir.path(), false))
             .run(r#"let n = 0; loop { let s = "x"; for i in 0..20 { s += s; } n += s.len(); }"#)
             .expect_err("must stop");
         let reason = stop_reason(&err).unwrap_or_else(|| panic!("not a limit: {err}"));
@@ -397,7 +431,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
         let mut e = engine_with_log(
-            dir.path(),
+            &Sandbox::new(dir.path(), false),
             Arc::new(move |_src, text| s.lock().expect("lock").push(text.to_string())),
         );
         e.set_optimization_level(rhai::OptimizationLevel::None);

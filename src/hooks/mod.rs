@@ -104,6 +104,8 @@ pub struct HookOptions {
     pub now: Option<f64>,
     /// Variables `env()` and `run_local()` see in addition to (and over) the process environment.
     pub env: HashMap<String, String>,
+    /// cinch.toml's `[repo] allow_external_symlinks`: may `libs/` link out of the repo?
+    pub allow_external_symlinks: bool,
 }
 
 impl HookOptions {
@@ -119,6 +121,7 @@ impl HookOptions {
         Ok(HookOptions {
             now,
             env: HashMap::new(),
+            allow_external_symlinks: false,
         })
     }
 }
@@ -150,9 +153,11 @@ pub struct Hooks {
 pub fn subscribe(
     bus: &mut Bus,
     repo_path: &Path,
+    allow_external_symlinks: bool,
     console: Arc<Console>,
 ) -> Result<Arc<Hooks>, Error> {
-    let options = HookOptions::from_env().map_err(|d| Error::Repo(vec![d]))?;
+    let mut options = HookOptions::from_env().map_err(|d| Error::Repo(vec![d]))?;
+    options.allow_external_symlinks = allow_external_symlinks;
     let hooks = Arc::new(Hooks::load_with(repo_path, console, options).map_err(Error::Repo)?);
     bus.subscribe(Box::new(hooks.clone()));
     Ok(hooks)
@@ -643,7 +648,8 @@ fn build_engine(repo_path: &Path, console: Arc<Console>, options: HookOptions) -
             }
         }
     });
-    let mut engine = script::engine_with_log(repo_path, log);
+    let sandbox = crate::repo::Sandbox::new(repo_path, options.allow_external_symlinks);
+    let mut engine = script::engine_with_log(&sandbox, log);
     let options = Arc::new(options);
 
     let o = options.clone();

@@ -61,6 +61,10 @@ fn content_with(
     }
     let at_item = |msg: String| Diagnostic::at(item.location.clone(), msg);
     let read = |path: &Path| {
+        if let Some(why) = repo.sandbox().escape(path) {
+            return Err(at_item(format!("source of {} refused: {why}", item.id))
+                .with_hint(crate::repo::sandbox::HINT));
+        }
         std::fs::read(path).map_err(|e| {
             at_item(format!(
                 "cannot read source {} of {}: {e}",
@@ -181,6 +185,7 @@ fn templates<'r>(repo: &'r Repo, item: &Item) -> Result<&'r Environment<'static>
     let bundle = bundle_of(repo, item)?;
     Ok(bundle.items_cache.templates.get_or_init(|| {
         let dir = files_dir(bundle);
+        let sandbox = repo.sandbox();
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(TEMPLATE_FUEL));
@@ -199,7 +204,17 @@ fn templates<'r>(repo: &'r Repo, item: &Item) -> Result<&'r Environment<'static>
             if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
                 return Ok(None);
             }
-            match std::fs::read_to_string(dir.join(rel)) {
+            let path = dir.join(rel);
+            if let Some(why) = sandbox.escape(&path) {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!(
+                        "template {name} refused: {why}; {}",
+                        crate::repo::sandbox::HINT
+                    ),
+                ));
+            }
+            match std::fs::read_to_string(&path) {
                 Ok(s) => Ok(Some(s)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(minijinja::Error::new(

@@ -34,7 +34,7 @@ fn compile(repo: &Repo, bundle: &Bundle) -> Result<Option<Compiled>, Vec<Diagnos
             )]);
         }
     };
-    let engine = crate::script::engine(&repo.path);
+    let engine = crate::script::engine(&repo.sandbox());
     match engine.compile(&text) {
         Ok(ast) => Ok(Some(Compiled {
             engine,
@@ -308,7 +308,10 @@ files[util::conf_path(node.name)] = #{ content: "workers=" + node.metadata.nginx
         f.write("bundles/b/items.rhai", "loop {}\n");
         let node = f.node("n1", &["b"], serde_json::json!({}));
         let errors = render(&load_node_items(&f.repo, &node).unwrap_err());
-        assert!(errors.contains("Too many operations"), "{errors}");
+        assert!(
+            errors.contains("stopped after 5000000 operations"),
+            "{errors}"
+        );
     }
 
     #[test]

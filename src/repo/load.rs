@@ -74,7 +74,8 @@ pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
     let settings = Settings::load(root, &mut diags);
     let nodes = read_entities(root, "nodes", &mut diags, read_node);
     let groups = read_entities(root, "groups", &mut diags, read_group);
-    let bundles = read_bundles(root, &mut diags);
+    let sandbox = crate::repo::Sandbox::new(root, settings.allow_external_symlinks);
+    let bundles = read_bundles(root, &sandbox, &mut diags);
 
     for name in nodes.keys() {
         if let Some(g) = groups.get(name) {
@@ -492,7 +493,11 @@ fn regex_reason(e: &regex::Error) -> String {
 }
 
 /// Every directory under `bundles/` is a bundle; `metadata.toml` in it holds its defaults.
-fn read_bundles(root: &Path, diags: &mut Vec<Diagnostic>) -> BTreeMap<String, BundleDef> {
+fn read_bundles(
+    root: &Path,
+    sandbox: &crate::repo::Sandbox,
+    diags: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, BundleDef> {
     let mut out = BTreeMap::new();
     let dir = root.join("bundles");
     if !dir.is_dir() {
@@ -529,6 +534,13 @@ fn read_bundles(root: &Path, diags: &mut Vec<Diagnostic>) -> BTreeMap<String, Bu
                 Location::file(&path),
                 format!("invalid bundle name: {why}"),
             ));
+            continue;
+        }
+        if let Some(why) = sandbox.escape(&path) {
+            diags.push(
+                Diagnostic::at(Location::file(&path), format!("bundle '{name}': {why}"))
+                    .with_hint(crate::repo::sandbox::HINT),
+            );
             continue;
         }
         let meta_path = path.join("metadata.toml");

@@ -11,6 +11,8 @@ pub struct Settings {
     pub node_workers: usize,
     pub item_workers: usize,
     pub ssh: SshSettings,
+    /// `[repo] allow_external_symlinks`: may symlinks in the repo lead out of it?
+    pub allow_external_symlinks: bool,
 }
 
 /// `[ssh]` in cinch.toml.
@@ -30,6 +32,7 @@ impl Default for Settings {
             node_workers: 8,
             item_workers: 4,
             ssh: SshSettings::default(),
+            allow_external_symlinks: false,
         }
     }
 }
@@ -55,7 +58,7 @@ impl Settings {
             table: file.root(),
             what: "cinch.toml".into(),
         };
-        root.check_keys(&["defaults", "ssh"], diags);
+        root.check_keys(&["defaults", "ssh", "repo"], diags);
         if let Some(section) = section(&file, "defaults", diags) {
             let f = Fields {
                 file: &file,
@@ -88,6 +91,17 @@ impl Settings {
             settings.ssh.connect_timeout = f
                 .integer("connect_timeout", 1..=3600, diags)
                 .map(|n| n as u64);
+        }
+        if let Some(section) = section(&file, "repo", diags) {
+            let f = Fields {
+                file: &file,
+                table: section,
+                what: "[repo]".into(),
+            };
+            f.check_keys(&["allow_external_symlinks"], diags);
+            if let Some(allow) = f.boolean("allow_external_symlinks", diags) {
+                settings.allow_external_symlinks = allow;
+            }
         }
         settings
     }
