@@ -131,9 +131,30 @@ fn content_with(
 /// past a Ctrl-C (templates are rendered to prepare an apply, which the user stopped).
 fn render_bounded(tmpl: &Template<'_, '_>, ctx: &JValue) -> Result<Vec<u8>, minijinja::Error> {
     let _budget = crate::budget::Guard::new(crate::budget::Stop::OnAnyInterrupt);
+    over_budget()?;
     let mut out = BoundedOutput(Vec::new());
     tmpl.render_captured_to(ctx, &mut out)?;
+    // A loop cut short by the budget ends quietly; its output must not pass for complete.
+    over_budget()?;
     Ok(out.0)
+}
+
+/// An iterator that ends early once the budget is exceeded; [`render_bounded`] then reports why.
+struct Checked(Option<minijinja::value::ValueIter>);
+
+impl Iterator for Checked {
+    type Item = JValue;
+
+    fn next(&mut self) -> Option<JValue> {
+        if over_budget().is_err() {
+            self.0 = None;
+        }
+        self.0.as_mut()?.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.as_ref().map_or((0, Some(0)), Iterator::size_hint)
+    }
 }
 
 /// Why rendering must stop now, as a template error.
@@ -189,12 +210,16 @@ fn templates<'r>(repo: &'r Repo, item: &Item) -> Result<&'r Environment<'static>
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(TEMPLATE_FUEL));
-        // `range` is what makes loops long; checking the budget there stops silent loops too.
+        // `range` is what makes loops long: its iterator checks the budget at every step, so
+        // a loop that prints nothing still stops on Ctrl-C.
         env.add_function(
             "range",
             |lower: isize, upper: Option<isize>, step: Option<isize>| {
                 over_budget()?;
-                minijinja::functions::range(lower, upper, step)
+                let range = minijinja::functions::range(lower, upper, step)?;
+                Ok::<_, minijinja::Error>(JValue::make_iterable(move || {
+                    Checked(range.try_iter().ok())
+                }))
             },
         );
         // Config files end with a newline; Jinja2's default of eating it surprises everyone.
@@ -273,6 +298,9 @@ fn template_error(
             name.to_string()
         };
         detail = format!("{detail} (included from {from} line {line})");
+    }
+    if detail.contains(crate::budget::INTERRUPTED) {
+        detail = crate::budget::INTERRUPTED.to_string();
     }
     let inline = e.name().is_none_or(|n| n == item.id);
     let location = if inline {

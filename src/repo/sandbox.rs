@@ -75,10 +75,14 @@ impl Sandbox {
         let target = std::fs::read_link(&link)
             .map(|t| t.display().to_string())
             .unwrap_or_else(|_| real.display().to_string());
+        let resolved = if Path::new(&target) == real {
+            String::new()
+        } else {
+            format!(" ({})", real.display())
+        };
         Some(format!(
-            "{} is a symlink to {target}, which is outside the repo ({})",
+            "{} is a symlink to {target}, which is outside the repo{resolved}",
             shown.display(),
-            real.display()
         ))
     }
 }

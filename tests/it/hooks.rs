@@ -853,3 +853,15 @@ fn failed_fix_tells_item_apply_end_the_states_before_and_after() {
         "a failed fix changes nothing"
     );
 }
+
+#[test]
+fn libs_import_cycle_in_a_hook_is_reported_with_file_and_line_not_a_stack_overflow() {
+    let r = TestRepo::new()
+        .file("nodes.toml", "[nodes.n1]\ntransport = \"local\"\n")
+        .file("libs/u.rhai", "// u needs itself\nimport \"u\" as u;\n")
+        .file("hooks/h.rhai", "import \"u\" as u;\nfn test(repo) {}\n");
+    r.cinch(&["test"])
+        .expect_code(2)
+        .stderr_has("libs/u.rhai:2")
+        .stderr_has("import cycle: libs/u.rhai line 2 imports \"u\"");
+}
