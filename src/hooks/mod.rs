@@ -177,10 +177,18 @@ impl Hooks {
         options: HookOptions,
     ) -> Result<Hooks, Vec<Diagnostic>> {
         let paths = hook_paths(repo_path)?;
+        let sandbox = crate::repo::Sandbox::new(repo_path, options.allow_external_symlinks);
         let mut engine = build_engine(repo_path, console.clone(), options);
         let mut diags = Vec::new();
         let mut compiled = Vec::new();
         for path in paths {
+            if let Some(why) = sandbox.escape(&path) {
+                diags.push(
+                    Diagnostic::at(Location::file(&path), format!("hook file refused: {why}"))
+                        .with_hint(crate::repo::sandbox::HINT),
+                );
+                continue;
+            }
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
                 Err(e) => {

@@ -72,9 +72,9 @@ struct BundleDef {
 pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let settings = Settings::load(root, &mut diags);
-    let nodes = read_entities(root, "nodes", &mut diags, read_node);
-    let groups = read_entities(root, "groups", &mut diags, read_group);
     let sandbox = crate::repo::Sandbox::new(root, settings.allow_external_symlinks);
+    let nodes = read_entities(root, &sandbox, "nodes", &mut diags, read_node);
+    let groups = read_entities(root, &sandbox, "groups", &mut diags, read_group);
     let bundles = read_bundles(root, &sandbox, &mut diags);
 
     for name in nodes.keys() {
@@ -227,6 +227,7 @@ impl ConflictReport {
 /// twice is an error naming both places.
 fn read_entities<T>(
     root: &Path,
+    sandbox: &crate::repo::Sandbox,
     kind: &str,
     diags: &mut Vec<Diagnostic>,
     read_one: fn(&TomlFile, &str, &dyn toml_edit::TableLike, Location, &mut Vec<Diagnostic>) -> T,
@@ -244,6 +245,10 @@ where
     let singular = &kind[..kind.len() - 1];
     let mut out: BTreeMap<String, T> = BTreeMap::new();
     for path in files {
+        if let Some(d) = escape_diag(sandbox, &path) {
+            diags.push(d);
+            continue;
+        }
         let file = match TomlFile::read(&path) {
             Ok(f) => f,
             Err(d) => {
@@ -318,6 +323,14 @@ where
         }
     }
     out
+}
+
+/// A repo file that is (or lies under) a symlink out of the repo, as an error naming the link.
+fn escape_diag(sandbox: &crate::repo::Sandbox, path: &Path) -> Option<Diagnostic> {
+    sandbox.escape(path).map(|why| {
+        Diagnostic::at(Location::file(path), format!("refused: {why}"))
+            .with_hint(crate::repo::sandbox::HINT)
+    })
 }
 
 /// `*.toml` files directly in `dir`, sorted (files starting with `_` or `.` are ignored).
@@ -536,7 +549,11 @@ fn read_bundles(
             ));
             continue;
         }
-        if let Some(why) = sandbox.escape(&path) {
+        // The bundle directory, or one of its files, may be the link out of the repo.
+        let escape = ["", "items.toml", "items.rhai", "metadata.toml"]
+            .iter()
+            .find_map(|f| sandbox.escape(&path.join(f)));
+        if let Some(why) = escape {
             diags.push(
                 Diagnostic::at(Location::file(&path), format!("bundle '{name}': {why}"))
                     .with_hint(crate::repo::sandbox::HINT),

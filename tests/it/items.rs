@@ -211,42 +211,6 @@ fn limits_repo() -> TestRepo {
         .file("bundles/b/items.toml", "")
 }
 
-/// Runs cinch with `args`, sends `signal` after `after`, and returns the run once it exits;
-/// fails (killing it) if it is still running 20 s after the signal.
-fn signalled(
-    r: &TestRepo,
-    args: &[&str],
-    signal: i32,
-    after: std::time::Duration,
-) -> crate::harness::Run {
-    let mut cmd = crate::harness::cinch_command();
-    cmd.arg("-r").arg(r.path()).args(args);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("spawning cinch");
-    std::thread::sleep(after);
-    // SAFETY: plain kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, signal) };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while child.try_wait().expect("waiting for cinch").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("reaping cinch");
-            panic!(
-                "cinch ignored signal {signal} for 20 s\n--- stderr\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("reaping cinch");
-    crate::harness::Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// Loops whose every step scans an 8 MB string: few template instructions, minutes of work.
 const SLOW_TEMPLATE: &str = "{% set s = \"x\" * 8000000 %}{% for i in range(100000) %}{% if \"y\" in s %}y{% endif %}{% endfor %}\n";
 
@@ -263,7 +227,7 @@ fn template_with_long_loops_stops_on_the_first_sigterm_with_exit_130() {
     );
     r.write("bundles/b/files/slow.j2", SLOW_TEMPLATE);
     let started = std::time::Instant::now();
-    let run = signalled(
+    let run = crate::harness::signalled(
         &r,
         &["apply", "n1"],
         libc::SIGTERM,
@@ -289,7 +253,7 @@ fn items_rhai_scanning_big_strings_stops_on_the_first_ctrl_c_with_exit_130() {
         "let s = \"x\";\nfor i in 0..23 { s += s; }\nloop { if s.contains(\"y\") { break; } }\n#{}\n",
     );
     let started = std::time::Instant::now();
-    let run = signalled(
+    let run = crate::harness::signalled(
         &r,
         &["test"],
         libc::SIGINT,

@@ -458,3 +458,29 @@ fn allow_external_symlinks_opts_in_and_links_inside_the_repo_keep_working() {
         .expect_code(2)
         .stderr_has("allow_external_symlinks");
 }
+
+#[test]
+fn repo_files_symlinked_out_of_the_repo_are_refused_without_showing_their_text() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    // Not TOML: a parse error would quote the line, leaking the file.
+    std::fs::write(outside.path().join("secret"), "root:$6$secrethash:0\n").expect("write");
+    let secret = outside.path().join("secret");
+    for link in [
+        "nodes/more.toml",
+        "groups.toml",
+        "bundles/b/items.toml",
+        "bundles/b/metadata.toml",
+        "hooks/h.rhai",
+    ] {
+        let r = symlink_repo("");
+        let path = r.path().join(link);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(&secret, &path).expect("symlink");
+        let run = r.cinch(&["test"]).expect_code(2).stderr_has(&format!(
+            "{link} is a symlink to {}, which is outside the repo",
+            secret.display()
+        ));
+        assert!(!run.stderr.contains("secrethash"), "{link}: {}", run.stderr);
+    }
+}
