@@ -568,6 +568,22 @@ content_type = "any"
     }
 
     #[test]
+    fn checked_range_behaves_like_jinja_range() {
+        let template = "{{ range(3)|list }} {{ range(3)|length }} {% for i in range(2) %}{{ loop.length }}{{ loop.revindex }}{% endfor %} {{ range(1, 10, 3)|join(',') }} {{ range(5, 0, -2)|list }} {{ 2 in range(3) }}";
+        let f = Fixture::new().toml(
+            "b",
+            &format!("[files.\"/r\"]\ncontent_type = \"jinja2\"\ncontent = {template:?}\n"),
+        );
+        let node = f.node("n1", &["b"], serde_json::json!({}));
+        let items = load_node_items(&f.repo, &node).unwrap_or_else(|d| panic!("{}", render(&d)));
+        let out = content(&f.repo, &node, &items[0]).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(
+            String::from_utf8_lossy(&out.unwrap_or_default()),
+            "[0, 1, 2] 3 2221 1,4,7 [5, 3, 1] True"
+        );
+    }
+
+    #[test]
     fn nested_range_loops_run_out_of_template_fuel() {
         let f = Fixture::new()
             .toml("b", "[files.\"/x\"]\ncontent_type = \"jinja2\"\nsource = \"x.j2\"\n")
