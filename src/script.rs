@@ -92,11 +92,6 @@ pub fn stop_reason(err: &EvalAltResult) -> Option<String> {
     }
 }
 
-/// True when `err` means the user pressed Ctrl-C (or sent SIGTERM) while the script ran.
-pub fn interrupted(err: &EvalAltResult) -> bool {
-    stop_reason(err).is_some_and(|r| r == crate::budget::INTERRUPTED)
-}
-
 fn json_text(value: &rhai::Dynamic) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }

@@ -337,9 +337,80 @@ static VARIABLE_PATH: LazyLock<regex::Regex> = LazyLock::new(|| {
 
 /// Words of the template language that look like variables but are not.
 const NOT_VARIABLES: &[&str] = &[
-    "and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False", "None",
+    "and",
+    "or",
+    "not",
+    "in",
+    "is",
+    "if",
+    "elif",
+    "else",
+    "endif",
+    "for",
+    "endfor",
+    "set",
+    "endset",
+    "with",
+    "endwith",
+    "include",
+    "import",
+    "from",
+    "as",
+    "extends",
+    "block",
+    "endblock",
+    "macro",
+    "endmacro",
+    "call",
+    "endcall",
+    "filter",
+    "endfilter",
+    "recursive",
+    "break",
+    "continue",
+    "do",
+    "raw",
+    "endraw",
+    "autoescape",
+    "endautoescape",
+    "ignore",
+    "missing",
+    "context",
+    "without",
+    "true",
+    "false",
+    "none",
+    "True",
+    "False",
+    "None",
     "loop",
 ];
+
+/// `source` with the text of string literals blanked out (same length), so words inside
+/// `"hello world"` are not taken for variables; a subscript key (`["name"]`) is kept.
+fn mask_strings(source: &str) -> String {
+    let bytes = source.as_bytes();
+    let mut out = bytes.to_vec();
+    let mut i = 0;
+    while i < bytes.len() {
+        let quote = bytes[i];
+        if quote != b'"' && quote != b'\'' {
+            i += 1;
+            continue;
+        }
+        let subscript = source[..i].trim_end().ends_with('[');
+        let Some(len) = bytes[i + 1..].iter().position(|&b| b == quote) else {
+            break;
+        };
+        let end = i + 1 + len;
+        if !subscript {
+            // Every byte (also of multi-byte characters) becomes an ASCII space.
+            out[i + 1..end].fill(b' ');
+        }
+        i = end + 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| source.to_string())
+}
 
 /// The full dotted expression that is undefined, e.g. `metadata.demo.nosuch`: minijinja's
 /// strict mode only says "undefined value" and points at the code. Each variable path in the
@@ -388,6 +459,8 @@ fn undefined_name(
     .flatten()
     .min()
     .map_or(range.end, |i| range.end + i);
+    let masked = mask_strings(source);
+    let source = masked.as_str();
     let mut candidates: Vec<regex::Match<'_>> = VARIABLE_PATH
         .find_iter(source)
         .filter(|m| m.start() < tag_end.max(range.end) && m.end() > tag_start.min(range.start))
@@ -397,11 +470,13 @@ fn undefined_name(
         let before = source[..m.start()].trim_end();
         let after = source[m.end()..].trim_start();
         // Filter and test names, method and function calls are not variables.
+        // So are the names `set` and `for` assign to.
         if NOT_VARIABLES.contains(&m.as_str())
             || before.ends_with('|')
             || before.ends_with('.')
             || before.ends_with(" is")
             || after.starts_with('(')
+            || (after.starts_with('=') && !after.starts_with("=="))
         {
             continue;
         }
@@ -540,6 +615,15 @@ content_type = "any"
             (
                 "{% include 'inc.j2' %}",
                 "`metadata.demo.missing` is undefined",
+            ),
+            ("{% set y = nosuch | upper %}", "`nosuch` is undefined"),
+            (
+                "{{ \"hello world\" ~ metadata.demo.nosuch }}",
+                "`metadata.demo.nosuch` is undefined",
+            ),
+            (
+                "{{ 'a' ~ metadata[\"demo\"].gone | upper }}",
+                "`metadata[\"demo\"].gone` is undefined",
             ),
         ];
         for (i, (template, expected)) in cases.iter().enumerate() {
