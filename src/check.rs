@@ -78,6 +78,10 @@ pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
             (*node, checked, hook_ok)
         })
         .collect();
+    // Checks stopped by Ctrl-C fail with "interrupted": they are not problems of the repo.
+    if crate::interrupt::requested() {
+        return Err(Error::Interrupted);
+    }
     // `test` is the end of a full test only: a target tests part of the repo.
     if let Some(bus) = &bus
         && args.target.is_none()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::console::{ColorChoice, Console, ConsoleOptions};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// cinch: agentless configuration management over SSH.
 #[derive(Debug, Parser)]
@@ -301,7 +301,14 @@ pub fn main() -> ExitCode {
         repo_path: cli.repo.clone(),
         add_host_keys: cli.command.add_host_keys(),
     };
-    match dispatch(&ctx, cli.command) {
+    let outcome = match dispatch(&ctx, cli.command) {
+        // Work stopped by Ctrl-C/SIGTERM fails with errors that all say "interrupted"; the
+        // user asked for it, so it is one line and exit 130, whatever the command was doing.
+        Err(_) if crate::interrupt::requested() => Err(Error::Interrupted),
+        Ok(_) if crate::interrupt::requested() => Ok(130),
+        other => other,
+    };
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if console.json() {

@@ -340,6 +340,11 @@ pub fn command_bus_with_hooks(
     repo: &crate::repo::Repo,
 ) -> crate::error::Result<(Bus, std::sync::Arc<crate::hooks::Hooks>)> {
     let mut bus = Bus::new();
-    let hooks = crate::hooks::subscribe(&mut bus, &repo.path, ctx.console.clone())?;
+    let hooks = crate::hooks::subscribe(
+        &mut bus,
+        &repo.path,
+        repo.settings.allow_external_symlinks,
+        ctx.console.clone(),
+    )?;
     Ok((bus, hooks))
 }

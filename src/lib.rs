@@ -5,6 +5,7 @@
 //! (terminal output, JSON lines, hooks).
 
 pub mod apply;
+pub mod budget;
 pub mod check;
 pub mod cli;
 pub mod console;
@@ -28,3 +29,7 @@ pub mod run;
 pub mod script;
 pub mod shell;
 pub mod transport;
+
+/// Counts allocations per thread so repo scripts and templates can be bounded by memory.
+#[global_allocator]
+static ALLOCATOR: budget::CountingAlloc = budget::CountingAlloc;

@@ -27,8 +27,16 @@ fn install(name: &str, env: &[(&str, &str)], now: Option<f64>) -> (Repo, Hooks) 
         .collect();
     vars.entry("CINCH_IDENTITY".into())
         .or_insert_with(|| "tester".into());
-    let hooks = Hooks::load_with(repo.path(), console(), HookOptions { now, env: vars })
-        .unwrap_or_else(|d| panic!("{name} did not load: {d:?}"));
+    let hooks = Hooks::load_with(
+        repo.path(),
+        console(),
+        HookOptions {
+            now,
+            env: vars,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|d| panic!("{name} did not load: {d:?}"));
     assert!(hooks.lint().is_empty(), "{name}: {:?}", hooks.lint());
     (repo, hooks)
 }

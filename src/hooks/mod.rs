@@ -105,6 +105,8 @@ pub struct HookOptions {
     pub now: Option<f64>,
     /// Variables `env()` and `run_local()` see in addition to (and over) the process environment.
     pub env: HashMap<String, String>,
+    /// cinch.toml's `[repo] allow_external_symlinks`: may `libs/` link out of the repo?
+    pub allow_external_symlinks: bool,
 }
 
 impl HookOptions {
@@ -120,6 +122,7 @@ impl HookOptions {
         Ok(HookOptions {
             now,
             env: HashMap::new(),
+            allow_external_symlinks: false,
         })
     }
 }
@@ -151,9 +154,11 @@ pub struct Hooks {
 pub fn subscribe(
     bus: &mut Bus,
     repo_path: &Path,
+    allow_external_symlinks: bool,
     console: Arc<Console>,
 ) -> Result<Arc<Hooks>, Error> {
-    let options = HookOptions::from_env().map_err(|d| Error::Repo(vec![d]))?;
+    let mut options = HookOptions::from_env().map_err(|d| Error::Repo(vec![d]))?;
+    options.allow_external_symlinks = allow_external_symlinks;
     let hooks = Arc::new(Hooks::load_with(repo_path, console, options).map_err(Error::Repo)?);
     bus.subscribe(Box::new(hooks.clone()));
     Ok(hooks)
@@ -173,10 +178,18 @@ impl Hooks {
         options: HookOptions,
     ) -> Result<Hooks, Vec<Diagnostic>> {
         let paths = hook_paths(repo_path)?;
+        let sandbox = crate::repo::Sandbox::new(repo_path, options.allow_external_symlinks);
         let mut engine = build_engine(repo_path, console.clone(), options);
         let mut diags = Vec::new();
         let mut compiled = Vec::new();
         for path in paths {
+            if let Some(why) = sandbox.escape(&path) {
+                diags.push(
+                    Diagnostic::at(Location::file(&path), format!("hook file refused: {why}"))
+                        .with_hint(crate::repo::sandbox::HINT),
+                );
+                continue;
+            }
             let text = match crate::repo::read_text(&path) {
                 Ok(t) => t,
                 Err(e) => {
@@ -211,7 +224,10 @@ impl Hooks {
         for (index, (path, text, ast)) in compiled.into_iter().enumerate() {
             // Running the top level once makes its consts and imports part of each function's
             // environment; calls later never re-run it.
-            let module = match Module::eval_ast_as_new(Scope::new(), &ast, &engine) {
+            let budget = crate::budget::Guard::new(crate::budget::Stop::OnNewInterrupt);
+            let module = Module::eval_ast_as_new(Scope::new(), &ast, &engine);
+            drop(budget);
+            let module = match module {
                 Ok(m) => m,
                 Err(e) => {
                     let f = Failure::from_error(&e, &path);
@@ -357,6 +373,7 @@ impl Hooks {
         let args = self.arguments(event);
         for &(index, arity) in targets {
             let call_args: Vec<Dynamic> = args.iter().take(arity).cloned().collect();
+            let budget = crate::budget::Guard::new(crate::budget::Stop::OnNewInterrupt);
             let result = self.engine.call_fn_with_options::<Dynamic>(
                 CallFnOptions::new().eval_ast(false).rewind_scope(true),
                 &mut Scope::new(),
@@ -364,6 +381,7 @@ impl Hooks {
                 shim_name(index, name),
                 call_args,
             );
+            drop(budget);
             let Err(err) = result else { continue };
             let file = &self.files[index];
             let mut failure = Failure::from_error(&err, &file.path);
@@ -640,7 +658,8 @@ fn build_engine(repo_path: &Path, console: Arc<Console>, options: HookOptions) -
             }
         }
     });
-    let mut engine = script::engine_with_log(repo_path, log);
+    let sandbox = crate::repo::Sandbox::new(repo_path, options.allow_external_symlinks);
+    let mut engine = script::engine_with_log(&sandbox, log);
     let options = Arc::new(options);
 
     let o = options.clone();
@@ -861,10 +880,9 @@ impl Failure {
             _ => None,
         };
         let message = match cur {
-            EvalAltResult::ErrorTooManyOperations(_) => format!(
-                "stopped after {} operations (an endless loop?)",
-                script::MAX_OPERATIONS
-            ),
+            EvalAltResult::ErrorTooManyOperations(_) | EvalAltResult::ErrorTerminated(..) => {
+                script::stop_reason(cur).unwrap_or_default()
+            }
             EvalAltResult::ErrorRuntime(v, _) if v.is_string() => v.to_string(),
             // The position is already in the location; Rhai appends it to the text too.
             other => {

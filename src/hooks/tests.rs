@@ -847,6 +847,7 @@ fn test(repo) {
         .load_with(HookOptions {
             now: Some(1_700_000_000.5),
             env: HashMap::from([("HOOK_VAR".to_string(), "v a l".to_string())]),
+            ..Default::default()
         })
         .expect("load");
     hooks.on_event(&Event::Test);
@@ -884,6 +885,7 @@ fn test(repo) {
                 ("CINCH_IDENTITY".to_string(), "alice@laptop".to_string()),
                 ("USER".to_string(), "root".to_string()),
             ]),
+            ..Default::default()
         })
         .expect("load");
     hooks.on_event(&Event::Test);
@@ -1001,7 +1003,7 @@ fn bus_reports_hook_errors_through_subscribe() {
         "fn test(repo) { throw \"policy violated\"; }\n",
     );
     let mut bus = Bus::new();
-    let hooks = subscribe(&mut bus, repo.path(), console()).expect("subscribe");
+    let hooks = subscribe(&mut bus, repo.path(), false, console()).expect("subscribe");
     assert!(!bus.had_errors());
     assert_eq!(bus.emit(&Event::Test), Flow::Continue);
     assert!(bus.had_errors());
@@ -1019,7 +1021,7 @@ fn subscribe_refuses_a_broken_hook_as_a_repo_error() {
     let repo = Repo::new();
     repo.file("hooks/a.rhai", "fn test(repo) {\n");
     let mut bus = Bus::new();
-    let err = subscribe(&mut bus, repo.path(), console())
+    let err = subscribe(&mut bus, repo.path(), false, console())
         .err()
         .expect("must fail");
     assert_eq!(err.exit_code(), 2);

@@ -37,7 +37,7 @@ fn compile(repo: &Repo, bundle: &Bundle) -> Result<Option<Compiled>, Vec<Diagnos
             ]);
         }
     };
-    let engine = crate::script::engine(&repo.path);
+    let engine = crate::script::engine(&repo.sandbox());
     match engine.compile(&text) {
         Ok(ast) => Ok(Some(Compiled {
             engine,
@@ -101,16 +101,21 @@ pub fn node_items(repo: &Repo, bundle: &Bundle, node: &Node) -> Result<Vec<Item>
     })?;
     let mut scope = ::rhai::Scope::new();
     scope.push_constant("node", node_value);
+    // Computing items prepares an apply: once the user pressed Ctrl-C, none of it is wanted.
+    let budget = crate::budget::Guard::new(crate::budget::Stop::OnAnyInterrupt);
     let result = compiled
         .engine
         .eval_ast_with_scope::<Dynamic>(&mut scope, &compiled.ast)
         .map_err(|mut e| {
+            let why = crate::script::stop_reason(&e);
             let pos = e.take_position();
+            let why = why.unwrap_or_else(|| e.to_string());
             vec![Diagnostic::at(
                 position_location(&compiled.path, pos),
-                format!("items.rhai failed for node '{}': {e}", node.name),
+                format!("items.rhai failed for node '{}': {why}", node.name),
             )]
         })?;
+    drop(budget);
     if !result.is_map() {
         return Err(file_diag(format!(
             "items.rhai must return a map like #{{ files: #{{ \"/etc/motd\": #{{ content: \"hi\" }} }} }}, \
@@ -309,7 +314,10 @@ files[util::conf_path(node.name)] = #{ content: "workers=" + node.metadata.nginx
         f.write("bundles/b/items.rhai", "loop {}\n");
         let node = f.node("n1", &["b"], serde_json::json!({}));
         let errors = render(&load_node_items(&f.repo, &node).unwrap_err());
-        assert!(errors.contains("Too many operations"), "{errors}");
+        assert!(
+            errors.contains("stopped after 5000000 operations"),
+            "{errors}"
+        );
     }
 
     #[test]

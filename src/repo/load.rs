@@ -72,9 +72,10 @@ struct BundleDef {
 pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let settings = Settings::load(root, &mut diags);
-    let nodes = read_entities(root, "nodes", &mut diags, read_node);
-    let groups = read_entities(root, "groups", &mut diags, read_group);
-    let bundles = read_bundles(root, &mut diags);
+    let sandbox = crate::repo::Sandbox::new(root, settings.allow_external_symlinks);
+    let nodes = read_entities(root, &sandbox, "nodes", &mut diags, read_node);
+    let groups = read_entities(root, &sandbox, "groups", &mut diags, read_group);
+    let bundles = read_bundles(root, &sandbox, &mut diags);
 
     for name in nodes.keys() {
         if let Some(g) = groups.get(name) {
@@ -213,6 +214,7 @@ impl Conflict {
 /// twice is an error naming both places.
 fn read_entities<T>(
     root: &Path,
+    sandbox: &crate::repo::Sandbox,
     kind: &str,
     diags: &mut Vec<Diagnostic>,
     read_one: fn(&TomlFile, &str, &dyn toml_edit::TableLike, Location, &mut Vec<Diagnostic>) -> T,
@@ -232,6 +234,10 @@ where
     let singular = &kind[..kind.len() - 1];
     let mut out: BTreeMap<String, T> = BTreeMap::new();
     for path in files {
+        if let Some(d) = escape_diag(sandbox, &path) {
+            diags.push(d);
+            continue;
+        }
         let file = match TomlFile::read(&path) {
             Ok(f) => f,
             Err(d) => {
@@ -306,6 +312,14 @@ where
         }
     }
     out
+}
+
+/// A repo file that is (or lies under) a symlink out of the repo, as an error naming the link.
+fn escape_diag(sandbox: &crate::repo::Sandbox, path: &Path) -> Option<Diagnostic> {
+    sandbox.escape(path).map(|why| {
+        Diagnostic::at(Location::file(path), format!("refused: {why}"))
+            .with_hint(crate::repo::sandbox::HINT)
+    })
 }
 
 /// `*.toml` files directly in `dir`, sorted (files starting with `_` or `.` are ignored).
@@ -507,7 +521,11 @@ fn regex_reason(e: &regex::Error) -> String {
 }
 
 /// Every directory under `bundles/` is a bundle; `metadata.toml` in it holds its defaults.
-fn read_bundles(root: &Path, diags: &mut Vec<Diagnostic>) -> BTreeMap<String, BundleDef> {
+fn read_bundles(
+    root: &Path,
+    sandbox: &crate::repo::Sandbox,
+    diags: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, BundleDef> {
     let mut out = BTreeMap::new();
     let dir = root.join("bundles");
     if !dir.is_dir() {
@@ -544,6 +562,17 @@ fn read_bundles(root: &Path, diags: &mut Vec<Diagnostic>) -> BTreeMap<String, Bu
                 Location::file(&path),
                 format!("invalid bundle name: {why}"),
             ));
+            continue;
+        }
+        // The bundle directory, or one of its files, may be the link out of the repo.
+        let escape = ["", "items.toml", "items.rhai", "metadata.toml"]
+            .iter()
+            .find_map(|f| sandbox.escape(&path.join(f)));
+        if let Some(why) = escape {
+            diags.push(
+                Diagnostic::at(Location::file(&path), format!("bundle '{name}': {why}"))
+                    .with_hint(crate::repo::sandbox::HINT),
+            );
             continue;
         }
         let meta_path = path.join("metadata.toml");

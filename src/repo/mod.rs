@@ -5,12 +5,14 @@ mod group;
 pub mod load;
 pub mod metadata;
 pub mod node;
+pub mod sandbox;
 pub mod settings;
 mod target;
 pub mod template;
 pub(crate) mod toml_file;
 
 pub use node::{Node, TransportKind};
+pub use sandbox::Sandbox;
 pub use settings::Settings;
 
 use std::collections::BTreeMap;
@@ -100,6 +102,11 @@ impl Repo {
         let root = std::path::absolute(root)
             .map_err(|e| Error::io(format!("resolving {}", root.display()), e))?;
         load::load(&root).map_err(Error::Repo)
+    }
+
+    /// Where repo code may read files (see [`Sandbox`]).
+    pub fn sandbox(&self) -> Sandbox {
+        Sandbox::new(&self.path, self.settings.allow_external_symlinks)
     }
 
     /// The node called `name`, or a usage error with the closest name as a hint.

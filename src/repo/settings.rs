@@ -14,6 +14,8 @@ pub struct Settings {
     /// Problems that do not stop the repo from loading but that `cinch test` reports, such
     /// as a configured ssh file that does not exist (ssh would fail on every node).
     pub problems: Vec<Diagnostic>,
+    /// `[repo] allow_external_symlinks`: may symlinks in the repo lead out of it?
+    pub allow_external_symlinks: bool,
 }
 
 /// `[ssh]` in cinch.toml.
@@ -34,6 +36,7 @@ impl Default for Settings {
             item_workers: 4,
             ssh: SshSettings::default(),
             problems: Vec::new(),
+            allow_external_symlinks: false,
         }
     }
 }
@@ -59,7 +62,7 @@ impl Settings {
             table: file.root(),
             what: "cinch.toml".into(),
         };
-        root.check_keys(&["defaults", "ssh"], diags);
+        root.check_keys(&["defaults", "ssh", "repo"], diags);
         if let Some(section) = section(&file, "defaults", diags) {
             let f = Fields {
                 file: &file,
@@ -117,6 +120,17 @@ impl Settings {
             settings.ssh.connect_timeout = f
                 .integer("connect_timeout", 1..=3600, diags)
                 .map(|n| n as u64);
+        }
+        if let Some(section) = section(&file, "repo", diags) {
+            let f = Fields {
+                file: &file,
+                table: section,
+                what: "[repo]".into(),
+            };
+            f.check_keys(&["allow_external_symlinks"], diags);
+            if let Some(allow) = f.boolean("allow_external_symlinks", diags) {
+                settings.allow_external_symlinks = allow;
+            }
         }
         settings
     }

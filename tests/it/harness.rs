@@ -179,3 +179,34 @@ pub fn wait_until_gone(pattern: &str) -> Vec<String> {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Runs cinch with `args`, sends `signal` after `after`, and returns the run once it exits;
+/// fails (killing it) if it is still running 20 s after the signal.
+pub fn signalled(r: &TestRepo, args: &[&str], signal: i32, after: std::time::Duration) -> Run {
+    let mut cmd = cinch_command();
+    cmd.arg("-r").arg(r.path()).args(args);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawning cinch");
+    std::thread::sleep(after);
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().expect("waiting for cinch").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("reaping cinch");
+            panic!(
+                "cinch ignored signal {signal} for 20 s\n--- stderr\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("reaping cinch");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

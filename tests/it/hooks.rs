@@ -853,3 +853,39 @@ fn failed_fix_tells_item_apply_end_the_states_before_and_after() {
         "a failed fix changes nothing"
     );
 }
+
+#[test]
+fn libs_import_cycle_in_a_hook_is_reported_with_file_and_line_not_a_stack_overflow() {
+    let r = TestRepo::new()
+        .file("nodes.toml", "[nodes.n1]\ntransport = \"local\"\n")
+        .file("libs/u.rhai", "// u needs itself\nimport \"u\" as u;\n")
+        .file("hooks/h.rhai", "import \"u\" as u;\nfn test(repo) {}\n");
+    r.cinch(&["test"])
+        .expect_code(2)
+        .stderr_has("libs/u.rhai:2")
+        .stderr_has("import cycle: libs/u.rhai line 2 imports \"u\"");
+}
+
+#[test]
+fn hook_scanning_big_strings_stops_on_the_first_ctrl_c_with_exit_130() {
+    let r = TestRepo::new()
+        .file("nodes.toml", "[nodes.n1]\ntransport = \"local\"\n")
+        .file(
+            "hooks/slow.rhai",
+            "fn test_node(repo, node) {\n    let s = \"x\";\n    for i in 0..23 { s += s; }\n    loop { if s.contains(\"y\") { break; } }\n}\n",
+        );
+    let started = std::time::Instant::now();
+    crate::harness::signalled(
+        &r,
+        &["test"],
+        libc::SIGINT,
+        std::time::Duration::from_millis(1500),
+    )
+    .expect_code(130)
+    .stderr_has("interrupted");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+}

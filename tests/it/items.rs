@@ -199,3 +199,135 @@ fn items_rhai_runtime_error_names_file_and_line() {
         .stderr_has("bundles/base/items.rhai:2:")
         .stderr_has("items.rhai failed for node 'web1'");
 }
+
+/// A repo whose node `n1` (local transport) has bundle `b`, for the sandbox limits.
+fn limits_repo() -> TestRepo {
+    let r = TestRepo::new();
+    let nodes = format!(
+        "[nodes.n1]\ntransport = \"local\"\nbundles = [\"b\"]\nlock_dir = \"{}\"\n",
+        r.path().join("locks").display()
+    );
+    r.file("nodes.toml", &nodes)
+        .file("bundles/b/items.toml", "")
+}
+
+/// Loops whose every step scans an 8 MB string: few template instructions, minutes of work.
+const SLOW_TEMPLATE: &str = "{% set s = \"x\" * 8000000 %}{% for i in range(100000) %}{% if \"y\" in s %}y{% endif %}{% endfor %}\n";
+
+#[test]
+fn template_with_long_loops_stops_on_the_first_sigterm_with_exit_130() {
+    let r = limits_repo();
+    let target = r.path().join("out.conf");
+    r.write(
+        "bundles/b/items.toml",
+        &format!(
+            "[files.\"{}\"]\ncontent_type = \"jinja2\"\nsource = \"slow.j2\"\n",
+            target.display()
+        ),
+    );
+    r.write("bundles/b/files/slow.j2", SLOW_TEMPLATE);
+    let started = std::time::Instant::now();
+    let run = crate::harness::signalled(
+        &r,
+        &["apply", "n1"],
+        libc::SIGTERM,
+        std::time::Duration::from_millis(1500),
+    )
+    .expect_code(130)
+    .stderr_has("interrupted");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "took {:?}\n{}",
+        started.elapsed(),
+        run.stderr
+    );
+    assert!(!target.exists(), "nothing applied after the interrupt");
+}
+
+#[test]
+fn items_rhai_scanning_big_strings_stops_on_the_first_ctrl_c_with_exit_130() {
+    let r = limits_repo();
+    // Under the operation limit for hours: every `contains` is one operation over 8 MB.
+    r.write(
+        "bundles/b/items.rhai",
+        "let s = \"x\";\nfor i in 0..23 { s += s; }\nloop { if s.contains(\"y\") { break; } }\n#{}\n",
+    );
+    let started = std::time::Instant::now();
+    let run = crate::harness::signalled(
+        &r,
+        &["test"],
+        libc::SIGINT,
+        std::time::Duration::from_millis(1500),
+    )
+    .expect_code(130)
+    .stderr_has("interrupted");
+    assert!(
+        !run.stdout.contains("problem") && !run.stderr.contains("problem"),
+        "an interrupt is not a repo problem\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn nested_range_loops_in_a_template_run_out_of_fuel() {
+    let r = limits_repo().file(
+        "bundles/b/items.toml",
+        "[files.\"/tmp/never\"]\ncontent_type = \"jinja2\"\nsource = \"loops.j2\"\n",
+    );
+    r.write(
+        "bundles/b/files/loops.j2",
+        "ok\n{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}\n",
+    );
+    r.cinch(&["test"])
+        .expect_code(1)
+        .stderr_has("loops.j2:2: template of file:/tmp/never failed: stopped after 5000000 template instructions");
+}
+
+#[test]
+fn rhai_loop_building_megabyte_strings_stops_at_the_memory_limit() {
+    let r = limits_repo().file(
+        "bundles/b/items.rhai",
+        "let n = 0;\nloop { let s = \"x\"; for i in 0..20 { s += s; } n += s.len(); }\n#{}\n",
+    );
+    r.cinch(&["test"])
+        .expect_code(1)
+        .stderr_has("items.rhai failed for node 'n1': memory limit exceeded");
+}
+
+#[test]
+fn template_error_names_the_undefined_metadata_path() {
+    let r = limits_repo().file(
+        "bundles/b/items.toml",
+        "[files.\"/tmp/never\"]\ncontent_type = \"jinja2\"\nsource = \"demo.j2\"\n",
+    );
+    r.write(
+        "nodes.toml",
+        "[nodes.n1]\ntransport = \"local\"\nbundles = [\"b\"]\n[nodes.n1.metadata]\ndemo = { port = 80 }\n",
+    );
+    r.write(
+        "bundles/b/files/demo.j2",
+        "port {{ metadata.demo.port }}\nname {{ metadata.demo.nosuch }}\n",
+    );
+    r.cinch(&["test"]).expect_code(1).stderr_has(
+        "demo.j2:2: template of file:/tmp/never failed: `metadata.demo.nosuch` is undefined",
+    );
+}
+
+#[test]
+fn libs_import_cycle_in_items_rhai_is_an_error_not_a_stack_overflow() {
+    let r = limits_repo()
+        .file("bundles/b/items.rhai", "import \"a\" as a;\n#{}\n")
+        .file("libs/a.rhai", "import \"b\" as b;\nfn f() { 1 }\n")
+        .file("libs/b.rhai", "fn g() { 2 }\nimport \"a\" as a;\n");
+    r.cinch(&["test"])
+        .expect_code(1)
+        .stderr_has("items.rhai:1:")
+        .stderr_has("import cycle: libs/b.rhai line 2 imports \"a\"")
+        .stderr_has("(a -> b -> a)");
+}

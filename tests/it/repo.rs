@@ -522,3 +522,145 @@ fn hostname_or_username_starting_with_dash_is_refused() {
         .stderr_has("nodes.toml:2:12: node 'web1': hostname '-oProxyCommand=touch /tmp/x' must not start with '-'")
         .stderr_has("nodes.toml:3:12: node 'web1': username '-lroot' must not be empty or start with '-'");
 }
+
+/// A repo with node `n1` (local transport) and bundle `b`, whose files/ the symlink tests fill.
+fn symlink_repo(items: &str) -> TestRepo {
+    let r = TestRepo::new();
+    let nodes = format!(
+        "[nodes.n1]\ntransport = \"local\"\nbundles = [\"b\"]\nlock_dir = \"{}\"\n",
+        r.path().join("locks").display()
+    );
+    r.file("nodes.toml", &nodes)
+        .file("bundles/b/items.toml", items)
+}
+
+#[test]
+fn file_source_symlink_to_etc_shadow_is_refused_naming_the_link() {
+    let r =
+        symlink_repo("[files.\"/tmp/never-shadow\"]\nsource = \"x\"\ncontent_type = \"binary\"\n");
+    std::fs::create_dir_all(r.path().join("bundles/b/files")).expect("mkdir");
+    std::os::unix::fs::symlink("/etc/shadow", r.path().join("bundles/b/files/x")).expect("symlink");
+    // `test` reports it as a problem (1), `apply` refuses to start (2).
+    for (args, code) in [(&["test"][..], 1), (&["apply", "n1"][..], 2)] {
+        r.cinch(args)
+            .expect_code(code)
+            .stderr_has("items.toml:1:1: source of file:/tmp/never-shadow refused: bundles/b/files/x is a symlink to /etc/shadow, which is outside the repo")
+            .stderr_has("allow_external_symlinks");
+    }
+    assert!(!std::path::Path::new("/tmp/never-shadow").exists());
+}
+
+#[test]
+fn template_include_through_a_symlink_out_of_the_repo_is_refused() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::fs::write(outside.path().join("secret"), "root:x:0\n").expect("write");
+    let r =
+        symlink_repo("[files.\"/tmp/never-inc\"]\ncontent_type = \"jinja2\"\nsource = \"t.j2\"\n")
+            .file("bundles/b/files/t.j2", "head\n{% include \"inc\" %}\n");
+    std::os::unix::fs::symlink(outside.path(), r.path().join("bundles/b/files/inc-dir"))
+        .expect("symlink");
+    std::os::unix::fs::symlink(
+        outside.path().join("secret"),
+        r.path().join("bundles/b/files/inc"),
+    )
+    .expect("symlink");
+    let run = r
+        .cinch(&["test"])
+        .expect_code(1)
+        .stderr_has("t.j2:2: template of file:/tmp/never-inc failed")
+        .stderr_has("bundles/b/files/inc is a symlink to");
+    assert!(!run.stderr.contains("root:x:0"), "{}", run.stderr);
+    // A template under a symlinked directory is refused naming the directory.
+    r.write("bundles/b/files/t.j2", "{% include \"inc-dir/secret\" %}\n");
+    r.cinch(&["test"])
+        .expect_code(1)
+        .stderr_has("bundles/b/files/inc-dir is a symlink to");
+}
+
+#[test]
+fn symlinked_bundle_directory_outside_the_repo_is_refused() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::fs::write(outside.path().join("items.toml"), "").expect("write");
+    let r = symlink_repo("");
+    std::os::unix::fs::symlink(outside.path(), r.path().join("bundles/ext")).expect("symlink");
+    r.write(
+        "nodes.toml",
+        "[nodes.n1]\ntransport = \"local\"\nbundles = [\"b\", \"ext\"]\n",
+    );
+    r.cinch(&["test"])
+        .expect_code(2)
+        .stderr_has("bundle 'ext': bundles/ext is a symlink to");
+}
+
+#[test]
+fn allow_external_symlinks_opts_in_and_links_inside_the_repo_keep_working() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::fs::write(outside.path().join("motd"), "from outside\n").expect("write");
+    let r = symlink_repo("");
+    let ext = r.path().join("out/ext");
+    let inside = r.path().join("out/inside");
+    r.write(
+        "bundles/b/items.toml",
+        &format!(
+            "[files.\"{}\"]\nsource = \"ext\"\n[files.\"{}\"]\nsource = \"inside\"\n",
+            ext.display(),
+            inside.display()
+        ),
+    );
+    r.write("shared/motd", "shared in the repo\n");
+    std::fs::create_dir_all(r.path().join("bundles/b/files")).expect("mkdir");
+    std::fs::create_dir_all(r.path().join("out")).expect("mkdir");
+    std::os::unix::fs::symlink(
+        outside.path().join("motd"),
+        r.path().join("bundles/b/files/ext"),
+    )
+    .expect("symlink");
+    std::os::unix::fs::symlink(
+        "../../../shared/motd",
+        r.path().join("bundles/b/files/inside"),
+    )
+    .expect("symlink");
+    r.cinch(&["test"])
+        .expect_code(1)
+        .stderr_has("bundles/b/files/ext is a symlink to");
+    r.write("cinch.toml", "[repo]\nallow_external_symlinks = true\n");
+    r.cinch(&["apply", "n1"]).expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(&ext).expect("ext"),
+        "from outside\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&inside).expect("inside"),
+        "shared in the repo\n"
+    );
+    r.write("cinch.toml", "[repo]\nallow_external_symlinks = \"yes\"\n");
+    r.cinch(&["test"])
+        .expect_code(2)
+        .stderr_has("allow_external_symlinks");
+}
+
+#[test]
+fn repo_files_symlinked_out_of_the_repo_are_refused_without_showing_their_text() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    // Not TOML: a parse error would quote the line, leaking the file.
+    std::fs::write(outside.path().join("secret"), "root:$6$secrethash:0\n").expect("write");
+    let secret = outside.path().join("secret");
+    for link in [
+        "nodes/more.toml",
+        "groups.toml",
+        "bundles/b/items.toml",
+        "bundles/b/metadata.toml",
+        "hooks/h.rhai",
+    ] {
+        let r = symlink_repo("");
+        let path = r.path().join(link);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(&secret, &path).expect("symlink");
+        let run = r.cinch(&["test"]).expect_code(2).stderr_has(&format!(
+            "{link} is a symlink to {}, which is outside the repo",
+            secret.display()
+        ));
+        assert!(!run.stderr.contains("secrethash"), "{link}: {}", run.stderr);
+    }
+}
