@@ -56,6 +56,14 @@ pub enum Command {
     /// some node's items, templates, dependencies or metadata, or a configured ssh file that
     /// does not exist; 2: the repo does not load.
     Test(TestArgs),
+    /// Hash each node's configuration (items' expected states), without connecting.
+    ///
+    /// The same repo gives the same hashes on any machine; a refactor that changes nothing on
+    /// the nodes (moving items between bundles, renaming template sources) keeps every hash.
+    Hash(HashArgs),
+    /// Show what a change of the repo changes on each node, between git revisions, without
+    /// connecting (exit 1 if anything differs).
+    Diff(DiffArgs),
     /// List nodes.
     Nodes(NodesArgs),
     /// List groups.
@@ -223,6 +231,29 @@ pub struct TestArgs {
     pub target: Option<String>,
 }
 
+/// `cinch hash`.
+#[derive(Debug, Args)]
+pub struct HashArgs {
+    /// Nodes to hash (default: all).
+    pub target: Option<String>,
+    /// Include each node's merged metadata in its hash.
+    #[arg(long)]
+    pub metadata: bool,
+    /// Also print the hash of every item.
+    #[arg(long)]
+    pub items: bool,
+}
+
+/// `cinch diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// REV (compared with the work tree) or REV..REV2: git commits, branches or tags.
+    #[arg(value_name = "REV[..REV2]")]
+    pub revisions: String,
+    /// Nodes to compare (default: all); a node added or removed exists on one side only.
+    pub target: Option<String>,
+}
+
 /// `cinch nodes`.
 #[derive(Debug, Args)]
 pub struct NodesArgs {
@@ -356,6 +387,8 @@ fn dispatch(ctx: &Context, command: Command) -> Result<u8> {
         }
         Command::Lock(l) => crate::lock::cmd_lock(ctx, &l.command),
         Command::Test(a) => crate::check::cmd_test(ctx, &a),
+        Command::Hash(a) => crate::review::hash::cmd_hash(ctx, &a),
+        Command::Diff(a) => crate::review::diff::cmd_diff(ctx, &a),
         Command::Nodes(a) => crate::inspect::cmd_nodes(ctx, &a),
         Command::Groups(a) => crate::inspect::cmd_groups(ctx, &a),
         Command::Items(a) => crate::inspect::cmd_items(ctx, &a),

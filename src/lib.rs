@@ -25,6 +25,7 @@ pub mod output;
 pub mod plan;
 pub mod probe;
 pub mod repo;
+pub mod review;
 pub mod run;
 pub mod script;
 pub mod shell;

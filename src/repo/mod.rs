@@ -78,6 +78,12 @@ pub struct Repo {
 impl Repo {
     /// Finds the repo (`-r`, `$CINCH_REPO`, or the current directory and its parents) and loads it.
     pub fn discover(explicit: Option<&Path>) -> Result<Repo> {
+        Repo::load(&Repo::discover_root(explicit)?)
+    }
+
+    /// Where [`Repo::discover`] finds the repo, without loading it (`cinch diff` loads other
+    /// revisions of it from git).
+    pub fn discover_root(explicit: Option<&Path>) -> Result<PathBuf> {
         let root = match explicit {
             Some(dir) => {
                 if !is_repo(dir) {
@@ -94,7 +100,7 @@ impl Repo {
                     .ok_or_else(|| not_a_repo(&cwd, true))?
             }
         };
-        Repo::load(&root)
+        Ok(root)
     }
 
     /// Loads the repo at `root` without searching; every problem found is in the error.

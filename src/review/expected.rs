@@ -1,0 +1,263 @@
+//! The one definition of an item's expected state for review: `cinch hash`, `cinch diff` and
+//! (later) saved plans and drift records all go item → canonical expected state → sha256, so
+//! a hash printed by one is the hash compared by the others.
+//!
+//! The canonical state is what the node must look like, never how the repo says it: no file
+//! paths of the control machine, no bundle names, no source locations, no dependency edges,
+//! object keys sorted. Moving an item to another bundle, renaming a template source or
+//! reordering items.toml keeps every hash; changing what ends up on the node changes it.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::diag::Diagnostic;
+use crate::items::state::{Local, stateful};
+use crate::items::{Item, ItemKind};
+use crate::repo::{Node, Repo};
+
+/// Version of the canonical form, hashed into every node hash: a change of what is hashed
+/// bumps it, so a hash never silently means two different things.
+pub const FORMAT: u32 = 1;
+
+/// Shown instead of a value that must never be printed (sensitive content, password hashes).
+pub const MASK: &str = "[sensitive]";
+
+impl Item {
+    /// The canonical expected state of this item (keys sorted), given what the executor knows
+    /// locally (the rendered content's hash): the input of [`state_hash`].
+    pub fn canonical_expected(&self, local: &Local) -> Value {
+        let mut m = Map::new();
+        match stateful(&self.kind) {
+            Some(behaviour) => match behaviour.expected(self, local) {
+                Some(state) => {
+                    for (k, v) in state {
+                        // A probe-time invariant ("no staging leftovers"), the same for every
+                        // file: not something the repo says.
+                        if k != crate::items::file::LEFTOVERS {
+                            m.insert(k, v);
+                        }
+                    }
+                }
+                None => {
+                    m.insert("type".into(), json!(self.type_name()));
+                    m.insert("absent".into(), json!(true));
+                }
+            },
+            None => {
+                m.insert("type".into(), json!(self.type_name()));
+                if let ItemKind::Action(a) = &self.kind {
+                    m.insert("command".into(), json!(a.command));
+                    if !a.expected_return_code.is_empty() {
+                        m.insert(
+                            "expected_return_code".into(),
+                            json!(a.expected_return_code),
+                        );
+                    }
+                    let optional = [
+                        ("expected_stdout", &a.expected_stdout),
+                        ("expected_stderr", &a.expected_stderr),
+                        ("data_stdin", &a.data_stdin),
+                    ];
+                    for (k, v) in optional {
+                        if let Some(v) = v {
+                            m.insert(k.into(), json!(v));
+                        }
+                    }
+                    if let Some(i) = a.interactive {
+                        m.insert("interactive".into(), json!(i));
+                    }
+                }
+            }
+        }
+        // Whether the item is applied at all is part of what the node ends up with; the
+        // order (needs, after, ...) is not.
+        if self.deps.skip {
+            m.insert("skip".into(), json!(true));
+        }
+        if self.deps.triggered {
+            m.insert("triggered".into(), json!(true));
+        }
+        if let Some(u) = &self.deps.unless {
+            m.insert("unless".into(), json!(u));
+        }
+        canonical(Value::Object(m))
+    }
+
+    /// Keys of the canonical state whose values are never shown (their changes are named).
+    pub fn masked_keys(&self) -> Vec<&'static str> {
+        let mut keys: Vec<&'static str> = stateful(&self.kind)
+            .map(|b| b.hidden_keys().to_vec())
+            .unwrap_or_default();
+        if let ItemKind::File(f) = &self.kind
+            && f.sensitive
+        {
+            keys.push("content_hash");
+        }
+        keys
+    }
+
+    /// Whether the content of this item must never be shown or diffed.
+    pub fn sensitive_content(&self) -> bool {
+        matches!(&self.kind, ItemKind::File(f) if f.sensitive)
+    }
+}
+
+/// `v` with every object's keys sorted, recursively; arrays keep their order (it means
+/// something: a list of return codes, a command's words).
+pub fn canonical(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut pairs: Vec<(String, Value)> = m.into_iter().collect();
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(pairs.into_iter().map(|(k, v)| (k, canonical(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
+/// The hex sha256 of the compact JSON of `v` after [`canonical`]: equal values hash equal on
+/// every machine (serde_json prints numbers and strings one way only).
+pub fn state_hash(v: &Value) -> String {
+    let bytes = serde_json::to_vec(&canonical(v.clone())).unwrap_or_default();
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// One item as review sees it.
+#[derive(Debug, Clone)]
+pub struct ItemState {
+    pub id: String,
+    /// [`Item::canonical_expected`], unmasked: only hashed, shown through [`ItemState::shown`].
+    pub state: Value,
+    /// [`state_hash`] of `state`.
+    pub hash: String,
+    /// The expected file content, for content diffs.
+    pub content: Option<Arc<Vec<u8>>>,
+    /// Never show the content.
+    pub sensitive: bool,
+    /// Keys of `state` never shown.
+    pub masked: Vec<&'static str>,
+}
+
+impl ItemState {
+    /// The state with masked values replaced by [`MASK`], safe to print.
+    pub fn shown(&self) -> Value {
+        let mut v = self.state.clone();
+        if let Value::Object(m) = &mut v {
+            for k in &self.masked {
+                if let Some(slot) = m.get_mut(*k) {
+                    *slot = json!(MASK);
+                }
+            }
+        }
+        v
+    }
+}
+
+/// One node as review sees it: its items (sorted by id) and merged metadata.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    pub name: String,
+    pub items: Vec<ItemState>,
+    pub metadata: Value,
+}
+
+impl NodeState {
+    /// The node hash: its item ids and item hashes, and with `metadata` its metadata too.
+    pub fn hash(&self, metadata: bool) -> String {
+        let items: Map<String, Value> = self
+            .items
+            .iter()
+            .map(|i| (i.id.clone(), json!(i.hash)))
+            .collect();
+        let mut input = json!({"format": FORMAT, "items": items});
+        if metadata {
+            input["metadata"] = self.metadata.clone();
+        }
+        state_hash(&input)
+    }
+}
+
+/// The hash of a selection of nodes: their names and node hashes.
+pub fn selection_hash(nodes: &[(&str, String)]) -> String {
+    let m: Map<String, Value> = nodes
+        .iter()
+        .map(|(name, h)| (name.to_string(), json!(h)))
+        .collect();
+    state_hash(&json!({"format": FORMAT, "nodes": m}))
+}
+
+/// Runs the local checks of one node (as apply does) and computes every item's state.
+pub fn node_state(repo: &Repo, node: &Node) -> Result<NodeState, Vec<Diagnostic>> {
+    let checked = crate::check::local_checks(repo, node)?;
+    let locals = crate::executor::locals(&checked.plan.items, checked.contents, 0);
+    let items = checked
+        .plan
+        .items
+        .iter()
+        .zip(locals)
+        .map(|(item, local)| {
+            let state = item.canonical_expected(&local);
+            ItemState {
+                id: item.id.clone(),
+                hash: state_hash(&state),
+                state,
+                content: local.content,
+                sensitive: item.sensitive_content(),
+                masked: item.masked_keys(),
+            }
+        })
+        .collect();
+    Ok(NodeState {
+        name: node.name.clone(),
+        items,
+        metadata: canonical(node.metadata.clone()),
+    })
+}
+
+/// [`node_state`] of every node, in parallel, in the order given; all problems of all nodes
+/// (once each, in fixing order) when any node does not build.
+pub fn node_states(repo: &Repo, nodes: &[&Node]) -> crate::error::Result<Vec<NodeState>> {
+    let results: Vec<Result<NodeState, Vec<Diagnostic>>> =
+        nodes.par_iter().map(|n| node_state(repo, n)).collect();
+    if crate::interrupt::requested() {
+        return Err(crate::error::Error::Interrupted);
+    }
+    let mut states = Vec::with_capacity(results.len());
+    let mut problems = Vec::new();
+    for r in results {
+        match r {
+            Ok(s) => states.push(s),
+            Err(d) => problems.extend(d),
+        }
+    }
+    if problems.is_empty() {
+        Ok(states)
+    } else {
+        Err(crate::error::Error::Repo(crate::check::dedup_sorted(
+            problems,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_does_not_depend_on_insertion_order() {
+        let a = json!({"b": 1, "a": {"y": [2, 1], "x": "s"}});
+        let mut m = Map::new();
+        m.insert("a".into(), json!({"x": "s", "y": [2, 1]}));
+        m.insert("b".into(), json!(1));
+        assert_eq!(state_hash(&a), state_hash(&Value::Object(m)));
+        assert_ne!(state_hash(&a), state_hash(&json!({"b": 1, "a": {"y": [1, 2], "x": "s"}})));
+        assert_eq!(
+            serde_json::to_string(&canonical(a)).expect("json"),
+            r#"{"a":{"x":"s","y":[2,1]},"b":1}"#
+        );
+    }
+}

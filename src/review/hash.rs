@@ -1,0 +1,69 @@
+//! `cinch hash`: a deterministic hash of each selected node's configuration and of the whole
+//! selection, computed without connecting (see [`super::expected`] for what is hashed).
+
+use serde_json::json;
+
+use super::expected::{NodeState, node_states, selection_hash};
+use crate::cli::{Context, HashArgs};
+use crate::error::Result;
+
+/// Runs `cinch hash`.
+pub fn cmd_hash(ctx: &Context, args: &HashArgs) -> Result<u8> {
+    let repo = ctx.load_repo()?;
+    let nodes = repo.select(args.target.as_deref().unwrap_or("all"))?;
+    let states = node_states(&repo, &nodes)?;
+    let hashes: Vec<(&str, String)> = states
+        .iter()
+        .map(|s| (s.name.as_str(), s.hash(args.metadata)))
+        .collect();
+    let total = selection_hash(&hashes);
+    let c = &ctx.console;
+    if c.json() {
+        for (state, (_, hash)) in states.iter().zip(&hashes) {
+            let mut line = json!({"event": "node_hash", "node": state.name, "hash": hash});
+            if args.items {
+                line["items"] = item_hashes(state);
+            }
+            c.json_line(&line);
+        }
+        c.json_line(&json!({
+            "event": "hash",
+            "hash": total,
+            "nodes": states.len(),
+            "metadata": args.metadata,
+        }));
+        return Ok(0);
+    }
+    if !c.quiet() {
+        for (state, (name, hash)) in states.iter().zip(&hashes) {
+            c.out(&format!("{hash}  {name}"));
+            if args.items {
+                for item in &state.items {
+                    c.out(&format!("  {}  {}", item.hash, item.id));
+                }
+            }
+        }
+    }
+    if c.quiet() {
+        // For scripts: `[ "$(cinch -q hash web1)" = "$REVIEWED" ]`.
+        c.out(&total);
+    } else {
+        c.out(&format!(
+            "{total}  ({} node{})",
+            states.len(),
+            if states.len() == 1 { "" } else { "s" }
+        ));
+    }
+    Ok(0)
+}
+
+/// `{item id: hash}` of one node, in id order.
+fn item_hashes(state: &NodeState) -> serde_json::Value {
+    serde_json::Value::Object(
+        state
+            .items
+            .iter()
+            .map(|i| (i.id.clone(), json!(i.hash)))
+            .collect(),
+    )
+}
