@@ -324,7 +324,7 @@ fn content_change(i: &ItemDiff<'_>, plain: bool) -> Option<String> {
         return None;
     }
     if i.old.is_some_and(|s| s.sensitive) || i.new.is_some_and(|s| s.sensitive) {
-        return Some("content: changed (sensitive, not shown)\n".to_string());
+        return Some("content: (sensitive, not shown)\n".to_string());
     }
     let path = i.id.split_once(':').map_or(i.id, |(_, p)| p);
     match (as_text(old), as_text(new)) {
@@ -415,13 +415,16 @@ fn print_human(ctx: &Context, diffs: &[NodeDiff<'_>], sides: &Sides<'_>) {
                     for s in [Status::Added, Status::Removed, Status::Changed] {
                         let n = d.count(s);
                         if n > 0 {
-                            parts.push(format!("{n} {}", s.as_str()));
+                            parts.push(format!("{} {}", plural(n, "item"), s.as_str()));
                         }
                     }
                     if !d.metadata.is_empty() {
-                        parts.push(plural(d.metadata.len(), "metadata key"));
+                        parts.push(format!(
+                            "{} changed",
+                            plural(d.metadata.len(), "metadata key")
+                        ));
                     }
-                    format!("changed: {}", parts.join(", "))
+                    parts.join(", ")
                 }
                 s => format!("{} ({})", s.as_str(), plural(d.items.len(), "item")),
             };

@@ -49,7 +49,9 @@ pub fn load_at(root: &Path, rev: &str) -> Result<Revision> {
         .tempdir()
         .map_err(|e| Error::io("creating a temporary directory", e))?;
     let tree = format!("{commit}:{prefix}");
-    let tar = git_bytes(root, &["archive", "--format=tar", &tree]).map_err(|e| {
+    // From the top level: in a subdirectory, git archive would keep only that subdirectory's
+    // paths *inside* the tree named, which is then empty.
+    let tar = git_bytes(Path::new(&toplevel), &["archive", "--format=tar", &tree]).map_err(|e| {
         Error::Usage(format!(
             "the repo directory {prefix} does not exist at {rev} ({e})",
             prefix = if prefix.is_empty() { "." } else { &prefix }

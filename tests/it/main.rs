@@ -11,6 +11,7 @@ mod items;
 mod lock;
 mod plan;
 mod repo;
+mod review;
 mod run;
 mod sshd;
 mod sysitems;
