@@ -181,7 +181,24 @@ pub fn exit_status(path: &[&str]) -> &'static [(&'static str, &'static str)] {
                  hooks that do not compile) or bad usage. Every problem is still listed.",
             ),
         ],
-        ["nodes"] | ["groups"] | ["items"] | ["metadata"] | ["completions"] => LOCAL_EXIT,
+        ["nodes"] | ["groups"] | ["items"] | ["metadata"] | ["completions"] | ["hash"] => {
+            LOCAL_EXIT
+        }
+        ["diff"] => &[
+            ("0", "No selected node differs between the two revisions."),
+            (
+                "1",
+                "Some node differs (items added, removed or changed, or metadata changed), or a \
+                 local I/O problem.",
+            ),
+            (
+                "2",
+                "Bad usage (not a git repository, an unknown revision, a target that matches \
+                 nothing on either side) or a revision whose repo does not load (its problems \
+                 are named REV:FILE:LINE).",
+            ),
+            ("130", "Interrupted by Ctrl-C or SIGTERM."),
+        ],
         ["repo"] | ["repo", "create"] => &[
             ("0", "The repo was written."),
             ("1", "Writing a file failed."),
@@ -339,6 +356,38 @@ pub fn examples(path: &[&str]) -> &'static [Example] {
             Example {
                 args: &["-r", "repo-template", "test"],
                 what: "Test the demo repo of cinch's source tree.",
+            },
+        ],
+        ["hash"] => &[
+            Example {
+                args: &["-r", "repo-template", "hash", "--items"],
+                what: "The hash of every node of the demo repo, each followed by the hash of \
+                       every item; the last line is the hash of the whole selection.",
+            },
+            Example {
+                args: &["-q", "hash", "web1", "--metadata"],
+                what: "Only the hash of web1's items and metadata, for a script to compare with \
+                       the hash recorded at review.",
+            },
+            Example {
+                args: &["--json", "hash", "webservers", "--items"],
+                what: "JSON lines: one node_hash per node with its item hashes, then the hash \
+                       of the selection.",
+            },
+        ],
+        ["diff"] => &[
+            Example {
+                args: &["diff", "HEAD"],
+                what: "What the uncommitted changes of the work tree change on every node.",
+            },
+            Example {
+                args: &["--color", "never", "diff", "origin/main..HEAD", "webservers"],
+                what: "What a branch changes on the webservers, as plain text for a pull \
+                       request comment; exit 1 if anything differs.",
+            },
+            Example {
+                args: &["--json", "diff", "v1.4..v1.5"],
+                what: "One diff_node line per node that differs, then a diff_summary, for bots.",
             },
         ],
         ["nodes"] => &[

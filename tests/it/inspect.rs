@@ -344,7 +344,7 @@ fn man_page_examples_on_the_template_repo_succeed() {
         let words: Vec<&str> = path.iter().map(String::as_str).collect();
         for ex in cinch::man::examples(&words) {
             // Only the read-only commands: apply would write /tmp/cinch-demo.
-            let read_only = ["test", "nodes", "groups", "items", "metadata"];
+            let read_only = ["test", "nodes", "groups", "items", "metadata", "hash"];
             if !(ex.args.starts_with(&["-r", "repo-template"])
                 && ex.args.get(2).is_some_and(|c| read_only.contains(c)))
             {
