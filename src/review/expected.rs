@@ -72,6 +72,10 @@ impl Item {
                 }
             }
         }
+        // Types whose state has no `type` key (packages, services) get one, so a state says
+        // what it is on its own.
+        m.entry("type")
+            .or_insert_with(|| json!(self.type_name()));
         // Whether the item is applied at all is part of what the node ends up with; the
         // order (needs, after, ...) is not.
         if self.deps.skip {

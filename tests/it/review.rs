@@ -132,21 +132,24 @@ fn hash_of_a_fixed_repo_is_golden() {
         [
             (
                 "db1".to_string(),
-                "f7723244bfd051411562e87db85e31debf66747fbf2023c68ab824a0ad7d9b45".to_string()
+                "0eaf4fabd65c097355f33bcc6be91c6933de4bd45427a581627f26446f31b3d0".to_string()
             ),
             (
                 "web1".to_string(),
-                "ad642c95b3469575ddc2d9ac8b5ee717d0c1288ecc5726b289a8b98f4c627959".to_string()
+                "0f4d7b55aecc1f4a6881bd00d406b7a4623c9b63f3dc3dba450002ac375d6af6".to_string()
             ),
         ]
     );
-    assert_eq!(total, "18cf68f3e2872a510be33d388da62274bb910fae624c8e0be71b811961087134");
+    assert_eq!(total, "608fc4644d605c77842c583a7e19205fe9d5239a6d64002a42619e1d2f8a5b6b");
     // An item hash is the sha256 of its compact canonical JSON, as docs/review.md says.
     use sha2::Digest as _;
     let group = hex::encode(sha2::Sha256::digest(br#"{"gid":2000,"type":"group"}"#));
-    assert_eq!(item_hashes(&repo, "db1")["group:deploy"], Value::String(group));
+    let pkg = hex::encode(sha2::Sha256::digest(br#"{"installed":true,"type":"pkg_apt"}"#));
+    let items = item_hashes(&repo, "db1");
+    assert_eq!(items["group:deploy"], Value::String(group));
+    assert_eq!(items["pkg_apt:nginx"], Value::String(pkg));
     let (_, with_metadata) = hashes(&repo, &["--metadata"]);
-    assert_eq!(with_metadata, "03d5d5ccce55261198de9f629fb3b93a9f53487599755ae1bd49dee1c4cbf44f");
+    assert_eq!(with_metadata, "201fd91c1e61dc510db4c6613919c43edc84902424b76428d5a7b5b44ea134b7");
 }
 
 #[test]
