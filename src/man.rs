@@ -381,7 +381,13 @@ pub fn examples(path: &[&str]) -> &'static [Example] {
                 what: "What the uncommitted changes of the work tree change on every node.",
             },
             Example {
-                args: &["--color", "never", "diff", "origin/main..HEAD", "webservers"],
+                args: &[
+                    "--color",
+                    "never",
+                    "diff",
+                    "origin/main..HEAD",
+                    "webservers",
+                ],
                 what: "What a branch changes on the webservers, as plain text for a pull \
                        request comment; exit 1 if anything differs.",
             },

@@ -15,8 +15,11 @@ use crate::repo::{Node, Repo};
 /// How an item or node differs between the two sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
+    /// Only in the new revision.
     Added,
+    /// Only in the old revision.
     Removed,
+    /// In both, different.
     Changed,
 }
 
@@ -42,9 +45,13 @@ impl Status {
 /// One item that differs.
 #[derive(Debug)]
 pub struct ItemDiff<'a> {
+    /// `TYPE:NAME`.
     pub id: &'a str,
+    /// Added, removed or changed.
     pub status: Status,
+    /// The item in the old revision, if there.
     pub old: Option<&'a ItemState>,
+    /// The item in the new revision (or work tree), if there.
     pub new: Option<&'a ItemState>,
     /// Keys of the canonical state whose value differs (changed items only), sorted.
     pub keys: Vec<String>,
@@ -53,17 +60,24 @@ pub struct ItemDiff<'a> {
 /// One metadata leaf (dotted path) that differs; `None` = absent on that side.
 #[derive(Debug)]
 pub struct MetadataDiff {
+    /// Dotted path, `nginx.workers`.
     pub key: String,
+    /// The old value.
     pub old: Option<Value>,
+    /// The new value.
     pub new: Option<Value>,
 }
 
 /// One node that differs.
 #[derive(Debug)]
 pub struct NodeDiff<'a> {
+    /// The node's name.
     pub name: &'a str,
+    /// Added or removed as a whole, or changed.
     pub status: Status,
+    /// Its items that differ, by id.
     pub items: Vec<ItemDiff<'a>>,
+    /// Its metadata leaves that differ (nodes on both sides only).
     pub metadata: Vec<MetadataDiff>,
 }
 
@@ -377,8 +391,8 @@ fn key_lines(i: &ItemDiff<'_>) -> Vec<(String, Option<Value>, Option<Value>)> {
         (Status::Changed, _) => i.keys.clone(),
         _ => Vec::new(),
     };
-    let has_content = i.new.is_some_and(|s| s.content.is_some())
-        || i.old.is_some_and(|s| s.content.is_some());
+    let has_content =
+        i.new.is_some_and(|s| s.content.is_some()) || i.old.is_some_and(|s| s.content.is_some());
     keys.into_iter()
         .filter(|k| !(k == "content_hash" && has_content))
         .map(|k| {
@@ -448,11 +462,7 @@ fn print_human(ctx: &Context, diffs: &[NodeDiff<'_>], sides: &Sides<'_>) {
             for m in &d.metadata {
                 out.push_str(&format!("  ~ metadata {}\n", esc(&m.key)));
                 out.push_str(&indent(
-                    &crate::diff::key_line(
-                        "value",
-                        &shown(m.old.as_ref()),
-                        &shown(m.new.as_ref()),
-                    ),
+                    &crate::diff::key_line("value", &shown(m.old.as_ref()), &shown(m.new.as_ref())),
                     "      ",
                 ));
             }
@@ -484,10 +494,7 @@ fn summary_line(diffs: &[NodeDiff<'_>], sides: &Sides<'_>) -> String {
         sides.compared
     );
     if t.metadata > 0 {
-        line.push_str(&format!(
-            "; {} changed",
-            plural(t.metadata, "metadata key")
-        ));
+        line.push_str(&format!("; {} changed", plural(t.metadata, "metadata key")));
     }
     line
 }

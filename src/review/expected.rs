@@ -51,10 +51,7 @@ impl Item {
                 if let ItemKind::Action(a) = &self.kind {
                     m.insert("command".into(), json!(a.command));
                     if !a.expected_return_code.is_empty() {
-                        m.insert(
-                            "expected_return_code".into(),
-                            json!(a.expected_return_code),
-                        );
+                        m.insert("expected_return_code".into(), json!(a.expected_return_code));
                     }
                     let optional = [
                         ("expected_stdout", &a.expected_stdout),
@@ -74,8 +71,7 @@ impl Item {
         }
         // Types whose state has no `type` key (packages, services) get one, so a state says
         // what it is on its own.
-        m.entry("type")
-            .or_insert_with(|| json!(self.type_name()));
+        m.entry("type").or_insert_with(|| json!(self.type_name()));
         // Whether the item is applied at all is part of what the node ends up with; the
         // order (needs, after, ...) is not.
         if self.deps.skip {
@@ -133,6 +129,7 @@ pub fn state_hash(v: &Value) -> String {
 /// One item as review sees it.
 #[derive(Debug, Clone)]
 pub struct ItemState {
+    /// `TYPE:NAME`.
     pub id: String,
     /// [`Item::canonical_expected`], unmasked: only hashed, shown through [`ItemState::shown`].
     pub state: Value,
@@ -164,8 +161,11 @@ impl ItemState {
 /// One node as review sees it: its items (sorted by id) and merged metadata.
 #[derive(Debug, Clone)]
 pub struct NodeState {
+    /// The node's name.
     pub name: String,
+    /// Every item of its plan (canned actions included), sorted by id.
     pub items: Vec<ItemState>,
+    /// Merged metadata, keys sorted.
     pub metadata: Value,
 }
 
@@ -258,7 +258,10 @@ mod tests {
         m.insert("a".into(), json!({"x": "s", "y": [2, 1]}));
         m.insert("b".into(), json!(1));
         assert_eq!(state_hash(&a), state_hash(&Value::Object(m)));
-        assert_ne!(state_hash(&a), state_hash(&json!({"b": 1, "a": {"y": [1, 2], "x": "s"}})));
+        assert_ne!(
+            state_hash(&a),
+            state_hash(&json!({"b": 1, "a": {"y": [1, 2], "x": "s"}}))
+        );
         assert_eq!(
             serde_json::to_string(&canonical(a)).expect("json"),
             r#"{"a":{"x":"s","y":[2,1]},"b":1}"#

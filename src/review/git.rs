@@ -15,6 +15,7 @@ pub struct Revision {
     pub name: String,
     /// The full commit id it resolved to.
     pub commit: String,
+    /// The repo as loaded from that commit.
     pub repo: Repo,
     _dir: tempfile::TempDir,
 }
@@ -26,8 +27,12 @@ pub fn load_at(root: &Path, rev: &str) -> Result<Revision> {
             "'{rev}' is not a git revision; give a commit, branch or tag such as HEAD~1 or main"
         )));
     }
-    let toplevel = git(root, &["rev-parse", "--show-toplevel"])
-        .map_err(|e| Error::Usage(format!("{} is not in a git repository: {e}", root.display())))?;
+    let toplevel = git(root, &["rev-parse", "--show-toplevel"]).map_err(|e| {
+        Error::Usage(format!(
+            "{} is not in a git repository: {e}",
+            root.display()
+        ))
+    })?;
     let prefix = git(root, &["rev-parse", "--show-prefix"])?;
     let commit = git(
         root,
@@ -51,12 +56,13 @@ pub fn load_at(root: &Path, rev: &str) -> Result<Revision> {
     let tree = format!("{commit}:{prefix}");
     // From the top level: in a subdirectory, git archive would keep only that subdirectory's
     // paths *inside* the tree named, which is then empty.
-    let tar = git_bytes(Path::new(&toplevel), &["archive", "--format=tar", &tree]).map_err(|e| {
-        Error::Usage(format!(
-            "the repo directory {prefix} does not exist at {rev} ({e})",
-            prefix = if prefix.is_empty() { "." } else { &prefix }
-        ))
-    })?;
+    let tar =
+        git_bytes(Path::new(&toplevel), &["archive", "--format=tar", &tree]).map_err(|e| {
+            Error::Usage(format!(
+                "the repo directory {prefix} does not exist at {rev} ({e})",
+                prefix = if prefix.is_empty() { "." } else { &prefix }
+            ))
+        })?;
     untar(&tar, dir.path())?;
     let repo = Repo::load(dir.path()).map_err(|e| relabel(e, dir.path(), rev))?;
     Ok(Revision {
@@ -84,7 +90,12 @@ fn git_bytes(dir: &Path, args: &[&str]) -> std::result::Result<Vec<u8>, String> 
         .map_err(|e| format!("cannot run git ({e}); install git to use cinch diff"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(err.lines().next().unwrap_or("git failed").trim().to_string());
+        return Err(err
+            .lines()
+            .next()
+            .unwrap_or("git failed")
+            .trim()
+            .to_string());
     }
     Ok(out.stdout)
 }

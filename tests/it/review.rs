@@ -140,16 +140,24 @@ fn hash_of_a_fixed_repo_is_golden() {
             ),
         ]
     );
-    assert_eq!(total, "608fc4644d605c77842c583a7e19205fe9d5239a6d64002a42619e1d2f8a5b6b");
+    assert_eq!(
+        total,
+        "608fc4644d605c77842c583a7e19205fe9d5239a6d64002a42619e1d2f8a5b6b"
+    );
     // An item hash is the sha256 of its compact canonical JSON, as docs/review.md says.
     use sha2::Digest as _;
     let group = hex::encode(sha2::Sha256::digest(br#"{"gid":2000,"type":"group"}"#));
-    let pkg = hex::encode(sha2::Sha256::digest(br#"{"installed":true,"type":"pkg_apt"}"#));
+    let pkg = hex::encode(sha2::Sha256::digest(
+        br#"{"installed":true,"type":"pkg_apt"}"#,
+    ));
     let items = item_hashes(&repo, "db1");
     assert_eq!(items["group:deploy"], Value::String(group));
     assert_eq!(items["pkg_apt:nginx"], Value::String(pkg));
     let (_, with_metadata) = hashes(&repo, &["--metadata"]);
-    assert_eq!(with_metadata, "201fd91c1e61dc510db4c6613919c43edc84902424b76428d5a7b5b44ea134b7");
+    assert_eq!(
+        with_metadata,
+        "201fd91c1e61dc510db4c6613919c43edc84902424b76428d5a7b5b44ea134b7"
+    );
 }
 
 #[test]
@@ -241,7 +249,10 @@ port = 8080
 name = "shop"
 "#,
     );
-    repo.write("groups.toml", "[groups.web]\nbundles = [\"base\", \"app\"]\n");
+    repo.write(
+        "groups.toml",
+        "[groups.web]\nbundles = [\"base\", \"app\"]\n",
+    );
     std::fs::rename(
         repo.path().join("bundles/app/files/app.conf.j2"),
         repo.path().join("bundles/app/files/renamed.j2"),
@@ -286,8 +297,14 @@ fn hash_changes_with_each_kind_of_change_and_only_the_changed_item_hash_moves() 
         let repo = fixed_repo();
         repo.write(file, &content);
         let (nodes, total) = hashes(&repo, &[]);
-        assert_ne!(total, base_total, "{what}: the selection hash did not change");
-        assert_ne!(nodes[1], base_nodes[1], "{what}: web1's hash did not change");
+        assert_ne!(
+            total, base_total,
+            "{what}: the selection hash did not change"
+        );
+        assert_ne!(
+            nodes[1], base_nodes[1],
+            "{what}: web1's hash did not change"
+        );
         assert!(seen.insert(total), "{what}: same hash as another change");
         let items = item_hashes(&repo, "web1");
         let moved: Vec<&String> = base_items
@@ -297,7 +314,11 @@ fn hash_changes_with_each_kind_of_change_and_only_the_changed_item_hash_moves() 
             .collect();
         match item {
             Some(id) => assert_eq!(moved, [id], "{what}: other item hashes moved"),
-            None => assert_ne!(items.len(), base_items.len(), "{what}: no item added or removed"),
+            None => assert_ne!(
+                items.len(),
+                base_items.len(),
+                "{what}: no item added or removed"
+            ),
         }
     }
     // Metadata no item uses changes the hash only with --metadata.
@@ -334,7 +355,12 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .arg("-C")
         .arg(dir)
         .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(["-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run git ({e}): install git (apt-get install git)"));
@@ -397,7 +423,10 @@ port = 8080
     let out = &run.stdout;
     assert!(out.contains("node db1: removed"), "{out}");
     assert!(out.contains("node web2: added"), "{out}");
-    assert!(out.contains("node web1: 1 item added, 2 items changed, 1 metadata key changed"), "{out}");
+    assert!(
+        out.contains("node web1: 1 item added, 2 items changed, 1 metadata key changed"),
+        "{out}"
+    );
     // The rendered template's unified diff, with the metadata change in it.
     for line in [
         "  ~ file:/srv/app.conf",
@@ -411,7 +440,10 @@ port = 8080
         "  ~ metadata app.port",
         "      value: 8080 → 9090",
     ] {
-        assert!(out.contains(&format!("{line}\n")), "missing {line:?} in\n{out}");
+        assert!(
+            out.contains(&format!("{line}\n")),
+            "missing {line:?} in\n{out}"
+        );
     }
     assert!(
         out.trim_end().ends_with(
@@ -420,12 +452,17 @@ port = 8080
         "{out}"
     );
 
-    let run = repo.cinch(&["--json", "diff", "HEAD~1..HEAD", "web*"]).expect_code(1);
+    let run = repo
+        .cinch(&["--json", "diff", "HEAD~1..HEAD", "web*"])
+        .expect_code(1);
     let lines = run.json_lines();
     let summary = lines.last().expect("summary");
     assert_eq!(summary["event"], "diff_summary");
     assert_eq!(summary["nodes_added"], 1, "{summary}");
-    assert_eq!(summary["nodes_removed"], 0, "db1 is not selected: {summary}");
+    assert_eq!(
+        summary["nodes_removed"], 0,
+        "db1 is not selected: {summary}"
+    );
     assert_eq!(summary["items_changed"], 2, "{summary}");
     let web1 = lines.iter().find(|l| l["node"] == "web1").expect("web1");
     let conf = web1["items"]
@@ -443,7 +480,9 @@ port = 8080
     // Nothing of the user's checkout moved.
     assert_eq!(git(repo.path(), &["status", "--porcelain"]), before);
     assert_eq!(
-        git(repo.path(), &["log", "--format=%s"]).lines().collect::<Vec<_>>(),
+        git(repo.path(), &["log", "--format=%s"])
+            .lines()
+            .collect::<Vec<_>>(),
         ["second", "first"]
     );
 }
@@ -457,7 +496,11 @@ fn diff_against_the_work_tree_sees_uncommitted_changes_and_touches_nothing() {
     repo.write("bundles/app/files/static.txt", "edited\n");
     let status = git(repo.path(), &["status", "--porcelain"]);
     let run = repo.cinch(&["diff", "HEAD", "web1"]).expect_code(1);
-    assert!(run.stdout.contains("-static\n") && run.stdout.contains("+edited\n"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("-static\n") && run.stdout.contains("+edited\n"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(git(repo.path(), &["status", "--porcelain"]), status);
     assert_eq!(
         std::fs::read_to_string(repo.path().join("bundles/app/files/static.txt")).expect("read"),
@@ -480,14 +523,20 @@ fn diff_never_prints_sensitive_content_or_password_hashes() {
     );
     repo.write(
         "nodes.toml",
-        &fixed_repo_file("nodes.toml").replace("bundles = [\"base\"]", "bundles = [\"base\", \"secret\"]"),
+        &fixed_repo_file("nodes.toml")
+            .replace("bundles = [\"base\"]", "bundles = [\"base\", \"secret\"]"),
     );
     commit(&repo, "secrets");
     repo.write(
         "bundles/secret/items.toml",
         &secret_items("topsecret-new", "$6$salt$newhashvalue"),
     );
-    for args in [&["diff", "HEAD"][..], &["--json", "diff", "HEAD"], &["diff", "HEAD~1"], &["--json", "diff", "HEAD~1"]] {
+    for args in [
+        &["diff", "HEAD"][..],
+        &["--json", "diff", "HEAD"],
+        &["diff", "HEAD~1"],
+        &["--json", "diff", "HEAD~1"],
+    ] {
         let run = repo.cinch(args).expect_code(1);
         for needle in ["topsecret", "hashvalue"] {
             assert!(
@@ -499,8 +548,18 @@ fn diff_never_prints_sensitive_content_or_password_hashes() {
         }
     }
     let run = repo.cinch(&["diff", "HEAD"]).expect_code(1);
-    assert!(run.stdout.contains("  ~ file:/etc/app.key\n      content: (sensitive, not shown)\n"), "{}", run.stdout);
-    assert!(run.stdout.contains("password_hash: [sensitive] → [sensitive]"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("  ~ file:/etc/app.key\n      content: (sensitive, not shown)\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("password_hash: [sensitive] → [sensitive]"),
+        "{}",
+        run.stdout
+    );
     let json = repo.cinch(&["--json", "diff", "HEAD"]).expect_code(1);
     let node = &json.json_lines()[0];
     let key = node["items"]
@@ -528,7 +587,12 @@ fn diff_of_a_repo_in_a_subdirectory_of_the_git_repository_sees_its_files() {
     let mut cmd = crate::harness::cinch_command();
     cmd.current_dir(&inner).args(["diff", "HEAD"]);
     let run = crate::harness::run(cmd).expect_code(1);
-    assert!(run.stdout.contains("  ~ file:/srv/static.txt\n"), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("  ~ file:/srv/static.txt\n"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -552,7 +616,11 @@ fn diff_of_a_broken_revision_names_the_revision_and_file() {
     repo.write("nodes.toml", &fixed_repo_file("nodes.toml"));
     let run = repo.cinch(&["diff", "HEAD"]).expect_code(2);
     assert!(run.stderr.contains("HEAD:nodes.toml:1"), "{}", run.stderr);
-    assert!(!run.stderr.contains("cinch-diff-"), "temporary path leaked: {}", run.stderr);
+    assert!(
+        !run.stderr.contains("cinch-diff-"),
+        "temporary path leaked: {}",
+        run.stderr
+    );
 }
 
 #[test]
