@@ -250,6 +250,91 @@ pub fn node_states(repo: &Repo, nodes: &[&Node]) -> crate::error::Result<Vec<Nod
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::items::testutil::Fixture;
+
+    /// The canonical states of the fixture's items, by id, with their rendered content.
+    fn states(fx: &Fixture) -> std::collections::BTreeMap<String, ItemState> {
+        let bundles: Vec<&str> = fx.repo.bundles.keys().map(String::as_str).collect();
+        let node = fx.node("n1", &bundles, json!({"who": "world"}));
+        node_state(&fx.repo, &node)
+            .unwrap_or_else(|d| panic!("{d:?}"))
+            .items
+            .into_iter()
+            .map(|i| (i.id.clone(), i))
+            .collect()
+    }
+
+    #[test]
+    fn canonical_states_name_their_type_and_leave_out_how_the_repo_says_it() {
+        let fx = Fixture::new()
+            .toml(
+                "b",
+                r#"
+[files."/etc/hello"]
+source = "hello.j2"
+content_type = "jinja2"
+mode = "0600"
+needs = ["pkg_apt:nginx"]
+tags = ["t"]
+comment = "why"
+
+[files."/etc/old"]
+delete = true
+
+[pkg_apt.nginx]
+installed = false
+
+[actions.go]
+command = "true"
+unless = "false"
+"#,
+            )
+            .source("b", "hello.j2", "hello {{ metadata.who }}\n");
+        let s = states(&fx);
+        let content_hash = crate::diff::sha256_hex(b"hello world\n");
+        assert_eq!(
+            s["file:/etc/hello"].state,
+            json!({"content_hash": content_hash, "mode": "0600", "type": "file"})
+        );
+        assert_eq!(
+            s["file:/etc/hello"].content.as_deref().map(Vec::as_slice),
+            Some(&b"hello world\n"[..])
+        );
+        assert_eq!(
+            s["file:/etc/old"].state,
+            json!({"absent": true, "type": "file"})
+        );
+        assert_eq!(
+            s["pkg_apt:nginx"].state,
+            json!({"installed": false, "type": "pkg_apt"})
+        );
+        assert_eq!(
+            s["action:go"].state,
+            json!({"command": "true", "expected_return_code": [0], "type": "action", "unless": "false"})
+        );
+    }
+
+    #[test]
+    fn sensitive_content_and_password_hashes_are_masked_when_shown() {
+        let fx = Fixture::new().toml(
+            "b",
+            r#"
+[files."/etc/key"]
+content = "hunter2"
+sensitive = true
+
+[users.u]
+password_hash = "$6$salt$hash"
+"#,
+        );
+        let s = states(&fx);
+        let key = &s["file:/etc/key"];
+        assert!(key.sensitive);
+        assert_eq!(key.shown()["content_hash"], json!(MASK));
+        assert_ne!(key.state["content_hash"], json!(MASK), "hashed unmasked");
+        assert_eq!(s["user:u"].shown()["password_hash"], json!(MASK));
+        assert!(!s["user:u"].shown().to_string().contains("$6$"));
+    }
 
     #[test]
     fn canonical_json_does_not_depend_on_insertion_order() {
