@@ -340,6 +340,10 @@ fn content_change(i: &ItemDiff<'_>, plain: bool) -> Option<String> {
     if i.old.is_some_and(|s| s.sensitive) || i.new.is_some_and(|s| s.sensitive) {
         return Some("content: (sensitive, not shown)\n".to_string());
     }
+    if i.status == Status::Changed && new.is_none() {
+        // `content_type = "any"` now: whatever is on the node stays.
+        return Some("content: no longer managed\n".to_string());
+    }
     let path = i.id.split_once(':').map_or(i.id, |(_, p)| p);
     match (as_text(old), as_text(new)) {
         (Some(o), Some(n)) if plain => Some(

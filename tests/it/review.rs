@@ -494,10 +494,24 @@ fn diff_against_the_work_tree_sees_uncommitted_changes_and_touches_nothing() {
         .expect_code(0)
         .stdout_has("no differences (2 nodes compared)");
     repo.write("bundles/app/files/static.txt", "edited\n");
+    let app_items = fixed_repo_file("bundles/app/items.toml");
+    repo.write(
+        "bundles/app/items.toml",
+        &app_items.replace(
+            "source = \"app.conf.j2\"\ncontent_type = \"jinja2\"",
+            "content_type = \"any\"",
+        ),
+    );
     let status = git(repo.path(), &["status", "--porcelain"]);
     let run = repo.cinch(&["diff", "HEAD", "web1"]).expect_code(1);
     assert!(
         run.stdout.contains("-static\n") && run.stdout.contains("+edited\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("  ~ file:/srv/app.conf\n      content: no longer managed\n"),
         "{}",
         run.stdout
     );
