@@ -27,6 +27,7 @@ pub mod probe;
 pub mod repo;
 pub mod run;
 pub mod script;
+pub mod secrets;
 pub mod shell;
 pub mod transport;
 

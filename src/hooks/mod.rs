@@ -931,13 +931,15 @@ fn close_hook_name(name: &str) -> Option<&'static str> {
         .map(|(_, h)| h)
 }
 
+/// A value handed to a hook, secrets masked (a hook that needs one calls `password_for`).
 fn to_dynamic(value: &Value) -> Dynamic {
-    rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT)
+    rhai::serde::to_dynamic(crate::secrets::mask_json(value)).unwrap_or(Dynamic::UNIT)
 }
 
-/// A node as hooks see it: name, hostname, groups, bundles, metadata and the connection fields.
+/// A node as hooks see it: name, hostname, groups, bundles, metadata and the connection
+/// fields, secrets in its metadata masked.
 fn node_value(node: &Node) -> Dynamic {
-    rhai::serde::to_dynamic(node).unwrap_or(Dynamic::UNIT)
+    serde_json::to_value(node).map_or(Dynamic::UNIT, |v| to_dynamic(&v))
 }
 
 /// An item as hooks see it: id, type, name, bundle, attributes.

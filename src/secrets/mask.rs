@@ -1,0 +1,146 @@
+//! The registry of secret values produced during this run, and the one masking function
+//! every output channel applies: a registered value is shown as `[secret:ID]`.
+
+use std::borrow::Cow;
+use std::sync::RwLock;
+
+use serde_json::Value;
+
+/// Values shorter than this are not masked: a one- or two-letter "secret" would blank out
+/// ordinary words everywhere (docs/secrets.md says so).
+pub const MIN_MASKED_LEN: usize = 4;
+/// Lines of a multi-line secret (a decrypted key file) are masked on their own from this
+/// length, since terminal output is line by line.
+const MIN_MASKED_LINE: usize = 8;
+
+/// (value, shown as), longest value first so a value containing another is masked whole.
+static REGISTRY: RwLock<Vec<(String, String)>> = RwLock::new(Vec::new());
+
+/// Remembers `value` as a secret called `id`, so every later output masks it.
+pub fn register(value: &str, id: &str) {
+    let mut entries = vec![value.to_string()];
+    if value.contains('\n') {
+        entries.extend(
+            value
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.len() >= MIN_MASKED_LINE)
+                .map(str::to_string),
+        );
+    }
+    let shown = format!("[secret:{id}]");
+    let mut reg = REGISTRY.write().unwrap_or_else(|p| p.into_inner());
+    for v in entries {
+        if v.len() < MIN_MASKED_LEN || reg.iter().any(|(known, _)| *known == v) {
+            continue;
+        }
+        reg.push((v, shown.clone()));
+    }
+    reg.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+}
+
+/// `text` with every registered secret replaced by `[secret:ID]`.
+pub fn mask(text: &str) -> Cow<'_, str> {
+    let reg = REGISTRY.read().unwrap_or_else(|p| p.into_inner());
+    if !reg.iter().any(|(v, _)| text.contains(v.as_str())) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = text.to_string();
+    for (v, shown) in reg.iter() {
+        if out.contains(v.as_str()) {
+            out = out.replace(v.as_str(), shown);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Like [`mask`] for raw bytes (command output that may not be UTF-8).
+pub fn mask_bytes(bytes: &[u8]) -> Cow<'_, [u8]> {
+    let reg = REGISTRY.read().unwrap_or_else(|p| p.into_inner());
+    let mut out: Option<Vec<u8>> = None;
+    for (v, shown) in reg.iter() {
+        let cur: &[u8] = out.as_deref().unwrap_or(bytes);
+        let needle = v.as_bytes();
+        if !cur.windows(needle.len()).any(|w| w == needle) {
+            continue;
+        }
+        let mut next = Vec::with_capacity(cur.len());
+        let mut i = 0;
+        while i < cur.len() {
+            if cur[i..].starts_with(needle) {
+                next.extend_from_slice(shown.as_bytes());
+                i += needle.len();
+            } else {
+                next.push(cur[i]);
+                i += 1;
+            }
+        }
+        out = Some(next);
+    }
+    match out {
+        Some(v) => Cow::Owned(v),
+        None => Cow::Borrowed(bytes),
+    }
+}
+
+/// Every string (and object key) in `value` masked.
+pub fn mask_json(value: &Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(mask(s).into_owned()),
+        Value::Array(xs) => Value::Array(xs.iter().map(mask_json).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (mask(k).into_owned(), mask_json(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Whether `bytes` contain a registered secret (makes an item sensitive).
+pub fn contains_secret(bytes: &[u8]) -> bool {
+    matches!(mask_bytes(bytes), Cow::Owned(_))
+}
+
+/// Whether any string in `value` contains a registered secret.
+pub fn json_contains_secret(value: &Value) -> bool {
+    match value {
+        Value::String(s) => contains_secret(s.as_bytes()),
+        Value::Array(xs) => xs.iter().any(json_contains_secret),
+        Value::Object(m) => m.values().any(json_contains_secret),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_values_are_masked_in_text_bytes_and_json() {
+        register("Zq8sMaskTestValue1", "db_root");
+        register("abc", "too-short");
+        let line = "password=Zq8sMaskTestValue1 and abc";
+        assert_eq!(mask(line), "password=[secret:db_root] and abc");
+        assert_eq!(
+            mask_bytes(b"\xffZq8sMaskTestValue1\n").as_ref(),
+            b"\xff[secret:db_root]\n"
+        );
+        let v = serde_json::json!({"a": ["x Zq8sMaskTestValue1"], "n": 1});
+        assert_eq!(
+            mask_json(&v),
+            serde_json::json!({"a": ["x [secret:db_root]"], "n": 1})
+        );
+        assert!(contains_secret(b"..Zq8sMaskTestValue1.."));
+        assert!(!contains_secret(b"nothing here"));
+    }
+
+    #[test]
+    fn lines_of_a_multi_line_secret_are_masked_one_by_one() {
+        register(
+            "-----BEGIN MASKTEST-----\nMIIEmasktestline2\n-----END-----\n",
+            "tls",
+        );
+        assert_eq!(mask("> MIIEmasktestline2"), "> [secret:tls]");
+    }
+}
