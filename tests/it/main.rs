@@ -12,6 +12,7 @@ mod lock;
 mod plan;
 mod repo;
 mod run;
+mod secrets;
 mod sshd;
 mod sysitems;
 mod transport;
