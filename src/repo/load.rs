@@ -72,7 +72,11 @@ struct BundleDef {
 pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let settings = Settings::load(root, &mut diags);
-    crate::secrets::install(crate::secrets::Vault::new(settings.secrets_file.as_deref()));
+    crate::secrets::install(
+        crate::secrets::Vault::new(settings.secrets_file.as_deref()).with_sandbox(
+            crate::repo::Sandbox::new(root, settings.allow_external_symlinks),
+        ),
+    );
     let sandbox = crate::repo::Sandbox::new(root, settings.allow_external_symlinks);
     let nodes = read_entities(root, &sandbox, "nodes", &mut diags, read_node);
     let groups = read_entities(root, &sandbox, "groups", &mut diags, read_group);

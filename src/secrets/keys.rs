@@ -13,7 +13,7 @@ use super::SecretError;
 use super::crypto::{KEY_LEN, Key};
 
 /// The variable naming the key file when cinch.toml does not.
-pub const ENV_FILE: &str = "CINCH_SECRETS_FILE";
+pub const FILE_ENV: &str = "CINCH_SECRETS_FILE";
 
 /// The per-user default: `$XDG_CONFIG_HOME/cinch/secrets.toml`, else
 /// `~/.config/cinch/secrets.toml`.
@@ -31,7 +31,7 @@ pub fn locate(configured: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = configured {
         return Some(p.to_path_buf());
     }
-    if let Some(p) = std::env::var_os(ENV_FILE).filter(|p| !p.is_empty()) {
+    if let Some(p) = std::env::var_os(FILE_ENV).filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
     default_path()

@@ -18,7 +18,7 @@ use keys::KeyFile;
 pub use mask::{contains_secret, mask, mask_bytes, mask_json};
 
 /// The variable that turns on dummy mode: every secret is a deterministic stand-in, for CI.
-pub const ENV_DUMMY: &str = "CINCH_SECRETS_DUMMY";
+pub const DUMMY_ENV: &str = "CINCH_SECRETS_DUMMY";
 /// Default length of `password_for`.
 pub const DEFAULT_PASSWORD_LEN: usize = 32;
 /// Longest derived password or byte string.
@@ -136,6 +136,8 @@ pub struct Vault {
     path: Option<PathBuf>,
     dummy: bool,
     file: OnceLock<Result<KeyFile, SecretError>>,
+    /// Where encrypted files may be read from (no symlinks out of the repo).
+    sandbox: Option<crate::repo::Sandbox>,
 }
 
 impl Vault {
@@ -143,9 +145,16 @@ impl Vault {
     pub fn new(configured: Option<&Path>) -> Vault {
         Vault {
             path: keys::locate(configured),
-            dummy: std::env::var_os(ENV_DUMMY).is_some_and(|v| !v.is_empty() && v != "0"),
+            dummy: std::env::var_os(DUMMY_ENV).is_some_and(|v| !v.is_empty() && v != "0"),
             file: OnceLock::new(),
+            sandbox: None,
         }
+    }
+
+    /// The same vault, reading encrypted files only as `sandbox` allows.
+    pub fn with_sandbox(mut self, sandbox: crate::repo::Sandbox) -> Vault {
+        self.sandbox = Some(sandbox);
+        self
     }
 
     /// The key file's path, if one could be worked out.
@@ -274,6 +283,12 @@ pub fn decrypt(ciphertext: &str) -> Result<String, String> {
 /// `decrypt_file(path)`: the contents of a file `cinch secret encrypt-file` wrote; `shown`
 /// names it in masks and errors.
 pub fn decrypt_file(path: &Path, shown: &str) -> Result<Vec<u8>, String> {
+    if let Some(why) = vault().sandbox.as_ref().and_then(|s| s.escape(path)) {
+        return Err(format!(
+            "{shown} refused: {why}; {}",
+            crate::repo::sandbox::HINT
+        ));
+    }
     let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
     if meta.len() > MAX_FILE_LEN {
         return Err(format!("{shown} is larger than {MAX_FILE_LEN} bytes"));

@@ -56,12 +56,15 @@ impl Vault {
             .to_string()
     }
 
-    /// nodes.toml with `metadata` for n1, and bundle b with `items`.
+    /// nodes.toml with `metadata` for n1 (its own lock directory, so tests run in parallel),
+    /// and bundle b with `items`.
     fn write(&self, metadata: &str, items: &str) {
         self.repo.write(
             "nodes.toml",
             &format!(
-                "[nodes.n1]\ntransport = \"local\"\nbundles = [\"b\"]\n[nodes.n1.metadata.b]\n{metadata}"
+                "[nodes.n1]\ntransport = \"local\"\nbundles = [\"b\"]\nlock_dir = {:?}\n\
+                 [nodes.n1.metadata.b]\n{metadata}",
+                self.repo.path().join("locks").display().to_string()
             ),
         );
         self.repo.write(
@@ -181,7 +184,7 @@ fn a_missing_key_fails_only_commands_that_need_the_value() {
     }
     let run = v.cinch(&["apply", "n1"]).expect_code(1);
     assert!(
-        run.stderr.contains("nodes.toml:5"),
+        run.stderr.contains("nodes.toml:6"),
         "where it is used: {}",
         run.stderr
     );
@@ -212,7 +215,7 @@ fn a_value_encrypted_with_another_key_is_refused_naming_the_key() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("nodes.toml:5"), "{}", run.stderr);
+    assert!(run.stderr.contains("nodes.toml:6"), "{}", run.stderr);
     assert_absent(&run, "not-for-you-1234");
 }
 
@@ -381,7 +384,11 @@ fn ps_on_the_node_never_shows_a_secret_during_an_apply() {
     v.repo.write("cinch.toml", &sshd.cinch_toml());
     v.repo.write(
         "nodes.toml",
-        "[nodes.node1]\nbundles = [\"b\"]\n[nodes.node1.metadata]\npw = \"!password_for:ps_check\"\n",
+        &format!(
+            "[nodes.node1]\nbundles = [\"b\"]\nlock_dir = {:?}\n\
+             [nodes.node1.metadata]\npw = \"!password_for:ps_check\"\n",
+            v.repo.path().join("locks").display().to_string()
+        ),
     );
     let mut items = String::new();
     for k in 0..20 {
@@ -422,4 +429,55 @@ fn ps_on_the_node_never_shows_a_secret_during_an_apply() {
         std::fs::read_to_string(dir.join("f3")).expect("written"),
         format!("{pw}\n")
     );
+}
+
+#[test]
+fn encrypted_files_decrypt_in_templates_and_items_rhai_but_not_through_a_symlink_out() {
+    let v = Vault::new();
+    let files = v.repo.path().join("bundles/b/files");
+    std::fs::create_dir_all(&files).expect("mkdir");
+    let plain = v.repo.path().join("plain.txt");
+    std::fs::write(&plain, "file-secret-line-one\n").expect("write");
+    let enc = files.join("s.enc");
+    v.cinch(&[
+        "secret",
+        "encrypt-file",
+        &plain.display().to_string(),
+        &enc.display().to_string(),
+    ])
+    .expect_code(0);
+    std::fs::remove_file(&plain).expect("rm");
+    v.write(
+        "",
+        "[files.\"@/t\"]\ncontent_type = \"jinja2\"\ncontent = \"{{ decrypt_file('s.enc') }}\"\n",
+    );
+    v.repo.write(
+        "bundles/b/items.rhai",
+        &format!(
+            "#{{ files: #{{ \"{}/r\": #{{ content: decrypt_file(\"s.enc\") }} }} }}",
+            v.out().display()
+        ),
+    );
+    let run = v.cinch(&["-v", "apply", "n1"]).expect_code(0);
+    assert_absent(&run, "file-secret-line-one");
+    for f in ["t", "r"] {
+        assert_eq!(
+            std::fs::read_to_string(v.out().join(f)).expect("read"),
+            "file-secret-line-one\n"
+        );
+    }
+
+    // An encrypted file outside the repo, reached through a symlink in files/, is refused.
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(&enc, outside.path().join("x.enc")).expect("copy");
+    std::os::unix::fs::symlink(outside.path().join("x.enc"), files.join("link.enc")).expect("ln");
+    std::fs::remove_file(v.repo.path().join("bundles/b/items.rhai")).expect("rm");
+    v.write(
+        "",
+        "[files.\"@/l\"]\ncontent = \"!decrypt_file:link.enc\"\n",
+    );
+    v.cinch(&["apply", "n1"])
+        .expect_code(2)
+        .stderr_has("link.enc refused");
+    assert!(!v.out().join("l").exists());
 }
