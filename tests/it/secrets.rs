@@ -334,7 +334,11 @@ fn rotation_round_trip_keeps_every_value() {
 fn an_item_whose_state_holds_a_secret_is_sensitive_automatically() {
     let v = Vault::new();
     let pw = v.password_for("app");
-    v.write("", "[files.\"@/plain\"]\ncontent = \"!password_for:app\"\n");
+    v.write(
+        "",
+        "[files.\"@/plain\"]\ncontent = \"!password_for:app\"\n\
+         [files.\"@/tmpl\"]\ncontent_type = \"jinja2\"\ncontent = \"{{ password_for('app') }}\"\n",
+    );
     v.repo.write(
         "bundles/b/items.rhai",
         &format!(
@@ -347,7 +351,7 @@ fn an_item_whose_state_holds_a_secret_is_sensitive_automatically() {
     let run = v.cinch(&["apply", "n1"]).expect_code(0);
     assert_absent(&run, &pw);
     assert!(
-        run.stdout.matches("content hidden (sensitive)").count() == 2,
+        run.stdout.matches("content hidden (sensitive)").count() == 3,
         "{}",
         run.stdout
     );
@@ -355,6 +359,26 @@ fn an_item_whose_state_holds_a_secret_is_sensitive_automatically() {
         std::fs::read_to_string(v.out().join("plain")).expect("read"),
         pw
     );
+
+    // The node's old copy (an old password, unknown to cinch) is not diffed either, and the
+    // expected content's hash is withheld from --json.
+    for f in ["computed", "tmpl"] {
+        std::fs::write(v.out().join(f), "pw=old-password-zzz\n").expect("drift");
+    }
+    let run = v.cinch(&["-vv", "verify", "n1"]).expect_code(1);
+    assert_absent(&run, "old-password-zzz");
+    let run = v.cinch(&["--json", "verify", "n1"]).expect_code(1);
+    for f in ["/computed", "/tmpl"] {
+        let line = run
+            .json_lines()
+            .into_iter()
+            .find(|l| l["item"].as_str().is_some_and(|i| i.ends_with(f)))
+            .expect("an event for the file");
+        assert_eq!(
+            line["status_expected"]["content_hash"], "(hidden)",
+            "{line}"
+        );
+    }
 }
 
 #[test]
