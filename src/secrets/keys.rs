@@ -162,14 +162,14 @@ pub fn keygen(path: &Path, name: &str) -> Result<(), SecretError> {
     for (n, k) in &file.keys {
         text.push_str(&format!("{n} = \"{}\"\n", B64.encode(k.bytes)));
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| SecretError::io(dir, e))?;
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| SecretError::io(dir, e))?;
     }
     // Written beside the target with mode 0600 from the start, then renamed over it, so the
     // keys are never readable by others, not even for a moment, and never half-written.

@@ -28,6 +28,8 @@ pub fn register(value: &str, id: &str) {
                 .map(str::to_string),
         );
     }
+    // The id comes from the repo: escaped, so it cannot forge output where it is shown.
+    let id = crate::output::untrusted(id, crate::output::Lines::Escape);
     let shown = format!("[secret:{id}]");
     let mut reg = REGISTRY.write().unwrap_or_else(|p| p.into_inner());
     for v in entries {
@@ -36,7 +38,7 @@ pub fn register(value: &str, id: &str) {
         }
         reg.push((v, shown.clone()));
     }
-    reg.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    reg.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
 }
 
 /// `text` with every registered secret replaced by `[secret:ID]`.
@@ -133,6 +135,12 @@ mod tests {
         );
         assert!(contains_secret(b"..Zq8sMaskTestValue1.."));
         assert!(!contains_secret(b"nothing here"));
+    }
+
+    #[test]
+    fn a_secret_id_cannot_forge_output_where_it_replaces_the_value() {
+        register("MaskIdTestValue77", "x\n\u{1b}[2Jfixed");
+        assert_eq!(mask("MaskIdTestValue77"), "[secret:x\\n\\e[2Jfixed]");
     }
 
     #[test]
