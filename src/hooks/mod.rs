@@ -453,7 +453,8 @@ impl Hooks {
     fn arguments(&self, event: &Event<'_>) -> Vec<Dynamic> {
         let repo = self.repo_value();
         let secs = |d: &std::time::Duration| Dynamic::from_float(d.as_secs_f64() as FLOAT);
-        let s = |t: &str| Dynamic::from(t.to_string());
+        // Every text a hook gets is masked, like every output channel.
+        let s = |t: &str| Dynamic::from(crate::secrets::mask(t).into_owned());
         let nodes_arg = |nodes: &[&Node]| -> Dynamic {
             Dynamic::from_array(nodes.iter().map(|n| node_value(n)).collect())
         };
@@ -552,8 +553,8 @@ impl Hooks {
                 s(command),
                 secs(duration),
                 return_code.map_or(Dynamic::UNIT, |c| Dynamic::from_int(c as INT)),
-                Dynamic::from(String::from_utf8_lossy(stdout).into_owned()),
-                Dynamic::from(String::from_utf8_lossy(stderr).into_owned()),
+                s(&String::from_utf8_lossy(stdout)),
+                s(&String::from_utf8_lossy(stderr)),
             ],
             Event::LockAdd {
                 node,

@@ -92,6 +92,7 @@ fn secret_values_are_masked_on_every_channel() {
     v.write(
         &format!("pw = \"!password_for:db_root\"\ntoken = \"!decrypt:{token}\"\n"),
         "[files.\"@/conf\"]\ncontent_type = \"jinja2\"\ncontent = \"pw={{ metadata.b.pw }}\\n\"\n\
+         [symlinks.\"@/link\"]\ntarget = \"!password_for:db_root\"\n\
          [actions.echo]\ncommand = \"cat; cat >&2 <<'E'\\nalso\\nE\\nexit 3\"\n\
          data_stdin = \"!password_for:db_root and !decrypt\"\n\
          [actions.token]\ncommand = \"cat\"\ndata_stdin = \"!decrypt:TOKEN\"\nexpected_stdout = \"nothing\"\n"
@@ -101,9 +102,12 @@ fn secret_values_are_masked_on_every_channel() {
     v.repo.write(
         "hooks/leak.rhai",
         "fn node_apply_start(repo, node) { log(\"meta \" + node.metadata.b.pw); \
+         if node.metadata.b.pw == \"[secret:db_root]\" { log(\"argument arrived masked\"); } \
          log(\"direct \" + password_for(\"db_root\")); }\n\
          fn item_apply_end(repo, node, item, duration, status_code, status_before, status_after, reason) \
-         { log(\"item \" + to_json(item) + \" \" + reason); }\n",
+         { let all = node.to_json() + item.to_json() + `${status_after} ${reason}`; \
+         if all.contains(password_for(\"db_root\")) { log(\"LEAK in \" + item.id); } \
+         else { log(\"clean arguments for \" + item.id); } }\n",
     );
     // Human output at the highest verbosity: action stdout/stderr, hook log() and arguments.
     let run = v.cinch(&["-vv", "apply", "n1"]).expect_code(1);
@@ -111,6 +115,9 @@ fn secret_values_are_masked_on_every_channel() {
     assert_absent(&run, "api-token-0123456789");
     let all = format!("{}{}", run.stdout, run.stderr);
     assert!(all.contains("meta [secret:db_root]"), "{all}");
+    assert!(all.contains("argument arrived masked"), "{all}");
+    assert!(!all.contains("LEAK"), "{all}");
+    assert!(all.contains("clean arguments for symlink:"), "{all}");
     assert!(all.contains("direct [secret:db_root]"), "{all}");
     assert!(all.contains("[secret:default/"), "{all}");
     assert_eq!(
