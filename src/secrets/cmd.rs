@@ -121,10 +121,16 @@ fn text_or_stdin(arg: Option<&str>) -> Result<String> {
     }
 }
 
-/// Writes `text` to `path` replacing it atomically (temporary file beside it, then rename).
+/// Writes `text` to `path` replacing it atomically (temporary file beside it, then rename),
+/// keeping the permissions of the file it replaces.
 fn write_new(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension(format!("cinch-tmp{}", std::process::id()));
+    let perms = std::fs::metadata(path).ok().map(|m| m.permissions());
     std::fs::write(&tmp, text)
+        .and_then(|()| match perms {
+            Some(p) => std::fs::set_permissions(&tmp, p),
+            None => Ok(()),
+        })
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::sync::RwLock;
 
+use aho_corasick::{AhoCorasick, MatchKind};
 use serde_json::Value;
 
 /// Values shorter than this are not masked: a one- or two-letter "secret" would blank out
@@ -13,8 +14,18 @@ pub const MIN_MASKED_LEN: usize = 4;
 /// length, since terminal output is line by line.
 const MIN_MASKED_LINE: usize = 8;
 
-/// (value, shown as), longest value first so a value containing another is masked whole.
-static REGISTRY: RwLock<Vec<(String, String)>> = RwLock::new(Vec::new());
+/// Every registered secret, and one automaton finding them all in a single pass.
+#[derive(Default)]
+struct Registry {
+    /// (value, shown as).
+    entries: Vec<(String, String)>,
+    finder: Option<AhoCorasick>,
+}
+
+static REGISTRY: RwLock<Registry> = RwLock::new(Registry {
+    entries: Vec::new(),
+    finder: None,
+});
 
 /// Remembers `value` as a secret called `id`, so every later output masks it.
 pub fn register(value: &str, id: &str) {
@@ -32,57 +43,46 @@ pub fn register(value: &str, id: &str) {
     let id = crate::output::untrusted(id, crate::output::Lines::Escape);
     let shown = format!("[secret:{id}]");
     let mut reg = REGISTRY.write().unwrap_or_else(|p| p.into_inner());
+    let before = reg.entries.len();
     for v in entries {
-        if v.len() < MIN_MASKED_LEN || reg.iter().any(|(known, _)| *known == v) {
+        if v.len() < MIN_MASKED_LEN || reg.entries.iter().any(|(known, _)| *known == v) {
             continue;
         }
-        reg.push((v, shown.clone()));
+        reg.entries.push((v, shown.clone()));
     }
-    reg.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+    if reg.entries.len() != before {
+        // Leftmost-longest: a value containing another is masked whole.
+        reg.finder = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(reg.entries.iter().map(|(v, _)| v))
+            .ok();
+    }
 }
 
 /// `text` with every registered secret replaced by `[secret:ID]`.
 pub fn mask(text: &str) -> Cow<'_, str> {
     let reg = REGISTRY.read().unwrap_or_else(|p| p.into_inner());
-    if !reg.iter().any(|(v, _)| text.contains(v.as_str())) {
+    let Some(finder) = &reg.finder else {
+        return Cow::Borrowed(text);
+    };
+    if !finder.is_match(text) {
         return Cow::Borrowed(text);
     }
-    let mut out = text.to_string();
-    for (v, shown) in reg.iter() {
-        if out.contains(v.as_str()) {
-            out = out.replace(v.as_str(), shown);
-        }
-    }
-    Cow::Owned(out)
+    let shown: Vec<&str> = reg.entries.iter().map(|(_, s)| s.as_str()).collect();
+    Cow::Owned(finder.replace_all(text, &shown))
 }
 
 /// Like [`mask`] for raw bytes (command output that may not be UTF-8).
 pub fn mask_bytes(bytes: &[u8]) -> Cow<'_, [u8]> {
     let reg = REGISTRY.read().unwrap_or_else(|p| p.into_inner());
-    let mut out: Option<Vec<u8>> = None;
-    for (v, shown) in reg.iter() {
-        let cur: &[u8] = out.as_deref().unwrap_or(bytes);
-        let needle = v.as_bytes();
-        if !cur.windows(needle.len()).any(|w| w == needle) {
-            continue;
-        }
-        let mut next = Vec::with_capacity(cur.len());
-        let mut i = 0;
-        while i < cur.len() {
-            if cur[i..].starts_with(needle) {
-                next.extend_from_slice(shown.as_bytes());
-                i += needle.len();
-            } else {
-                next.push(cur[i]);
-                i += 1;
-            }
-        }
-        out = Some(next);
+    let Some(finder) = &reg.finder else {
+        return Cow::Borrowed(bytes);
+    };
+    if !finder.is_match(bytes) {
+        return Cow::Borrowed(bytes);
     }
-    match out {
-        Some(v) => Cow::Owned(v),
-        None => Cow::Borrowed(bytes),
-    }
+    let shown: Vec<&[u8]> = reg.entries.iter().map(|(_, s)| s.as_bytes()).collect();
+    Cow::Owned(finder.replace_all_bytes(bytes, &shown))
 }
 
 /// Every string (and object key) in `value` masked.
@@ -101,7 +101,8 @@ pub fn mask_json(value: &Value) -> Value {
 
 /// Whether `bytes` contain a registered secret (makes an item sensitive).
 pub fn contains_secret(bytes: &[u8]) -> bool {
-    matches!(mask_bytes(bytes), Cow::Owned(_))
+    let reg = REGISTRY.read().unwrap_or_else(|p| p.into_inner());
+    reg.finder.as_ref().is_some_and(|f| f.is_match(bytes))
 }
 
 /// Whether any string in `value` contains a registered secret.
