@@ -26,7 +26,9 @@ const NONCE_LEN: usize = 24;
 /// A named 256-bit key from the key file.
 #[derive(Clone)]
 pub struct Key {
+    /// The name ciphertexts refer to it by (`default`, `db`, ...).
     pub name: String,
+    /// The secret itself; never printed (Debug shows the fingerprint).
     pub bytes: [u8; KEY_LEN],
 }
 
@@ -122,8 +124,11 @@ impl Key {
 /// A ciphertext split into its parts (not yet authenticated).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ciphertext {
+    /// The name of the key it was encrypted with.
     pub key: String,
+    /// That key's fingerprint, to tell a wrong key from a tampered value.
     pub fingerprint: String,
+    /// Base64 of nonce and sealed bytes.
     pub blob: String,
 }
 

@@ -56,7 +56,9 @@ pub fn check_key_name(name: &str) -> Result<(), String> {
 /// The keys of one key file.
 #[derive(Debug, Clone)]
 pub struct KeyFile {
+    /// Where it was read from (named in every error).
     pub path: PathBuf,
+    /// The keys by name.
     pub keys: BTreeMap<String, Key>,
 }
 

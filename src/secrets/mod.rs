@@ -29,46 +29,57 @@ pub const MAX_FILE_LEN: u64 = 16 << 20;
 /// Why a secret could not be produced; every message names the key and says what to do.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SecretError {
+    /// The key file does not exist.
     #[error(
         "no key file at {}; create one with `cinch secret keygen`, point [secrets] keys_file \
          in cinch.toml or $CINCH_SECRETS_FILE at yours, or set CINCH_SECRETS_DUMMY=1 for \
          dummy values", path.display()
     )]
     NoKeyFile { path: PathBuf },
+    /// No key file is configured and there is no home directory for the default.
     #[error("no key file configured and no home directory: set $CINCH_SECRETS_FILE")]
     NoKeyFilePath,
+    /// The key file lacks the named key (a team key this user does not hold).
     #[error(
         "key '{key}' is not in {}; ask whoever holds it, or create it with `cinch secret keygen {key}`",
         path.display()
     )]
     NoKey { key: String, path: PathBuf },
+    /// Group or others may read the key file.
     #[error(
         "key file {} is readable by others (mode {mode:04o}) and is refused; fix: chmod 600 {}",
         path.display(), path.display()
     )]
     LoosePermissions { path: PathBuf, mode: u32 },
+    /// The key file does not parse, or a key in it is malformed.
     #[error("key file {}: {why}", path.display())]
     BadKeyFile { path: PathBuf, why: String },
+    /// `keygen` would replace a key.
     #[error("key '{key}' already exists in {}; pick another name", path.display())]
     KeyExists { key: String, path: PathBuf },
+    /// The ciphertext was made with another key of the same name.
     #[error(
         "value was encrypted with a different key named '{key}' (fingerprint {theirs}; yours is \
          {ours}); get the right key file"
     )]
     WrongKey {
+        /// The key name both share.
         key: String,
+        /// The fingerprint in the ciphertext.
         theirs: String,
+        /// The fingerprint of the key here.
         ours: String,
     },
+    /// The ciphertext fails authentication.
     #[error(
         "value encrypted with key '{key}' fails authentication: it was changed or corrupted; \
          encrypt it again with `cinch secret encrypt`"
     )]
     Tampered { key: String },
+    /// The text is not a cinch ciphertext at all.
     #[error("not a cinch ciphertext: {0}")]
     Malformed(String),
-    #[error("{0}")]
-    Invalid(String),
+    /// A file could not be read or written.
     #[error("{}: {why}", path.display())]
     Io { path: PathBuf, why: String },
 }
