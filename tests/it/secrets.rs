@@ -132,6 +132,11 @@ fn secret_values_are_masked_on_every_channel() {
     assert_absent(&run, "api-token-0123456789");
     assert!(run.stdout.contains("[secret:db_root]"), "{}", run.stdout);
     let _ = run.json_lines();
+    // `cinch run` output: the node's file holds the value, the terminal shows the mask.
+    let conf = v.out().join("conf").display().to_string();
+    let run = v.cinch(&["run", "n1", &format!("cat {conf}; cat {conf} >&2")]);
+    assert_absent(&run, &pw);
+    assert!(run.stdout.contains("pw=[secret:db_root]"), "{}", run.stdout);
 }
 
 #[test]
