@@ -75,6 +75,9 @@ pub enum Command {
     /// Create repos.
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// Keys, encrypted values and derived passwords (see docs/secrets.md).
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -288,6 +291,61 @@ pub struct MetadataArgs {
     pub node: String,
     /// Only these keys (dotted paths like nginx.workers).
     pub keys: Vec<String>,
+    /// Show secret values instead of [secret:ID] (needs the keys).
+    #[arg(long)]
+    pub reveal: bool,
+}
+
+/// `cinch secret ...`.
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Add a new random key to the key file (created with mode 0600 if missing).
+    Keygen {
+        /// The key's name.
+        #[arg(default_value = "default")]
+        name: String,
+    },
+    /// Encrypt TEXT (or stdin) and print the ciphertext, for "!decrypt:..." or decrypt().
+    Encrypt {
+        /// The key to encrypt with.
+        #[arg(short, long, default_value = "default")]
+        key: String,
+        /// The value; '-' or nothing reads stdin (keeps it out of your shell history).
+        text: Option<String>,
+    },
+    /// Decrypt a ciphertext (or stdin) and print the value.
+    Decrypt {
+        /// The ciphertext; '-' or nothing reads stdin.
+        ciphertext: Option<String>,
+    },
+    /// Encrypt a file into DEST, for decrypt_file() or "!decrypt_file:...".
+    EncryptFile {
+        /// The key to encrypt with.
+        #[arg(short, long, default_value = "default")]
+        key: String,
+        /// The plain file.
+        source: PathBuf,
+        /// Where to write the encrypted file (usually in a bundle's files/).
+        dest: PathBuf,
+    },
+    /// Print the password password_for(ID) derives (ID@KEY for another key than default).
+    PasswordFor {
+        /// The password's id.
+        id: String,
+        /// How many characters.
+        #[arg(short, long, default_value_t = crate::secrets::DEFAULT_PASSWORD_LEN)]
+        length: usize,
+        /// The human_password_for(ID) form instead.
+        #[arg(long)]
+        human: bool,
+    },
+    /// Re-encrypt every value and file of key OLD in the repo with key NEW, in place.
+    Rotate {
+        /// The key the values are encrypted with now.
+        old: String,
+        /// The key to encrypt them with.
+        new: String,
+    },
 }
 
 /// `cinch repo ...`.
@@ -372,6 +430,19 @@ option of cinch, never part of the command; quote the whole command (cinch run w
 or put it after -- (cinch run web1 -- ls -l)";
 
 fn dispatch(ctx: &Context, command: Command) -> Result<u8> {
+    // Commands that only show or check the repo work without secret keys (masked stand-ins);
+    // those that use the values fail where a key is missing. `hash` and `diff` describe what
+    // apply would write, so a stand-in would give a hash that depends on who has the keys.
+    let need = match &command {
+        Command::Apply(_)
+        | Command::Verify(_)
+        | Command::Secret(_)
+        | Command::Hash(_)
+        | Command::Diff(_) => crate::secrets::Need::Values,
+        Command::Metadata(m) if m.reveal => crate::secrets::Need::Values,
+        _ => crate::secrets::Need::Placeholders,
+    };
+    crate::secrets::set_need(need);
     match command {
         Command::Apply(a) => {
             crate::interrupt::announce(ctx.console.clone(), "items");
@@ -394,6 +465,7 @@ fn dispatch(ctx: &Context, command: Command) -> Result<u8> {
         Command::Items(a) => crate::inspect::cmd_items(ctx, &a),
         Command::Metadata(a) => crate::inspect::cmd_metadata(ctx, &a),
         Command::Repo(RepoCommand::Create { dir }) => crate::inspect::cmd_repo_create(ctx, &dir),
+        Command::Secret(s) => crate::secrets::cmd::cmd_secret(ctx, &s),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "cinch", &mut out);

@@ -152,30 +152,38 @@ impl Console {
         &self.multi
     }
 
-    /// Prints one line of normal output to stdout.
+    /// Prints one line of normal output to stdout (secrets masked, as everywhere).
     pub fn out(&self, line: &str) {
+        self.write(false, &crate::secrets::mask(line));
+    }
+
+    /// Prints one line of diagnostics to stderr (secrets masked).
+    pub fn err(&self, line: &str) {
+        self.write(true, &crate::secrets::mask(line));
+    }
+
+    /// Prints one JSON value as a line on stdout (secrets masked in every string).
+    pub fn json_line(&self, value: &serde_json::Value) {
+        self.write(false, &crate::secrets::mask_json(value).to_string());
+    }
+
+    /// Prints a line with secrets shown: only for what the user explicitly asked to see
+    /// (`cinch metadata --reveal`, `cinch secret decrypt`).
+    pub fn out_revealed(&self, line: &str) {
         self.write(false, line);
     }
 
-    /// Prints one line of diagnostics to stderr.
-    pub fn err(&self, line: &str) {
-        self.write(true, line);
-    }
-
-    /// Prints one JSON value as a line on stdout.
-    pub fn json_line(&self, value: &serde_json::Value) {
-        self.write(false, &value.to_string());
-    }
-
-    /// Writes raw bytes to stdout (e.g. `cinch run` output); a trailing newline is not added.
+    /// Writes raw bytes to stdout (e.g. `cinch run` output), secrets masked; a trailing
+    /// newline is not added.
     pub fn out_raw(&self, bytes: &[u8]) {
         if self.closed.load(Ordering::Relaxed) {
             return;
         }
+        let bytes = crate::secrets::mask_bytes(bytes);
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.multi.suspend(|| {
             let mut out = std::io::stdout().lock();
-            if out.write_all(bytes).and_then(|()| out.flush()).is_err() {
+            if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
                 self.closed.store(true, Ordering::Relaxed);
             }
         });
@@ -190,6 +198,7 @@ impl Console {
         self.multi.suspend(|| {
             let term = console::Term::stderr();
             let mut e = std::io::stderr().lock();
+            let question = crate::secrets::mask(question);
             let _ = write!(e, "{question}").and_then(|()| e.flush());
             if std::io::stdin().is_terminal() && term.is_term() {
                 ask_key(&mut e, &term, keys)

@@ -148,12 +148,16 @@ pub fn locals(items: &[Item], contents: Vec<Option<Vec<u8>>>, diff_limit: u64) -
                     staging_scan = scanned.insert(crate::items::file::parent_dir(&me));
                 }
             }
+            // Content holding a secret is never diffed, so the node's copy is never fetched.
+            let secret = content
+                .as_deref()
+                .is_some_and(crate::secrets::contains_secret);
             Local {
                 idx,
                 content_hash: content.as_deref().map(crate::diff::sha256_hex),
                 content: content.map(Arc::new),
                 managed_children: managed_children.into_iter().collect(),
-                diff_limit,
+                diff_limit: if secret { 0 } else { diff_limit },
                 link_parents,
                 staging_scan,
                 clean_staging: false,
@@ -612,8 +616,12 @@ impl<'a, 'j> Exec<'a, 'j> {
     fn public(&self, i: usize, state: Option<&State>) -> Option<Value> {
         let mut s = state?.clone();
         let item = &self.g.items[i];
+        let secret_content = self.job.locals[i]
+            .content
+            .as_deref()
+            .is_some_and(|c| crate::secrets::contains_secret(c));
         if let ItemKind::File(f) = &item.kind
-            && f.sensitive
+            && (f.sensitive || secret_content)
             && s.contains_key("content_hash")
         {
             s.insert("content_hash".into(), Value::String("(hidden)".into()));

@@ -203,12 +203,19 @@ pub fn cmd_metadata(ctx: &Context, args: &MetadataArgs) -> Result<u8> {
         }
         out
     };
-    if ctx.console.json() {
+    // Secrets are masked as on every channel, unless the user asked to see them.
+    let text = if ctx.console.json() {
+        value.to_string()
+    } else {
+        serde_json::to_string_pretty(&value)
+            .map_err(|e| Error::Usage(format!("cannot print metadata: {e}")))?
+    };
+    if args.reveal {
+        ctx.console.out_revealed(&text);
+    } else if ctx.console.json() {
         ctx.console.json_line(&value);
     } else {
-        let pretty = serde_json::to_string_pretty(&value)
-            .map_err(|e| Error::Usage(format!("cannot print metadata: {e}")))?;
-        ctx.console.out(&pretty);
+        ctx.console.out(&text);
     }
     Ok(0)
 }

@@ -28,6 +28,7 @@ pub mod repo;
 pub mod review;
 pub mod run;
 pub mod script;
+pub mod secrets;
 pub mod shell;
 pub mod transport;
 

@@ -60,6 +60,21 @@ pub const ENVIRONMENT: &[EnvVar] = &[
                time-dependent hooks. Must be a number.",
     },
     EnvVar {
+        name: "CINCH_SECRETS_FILE",
+        what: "The secret key file when cinch.toml has no [secrets] keys_file. Default: \
+               $XDG_CONFIG_HOME/cinch/secrets.toml, else ~/.config/cinch/secrets.toml. It must \
+               have mode 0600 (see docs/secrets.md).",
+    },
+    EnvVar {
+        name: "CINCH_SECRETS_DUMMY",
+        what: "When set (and not 0), every secret (password_for, decrypt, decrypt_file) is a \
+               deterministic dummy value and no key file is read: for CI.",
+    },
+    EnvVar {
+        name: "XDG_CONFIG_HOME, HOME",
+        what: "Where the default secret key file is (see CINCH_SECRETS_FILE).",
+    },
+    EnvVar {
         name: "other variables",
         what: "Hooks read any variable with env(NAME), and commands started by run_local() \
                inherit the environment. ssh(1) is the system OpenSSH and reads its own \
@@ -198,6 +213,18 @@ pub fn exit_status(path: &[&str]) -> &'static [(&'static str, &'static str)] {
                  are named REV:FILE:LINE).",
             ),
             ("130", "Interrupted by Ctrl-C or SIGTERM."),
+        ],
+        ["secret"] | ["secret", _] => &[
+            ("0", "Done."),
+            (
+                "1",
+                "A local I/O problem (reading or writing a file or stdin).",
+            ),
+            (
+                "2",
+                "Bad usage, or a key problem: no key file or key, a key file readable by others, \
+                 a wrong key or a tampered value (rotate then changes nothing).",
+            ),
         ],
         ["repo"] | ["repo", "create"] => &[
             ("0", "The repo was written."),
@@ -445,7 +472,48 @@ pub fn examples(path: &[&str]) -> &'static [Example] {
                 args: &["-r", "repo-template", "metadata", "demo", "demo.color"],
                 what: "Only one key, as a dotted path.",
             },
+            Example {
+                args: &["metadata", "db1", "mysql.root_password", "--reveal"],
+                what: "Show a secret's value instead of [secret:ID] (needs the key).",
+            },
         ],
+        ["secret"] | ["secret", "keygen"] => &[
+            Example {
+                args: &["secret", "keygen"],
+                what: "Create the key file (mode 0600) with a key named default.",
+            },
+            Example {
+                args: &["secret", "keygen", "db"],
+                what: "Add a key named db, for secrets only the database team may read.",
+            },
+        ],
+        ["secret", "encrypt"] => &[Example {
+            args: &["secret", "encrypt", "--key", "db", "-"],
+            what: "Encrypt what you type on stdin with key db; paste the output into TOML as \
+                   \"!decrypt:cinch:v1:db:...\".",
+        }],
+        ["secret", "decrypt"] => &[Example {
+            args: &["secret", "decrypt", "cinch:v1:default:1a2b3c4d:..."],
+            what: "Print the value of a ciphertext.",
+        }],
+        ["secret", "encrypt-file"] => &[Example {
+            args: &[
+                "secret",
+                "encrypt-file",
+                "tls.key",
+                "bundles/web/files/tls.key.enc",
+            ],
+            what: "Encrypt a file into the bundle; use it as content = \
+                   \"!decrypt_file:tls.key.enc\".",
+        }],
+        ["secret", "password-for"] => &[Example {
+            args: &["secret", "password-for", "mysql_root"],
+            what: "Print the password that password_for(\"mysql_root\") gives in the repo.",
+        }],
+        ["secret", "rotate"] => &[Example {
+            args: &["secret", "rotate", "default", "new2026"],
+            what: "Re-encrypt every value and file of key default with key new2026, in place.",
+        }],
         ["repo"] | ["repo", "create"] => &[Example {
             args: &["repo", "create", "myrepo"],
             what: "Write a commented working repo (the same as repo-template/ in cinch's source) \

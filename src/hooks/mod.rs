@@ -453,7 +453,8 @@ impl Hooks {
     fn arguments(&self, event: &Event<'_>) -> Vec<Dynamic> {
         let repo = self.repo_value();
         let secs = |d: &std::time::Duration| Dynamic::from_float(d.as_secs_f64() as FLOAT);
-        let s = |t: &str| Dynamic::from(t.to_string());
+        // Every text a hook gets is masked, like every output channel.
+        let s = |t: &str| Dynamic::from(crate::secrets::mask(t).into_owned());
         let nodes_arg = |nodes: &[&Node]| -> Dynamic {
             Dynamic::from_array(nodes.iter().map(|n| node_value(n)).collect())
         };
@@ -552,8 +553,8 @@ impl Hooks {
                 s(command),
                 secs(duration),
                 return_code.map_or(Dynamic::UNIT, |c| Dynamic::from_int(c as INT)),
-                Dynamic::from(String::from_utf8_lossy(stdout).into_owned()),
-                Dynamic::from(String::from_utf8_lossy(stderr).into_owned()),
+                s(&String::from_utf8_lossy(stdout)),
+                s(&String::from_utf8_lossy(stderr)),
             ],
             Event::LockAdd {
                 node,
@@ -931,13 +932,15 @@ fn close_hook_name(name: &str) -> Option<&'static str> {
         .map(|(_, h)| h)
 }
 
+/// A value handed to a hook, secrets masked (a hook that needs one calls `password_for`).
 fn to_dynamic(value: &Value) -> Dynamic {
-    rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT)
+    rhai::serde::to_dynamic(crate::secrets::mask_json(value)).unwrap_or(Dynamic::UNIT)
 }
 
-/// A node as hooks see it: name, hostname, groups, bundles, metadata and the connection fields.
+/// A node as hooks see it: name, hostname, groups, bundles, metadata and the connection
+/// fields, secrets in its metadata masked.
 fn node_value(node: &Node) -> Dynamic {
-    rhai::serde::to_dynamic(node).unwrap_or(Dynamic::UNIT)
+    serde_json::to_value(node).map_or(Dynamic::UNIT, |v| to_dynamic(&v))
 }
 
 /// An item as hooks see it: id, type, name, bundle, attributes.

@@ -117,7 +117,8 @@ impl Stateful for FileAttrs {
         if content_changes {
             let new = local.content.as_deref().map_or(&[][..], |c| c.as_slice());
             let old = fields.and_then(|f| f.get("content"));
-            if self.sensitive {
+            // Content a template filled with a secret is sensitive too, marked or not.
+            if self.sensitive || crate::secrets::contains_secret(new) {
                 out.push_str("content hidden (sensitive)\n");
             } else if self.diffable()
                 && crate::diff::is_text(new)

@@ -555,9 +555,26 @@ pub(crate) fn build_item(
         }
         diags.push(d);
     }
+    // Secret strings (`!password_for:` ...) become their values here; an item whose state
+    // holds a secret is sensitive without anyone marking it.
+    let mut resolved = raw.attrs.clone();
+    let mut has_secret = false;
+    let files = files_dir(bundle);
+    for a in &mut resolved {
+        let mut errors = Vec::new();
+        has_secret |=
+            crate::secrets::resolve_json(&mut a.value, &files, &mut Vec::new(), &mut errors);
+        has_secret |= crate::secrets::mask::json_contains_secret(&a.value);
+        for (_, why) in errors {
+            diags.push(Diagnostic::at(
+                a.value_loc.clone(),
+                format!("secret in `{}` of {id}: {why}", a.name),
+            ));
+        }
+    }
     let mut r = Reader {
         id: id.clone(),
-        attrs: raw.attrs.iter().map(|a| (a.name.as_str(), a)).collect(),
+        attrs: resolved.iter().map(|a| (a.name.as_str(), a)).collect(),
         diags,
     };
     let deps = Deps {
@@ -686,6 +703,10 @@ pub(crate) fn build_item(
         })),
         _ => None,
     };
+    let mut kind = kind;
+    if has_secret {
+        secret_item(&id, &mut kind, &resolved, diags);
+    }
     if diags.len() > before {
         return None;
     }
@@ -800,6 +821,35 @@ fn file_kind(bundle: &Bundle, raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemK
         delete,
         sensitive: r.bool("sensitive").unwrap_or(false),
     }))
+}
+
+/// An item whose attributes hold a secret: a file is sensitive; a secret in a command (or
+/// `unless`) is refused, since a command line is visible in `ps` on the node.
+fn secret_item(
+    id: &str,
+    kind: &mut Option<ItemKind>,
+    attrs: &[RawAttr],
+    diags: &mut Vec<Diagnostic>,
+) {
+    if let Some(ItemKind::File(f)) = kind {
+        f.sensitive = true;
+    }
+    for a in attrs {
+        let on_command_line =
+            a.name == "unless" || (a.name == "command" && id.starts_with("action:"));
+        if on_command_line && crate::secrets::mask::json_contains_secret(&a.value) {
+            diags.push(
+                Diagnostic::at(
+                    a.value_loc.clone(),
+                    format!(
+                        "`{}` of {id} contains a secret, which would be visible in `ps` on the node",
+                        a.name
+                    ),
+                )
+                .with_hint("pass it with data_stdin and read it from stdin in the command"),
+            );
+        }
+    }
 }
 
 fn action_kind(raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemKind> {

@@ -222,6 +222,7 @@ fn templates<'r>(repo: &'r Repo, item: &Item) -> Result<&'r Environment<'static>
                 }))
             },
         );
+        crate::secrets::register_templates(&mut env, dir.clone(), sandbox.clone());
         // Config files end with a newline; Jinja2's default of eating it surprises everyone.
         env.set_keep_trailing_newline(true);
         env.set_loader(move |name| {

@@ -37,7 +37,13 @@ fn compile(repo: &Repo, bundle: &Bundle) -> Result<Option<Compiled>, Vec<Diagnos
             ]);
         }
     };
-    let engine = crate::script::engine(&repo.sandbox());
+    let mut engine = crate::script::engine(&repo.sandbox());
+    // `decrypt_file` in items.rhai reads from the bundle's files/, like templates.
+    crate::secrets::register_rhai(
+        &mut engine,
+        crate::items::parse::files_dir(bundle),
+        repo.sandbox(),
+    );
     match engine.compile(&text) {
         Ok(ast) => Ok(Some(Compiled {
             engine,

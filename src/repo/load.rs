@@ -72,6 +72,11 @@ struct BundleDef {
 pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let settings = Settings::load(root, &mut diags);
+    crate::secrets::install(
+        crate::secrets::Vault::new(settings.secrets_file.as_deref()).with_sandbox(
+            crate::repo::Sandbox::new(root, settings.allow_external_symlinks),
+        ),
+    );
     let sandbox = crate::repo::Sandbox::new(root, settings.allow_external_symlinks);
     let nodes = read_entities(root, &sandbox, "nodes", &mut diags, read_node);
     let groups = read_entities(root, &sandbox, "groups", &mut diags, read_group);
@@ -122,17 +127,25 @@ pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
 
     let resolved: Vec<(Node, Vec<Conflict>)> = nodes
         .par_iter()
-        .map(|(_, def)| resolve_node(def, &groups, &group_index, &hierarchy, &bundles, &listed_in))
+        .map(|(_, def)| {
+            resolve_node(
+                def,
+                &groups,
+                &group_index,
+                &hierarchy,
+                &bundles,
+                &listed_in,
+                root,
+            )
+        })
         .collect();
 
     // A metadata conflict belongs to the nodes it is on: they fail (apply, verify, test,
     // `cinch metadata`) and every other node works as usual.
     let mut out_nodes = BTreeMap::new();
     for (mut node, conflicts) in resolved {
-        node.problems = conflicts
-            .into_iter()
-            .map(Conflict::into_diagnostic)
-            .collect();
+        node.problems
+            .extend(conflicts.into_iter().map(Conflict::into_diagnostic));
         out_nodes.insert(node.name.clone(), node);
     }
 
@@ -673,6 +686,7 @@ fn resolve_node(
     hierarchy: &Hierarchy,
     bundles: &BTreeMap<String, BundleDef>,
     listed_in: &HashMap<&str, Vec<usize>>,
+    root: &Path,
 ) -> (Node, Vec<Conflict>) {
     let mut immediate: Vec<usize> = def
         .groups
@@ -719,7 +733,7 @@ fn resolve_node(
         value: &def.metadata,
         spans: &def.spans,
     });
-    let (merged, raw_conflicts) =
+    let (mut merged, raw_conflicts) =
         metadata::merge(&layers, |earlier, later| match (earlier, later) {
             (Source::Bundle(_), Source::Bundle(_)) => false,
             (Source::Group(_, a), Source::Group(_, b)) => hierarchy.is_ancestor(*a, *b),
@@ -735,6 +749,27 @@ fn resolve_node(
             path: c.path,
             first_value: c.first_value,
             second_value: c.second_value,
+        })
+        .collect();
+
+    // `!password_for:`, `!decrypt:` and `!decrypt_file:` strings become their values here; a
+    // value that cannot be produced (no key, wrong key) fails this node only, where it is used.
+    let mut secret_errors = Vec::new();
+    crate::secrets::resolve_json(&mut merged, root, &mut Vec::new(), &mut secret_errors);
+    let secret_problems: Vec<Diagnostic> = secret_errors
+        .into_iter()
+        .map(|(path, why)| {
+            let at = layers
+                .iter()
+                .rev()
+                .find_map(|l| l.spans.0.get(&path))
+                .or_else(|| layers.iter().rev().find_map(|l| l.spans.find(&path)))
+                .cloned();
+            let msg = format!("secret at metadata `{}`: {why}", path.join("."));
+            match at {
+                Some(loc) => Diagnostic::at(loc, msg),
+                None => Diagnostic::new(msg),
+            }
         })
         .collect();
 
@@ -759,7 +794,7 @@ fn resolve_node(
             .unwrap_or_else(|| Node::DEFAULT_LOCK_DIR.to_string()),
         metadata: merged,
         location: def.location.clone(),
-        problems: Vec::new(),
+        problems: secret_problems,
     };
     (node, conflicts)
 }

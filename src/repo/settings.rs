@@ -16,6 +16,8 @@ pub struct Settings {
     pub problems: Vec<Diagnostic>,
     /// `[repo] allow_external_symlinks`: may symlinks in the repo lead out of it?
     pub allow_external_symlinks: bool,
+    /// `[secrets] keys_file`: where the secret keys are (see [`crate::secrets::keys`]).
+    pub secrets_file: Option<PathBuf>,
 }
 
 /// `[ssh]` in cinch.toml.
@@ -37,6 +39,7 @@ impl Default for Settings {
             ssh: SshSettings::default(),
             problems: Vec::new(),
             allow_external_symlinks: false,
+            secrets_file: None,
         }
     }
 }
@@ -62,7 +65,7 @@ impl Settings {
             table: file.root(),
             what: "cinch.toml".into(),
         };
-        root.check_keys(&["defaults", "ssh", "repo"], diags);
+        root.check_keys(&["defaults", "ssh", "repo", "secrets"], diags);
         if let Some(section) = section(&file, "defaults", diags) {
             let f = Fields {
                 file: &file,
@@ -130,6 +133,25 @@ impl Settings {
             f.check_keys(&["allow_external_symlinks"], diags);
             if let Some(allow) = f.boolean("allow_external_symlinks", diags) {
                 settings.allow_external_symlinks = allow;
+            }
+        }
+        if let Some(section) = section(&file, "secrets", diags) {
+            let f = Fields {
+                file: &file,
+                table: section,
+                what: "[secrets]".into(),
+            };
+            f.check_keys(&["keys_file"], diags);
+            if let Some(s) = f.string("keys_file", diags) {
+                match expand_path(repo, &s.value) {
+                    Ok(path) => settings.secrets_file = Some(path),
+                    Err(why) => diags.push(
+                        Diagnostic::at(s.location, format!("[secrets] keys_file: {why}"))
+                            .with_hint(
+                                "write ~/..., an absolute path, or a path relative to the repo",
+                            ),
+                    ),
+                }
             }
         }
         settings

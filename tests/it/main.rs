@@ -13,6 +13,7 @@ mod plan;
 mod repo;
 mod review;
 mod run;
+mod secrets;
 mod sshd;
 mod sysitems;
 mod transport;
