@@ -323,28 +323,3 @@ impl Bus {
         self.subscribers.iter().any(|s| s.had_errors())
     }
 }
-
-/// The bus every command emits on: one place where subscribers (hooks, ...) are attached, so
-/// all commands get the same ones.
-pub fn command_bus(
-    ctx: &crate::cli::Context,
-    repo: &crate::repo::Repo,
-) -> crate::error::Result<Bus> {
-    Ok(command_bus_with_hooks(ctx, repo)?.0)
-}
-
-/// [`command_bus`] plus the hooks it loaded, for commands that inspect them (`cinch test`
-/// lints them); hooks run their top level at load, so they must never be loaded twice.
-pub fn command_bus_with_hooks(
-    ctx: &crate::cli::Context,
-    repo: &crate::repo::Repo,
-) -> crate::error::Result<(Bus, std::sync::Arc<crate::hooks::Hooks>)> {
-    let mut bus = Bus::new();
-    let hooks = crate::hooks::subscribe(
-        &mut bus,
-        &repo.path,
-        repo.settings.allow_external_symlinks,
-        ctx.console.clone(),
-    )?;
-    Ok((bus, hooks))
-}

@@ -261,9 +261,9 @@ pub trait Guard: Send {
     fn retry(&self) -> bool {
         false
     }
-    /// Silent shell put in front of every later command and sent on its own every
-    /// [`crate::lock::HEARTBEAT_INTERVAL`], so others can tell the lock holder is alive.
-    fn heartbeat(&self) -> Option<String> {
+    /// Silent shell put in front of every later command and sent on its own at the interval
+    /// given with it, so others can tell the lock holder is alive.
+    fn heartbeat(&self) -> Option<(String, Duration)> {
         None
     }
 }
@@ -308,15 +308,15 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
     match started {
         Err(e) => ex.run.error = Some(e),
         Ok(()) => {
-            ex.heartbeat = guard.as_ref().and_then(|g| g.heartbeat());
-            let beat = ex.heartbeat.clone();
+            let beat = guard.as_ref().and_then(|g| g.heartbeat());
+            ex.heartbeat = beat.as_ref().map(|(shell, _)| shell.clone());
             // The ticker beats while long commands (a slow action) run; dropping `stop` ends it.
             let (stop, stopped) = std::sync::mpsc::channel::<()>();
             std::thread::scope(|s| {
-                if let Some(beat) = beat {
+                if let Some((beat, every)) = beat {
                     s.spawn(move || {
                         while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                            stopped.recv_timeout(crate::lock::HEARTBEAT_INTERVAL)
+                            stopped.recv_timeout(every)
                         {
                             let cmd = crate::transport::Command {
                                 timeout: Some(Duration::from_secs(30)),

@@ -699,6 +699,12 @@ mod tests {
     use super::*;
     use crate::items::testutil::{Fixture, render};
 
+    #[test]
+    fn a_plan_can_be_shared_by_node_workers() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Plan>();
+    }
+
     fn plan(f: &Fixture) -> Result<Plan, String> {
         let bundles: Vec<&str> = f.repo.bundles.keys().map(String::as_str).collect();
         let node = f.node("n1", &bundles, serde_json::json!({}));

@@ -1008,6 +1008,31 @@ fn item_attributes(kind: &ItemKind) -> Value {
     }
 }
 
+/// The bus every command emits on: one place where subscribers (hooks, ...) are attached, so
+/// all commands get the same ones.
+pub fn command_bus(
+    console: &Arc<Console>,
+    repo: &crate::repo::Repo,
+) -> crate::error::Result<crate::events::Bus> {
+    Ok(command_bus_with_hooks(console, repo)?.0)
+}
+
+/// [`command_bus`] plus the hooks it loaded, for commands that inspect them (`cinch test`
+/// lints them); hooks run their top level at load, so they must never be loaded twice.
+pub fn command_bus_with_hooks(
+    console: &Arc<Console>,
+    repo: &crate::repo::Repo,
+) -> crate::error::Result<(crate::events::Bus, Arc<Hooks>)> {
+    let mut bus = crate::events::Bus::new();
+    let hooks = subscribe(
+        &mut bus,
+        &repo.path,
+        repo.settings.allow_external_symlinks,
+        console.clone(),
+    )?;
+    Ok((bus, hooks))
+}
+
 #[cfg(test)]
 mod examples;
 #[cfg(test)]

@@ -209,7 +209,6 @@ pub mod action;
 pub mod directory;
 pub mod file;
 pub mod group;
-pub mod listing;
 pub mod parse;
 pub mod pkg_apt;
 pub mod render;

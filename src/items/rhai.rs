@@ -83,8 +83,7 @@ pub(crate) fn node_dynamic(node: &Node) -> Result<Dynamic, String> {
 
 /// The items `bundle`'s items.rhai produces for `node` (none without the file).
 pub fn node_items(repo: &Repo, bundle: &Bundle, node: &Node) -> Result<Vec<Item>, Vec<Diagnostic>> {
-    let compiled = match bundle
-        .items_cache
+    let compiled = match super::parse::BundleCache::of(bundle)
         .rhai
         .get_or_init(|| compile(repo, bundle))
     {

@@ -2,6 +2,7 @@
 //! `cinch` binary against temporary repos, the local transport and a private sshd.
 
 mod apply;
+mod architecture;
 mod check;
 mod docs;
 mod harness;

@@ -4,11 +4,11 @@
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::cli::{Context, TestArgs};
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
 use crate::events::Flow;
 use crate::repo::{Node, Repo};
+use crate::settings::{Settings, TestSettings};
 
 /// Exit code when the repo is fine but some node's items, dependencies or templates are not.
 const EXIT_PROBLEMS: u8 = 1;
@@ -26,7 +26,7 @@ struct Problem {
 }
 
 /// Runs `cinch test`.
-pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
+pub fn cmd_test(ctx: &Settings, args: &TestSettings) -> Result<u8> {
     let repo = match ctx.load_repo() {
         Ok(repo) => repo,
         Err(Error::Repo(diags)) => {
@@ -48,7 +48,7 @@ pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
     let mut hook_problems = Vec::new();
     // The one load of the hooks (their top level runs at load): syntax errors are problems
     // like any other; lint findings are warnings that do not change the exit code.
-    let (bus, hooks) = match crate::events::command_bus_with_hooks(ctx, &repo) {
+    let (bus, hooks) = match crate::hooks::command_bus_with_hooks(&ctx.console, &repo) {
         Ok((bus, hooks)) => (Some(bus), Some(hooks)),
         Err(Error::Repo(diags)) => {
             hook_problems = diags
@@ -137,7 +137,7 @@ pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
 }
 
 /// Hook lint findings: shown, never fatal (a misspelt hook is not called, which may be fine).
-fn warn(ctx: &Context, warnings: &[Diagnostic]) {
+fn warn(ctx: &Settings, warnings: &[Diagnostic]) {
     for w in warnings {
         if ctx.console.json() {
             let loc = w.location.as_ref();
@@ -257,7 +257,7 @@ pub fn dedup_sorted(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
     out
 }
 
-fn report(ctx: &Context, problems: &[Problem]) {
+fn report(ctx: &Settings, problems: &[Problem]) {
     for p in problems {
         if ctx.console.json() {
             let loc = p.diag.location.as_ref();
@@ -292,7 +292,7 @@ fn report(ctx: &Context, problems: &[Problem]) {
 }
 
 fn summary(
-    ctx: &Context,
+    ctx: &Settings,
     nodes: usize,
     bad_nodes: usize,
     items: usize,

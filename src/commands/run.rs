@@ -9,39 +9,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::cli::{Context, RunArgs};
 use crate::console::Console;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::events::{Bus, Event, Flow, Subscriber};
 use crate::repo::{Node, TransportKind};
+use crate::settings::{RunSettings, Settings};
 use crate::transport::{self, Command, ConnectOptions, Stream, TransportError};
 
 /// A partial line longer than this is printed anyway, so a newline-free stream still shows.
 const MAX_PENDING_LINE: usize = 64 * 1024;
 
 /// Runs `cinch run`.
-pub fn cmd_run(ctx: &Context, args: &RunArgs) -> Result<u8> {
-    let command = args.command.join(" ");
-    if command.trim().is_empty() {
-        return Err(Error::Usage("cinch run needs a command to run".into()));
-    }
-    let timeout = match args.timeout {
-        None => None,
-        Some(secs) => match Duration::try_from_secs_f64(secs) {
-            Ok(d) if !d.is_zero() => Some(d),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "--timeout must be a positive number of seconds, not {secs}"
-                )));
-            }
-        },
-    };
-    if args.node_workers == Some(0) {
-        return Err(Error::Usage("-p/--node-workers must be at least 1".into()));
-    }
+pub fn cmd_run(ctx: &Settings, args: &RunSettings) -> Result<u8> {
     let repo = ctx.load_repo()?;
     let nodes = repo.select(&args.target)?;
-    let mut bus = crate::events::command_bus(ctx, &repo)?;
+    let mut bus = crate::hooks::command_bus(&ctx.console, &repo)?;
     if ctx.console.json() {
         bus.subscribe(Box::new(JsonEvents {
             console: ctx.console.clone(),
@@ -49,13 +31,10 @@ pub fn cmd_run(ctx: &Context, args: &RunArgs) -> Result<u8> {
     }
     let plan = RunPlan {
         target: &args.target,
-        command: &command,
-        timeout,
-        workers: args
-            .node_workers
-            .unwrap_or(repo.settings.node_workers)
-            .max(1),
-        connect: ConnectOptions::from_settings(&repo.path, &repo.settings.ssh, ctx.add_host_keys),
+        command: &args.command,
+        timeout: args.timeout,
+        workers: args.node_workers.resolve(repo.settings.node_workers),
+        connect: ctx.connect_options(&repo),
     };
     Ok(run_on(&ctx.console, &bus, &nodes, &plan))
 }

@@ -13,7 +13,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::cli::{ApplyArgs, Context, SelectArgs, VerifyArgs};
 use crate::console::{Console, Reply};
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
@@ -26,18 +25,19 @@ use crate::items::state::Local;
 use crate::output::{Lines, untrusted};
 use crate::plan::Plan;
 use crate::repo::{Node, Repo};
+use crate::settings::{ApplySettings, Select, Settings};
 
 /// Diffs of text files larger than this are shown as sizes and hashes.
 const DIFF_LIMIT: u64 = 1 << 20;
 
 /// Runs `cinch apply`.
-pub fn cmd_apply(ctx: &Context, args: &ApplyArgs) -> Result<u8> {
+pub fn cmd_apply(ctx: &Settings, args: &ApplySettings) -> Result<u8> {
     run(ctx, &args.select, Mode::Apply, args.interactive, args.force)
 }
 
 /// Runs `cinch verify`.
-pub fn cmd_verify(ctx: &Context, args: &VerifyArgs) -> Result<u8> {
-    run(ctx, &args.select, Mode::Verify, false, false)
+pub fn cmd_verify(ctx: &Settings, args: &Select) -> Result<u8> {
+    run(ctx, args, Mode::Verify, false, false)
 }
 
 /// Who we are in locks, and whether `--force` overrides a held hard lock.
@@ -81,12 +81,13 @@ impl<'r> Prepared<'r> {
 fn prepare<'r>(
     repo: &'r Repo,
     node: &'r Node,
-    select: &SelectArgs,
+    select: &Select,
     mode: Mode,
     interactive: bool,
     item_workers: usize,
 ) -> std::result::Result<Prepared<'r>, Vec<Diagnostic>> {
-    let crate::check::Checked { plan, contents } = crate::check::local_checks(repo, node)?;
+    let crate::commands::check::Checked { plan, contents } =
+        crate::commands::check::local_checks(repo, node)?;
     let mask = |sels: &[String]| -> Vec<bool> {
         plan.items
             .iter()
@@ -131,33 +132,17 @@ fn graph_of(plan: Plan) -> Graph {
     }
 }
 
-fn run(
-    ctx: &Context,
-    select: &SelectArgs,
-    mode: Mode,
-    interactive: bool,
-    force: bool,
-) -> Result<u8> {
+fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bool) -> Result<u8> {
     let started = Instant::now();
     let repo = ctx.load_repo()?;
     let nodes = repo.select(&select.target)?;
-    for sel in select.only.iter().chain(&select.skip) {
-        crate::items::selector::validate(sel)
-            .map_err(|e| Error::Usage(format!("bad item selector '{sel}': {e}")))?;
-    }
-    let node_workers = select
-        .node_workers
-        .unwrap_or(repo.settings.node_workers)
-        .max(1);
-    let item_workers = select
-        .item_workers
-        .unwrap_or(repo.settings.item_workers)
-        .max(1);
+    let node_workers = select.node_workers.resolve(repo.settings.node_workers);
+    let item_workers = select.item_workers.resolve(repo.settings.item_workers);
     // Hooks load (and their top level runs) once, before anything else, so a broken hook is
     // reported together with every other repo problem. verify fires only node_ssh_connect
     // (it connects, but applies nothing).
     let mut diags = Vec::new();
-    let mut bus = match crate::events::command_bus(ctx, &repo) {
+    let mut bus = match crate::hooks::command_bus(&ctx.console, &repo) {
         Ok(bus) => bus,
         Err(Error::Repo(d)) => {
             diags.extend(d);
@@ -183,7 +168,7 @@ fn run(
         }
     }
     if !diags.is_empty() {
-        return Err(Error::Repo(crate::check::dedup_sorted(diags)));
+        return Err(Error::Repo(crate::commands::check::dedup_sorted(diags)));
     }
     // As in BundleWrap 5: a -o/-s selector that matches nothing on any selected node is a
     // typo, and silently applying everything (or nothing) would be worse than stopping.
@@ -198,11 +183,7 @@ fn run(
         )));
     }
 
-    let connect = crate::transport::ConnectOptions::from_settings(
-        &repo.path,
-        &repo.settings.ssh,
-        ctx.add_host_keys,
-    );
+    let connect = ctx.connect_options(&repo);
     let console = &*ctx.console;
     let locking = Locking {
         me: crate::lock::identity(),
