@@ -15,87 +15,10 @@ use serde_json::Value;
 use crate::items::action::ActionOutcome;
 use crate::items::state::{Change, Fixing, Local, State, path_of, stateful};
 use crate::items::{Item, ItemKind};
+use crate::plan::Plan;
 use crate::probe::{Fields, Record, Script};
 use crate::repo::Node;
 use crate::transport::{Stats, Transport, TransportError};
-
-/// A node's items and the edges between them, by index into `items`.
-#[derive(Debug, Clone, Default)]
-pub struct Graph {
-    pub items: Vec<Item>,
-    /// Direct hard dependencies: a failed or skipped one skips the item (see `cascade_skip`).
-    pub needs: Vec<Vec<usize>>,
-    /// Ordering-only dependencies (after, trigger and precedes edges).
-    pub order: Vec<Vec<usize>>,
-    /// Items fired when this one is fixed or its action succeeds.
-    pub triggers: Vec<Vec<usize>>,
-    /// For a triggered item P: the items it runs before, if any of them will change.
-    pub precedes: Vec<Vec<usize>>,
-    /// Whether a failure or skip of this item skips the items that need it.
-    pub cascade_skip: Vec<bool>,
-}
-
-impl Graph {
-    /// A graph with no edges (tests and single items); edges are added by index.
-    pub fn new(items: Vec<Item>) -> Self {
-        let n = items.len();
-        Graph {
-            cascade_skip: items
-                .iter()
-                .map(|i| {
-                    i.deps
-                        .cascade_skip
-                        .unwrap_or(!(i.deps.skip || i.deps.triggered || i.deps.unless.is_some()))
-                })
-                .collect(),
-            items,
-            needs: vec![Vec::new(); n],
-            order: vec![Vec::new(); n],
-            triggers: vec![Vec::new(); n],
-            precedes: vec![Vec::new(); n],
-        }
-    }
-
-    /// Topological levels over needs ∪ order: every item's dependencies sit in earlier waves.
-    /// Items caught in a loop are returned separately.
-    pub fn waves(&self) -> (Vec<Vec<usize>>, Vec<usize>) {
-        let n = self.items.len();
-        let mut level: Vec<Option<usize>> = vec![None; n];
-        let mut changed = true;
-        while changed {
-            changed = false;
-            for i in 0..n {
-                if level[i].is_some() {
-                    continue;
-                }
-                let deps = self.needs[i].iter().chain(&self.order[i]);
-                let mut l = 0;
-                let mut ready = true;
-                for &d in deps {
-                    match level.get(d).copied().flatten() {
-                        Some(dl) => l = l.max(dl + 1),
-                        None if d < n => ready = false,
-                        None => {}
-                    }
-                }
-                if ready {
-                    level[i] = Some(l);
-                    changed = true;
-                }
-            }
-        }
-        let depth = level.iter().flatten().max().map_or(0, |m| m + 1);
-        let mut waves = vec![Vec::new(); depth];
-        let mut stuck = Vec::new();
-        for (i, l) in level.iter().enumerate() {
-            match l {
-                Some(l) => waves[*l].push(i),
-                None => stuck.push(i),
-            }
-        }
-        (waves, stuck)
-    }
-}
 
 /// Builds the local knowledge of every item: expected content, its hash, and for purging
 /// directories the names inside them that other items manage.
@@ -290,7 +213,7 @@ impl NodeRun {
 /// Everything one node's run needs.
 pub struct Job<'a> {
     pub node: &'a Node,
-    pub graph: &'a Graph,
+    pub plan: &'a Plan,
     pub locals: &'a [Local],
     pub options: &'a Options,
     pub sink: &'a dyn Sink,
@@ -354,7 +277,7 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
 struct Exec<'a, 'j> {
     job: &'j Job<'a>,
     t: &'j dyn Transport,
-    g: &'a Graph,
+    g: &'a Plan,
     /// Latest probe record per item.
     actual: Vec<Option<Fields>>,
     done: Vec<Option<Outcome>>,
@@ -382,7 +305,7 @@ type ExecResult<T> = Result<T, String>;
 
 impl<'a, 'j> Exec<'a, 'j> {
     fn new(job: &'j Job<'a>, t: &'j dyn Transport) -> Self {
-        let g = job.graph;
+        let g = job.plan;
         let n = g.items.len();
         let kept = match &job.options.only {
             None => vec![true; n],

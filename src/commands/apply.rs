@@ -17,9 +17,8 @@ use crate::console::{Console, Reply};
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event, Flow, ItemStatus, NodeResult};
-use crate::executor::{
-    self, Answer, Graph, ItemReport, Job, Mode, NodeRun, Options, Outcome, Sink,
-};
+use crate::executor::{self, Answer, ItemReport, Job, Mode, NodeRun, Options, Outcome, Sink};
+use crate::fleet::{Fleet, NotContacted};
 use crate::items::Item;
 use crate::items::state::Local;
 use crate::output::{Lines, untrusted};
@@ -49,7 +48,7 @@ struct Locking {
 /// One node's locally prepared work.
 struct Prepared<'r> {
     node: &'r Node,
-    graph: Graph,
+    plan: Plan,
     locals: Vec<Local>,
     options: Options,
     /// Why this node cannot run at all (its own metadata is broken): a failed row in the
@@ -63,7 +62,7 @@ impl<'r> Prepared<'r> {
         let reason = node.problem_summary().unwrap_or_default();
         Prepared {
             node,
-            graph: Graph::new(Vec::new()),
+            plan: Plan::unlinked(&node.name, Vec::new()),
             locals: Vec::new(),
             options: Options {
                 mode,
@@ -86,8 +85,7 @@ fn prepare<'r>(
     interactive: bool,
     item_workers: usize,
 ) -> std::result::Result<Prepared<'r>, Vec<Diagnostic>> {
-    let crate::commands::check::Checked { plan, contents } =
-        crate::commands::check::local_checks(repo, node)?;
+    let crate::prepare::Prepared { plan, contents } = crate::prepare::prepare(repo, node)?;
     let mask = |sels: &[String]| -> Vec<bool> {
         plan.items
             .iter()
@@ -113,23 +111,11 @@ fn prepare<'r>(
     }
     Ok(Prepared {
         node,
-        graph: graph_of(plan),
+        plan,
         locals,
         options,
         broken: None,
     })
-}
-
-/// The executor's view of a plan.
-fn graph_of(plan: Plan) -> Graph {
-    Graph {
-        items: plan.items,
-        needs: plan.needs,
-        order: plan.order,
-        triggers: plan.triggers,
-        precedes: plan.precedes,
-        cascade_skip: plan.cascade_skip,
-    }
 }
 
 fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bool) -> Result<u8> {
@@ -173,7 +159,7 @@ fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bo
     // As in BundleWrap 5: a -o/-s selector that matches nothing on any selected node is a
     // typo, and silently applying everything (or nothing) would be worse than stopping.
     let all_items: Vec<&crate::items::Item> =
-        jobs.iter().flat_map(|j| j.graph.items.iter()).collect();
+        jobs.iter().flat_map(|j| j.plan.items.iter()).collect();
     let selectors: Vec<String> = select.only.iter().chain(&select.skip).cloned().collect();
     let unmatched = crate::items::selector::unmatched(&selectors, &all_items);
     if !unmatched.is_empty() {
@@ -183,7 +169,6 @@ fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bo
         )));
     }
 
-    let connect = ctx.connect_options(&repo);
     let console = &*ctx.console;
     let locking = Locking {
         me: crate::lock::identity(),
@@ -197,7 +182,7 @@ fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bo
         mode,
         select.stats,
         interactive,
-        jobs.iter().map(|j| j.graph.items.len()).sum(),
+        jobs.iter().map(|j| j.plan.items.len()).sum(),
     );
 
     if mode == Mode::Apply {
@@ -216,16 +201,14 @@ fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bo
         }
     }
 
-    // run_node itself reports a node it was too late to start (Ctrl-C), so no stop signal.
-    let results: Vec<NodeRun> = crate::fanout::map_bounded(
-        &jobs,
-        node_workers,
-        || false,
-        |job| run_node(job, &bus, &out, &connect, mode, interactive, &locking),
-    )
-    .into_iter()
-    .map(Option::unwrap_or_default)
-    .collect();
+    let fleet = Fleet::new(&bus, ctx.connect_options(&repo), node_workers);
+    let results: Vec<NodeRun> = fleet
+        .map(&jobs, |job| {
+            run_node(job, &fleet, &out, mode, interactive, &locking)
+        })
+        .into_iter()
+        .map(|r| r.unwrap_or_else(not_started))
+        .collect();
 
     if mode == Mode::Apply {
         bus.emit(&Event::ApplyEnd {
@@ -240,7 +223,7 @@ fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bo
         .zip(results.iter())
         .map(|(j, run)| Row {
             node: j.node,
-            items: j.graph.items.len(),
+            items: j.plan.items.len(),
             run,
         })
         .collect();
@@ -268,11 +251,19 @@ fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bo
     })
 }
 
+/// A node Ctrl-C kept from starting.
+fn not_started() -> NodeRun {
+    NodeRun {
+        error: Some("not started: interrupted".into()),
+        interrupted: true,
+        ..Default::default()
+    }
+}
+
 fn run_node(
     job: &Prepared<'_>,
-    bus: &Bus,
+    fleet: &Fleet<'_>,
     out: &Reporter<'_>,
-    connect: &crate::transport::ConnectOptions,
     mode: Mode,
     interactive: bool,
     locking: &Locking,
@@ -287,25 +278,22 @@ fn run_node(
         };
     }
     if crate::interrupt::requested() {
-        return NodeRun {
-            error: Some("not started: interrupted".into()),
-            interrupted: true,
-            ..Default::default()
-        };
+        return not_started();
     }
     // `q` quits the whole apply: nodes not started yet are left alone, without questions.
     if let Some(why) = out.quit_reason() {
         out.node_line(node, &format!("not started: {why}"), false);
         return NodeRun {
-            reports: (0..job.graph.items.len())
+            reports: (0..job.plan.items.len())
                 .map(|idx| skipped_report(idx, why))
                 .collect(),
             interrupted: true,
             ..Default::default()
         };
     }
+    let bus = fleet.bus;
     if mode == Mode::Apply
-        && let Flow::SkipNode(reason) = bus.emit(&Event::NodeApplyStart { node, interactive })
+        && let Err(reason) = fleet.start(&Event::NodeApplyStart { node, interactive })
     {
         if out.console.json() {
             out.console
@@ -314,7 +302,7 @@ fn run_node(
         out.node_line(node, &format!("skipped by hook ({reason})"), false);
         return NodeRun {
             reports: job
-                .graph
+                .plan
                 .items
                 .iter()
                 .enumerate()
@@ -324,45 +312,45 @@ fn run_node(
             ..Default::default()
         };
     }
-    let bar = out.node_started(node, job.graph.items.len());
+    let bar = out.node_started(node, job.plan.items.len());
     let sink = NodeSink {
         bus,
         out,
         mode,
         bar: &bar,
     };
-    let run = if node.dummy {
-        let reports: Vec<ItemReport> = (0..job.graph.items.len())
-            .map(|idx| skipped_report(idx, "dummy node"))
-            .collect();
-        NodeRun {
-            reports,
+    let run = match fleet.open(node) {
+        Err(NotContacted::Dummy) => NodeRun {
+            reports: (0..job.plan.items.len())
+                .map(|idx| skipped_report(idx, "dummy node"))
+                .collect(),
             ..Default::default()
+        },
+        Err(NotContacted::Refused(reason)) => NodeRun {
+            error: Some(reason),
+            ..Default::default()
+        },
+        Ok(transport) => {
+            let exec_job = Job {
+                node,
+                plan: &job.plan,
+                locals: &job.locals,
+                options: &job.options,
+                sink: &sink,
+            };
+            let mut guard = crate::lock::ApplyGuard::new(
+                node,
+                &locking.me,
+                mode == Mode::Apply,
+                locking.force,
+                out.console,
+            );
+            let mut r = executor::run(&exec_job, transport.as_ref(), Some(&mut guard));
+            if let Err(e) = transport.close() {
+                r.error.get_or_insert(e.reason());
+            }
+            r
         }
-    } else {
-        if node.transport == crate::repo::TransportKind::Ssh {
-            bus.emit(&Event::NodeSshConnect { node });
-        }
-        let transport = crate::transport::open(node, connect);
-        let exec_job = Job {
-            node,
-            graph: &job.graph,
-            locals: &job.locals,
-            options: &job.options,
-            sink: &sink,
-        };
-        let mut guard = crate::lock::ApplyGuard::new(
-            node,
-            &locking.me,
-            mode == Mode::Apply,
-            locking.force,
-            out.console,
-        );
-        let mut r = executor::run(&exec_job, transport.as_ref(), Some(&mut guard));
-        if let Err(e) = transport.close() {
-            r.error.get_or_insert(e.reason());
-        }
-        r
     };
     if let Some(e) = &run.error {
         // Often carries the node's stderr.
@@ -375,7 +363,7 @@ fn run_node(
             fixed: run.count(Outcome::Fixed),
             skipped: run.count(Outcome::Skipped),
             failed: run.count(Outcome::Failed),
-            total: job.graph.items.len(),
+            total: job.plan.items.len(),
             error: run.error.clone(),
         };
         bus.emit(&Event::NodeApplyEnd {

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
 use crate::events::Flow;
-use crate::repo::{Node, Repo};
+use crate::repo::Node;
 use crate::settings::{Settings, TestSettings};
 
 /// Exit code when the repo is fine but some node's items, dependencies or templates are not.
@@ -71,7 +71,7 @@ pub fn cmd_test(ctx: &Settings, args: &TestSettings) -> Result<u8> {
     let results: Vec<(&Node, NodeCheck, bool)> = nodes
         .par_iter()
         .map(|node| {
-            let checked = local_checks(&repo, node).map(|c| c.plan.items.len());
+            let checked = crate::prepare::prepare(&repo, node).map(|c| c.plan.items.len());
             let hook_ok = bus.as_ref().is_none_or(|bus| {
                 bus.emit(&crate::events::Event::TestNode { node }) == Flow::Continue
             });
@@ -151,68 +151,6 @@ fn warn(ctx: &Settings, warnings: &[Diagnostic]) {
             }));
         } else {
             ctx.console.err(&format!("warning: {w}"));
-        }
-    }
-}
-
-/// One file item's expected content, or why it cannot be rendered.
-type Rendered = Result<Option<Vec<u8>>, Diagnostic>;
-
-/// What the local checks produce for one node: its plan and each plan item's expected
-/// content (`None` where cinch does not manage content), in plan order.
-pub struct Checked {
-    pub plan: crate::plan::Plan,
-    pub contents: Vec<Option<Vec<u8>>>,
-}
-
-/// Every check that needs no network, for one node: its metadata resolved, its items parse,
-/// every template renders with its metadata, and the dependency graph resolves without loops.
-/// `apply`, `verify` and `cinch test` all call this one function, so `test` passes exactly the
-/// repos `apply` accepts — dummy nodes included (apply builds their plan too, then skips it).
-pub fn local_checks(repo: &Repo, node: &Node) -> Result<Checked, Vec<Diagnostic>> {
-    // A node's own problems (a metadata conflict) come first; its items are still checked so
-    // `cinch test` reports everything at once. (apply never gets here for such a node.)
-    let mut problems = node.problems.clone();
-    let items = match crate::items::load_node_items(repo, node) {
-        Ok(items) => items,
-        Err(diags) => {
-            problems.extend(diags);
-            return Err(problems);
-        }
-    };
-    let rendered: Vec<(String, Rendered)> = items
-        .par_iter()
-        .map(|item| {
-            (
-                item.id.clone(),
-                crate::items::render::content(repo, node, item),
-            )
-        })
-        .collect();
-    let mut contents: std::collections::HashMap<String, Option<Vec<u8>>> =
-        std::collections::HashMap::with_capacity(rendered.len());
-    for (id, r) in rendered {
-        match r {
-            Ok(c) => {
-                contents.insert(id, c);
-            }
-            Err(d) => problems.push(d),
-        }
-    }
-    match crate::plan::Plan::build(node, items) {
-        Err(diags) => {
-            problems.extend(diags);
-            Err(problems)
-        }
-        Ok(_) if !problems.is_empty() => Err(problems),
-        Ok(plan) => {
-            // Generated items (canned actions) have no content.
-            let contents = plan
-                .items
-                .iter()
-                .map(|i| contents.remove(&i.id).flatten())
-                .collect();
-            Ok(Checked { plan, contents })
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
+use crate::fleet::{Fleet, NotContacted};
 use crate::items::Item;
 use crate::lock::{
     SoftLock, add_soft, format_remaining, format_time, identity, new_soft_lock, now, read_soft,
@@ -53,28 +54,25 @@ pub fn cmd_lock(ctx: &Settings, cmd: &LockAction) -> Result<u8> {
         _ => None,
     };
 
-    let workers = repo.settings.node_workers;
-    let outcomes =
-        crate::fanout::map_bounded(&nodes, workers, crate::interrupt::requested, |node| {
-            if node.dummy {
-                return NodeOutcome::Skipped("dummy node".into());
-            }
-            if node.transport == crate::repo::TransportKind::Ssh {
-                bus.emit(&Event::NodeSshConnect { node });
-            }
-            let transport = crate::transport::open(node, &connect);
-            let outcome = node_lock_op(
-                transport.as_ref(),
-                node,
-                cmd,
-                new_lock.as_ref(),
-                lock_id.as_deref(),
-                &bus,
-                ctx,
-            );
-            let _ = transport.close();
-            outcome
-        });
+    let fleet = Fleet::new(&bus, connect, repo.settings.node_workers);
+    let outcomes = fleet.map(&nodes, |node| {
+        let transport = match fleet.open(node) {
+            Ok(t) => t,
+            Err(NotContacted::Dummy) => return NodeOutcome::Skipped("dummy node".into()),
+            Err(NotContacted::Refused(reason)) => return NodeOutcome::Failed(reason),
+        };
+        let outcome = node_lock_op(
+            transport.as_ref(),
+            node,
+            cmd,
+            new_lock.as_ref(),
+            lock_id.as_deref(),
+            &bus,
+            ctx,
+        );
+        let _ = transport.close();
+        outcome
+    });
 
     let mut failed = false;
     let mut answered = 0usize;

@@ -11,10 +11,11 @@ use serde_json::json;
 
 use crate::console::Console;
 use crate::error::Result;
-use crate::events::{Bus, Event, Flow, Subscriber};
-use crate::repo::{Node, TransportKind};
+use crate::events::{Event, Flow, Subscriber};
+use crate::fleet::{Fleet, NotContacted};
+use crate::repo::Node;
 use crate::settings::{RunSettings, Settings};
-use crate::transport::{self, Command, ConnectOptions, Stream, TransportError};
+use crate::transport::{Command, Stream, TransportError};
 
 /// A partial line longer than this is printed anyway, so a newline-free stream still shows.
 const MAX_PENDING_LINE: usize = 64 * 1024;
@@ -33,10 +34,13 @@ pub fn cmd_run(ctx: &Settings, args: &RunSettings) -> Result<u8> {
         target: &args.target,
         command: &args.command,
         timeout: args.timeout,
-        workers: args.node_workers.resolve(repo.settings.node_workers),
-        connect: ctx.connect_options(&repo),
     };
-    Ok(run_on(&ctx.console, &bus, &nodes, &plan))
+    let fleet = Fleet::new(
+        &bus,
+        ctx.connect_options(&repo),
+        args.node_workers.resolve(repo.settings.node_workers),
+    );
+    Ok(run_on(&ctx.console, &fleet, &nodes, &plan))
 }
 
 /// Everything `run` needs besides the nodes, validated up front.
@@ -44,8 +48,6 @@ pub struct RunPlan<'a> {
     pub target: &'a str,
     pub command: &'a str,
     pub timeout: Option<Duration>,
-    pub workers: usize,
-    pub connect: ConnectOptions,
 }
 
 /// How one node's run ended.
@@ -94,7 +96,8 @@ impl NodeOutcome {
 }
 
 /// Runs the plan on `nodes` and prints as it goes; returns the exit code.
-pub fn run_on(console: &Console, bus: &Bus, nodes: &[&Node], plan: &RunPlan<'_>) -> u8 {
+pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunPlan<'_>) -> u8 {
+    let bus = fleet.bus;
     let started = Instant::now();
     if let Flow::Abort(reason) = bus.emit(&Event::RunStart {
         target: plan.target,
@@ -110,12 +113,11 @@ pub fn run_on(console: &Console, bus: &Bus, nodes: &[&Node], plan: &RunPlan<'_>)
         .max()
         .unwrap_or(0);
     // First Ctrl-C: start nothing new, let running nodes finish.
-    let results =
-        crate::fanout::map_bounded(nodes, plan.workers, crate::interrupt::requested, |node| {
-            let t0 = Instant::now();
-            let outcome = run_node(console, bus, node, plan, width);
-            (outcome, t0.elapsed())
-        });
+    let results = fleet.map(nodes, |node| {
+        let t0 = Instant::now();
+        let outcome = run_node(console, fleet, node, plan, width);
+        (outcome, t0.elapsed())
+    });
     bus.emit(&Event::RunEnd {
         target: plan.target,
         nodes,
@@ -180,7 +182,7 @@ fn report_error(console: &Console, msg: &str) {
 
 fn run_node(
     console: &Console,
-    bus: &Bus,
+    fleet: &Fleet<'_>,
     node: &Node,
     plan: &RunPlan<'_>,
     width: usize,
@@ -196,17 +198,15 @@ fn run_node(
         report_error(console, &format!("{}: {reason}", node.name));
         return NodeOutcome::Failed(reason);
     }
-    match bus.emit(&Event::NodeRunStart {
+    if let Err(reason) = fleet.start(&Event::NodeRunStart {
         node,
         command: plan.command,
     }) {
-        Flow::Continue => {}
-        Flow::SkipNode(reason) => return NodeOutcome::Skipped(reason),
-        Flow::Abort(reason) => return NodeOutcome::Failed(reason),
+        return NodeOutcome::Skipped(reason);
     }
     let t0 = Instant::now();
     let mut printer = NodePrinter::new(console, &node.name, width);
-    let outcome = execute(bus, node, plan, &mut printer);
+    let outcome = execute(fleet, node, plan, &mut printer);
     printer.finish();
     if let NodeOutcome::Unreachable(_) | NodeOutcome::Failed(_) = &outcome {
         report_error(console, &format!("{}: {}", node.name, outcome.note()));
@@ -215,7 +215,7 @@ fn run_node(
         NodeOutcome::Finished { code, .. } => *code,
         _ => None,
     };
-    bus.emit(&Event::NodeRunEnd {
+    fleet.bus.emit(&Event::NodeRunEnd {
         node,
         command: plan.command,
         duration: t0.elapsed(),
@@ -238,18 +238,16 @@ fn run_node(
 }
 
 fn execute(
-    bus: &Bus,
+    fleet: &Fleet<'_>,
     node: &Node,
     plan: &RunPlan<'_>,
     printer: &mut NodePrinter<'_>,
 ) -> NodeOutcome {
-    let t = transport::open(node, &plan.connect);
-    if node.transport == TransportKind::Ssh
-        && let Flow::Abort(reason) | Flow::SkipNode(reason) =
-            bus.emit(&Event::NodeSshConnect { node })
-    {
-        return NodeOutcome::Failed(reason);
-    }
+    let t = match fleet.open(node) {
+        Ok(t) => t,
+        Err(NotContacted::Dummy) => return NodeOutcome::Skipped("dummy node".into()),
+        Err(NotContacted::Refused(reason)) => return NodeOutcome::Failed(reason),
+    };
     if let Err(e) = t.connect() {
         return NodeOutcome::Unreachable(connect_reason(e));
     }

@@ -10,10 +10,12 @@
 //! 2. node access — `transport` (ssh/local) and `probe` (the node-side shell that reads state
 //!    and applies fixes).
 //! 3. items — `items`: item types, parsing, rendering, expected and actual state.
-//! 4. plan — `plan`: one node's items with dependencies resolved.
+//! 4. plan — `plan` (one node's items with dependencies resolved) and `prepare` (load,
+//!    render and plan one node: the local work every command shares).
 //! 5. engine — `executor` (walks a plan on a node), `lock` (lock protocols and the apply
 //!    guard), `events` (the event bus).
-//! 6. hooks — `hooks`: repo hooks, a subscriber of the event bus.
+//! 6. hooks and fleet — `hooks` (repo hooks, a subscriber of the event bus) and `fleet` (the
+//!    per-node scaffold: fan-out, interrupts, hook skips, dummy nodes, node_ssh_connect).
 //! 7. settings — `settings`: the validated command-line values commands consume.
 //! 8. commands — `commands`: apply, verify, run, lock, test and the inspection commands.
 //! 9. cli — `cli`: clap definitions, man pages, dispatch; the only user of clap.
@@ -40,10 +42,12 @@ const LAYERS: &[(&str, u8)] = &[
     ("probe", 2),
     ("items", 3),
     ("plan", 4),
+    ("prepare", 4),
     ("executor", 5),
     ("lock", 5),
     ("events", 5),
     ("hooks", 6),
+    ("fleet", 6),
     ("settings", 7),
     ("commands", 8),
     ("cli", 9),
