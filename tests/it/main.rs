@@ -13,6 +13,7 @@ mod lock;
 mod plan;
 mod repo;
 mod run;
+mod snapshots;
 mod sshd;
 mod sysitems;
 mod transport;
