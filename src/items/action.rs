@@ -79,6 +79,39 @@ impl ActionAttrs {
     }
 }
 
+/// The `action` item type: its table, attributes and parser (see [`super::registry`]).
+pub struct Type;
+
+impl super::registry::ItemType for Type {
+    fn name(&self) -> &'static str {
+        "action"
+    }
+
+    fn table(&self) -> &'static str {
+        "actions"
+    }
+
+    fn attrs(&self) -> &'static [&'static str] {
+        &[
+            "command",
+            "expected_return_code",
+            "expected_stdout",
+            "expected_stderr",
+            "data_stdin",
+            "interactive",
+        ]
+    }
+
+    fn parse(
+        &self,
+        _bundle: &crate::repo::Bundle,
+        raw: &super::parse::RawItem,
+        r: &mut super::parse::Reader<'_>,
+    ) -> Option<super::ItemKind> {
+        super::parse::action_kind(raw, r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -363,6 +363,41 @@ fn is_file(change: &Change) -> bool {
         .is_some_and(|t| t == "file")
 }
 
+/// The `file` item type: its table, attributes and parser (see [`super::registry`]).
+pub struct Type;
+
+impl super::registry::ItemType for Type {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    fn table(&self) -> &'static str {
+        "files"
+    }
+
+    fn attrs(&self) -> &'static [&'static str] {
+        &[
+            "content",
+            "source",
+            "content_type",
+            "mode",
+            "owner",
+            "group",
+            "delete",
+            "sensitive",
+        ]
+    }
+
+    fn parse(
+        &self,
+        bundle: &crate::repo::Bundle,
+        raw: &super::parse::RawItem,
+        r: &mut super::parse::Reader<'_>,
+    ) -> Option<super::ItemKind> {
+        super::parse::file_kind(bundle, raw, r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

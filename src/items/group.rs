@@ -75,6 +75,35 @@ impl GroupAttrs {
     }
 }
 
+/// The `group` item type: its table, attributes and parser (see [`super::registry`]).
+pub struct Type;
+
+impl super::registry::ItemType for Type {
+    fn name(&self) -> &'static str {
+        "group"
+    }
+
+    fn table(&self) -> &'static str {
+        "groups"
+    }
+
+    fn attrs(&self) -> &'static [&'static str] {
+        &["gid", "delete"]
+    }
+
+    fn parse(
+        &self,
+        _bundle: &crate::repo::Bundle,
+        _raw: &super::parse::RawItem,
+        r: &mut super::parse::Reader<'_>,
+    ) -> Option<super::ItemKind> {
+        Some(super::ItemKind::Group(super::GroupAttrs {
+            gid: r.u32("gid"),
+            delete: r.bool("delete").unwrap_or(false),
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

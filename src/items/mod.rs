@@ -211,6 +211,7 @@ pub mod file;
 pub mod group;
 pub mod parse;
 pub mod pkg_apt;
+pub mod registry;
 pub mod render;
 pub mod rhai;
 pub mod selector;

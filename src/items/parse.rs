@@ -12,8 +12,7 @@ use serde_json::Value;
 use crate::diag::{Diagnostic, Location, did_you_mean};
 use crate::items::selector;
 use crate::items::{
-    ActionAttrs, COMMON_ATTRS, ContentType, Deps, DirectoryAttrs, FileAttrs, FileSource,
-    GroupAttrs, ITEM_TYPES, Item, ItemKind, PkgAptAttrs, SvcSystemdAttrs, SymlinkAttrs, UserAttrs,
+    ActionAttrs, COMMON_ATTRS, ContentType, Deps, FileAttrs, FileSource, ITEM_TYPES, Item, ItemKind,
 };
 use crate::repo::{Bundle, Node, Repo};
 
@@ -69,8 +68,8 @@ pub(crate) struct RawItem {
 
 /// The singular type for a table name, or a diagnostic with the closest valid table.
 pub(crate) fn item_type(table: &str, loc: &Location) -> Result<&'static str, Diagnostic> {
-    if let Some((_, singular)) = ITEM_TYPES.iter().find(|(plural, _)| *plural == table) {
-        return Ok(singular);
+    if let Some(ty) = super::registry::by_table(table) {
+        return Ok(ty.name());
     }
     let plurals = ITEM_TYPES.iter().map(|(p, _)| *p);
     // `[file."/x"]` is a common slip: map the singular to its table before guessing.
@@ -221,46 +220,6 @@ fn toml_value_to_json(v: &toml_edit::Value) -> Result<Value, &'static str> {
     })
 }
 
-/// Type-specific attributes (besides [`COMMON_ATTRS`]) each item type accepts.
-fn type_attrs(type_name: &str) -> &'static [&'static str] {
-    match type_name {
-        "file" => &[
-            "content",
-            "source",
-            "content_type",
-            "mode",
-            "owner",
-            "group",
-            "delete",
-            "sensitive",
-        ],
-        "directory" => &["mode", "owner", "group", "purge", "delete"],
-        "symlink" => &["target", "owner", "group", "delete"],
-        "action" => &[
-            "command",
-            "expected_return_code",
-            "expected_stdout",
-            "expected_stderr",
-            "data_stdin",
-            "interactive",
-        ],
-        "user" => &[
-            "uid",
-            "gid",
-            "groups",
-            "home",
-            "shell",
-            "full_name",
-            "password_hash",
-            "delete",
-        ],
-        "group" => &["gid", "delete"],
-        "pkg_apt" => &["installed"],
-        "svc_systemd" => &["running", "enabled", "masked"],
-        _ => &[],
-    }
-}
-
 fn describe(v: &Value) -> &'static str {
     match v {
         Value::Null => "nothing",
@@ -274,27 +233,27 @@ fn describe(v: &Value) -> &'static str {
 }
 
 /// Typed access to one item's attributes; every mismatch becomes a diagnostic.
-struct Reader<'a> {
-    id: String,
+pub(crate) struct Reader<'a> {
+    pub(crate) id: String,
     attrs: HashMap<&'a str, &'a RawAttr>,
     diags: &'a mut Vec<Diagnostic>,
 }
 
 impl<'a> Reader<'a> {
-    fn get(&self, name: &str) -> Option<&'a RawAttr> {
+    pub(crate) fn get(&self, name: &str) -> Option<&'a RawAttr> {
         self.attrs.get(name).copied().filter(|a| !a.value.is_null())
     }
 
-    fn error(&mut self, loc: &Location, msg: String) {
+    pub(crate) fn error(&mut self, loc: &Location, msg: String) {
         self.diags.push(Diagnostic::at(loc.clone(), msg));
     }
 
-    fn hinted(&mut self, loc: &Location, msg: String, hint: impl Into<String>) {
+    pub(crate) fn hinted(&mut self, loc: &Location, msg: String, hint: impl Into<String>) {
         self.diags
             .push(Diagnostic::at(loc.clone(), msg).with_hint(hint));
     }
 
-    fn wrong(&mut self, a: &RawAttr, expected: &str) {
+    pub(crate) fn wrong(&mut self, a: &RawAttr, expected: &str) {
         let msg = format!(
             "`{}` of {} must be {expected}, not {}",
             a.name,
@@ -304,7 +263,7 @@ impl<'a> Reader<'a> {
         self.error(&a.value_loc, msg);
     }
 
-    fn string(&mut self, name: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, name: &str) -> Option<String> {
         let a = self.get(name)?;
         match &a.value {
             Value::String(s) => Some(s.clone()),
@@ -315,7 +274,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn bool(&mut self, name: &str) -> Option<bool> {
+    pub(crate) fn bool(&mut self, name: &str) -> Option<bool> {
         let a = self.get(name)?;
         match a.value {
             Value::Bool(b) => Some(b),
@@ -326,7 +285,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn u32(&mut self, name: &str) -> Option<u32> {
+    pub(crate) fn u32(&mut self, name: &str) -> Option<u32> {
         let a = self.get(name)?;
         match a.value.as_u64().and_then(|n| u32::try_from(n).ok()) {
             Some(n) => Some(n),
@@ -337,7 +296,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn strings(&mut self, name: &str) -> Option<Vec<String>> {
+    pub(crate) fn strings(&mut self, name: &str) -> Option<Vec<String>> {
         let a = self.get(name)?;
         let list = match &a.value {
             Value::Array(xs) => xs
@@ -353,7 +312,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A list of selectors, each checked so typos surface before resolution.
-    fn selectors(&mut self, name: &str) -> Vec<String> {
+    pub(crate) fn selectors(&mut self, name: &str) -> Vec<String> {
         let list = self.strings(name).unwrap_or_default();
         if let Some(a) = self.get(name) {
             for s in &list {
@@ -370,7 +329,7 @@ impl<'a> Reader<'a> {
     /// normal form (`+32001` and `32001` both become `32001`, which is what the probe reports,
     /// so a fixed owner is not seen as still differing). A leading `-` would be read as an
     /// option on the node, and `:` splits chown's owner from its group, so both are refused.
-    fn account(&mut self, name: &str, kind: &str) -> Option<String> {
+    pub(crate) fn account(&mut self, name: &str, kind: &str) -> Option<String> {
         let a = self.get(name)?;
         let Value::String(s) = &a.value else {
             // A user's `gid` has always taken a bare number; `owner`/`group` take strings.
@@ -399,7 +358,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Like [`Reader::account`] for a list (a user's supplementary `groups`).
-    fn accounts(&mut self, name: &str, kind: &str) -> Option<Vec<String>> {
+    pub(crate) fn accounts(&mut self, name: &str, kind: &str) -> Option<Vec<String>> {
         let list = self.strings(name)?;
         let a = self.get(name)?;
         let mut out = Vec::with_capacity(list.len());
@@ -419,7 +378,7 @@ impl<'a> Reader<'a> {
         Some(out)
     }
 
-    fn mode(&mut self, name: &str) -> Option<u32> {
+    pub(crate) fn mode(&mut self, name: &str) -> Option<u32> {
         let a = self.get(name)?;
         let Value::String(s) = &a.value else {
             let msg = format!(
@@ -539,7 +498,8 @@ pub(crate) fn build_item(
         }
         diags.push(d);
     }
-    let allowed = type_attrs(type_name);
+    let ty = super::registry::by_name(type_name);
+    let allowed = ty.map_or(&[][..], |t| t.attrs());
     for a in &raw.attrs {
         if COMMON_ATTRS.contains(&a.name.as_str()) || allowed.contains(&a.name.as_str()) {
             continue;
@@ -617,79 +577,8 @@ pub(crate) fn build_item(
             r.hinted(&del.key_loc, msg, "remove those attributes or the delete");
         }
     }
-    let kind = match type_name {
-        "file" => file_kind(bundle, raw, &mut r),
-        "directory" => Some(ItemKind::Directory(DirectoryAttrs {
-            mode: r.mode("mode"),
-            owner: r.account("owner", "user"),
-            group: r.account("group", "group"),
-            purge: r.bool("purge").unwrap_or(false),
-            delete: r.bool("delete").unwrap_or(false),
-        })),
-        "symlink" => {
-            let delete = r.bool("delete").unwrap_or(false);
-            let target = r.string("target");
-            if target.is_none() && !delete && r.get("target").is_none() {
-                let msg = format!("{id} needs a `target`");
-                r.hinted(&raw.loc, msg, "add target = \"/path/it/points/to\"");
-            }
-            if target.as_deref() == Some("") {
-                let loc = r
-                    .get("target")
-                    .map_or(raw.loc.clone(), |a| a.value_loc.clone());
-                r.error(&loc, format!("`target` of {id} must not be empty"));
-            }
-            Some(ItemKind::Symlink(SymlinkAttrs {
-                target: target.unwrap_or_default(),
-                owner: r.account("owner", "user"),
-                group: r.account("group", "group"),
-                delete,
-            }))
-        }
-        "action" => action_kind(raw, &mut r),
-        "user" => {
-            let password_hash = r.string("password_hash");
-            if let Some(h) = &password_hash
-                && let Some(bad) = h.chars().find(|c| *c == ':' || c.is_control())
-                && let Some(a) = r.get("password_hash")
-            {
-                // The hash travels as one `NAME:HASH` line to `chpasswd -e`.
-                let msg = format!(
-                    "`password_hash` of {id} must not contain {bad:?} (a crypt(3) hash has \
-                     neither colons nor control characters)"
-                );
-                let loc = a.value_loc.clone();
-                r.hinted(
-                    &loc,
-                    msg,
-                    "paste the hash exactly as mkpasswd or openssl passwd prints it",
-                );
-            }
-            Some(ItemKind::User(UserAttrs {
-                uid: r.u32("uid"),
-                gid: r.account("gid", "group"),
-                groups: r.accounts("groups", "group"),
-                home: r.string("home"),
-                shell: r.string("shell"),
-                full_name: r.string("full_name"),
-                password_hash,
-                delete: r.bool("delete").unwrap_or(false),
-            }))
-        }
-        "group" => Some(ItemKind::Group(GroupAttrs {
-            gid: r.u32("gid"),
-            delete: r.bool("delete").unwrap_or(false),
-        })),
-        "pkg_apt" => Some(ItemKind::PkgApt(PkgAptAttrs {
-            installed: r.bool("installed").unwrap_or(true),
-        })),
-        "svc_systemd" => Some(ItemKind::SvcSystemd(SvcSystemdAttrs {
-            running: r.bool("running"),
-            enabled: r.bool("enabled"),
-            masked: r.bool("masked"),
-        })),
-        _ => None,
-    };
+    // `type_name` was checked against the registry when the item was read.
+    let kind = ty.and_then(|t| t.parse(bundle, raw, &mut r));
     if diags.len() > before {
         return None;
     }
@@ -703,7 +592,7 @@ pub(crate) fn build_item(
     })
 }
 
-fn file_kind(bundle: &Bundle, raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemKind> {
+pub(crate) fn file_kind(bundle: &Bundle, raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemKind> {
     let id = r.id.clone();
     let content_type = match r.string("content_type").as_deref() {
         None | Some("text") => ContentType::Text,
@@ -806,7 +695,7 @@ fn file_kind(bundle: &Bundle, raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemK
     }))
 }
 
-fn action_kind(raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemKind> {
+pub(crate) fn action_kind(raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemKind> {
     let id = r.id.clone();
     let command = r.string("command");
     match command.as_deref() {

@@ -127,6 +127,34 @@ impl Stateful for PkgAptAttrs {
     }
 }
 
+/// The `pkg_apt` item type: its table, attributes and parser (see [`super::registry`]).
+pub struct Type;
+
+impl super::registry::ItemType for Type {
+    fn name(&self) -> &'static str {
+        "pkg_apt"
+    }
+
+    fn table(&self) -> &'static str {
+        "pkg_apt"
+    }
+
+    fn attrs(&self) -> &'static [&'static str] {
+        &["installed"]
+    }
+
+    fn parse(
+        &self,
+        _bundle: &crate::repo::Bundle,
+        _raw: &super::parse::RawItem,
+        r: &mut super::parse::Reader<'_>,
+    ) -> Option<super::ItemKind> {
+        Some(super::ItemKind::PkgApt(super::PkgAptAttrs {
+            installed: r.bool("installed").unwrap_or(true),
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,6 +183,36 @@ impl Stateful for SvcSystemdAttrs {
     }
 }
 
+/// The `svc_systemd` item type: its table, attributes and parser (see [`super::registry`]).
+pub struct Type;
+
+impl super::registry::ItemType for Type {
+    fn name(&self) -> &'static str {
+        "svc_systemd"
+    }
+
+    fn table(&self) -> &'static str {
+        "svc_systemd"
+    }
+
+    fn attrs(&self) -> &'static [&'static str] {
+        &["running", "enabled", "masked"]
+    }
+
+    fn parse(
+        &self,
+        _bundle: &crate::repo::Bundle,
+        _raw: &super::parse::RawItem,
+        r: &mut super::parse::Reader<'_>,
+    ) -> Option<super::ItemKind> {
+        Some(super::ItemKind::SvcSystemd(super::SvcSystemdAttrs {
+            running: r.bool("running"),
+            enabled: r.bool("enabled"),
+            masked: r.bool("masked"),
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
