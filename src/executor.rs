@@ -15,8 +15,8 @@ use serde_json::Value;
 use crate::items::action::ActionOutcome;
 use crate::items::state::{Change, Fixing, Local, State, path_of, stateful};
 use crate::items::{Item, ItemKind};
+use crate::node_shell::{Fields, Record, Script};
 use crate::plan::Plan;
-use crate::probe::{Fields, Record, Script};
 use crate::repo::Node;
 use crate::transport::{Stats, Transport, TransportError};
 
@@ -406,7 +406,7 @@ impl<'a, 'j> Exec<'a, 'j> {
             e.reason()
         })?;
         self.reached.set(true);
-        let records = crate::probe::parse(&out.stdout).map_err(|e| e.to_string())?;
+        let records = crate::node_shell::parse(&out.stdout).map_err(|e| e.to_string())?;
         if out.status != Some(0) && records.is_empty() {
             let err = String::from_utf8_lossy(&out.stderr);
             return Err(format!(

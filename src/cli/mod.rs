@@ -454,7 +454,7 @@ fn dispatch(ctx: &Settings, command: Command) -> Result<u8> {
 }
 
 /// Writes one man page per (sub)command into `dir`, with the EXIT STATUS, ENVIRONMENT and
-/// EXAMPLES sections of [`crate::man`]; `man/` is generated with this and a test checks it is
+/// EXAMPLES sections of [`man`]; `man/` is generated with this and a test checks it is
 /// current.
 pub fn write_man_pages(dir: &Path) -> Result<()> {
     man::write_pages(Cli::command(), dir)

@@ -4,7 +4,7 @@
 //! top-level `const`s and `import`s are visible to its functions as `global::NAME` and `alias::`);
 //! after that only its functions are called, from whichever node worker emits the event.
 //!
-//! Wiring: [`crate::events::command_bus`] subscribes the hooks (via [`subscribe`]); commands emit
+//! Wiring: [`command_bus`] subscribes the hooks (via [`subscribe`]); commands emit
 //! events on that bus and end with `if bus.had_errors() { exit 1 }`.
 //! How a command must treat the [`Flow`] a hook returns:
 //! - `apply_start` / `run_start`: `Abort(reason)` stops before anything runs; show the reason, exit 1.
@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::events::{Bus, Event, Flow, Subscriber};
 use crate::items::{ContentType, FileSource, Item, ItemKind};
 use crate::repo::Node;
-use crate::script;
+use crate::rhai_engine;
 
 /// Every hook point with the arguments it provides, in order (the table in
 /// hooks-examples/README.md, which a test keeps equal to this list). New arguments are only
@@ -643,7 +643,7 @@ fn shim_name(index: usize, hook: &str) -> String {
 /// promises.
 fn build_engine(repo_path: &Path, console: Arc<Console>, options: HookOptions) -> Engine {
     let log_console = console.clone();
-    let log: script::LogFn = Arc::new(move |source, text| {
+    let log: rhai_engine::LogFn = Arc::new(move |source, text| {
         let file = source.map(|s| {
             Path::new(s)
                 .file_name()
@@ -659,7 +659,7 @@ fn build_engine(repo_path: &Path, console: Arc<Console>, options: HookOptions) -
         }
     });
     let sandbox = crate::repo::Sandbox::new(repo_path, options.allow_external_symlinks);
-    let mut engine = script::engine_with_log(&sandbox, log);
+    let mut engine = rhai_engine::engine_with_log(&sandbox, log);
     let options = Arc::new(options);
 
     let o = options.clone();
@@ -881,7 +881,7 @@ impl Failure {
         };
         let message = match cur {
             EvalAltResult::ErrorTooManyOperations(_) | EvalAltResult::ErrorTerminated(..) => {
-                script::stop_reason(cur).unwrap_or_default()
+                rhai_engine::stop_reason(cur).unwrap_or_default()
             }
             EvalAltResult::ErrorRuntime(v, _) if v.is_string() => v.to_string(),
             // The position is already in the location; Rhai appends it to the text too.

@@ -18,7 +18,7 @@ pub enum ActionOutcome {
 impl ActionAttrs {
     /// The remote command: `unless` first (if any), then the action with `data_stdin`.
     pub fn command(&self, unless: Option<&str>) -> Command {
-        crate::probe::action_command(
+        crate::node_shell::action_command(
             &self.command,
             unless,
             self.data_stdin.as_ref().map(|s| s.as_bytes().to_vec()),

@@ -7,7 +7,7 @@ use super::state::{
     put_ownership,
 };
 use super::{DirectoryAttrs, Item};
-use crate::probe::{Fields, Script};
+use crate::node_shell::{Fields, Script};
 use crate::shell::quote;
 
 impl Stateful for DirectoryAttrs {

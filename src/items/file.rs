@@ -9,7 +9,7 @@ use super::state::{
     put_ownership, show_keys,
 };
 use super::{ContentType, FileAttrs, Item};
-use crate::probe::{Fields, Script};
+use crate::node_shell::{Fields, Script};
 use crate::shell::quote;
 
 impl FileAttrs {
@@ -308,7 +308,7 @@ fn groups<'a>(
     out
 }
 
-/// The shell of a wave's uploads (see the fix prelude in [`crate::probe`]): stage every file
+/// The shell of a wave's uploads (see the fix prelude in [`crate::node_shell`]): stage every file
 /// in a private directory made by `mktemp -d` beside its target (one per directory, so one
 /// `mv` renames them all), then verify, chmod, chown, fsync and rename them in batches.
 fn write_files(uploads: &[Upload], script: &mut Script) {
@@ -403,7 +403,7 @@ mod tests {
     use super::*;
     use crate::items::ItemKind;
     use crate::items::state::Fixing;
-    use crate::probe::{Record, parse};
+    use crate::node_shell::{Record, parse};
 
     fn file_item(path: &str) -> (Item, FileAttrs) {
         let attrs = FileAttrs {

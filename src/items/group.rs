@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::state::{Change, Local, State, Stateful};
 use super::{GroupAttrs, Item};
-use crate::probe::{Fields, Script};
+use crate::node_shell::{Fields, Script};
 use crate::shell::quote;
 
 /// `pgr IDX NAME`: the `P` record of a group, with its `getent group` line when it exists.

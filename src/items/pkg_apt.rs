@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::state::{Change, Fixing, Local, State, Stateful};
 use super::{Item, PkgAptAttrs};
-use crate::probe::{Fields, Script};
+use crate::node_shell::{Fields, Script};
 use crate::shell::quote;
 
 /// `pk IDX NAME`: the `P` record of a package. The first call lists every package once per
@@ -241,11 +241,13 @@ mod tests {
             .env("PATH", path)
             .output()
             .unwrap();
-        let got: Vec<String> = crate::probe::parse(&out.stdout)
+        let got: Vec<String> = crate::node_shell::parse(&out.stdout)
             .unwrap()
             .into_iter()
             .map(|r| match r {
-                crate::probe::Record::Probe { fields, .. } => fields.text("installed").unwrap(),
+                crate::node_shell::Record::Probe { fields, .. } => {
+                    fields.text("installed").unwrap()
+                }
                 other => panic!("{other:?}"),
             })
             .collect();

@@ -1,7 +1,7 @@
-//! The item types: one [`ItemType`] per type, each in its own file, listed once in [`TYPES`].
+//! The item types: one `ItemType` per type, each in its own file, listed once in `TYPES`.
 //!
 //! Adding a type: its file (an `ItemType` for parsing, a `state::Stateful` for probing and
-//! fixing), one line in [`TYPES`], one `ItemKind` variant, and its tests. The registry test
+//! fixing), one line in `TYPES`, one `ItemKind` variant, and its tests. The registry test
 //! checks every listed type parses a minimal item and is found by name and by table.
 
 use super::ItemKind;

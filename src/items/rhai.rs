@@ -1,5 +1,5 @@
 //! items.rhai: items computed from the node. The script is compiled once per bundle and
-//! evaluated per node in the shared sandbox ([`crate::script::engine`]); what it returns goes
+//! evaluated per node in the shared sandbox ([`crate::rhai_engine::engine`]); what it returns goes
 //! through the same validation as items.toml, so both report problems the same way.
 
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ fn compile(repo: &Repo, bundle: &Bundle) -> Result<Option<Compiled>, Vec<Diagnos
             ]);
         }
     };
-    let engine = crate::script::engine(&repo.sandbox());
+    let engine = crate::rhai_engine::engine(&repo.sandbox());
     match engine.compile(&text) {
         Ok(ast) => Ok(Some(Compiled {
             engine,
@@ -106,7 +106,7 @@ pub fn node_items(repo: &Repo, bundle: &Bundle, node: &Node) -> Result<Vec<Item>
         .engine
         .eval_ast_with_scope::<Dynamic>(&mut scope, &compiled.ast)
         .map_err(|mut e| {
-            let why = crate::script::stop_reason(&e);
+            let why = crate::rhai_engine::stop_reason(&e);
             let pos = e.take_position();
             let why = why.unwrap_or_else(|| e.to_string());
             vec![Diagnostic::at(

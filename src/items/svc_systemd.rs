@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::state::{Change, Local, State, Stateful};
 use super::{ActionAttrs, Deps, Item, ItemKind, SvcSystemdAttrs};
-use crate::probe::{Fields, Script};
+use crate::node_shell::{Fields, Script};
 use crate::shell::quote;
 
 /// `sv IDX UNIT`: the `P` record of a unit, or `nosystemd REASON` where systemd is not PID 1

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::state::{Change, Local, Stat, State, Stateful, chown_spec, path_of};
 use super::{Item, SymlinkAttrs};
-use crate::probe::{Fields, Script};
+use crate::node_shell::{Fields, Script};
 use crate::shell::quote;
 
 impl Stateful for SymlinkAttrs {

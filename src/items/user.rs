@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::group::db_fields;
 use super::state::{Change, Local, State, Stateful, show_keys};
 use super::{Item, UserAttrs};
-use crate::probe::{Fields, Script};
+use crate::node_shell::{Fields, Script};
 use crate::shell::quote;
 
 /// `pu IDX NAME SHADOW`: the `P` record of a user: its passwd line, primary group name,

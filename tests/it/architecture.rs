@@ -5,10 +5,10 @@
 //!
 //! 0. foundation — `console`, `output`, `shell`, `diag`, `diff`, `budget`, `interrupt`,
 //!    `fanout`, `error`: printing, quoting, diagnostics and errors; no cinch concepts.
-//! 1. model — `repo` (the loaded, immutable repository) and `script` (the Rhai sandbox the
-//!    repo's scripts run in).
-//! 2. node access — `transport` (ssh/local) and `probe` (the node-side shell that reads state
-//!    and applies fixes).
+//! 1. model — `repo` (the loaded, immutable repository) and `rhai_engine` (the sandboxed Rhai
+//!    engine the repo's scripts and hooks run in).
+//! 2. node access — `transport` (ssh/local) and `node_shell` (the one batched node-side shell
+//!    that reads state and applies fixes, and the records it prints).
 //! 3. items — `items`: item types, parsing, rendering, expected and actual state.
 //! 4. plan — `plan` (one node's items with dependencies resolved) and `prepare` (load,
 //!    render and plan one node: the local work every command shares).
@@ -37,9 +37,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("fanout", 0),
     ("error", 0),
     ("repo", 1),
-    ("script", 1),
+    ("rhai_engine", 1),
     ("transport", 2),
-    ("probe", 2),
+    ("node_shell", 2),
     ("items", 3),
     ("plan", 4),
     ("prepare", 4),

@@ -103,7 +103,10 @@ fn lock_human_output() {
         settings.add_filter(&regex_escape(&id), "[ID]");
         settings.bind(|| {
             insta::assert_snapshot!("lock_show", shown(&s.cinch(&["lock", "show", "all"])));
-            insta::assert_snapshot!("lock_remove", shown(&s.cinch(&["lock", "remove", "n1", &id])));
+            insta::assert_snapshot!(
+                "lock_remove",
+                shown(&s.cinch(&["lock", "remove", "n1", &id]))
+            );
         });
     });
 }
