@@ -53,20 +53,14 @@ const LAYERS: &[(&str, u8)] = &[
     ("cli", 9),
 ];
 
-/// Files included into another module with `#[path]`, and the module they belong to.
-const PATH_INCLUDES: &[(&str, &str)] = &[("executor_tests", "executor")];
-
-/// The top-level module a file under `src/` belongs to (`None` for the crate roots).
+/// The top-level module a file under `src/` belongs to (`None` for the crate roots); no file
+/// is included with `#[path]` from elsewhere.
 fn top_module(rel: &Path) -> Option<String> {
     let first = rel.components().next()?.as_os_str().to_str()?;
     let name = first.strip_suffix(".rs").unwrap_or(first);
     if name == "lib" || name == "main" {
         return None;
     }
-    let name = PATH_INCLUDES
-        .iter()
-        .find(|(file, _)| *file == name)
-        .map_or(name, |(_, module)| module);
     Some(name.to_string())
 }
 
