@@ -1,7 +1,10 @@
 //! `action` items: no state, only a run. One remote command per action, and only when it runs;
 //! `unless` rides along in the same command.
 
-use super::ActionAttrs;
+use serde_json::Value;
+
+use super::parse::{RawItem, Reader};
+use super::{ActionAttrs, ItemKind};
 use crate::transport::{Command, Output};
 
 /// How an action run ended.
@@ -108,8 +111,53 @@ impl super::registry::ItemType for Type {
         raw: &super::parse::RawItem,
         r: &mut super::parse::Reader<'_>,
     ) -> Option<super::ItemKind> {
-        super::parse::action_kind(raw, r)
+        action_kind(raw, r)
     }
+}
+
+/// An action's attributes: its command and what it must return.
+fn action_kind(raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemKind> {
+    let id = r.id.clone();
+    let command = r.string("command");
+    match command.as_deref() {
+        None if r.get("command").is_none() => {
+            let msg = format!("{id} needs a `command`");
+            r.hinted(
+                &raw.loc,
+                msg,
+                "add command = \"...\" (run with sh -c on the node)",
+            );
+        }
+        Some(c) if c.trim().is_empty() => {
+            let loc = r
+                .get("command")
+                .map_or(raw.loc.clone(), |a| a.value_loc.clone());
+            r.error(&loc, format!("`command` of {id} must not be empty"));
+        }
+        _ => {}
+    }
+    let codes = match r.get("expected_return_code") {
+        None => vec![0],
+        Some(a) => {
+            let one = |v: &Value| v.as_i64().and_then(|n| i32::try_from(n).ok());
+            let parsed = match &a.value {
+                Value::Array(xs) => xs.iter().map(one).collect::<Option<Vec<_>>>(),
+                v => one(v).map(|n| vec![n]),
+            };
+            parsed.unwrap_or_else(|| {
+                r.wrong(a, "an integer or a list of integers ([] accepts any)");
+                Vec::new()
+            })
+        }
+    };
+    Some(ItemKind::Action(ActionAttrs {
+        command: command.unwrap_or_default(),
+        expected_return_code: codes,
+        expected_stdout: r.string("expected_stdout"),
+        expected_stderr: r.string("expected_stderr"),
+        data_stdin: r.string("data_stdin"),
+        interactive: r.bool("interactive"),
+    }))
 }
 
 #[cfg(test)]

@@ -4,13 +4,17 @@
 
 use serde_json::Value;
 
+use super::parse::{RawItem, Reader};
 use super::state::{
     Change, Fixing, Local, Stat, State, Stateful, chown_spec, expect_ownership, path_of,
     put_ownership, show_keys,
 };
-use super::{ContentType, FileAttrs, Item};
+use super::{ContentType, FileAttrs, FileSource, Item, ItemKind};
+use crate::diag::did_you_mean;
 use crate::node_shell::{Fields, Script};
+use crate::repo::Bundle;
 use crate::shell::quote;
+use std::path::{Component, Path};
 
 impl FileAttrs {
     fn diffable(&self) -> bool {
@@ -394,8 +398,112 @@ impl super::registry::ItemType for Type {
         raw: &super::parse::RawItem,
         r: &mut super::parse::Reader<'_>,
     ) -> Option<super::ItemKind> {
-        super::parse::file_kind(bundle, raw, r)
+        file_kind(bundle, raw, r)
     }
+}
+
+/// A file item's attributes: content or source, content type, mode, ownership, sensitivity.
+fn file_kind(bundle: &Bundle, raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemKind> {
+    let id = r.id.clone();
+    let content_type = match r.string("content_type").as_deref() {
+        None | Some("text") => ContentType::Text,
+        Some("jinja2") => ContentType::Jinja2,
+        Some("base64") => ContentType::Base64,
+        Some("binary") => ContentType::Binary,
+        Some("any") => ContentType::Any,
+        Some(other) => {
+            let loc = r.get("content_type").map(|a| a.value_loc.clone())?;
+            let names = ["text", "jinja2", "base64", "binary", "any"];
+            let hint = match did_you_mean(other, names) {
+                Some(g) => format!("did you mean \"{g}\"?"),
+                None => format!("use one of: {}", names.join(", ")),
+            };
+            let msg = format!("unknown content_type {other:?} for {id}");
+            r.hinted(&loc, msg, hint);
+            ContentType::Text
+        }
+    };
+    let delete = r.bool("delete").unwrap_or(false);
+    let content = r.string("content");
+    let source = r.string("source");
+    let source_attr = r.get("source");
+    let src = if delete {
+        FileSource::None
+    } else if content.is_some() && source.is_some() {
+        let loc = source_attr.map_or(raw.loc.clone(), |a| a.key_loc.clone());
+        let msg = format!("{id} sets both `content` and `source`");
+        r.hinted(
+            &loc,
+            msg,
+            "keep one: inline content, or a file under files/",
+        );
+        FileSource::None
+    } else if content_type == ContentType::Any {
+        if content.is_some() || source.is_some() {
+            let msg = format!(
+                "{id} has content_type \"any\", which manages only existence, mode and \
+                 ownership"
+            );
+            r.hinted(
+                &raw.loc,
+                msg,
+                "remove content/source or pick another content_type",
+            );
+        }
+        FileSource::None
+    } else if let Some(c) = content {
+        if content_type == ContentType::Binary {
+            let msg = format!("{id} has content_type \"binary\" but inline `content`");
+            r.hinted(
+                &raw.loc,
+                msg,
+                "binary content comes from `source`, or use \"base64\"",
+            );
+        }
+        FileSource::Content(c)
+    } else {
+        // BundleWrap's default: the file's own basename under the bundle's files/.
+        let explicit = source.is_some();
+        let name = source.unwrap_or_else(|| {
+            Path::new(&raw.name)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        let loc = source_attr.map_or(raw.loc.clone(), |a| a.value_loc.clone());
+        let rel = Path::new(&name);
+        if name.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            let msg =
+                format!("`source` of {id} must be a relative path inside files/, got {name:?}");
+            r.error(&loc, msg);
+            FileSource::None
+        } else {
+            let path = bundle.dir.join("files").join(rel);
+            if !path.is_file() {
+                let shown = format!("bundles/{}/files/{name}", bundle.name);
+                let msg = if explicit {
+                    format!("source file {shown} of {id} does not exist")
+                } else {
+                    format!("{id} has no `content` and its default source {shown} does not exist")
+                };
+                r.hinted(
+                    &loc,
+                    msg,
+                    "create the file, set `source`, set `content`, or use content_type = \"any\"",
+                );
+            }
+            FileSource::Source(path)
+        }
+    };
+    Some(ItemKind::File(FileAttrs {
+        source: src,
+        content_type,
+        mode: r.mode("mode"),
+        owner: r.account("owner", "user"),
+        group: r.account("group", "group"),
+        delete,
+        sensitive: r.bool("sensitive").unwrap_or(false),
+    }))
 }
 
 #[cfg(test)]
