@@ -323,3 +323,84 @@ impl Bus {
         self.subscribers.iter().any(|s| s.had_errors())
     }
 }
+
+/// The JSON-only lines commands print besides the hook events above, each described once
+/// here (serde) instead of being built by hand at the call site: the `event` field names the
+/// kind, the other fields follow in declaration order.
+#[derive(Debug, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Report<'a> {
+    /// apply: a hook's `skip_node` at `node_apply_start`.
+    NodeSkipped { node: &'a str, reason: &'a str },
+    /// verify: one item's verdict.
+    ItemVerify {
+        node: &'a str,
+        item: &'a str,
+        bundle: &'a str,
+        /// `would_change` or `ok`.
+        status: &'a str,
+        change: Option<&'a str>,
+        reason: Option<&'a str>,
+        status_before: Option<&'a Value>,
+        status_expected: Option<&'a Value>,
+    },
+    /// run: how one node's command ended.
+    NodeResult {
+        node: &'a str,
+        return_code: Option<i32>,
+        timed_out: bool,
+        ok: bool,
+        note: &'a str,
+        /// Seconds.
+        duration: f64,
+    },
+    /// run: one line a node's command printed (`stream`: stdout or stderr).
+    Output {
+        node: &'a str,
+        stream: &'a str,
+        line: &'a str,
+    },
+    /// lock add: the lock written on a node.
+    LockAdded {
+        node: &'a str,
+        lock: &'a crate::lock::SoftLock,
+        created: String,
+        expires: String,
+    },
+    /// lock show: one lock found on a node.
+    Lock {
+        node: &'a str,
+        lock: &'a crate::lock::SoftLock,
+        created: String,
+        expires: String,
+    },
+    /// lock remove: the lock removed from a node.
+    LockRemoved { node: &'a str, lock_id: &'a str },
+    /// lock: a node skipped, failed or interrupted.
+    LockNode {
+        node: &'a str,
+        status: &'a str,
+        reason: Option<&'a str>,
+    },
+    /// A hook failed (file and position of the failure).
+    HookError {
+        hook: &'a str,
+        file: &'a std::path::Path,
+        line: usize,
+        column: usize,
+        message: &'a str,
+    },
+    /// A hook called `log(text)`.
+    HookLog {
+        file: Option<&'a str>,
+        message: &'a str,
+    },
+}
+
+impl Report<'_> {
+    /// The JSON line's value.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self)
+            .unwrap_or_else(|e| json!({"event": "error", "message": e.to_string()}))
+    }
+}

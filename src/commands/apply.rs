@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::console::{Console, Reply};
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
-use crate::events::{Bus, Event, Flow, ItemStatus, NodeResult};
+use crate::events::{Bus, Event, Flow, ItemStatus, NodeResult, Report};
 use crate::executor::{self, Answer, ItemReport, Job, Mode, NodeRun, Options, Outcome, Sink};
 use crate::fleet::{Fleet, NotContacted};
 use crate::items::Item;
@@ -296,8 +296,13 @@ fn run_node(
         && let Err(reason) = fleet.start(&Event::NodeApplyStart { node, interactive })
     {
         if out.console.json() {
-            out.console
-                .json_line(&json!({"event": "node_skipped", "node": node.name, "reason": reason}));
+            out.console.json_line(
+                &Report::NodeSkipped {
+                    node: &node.name,
+                    reason: &reason,
+                }
+                .to_json(),
+            );
         }
         out.node_line(node, &format!("skipped by hook ({reason})"), false);
         return NodeRun {
@@ -437,11 +442,22 @@ impl Sink for NodeSink<'_> {
                 reason: r.reason.as_deref(),
             });
         } else if self.out.console.json() {
-            self.out.console.json_line(&json!({
-                "event": "item_verify", "node": node.name, "item": item.id, "bundle": item.bundle,
-                "status": if r.outcome == Outcome::WouldChange { "would_change" } else { "ok" },
-                "change": r.verb, "reason": r.reason, "status_before": r.before, "status_expected": r.after,
-            }));
+            let status = if r.outcome == Outcome::WouldChange {
+                "would_change"
+            } else {
+                "ok"
+            };
+            let line = Report::ItemVerify {
+                node: &node.name,
+                item: &item.id,
+                bundle: &item.bundle,
+                status,
+                change: r.verb,
+                reason: r.reason.as_deref(),
+                status_before: r.before.as_ref(),
+                status_expected: r.after.as_ref(),
+            };
+            self.out.console.json_line(&line.to_json());
         }
         self.bar.inc(1);
         self.out.item_line(node, item, r);

@@ -1,7 +1,7 @@
 //! `cinch lock add/show/remove`: the command over the soft-lock protocol of [`crate::lock`].
 
 use crate::error::{Error, Result};
-use crate::events::{Bus, Event};
+use crate::events::{Bus, Event, Report};
 use crate::fleet::{Fleet, NotContacted};
 use crate::items::Item;
 use crate::lock::{
@@ -86,10 +86,13 @@ pub fn cmd_lock(ctx: &Settings, cmd: &LockAction) -> Result<u8> {
         match outcome {
             NodeOutcome::Added(lock) => {
                 if ctx.console.json() {
-                    ctx.console.json_line(&serde_json::json!({
-                        "event": "lock_added", "node": node.name, "lock": lock,
-                        "created": rfc3339(lock.date), "expires": rfc3339(lock.expiry),
-                    }));
+                    let line = Report::LockAdded {
+                        node: &node.name,
+                        lock: &lock,
+                        created: rfc3339(lock.date),
+                        expires: rfc3339(lock.expiry),
+                    };
+                    ctx.console.json_line(&line.to_json());
                 } else if ctx.console.quiet() {
                     ctx.console.out(&lock.id);
                 } else {
@@ -105,10 +108,13 @@ pub fn cmd_lock(ctx: &Settings, cmd: &LockAction) -> Result<u8> {
                 answered += 1;
                 for l in locks {
                     if ctx.console.json() {
-                        ctx.console.json_line(&serde_json::json!({
-                            "event": "lock", "node": node.name, "lock": l,
-                            "created": rfc3339(l.date), "expires": rfc3339(l.expiry),
-                        }));
+                        let line = Report::Lock {
+                            node: &node.name,
+                            lock: &l,
+                            created: rfc3339(l.date),
+                            expires: rfc3339(l.expiry),
+                        };
+                        ctx.console.json_line(&line.to_json());
                     }
                     rows.push(vec![
                         node.name.clone(),
@@ -123,7 +129,13 @@ pub fn cmd_lock(ctx: &Settings, cmd: &LockAction) -> Result<u8> {
             }
             NodeOutcome::Removed(id) => {
                 if ctx.console.json() {
-                    ctx.console.json_line(&serde_json::json!({"event": "lock_removed", "node": node.name, "lock_id": id}));
+                    ctx.console.json_line(
+                        &Report::LockRemoved {
+                            node: &node.name,
+                            lock_id: &id,
+                        }
+                        .to_json(),
+                    );
                 } else {
                     ctx.console
                         .out(&format!("{}  removed soft lock {id}", node.name));
@@ -187,7 +199,12 @@ pub fn cmd_lock(ctx: &Settings, cmd: &LockAction) -> Result<u8> {
 
 fn report(ctx: &Settings, node: &Node, status: &str, why: Option<&str>) {
     if ctx.console.json() {
-        ctx.console.json_line(&serde_json::json!({"event": "lock_node", "node": node.name, "status": status, "reason": why}));
+        let line = Report::LockNode {
+            node: &node.name,
+            status,
+            reason: why,
+        };
+        ctx.console.json_line(&line.to_json());
     } else {
         ctx.console.err(&format!(
             "{}  {status}{}",

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::console::Console;
 use crate::error::Result;
-use crate::events::{Event, Flow, Subscriber};
+use crate::events::{Event, Flow, Report, Subscriber};
 use crate::fleet::{Fleet, NotContacted};
 use crate::repo::Node;
 use crate::settings::{RunSettings, Settings};
@@ -224,15 +224,21 @@ fn run_node(
         stderr: &printer.stderr,
     });
     if console.json() {
-        console.json_line(&json!({
-            "event": "node_result",
-            "node": node.name,
-            "return_code": code,
-            "timed_out": matches!(outcome, NodeOutcome::Finished { timed_out: true, .. }),
-            "ok": outcome.ok(),
-            "note": outcome.note(),
-            "duration": t0.elapsed().as_secs_f64(),
-        }));
+        let line = Report::NodeResult {
+            node: &node.name,
+            return_code: code,
+            timed_out: matches!(
+                outcome,
+                NodeOutcome::Finished {
+                    timed_out: true,
+                    ..
+                }
+            ),
+            ok: outcome.ok(),
+            note: &outcome.note(),
+            duration: t0.elapsed().as_secs_f64(),
+        };
+        console.json_line(&line.to_json());
     }
     outcome
 }
@@ -339,9 +345,12 @@ impl<'a> NodePrinter<'a> {
                 Stream::Stderr => "stderr",
             };
             for line in lines {
-                self.console.json_line(&json!({
-                    "event": "output", "node": self.name, "stream": name, "line": line
-                }));
+                let report = Report::Output {
+                    node: self.name,
+                    stream: name,
+                    line,
+                };
+                self.console.json_line(&report.to_json());
             }
             return;
         }

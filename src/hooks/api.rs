@@ -4,7 +4,6 @@
 use crate::console::Console;
 use crate::rhai_engine;
 use rhai::{Dynamic, Engine, EvalAltResult, FLOAT, INT, Map};
-use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -28,7 +27,11 @@ pub(super) fn build_engine(
                 .map_or(s.to_string(), |f| f.to_string_lossy().into_owned())
         });
         if log_console.json() {
-            log_console.json_line(&json!({"event": "hook_log", "file": file, "message": text}));
+            let line = crate::events::Report::HookLog {
+                file: file.as_deref(),
+                message: text,
+            };
+            log_console.json_line(&line.to_json());
         } else if !log_console.quiet() {
             match file {
                 Some(f) => log_console.out(&format!("hook {f}: {text}")),

@@ -6,7 +6,7 @@ use super::*;
 use crate::events::ItemStatus;
 use crate::items::{Item, ItemKind, PkgAptAttrs};
 use crate::repo::Node;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;

@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Scope};
-use serde_json::json;
 
 use crate::console::Console;
 use crate::diag::{Diagnostic, Location};
@@ -304,14 +303,14 @@ impl Hooks {
             format!("hook {name} failed: {message}"),
         );
         if self.console.json() {
-            self.console.json_line(&json!({
-                "event": "hook_error",
-                "hook": name,
-                "file": failure.location.file,
-                "line": failure.location.line,
-                "column": failure.location.column,
-                "message": message,
-            }));
+            let line = crate::events::Report::HookError {
+                hook: name,
+                file: &failure.location.file,
+                line: failure.location.line,
+                column: failure.location.column,
+                message,
+            };
+            self.console.json_line(&line.to_json());
         } else {
             self.console.err(&format!("error: {diag}"));
         }

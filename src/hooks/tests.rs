@@ -9,7 +9,7 @@ use crate::items::{
     ActionAttrs, ContentType, Deps, FileAttrs, FileSource, Item, ItemKind, PkgAptAttrs,
 };
 use crate::repo::Node;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::time::Duration;
 
 pub(super) struct Repo {
