@@ -121,8 +121,31 @@ impl Exec<'_, '_> {
         Ok(())
     }
 
+    /// One wave of stateful items: judge, choose, fix them all in one command with their
+    /// re-read, settle.
     pub(super) fn stateful_wave(&mut self, items: &[usize]) -> ExecResult<()> {
         let started = Instant::now();
+        let changes = self.judge(items, started)?;
+        let to_fix = self.choose(changes, started);
+        if to_fix.is_empty() {
+            return Ok(());
+        }
+        let mut script = self.fix_script(&to_fix);
+        let fixed: Vec<usize> = to_fix.iter().map(|(i, _, _)| *i).collect();
+        self.probe_into(&mut script, &fixed);
+        let records = self.send(script)?;
+        // Only the re-read state counts: clear the first probe for items that were fixed.
+        for &i in &fixed {
+            self.actual[i] = None;
+        }
+        self.absorb(&records);
+        self.settle(to_fix, &records, started);
+        Ok(())
+    }
+
+    /// The first half of a wave: re-read stale state, report items already right, drop
+    /// changes whose `unless` succeeds; returns what differs.
+    fn judge(&mut self, items: &[usize], started: Instant) -> ExecResult<Vec<(usize, Change)>> {
         let verify = self.job.options.mode == Mode::Verify;
         if self.stale {
             let mut script = Script::probe();
@@ -174,6 +197,17 @@ impl Exec<'_, '_> {
                 }
             });
         }
+        Ok(changes)
+    }
+
+    /// Verify reports what would change; interactive apply asks; returns what to fix, each
+    /// with its diff.
+    fn choose(
+        &mut self,
+        changes: Vec<(usize, Change)>,
+        started: Instant,
+    ) -> Vec<(usize, Change, Option<String>)> {
+        let verify = self.job.options.mode == Mode::Verify;
         let mut to_fix = Vec::new();
         for (i, change) in changes {
             let diff = if self.job.options.diffs || self.job.options.interactive || verify {
@@ -214,14 +248,18 @@ impl Exec<'_, '_> {
             }
             to_fix.push((i, change, diff));
         }
-        if to_fix.is_empty() {
-            return Ok(());
-        }
+        to_fix
+    }
+
+    /// One command's fixes: each type fixes all its items of the wave together (one apt
+    /// transaction), in the order types first appear; marks state stale when a fix disturbs
+    /// other items.
+    fn fix_script(&mut self, to_fix: &[(usize, Change, Option<String>)]) -> Script {
         let mut script = Script::fix();
         // Each type fixes all its items of the wave together (one apt transaction), in the
         // order types first appear.
         let mut types: Vec<&str> = Vec::new();
-        for (i, _, _) in &to_fix {
+        for (i, _, _) in to_fix {
             let t = self.g.items[*i].type_name();
             if !types.contains(&t) {
                 types.push(t);
@@ -248,20 +286,22 @@ impl Exec<'_, '_> {
                 self.stale = true;
             }
         }
-        let fixed: Vec<usize> = to_fix.iter().map(|(i, _, _)| *i).collect();
-        self.probe_into(&mut script, &fixed);
-        let records = self.send(script)?;
+        script
+    }
+
+    /// The second half of a wave: each fix's result and re-read state decide fixed or failed.
+    fn settle(
+        &mut self,
+        to_fix: Vec<(usize, Change, Option<String>)>,
+        records: &[Record],
+        started: Instant,
+    ) {
         let mut results = std::collections::BTreeMap::new();
-        for r in &records {
+        for r in records {
             if let Record::Fix { idx, rc, message } = r {
                 results.insert(*idx, (*rc, message.clone()));
             }
         }
-        // Only the re-read state counts: clear the first probe for items that were fixed.
-        for &i in &fixed {
-            self.actual[i] = None;
-        }
-        self.absorb(&records);
         for (i, change, diff) in to_fix {
             let elapsed = started.elapsed();
             let before = self.public(i, change.actual.as_ref());
@@ -320,7 +360,6 @@ impl Exec<'_, '_> {
                 },
             }
         }
-        Ok(())
     }
 
     /// Verify: a triggered action whose trigger would be fixed would run; say so, with what
