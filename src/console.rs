@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use indicatif::{MultiProgress, ProgressDrawTarget};
 
 /// When to use colour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ColorChoice {
     #[default]
     Auto,
@@ -154,17 +154,17 @@ impl Console {
 
     /// Prints one line of normal output to stdout (secrets masked, as everywhere).
     pub fn out(&self, line: &str) {
-        self.write(false, &crate::secrets::mask(line));
+        self.write(false, &crate::mask::mask(line));
     }
 
     /// Prints one line of diagnostics to stderr (secrets masked).
     pub fn err(&self, line: &str) {
-        self.write(true, &crate::secrets::mask(line));
+        self.write(true, &crate::mask::mask(line));
     }
 
     /// Prints one JSON value as a line on stdout (secrets masked in every string).
     pub fn json_line(&self, value: &serde_json::Value) {
-        self.write(false, &crate::secrets::mask_json(value).to_string());
+        self.write(false, &crate::mask::mask_json(value).to_string());
     }
 
     /// Prints a line with secrets shown: only for what the user explicitly asked to see
@@ -179,7 +179,7 @@ impl Console {
         if self.closed.load(Ordering::Relaxed) {
             return;
         }
-        let bytes = crate::secrets::mask_bytes(bytes);
+        let bytes = crate::mask::mask_bytes(bytes);
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.multi.suspend(|| {
             let mut out = std::io::stdout().lock();
@@ -198,7 +198,7 @@ impl Console {
         self.multi.suspend(|| {
             let term = console::Term::stderr();
             let mut e = std::io::stderr().lock();
-            let question = crate::secrets::mask(question);
+            let question = crate::mask::mask(question);
             let _ = write!(e, "{question}").and_then(|()| e.flush());
             if std::io::stdin().is_terminal() && term.is_term() {
                 ask_key(&mut e, &term, keys)

@@ -148,6 +148,18 @@ pub fn did_you_mean<'a>(
         .map(|(_, c)| c)
 }
 
+/// Removes repeats of the same problem (one bundle's mistake found on each of its nodes) and
+/// orders the rest as [`sort`] does, for commands that stop on repo problems.
+pub fn dedup_sorted(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<Diagnostic> = diags
+        .into_iter()
+        .filter(|d| seen.insert((d.location.clone(), d.message.clone())))
+        .collect();
+    sort(&mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,6 @@
 //! The library's error type; only the binary decides how errors look and which exit code they get.
 
 use crate::diag::Diagnostic;
-use crate::transport::TransportError;
 
 /// Everything that can stop a command before or while it works.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +57,46 @@ fn render_diagnostics(diags: &[Diagnostic]) -> String {
         .collect::<Vec<_>>()
         // The binary prefixes the first with "error: "; every further problem gets its own.
         .join("\nerror: ")
+}
+
+/// Why a node could not be talked to.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Connecting failed; `reason` is what ssh said.
+    #[error("{node}: cannot connect: {reason}")]
+    Connect { node: String, reason: String },
+    /// The connection broke while a command ran.
+    #[error("{node}: connection lost: {reason}")]
+    Disconnected { node: String, reason: String },
+    /// A helper command (upload, ...) ran but failed; `reason` is its stderr.
+    #[error("{node}: {what} failed: {reason}")]
+    Failed {
+        node: String,
+        what: String,
+        reason: String,
+    },
+    /// A local problem starting or feeding the command.
+    #[error("{node}: {context}: {source}")]
+    Io {
+        node: String,
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl TransportError {
+    /// The error without the node's name, for lines that already start with it (so the
+    /// user never reads "web1: web1: …"); a failed connection reads "unreachable: …".
+    pub fn reason(&self) -> String {
+        match self {
+            TransportError::Connect { reason, .. } => format!("unreachable: {reason}"),
+            TransportError::Disconnected { reason, .. } => format!("connection lost: {reason}"),
+            TransportError::Failed { what, reason, .. } => format!("{what} failed: {reason}"),
+            TransportError::Io {
+                context, source, ..
+            } => format!("{context}: {source}"),
+        }
+    }
 }
 
 /// Shorthand used across the library.

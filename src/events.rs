@@ -324,27 +324,83 @@ impl Bus {
     }
 }
 
-/// The bus every command emits on: one place where subscribers (hooks, ...) are attached, so
-/// all commands get the same ones.
-pub fn command_bus(
-    ctx: &crate::cli::Context,
-    repo: &crate::repo::Repo,
-) -> crate::error::Result<Bus> {
-    Ok(command_bus_with_hooks(ctx, repo)?.0)
+/// The JSON-only lines commands print besides the hook events above, each described once
+/// here (serde) instead of being built by hand at the call site: the `event` field names the
+/// kind, the other fields follow in declaration order.
+#[derive(Debug, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Report<'a> {
+    /// apply: a hook's `skip_node` at `node_apply_start`.
+    NodeSkipped { node: &'a str, reason: &'a str },
+    /// verify: one item's verdict.
+    ItemVerify {
+        node: &'a str,
+        item: &'a str,
+        bundle: &'a str,
+        /// `would_change` or `ok`.
+        status: &'a str,
+        change: Option<&'a str>,
+        reason: Option<&'a str>,
+        status_before: Option<&'a Value>,
+        status_expected: Option<&'a Value>,
+    },
+    /// run: how one node's command ended.
+    NodeResult {
+        node: &'a str,
+        return_code: Option<i32>,
+        timed_out: bool,
+        ok: bool,
+        note: &'a str,
+        /// Seconds.
+        duration: f64,
+    },
+    /// run: one line a node's command printed (`stream`: stdout or stderr).
+    Output {
+        node: &'a str,
+        stream: &'a str,
+        line: &'a str,
+    },
+    /// lock add: the lock written on a node.
+    LockAdded {
+        node: &'a str,
+        lock: &'a crate::lock::SoftLock,
+        created: String,
+        expires: String,
+    },
+    /// lock show: one lock found on a node.
+    Lock {
+        node: &'a str,
+        lock: &'a crate::lock::SoftLock,
+        created: String,
+        expires: String,
+    },
+    /// lock remove: the lock removed from a node.
+    LockRemoved { node: &'a str, lock_id: &'a str },
+    /// lock: a node skipped, failed or interrupted.
+    LockNode {
+        node: &'a str,
+        status: &'a str,
+        reason: Option<&'a str>,
+    },
+    /// A hook failed (file and position of the failure).
+    HookError {
+        hook: &'a str,
+        file: &'a std::path::Path,
+        line: usize,
+        column: usize,
+        message: &'a str,
+    },
+    /// A hook called `log(text)`.
+    HookLog {
+        file: Option<&'a str>,
+        message: &'a str,
+    },
 }
 
-/// [`command_bus`] plus the hooks it loaded, for commands that inspect them (`cinch test`
-/// lints them); hooks run their top level at load, so they must never be loaded twice.
-pub fn command_bus_with_hooks(
-    ctx: &crate::cli::Context,
-    repo: &crate::repo::Repo,
-) -> crate::error::Result<(Bus, std::sync::Arc<crate::hooks::Hooks>)> {
-    let mut bus = Bus::new();
-    let hooks = crate::hooks::subscribe(
-        &mut bus,
-        &repo.path,
-        repo.settings.allow_external_symlinks,
-        ctx.console.clone(),
-    )?;
-    Ok((bus, hooks))
+impl Report<'_> {
+    /// The JSON line's value.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self)
+            .unwrap_or_else(|e| json!({"event": "error", "message": e.to_string()}))
+    }
 }

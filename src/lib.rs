@@ -1,13 +1,14 @@
 //! cinch: agentless configuration management over SSH.
 //!
-//! Flow: [`cli`] -> [`repo::Repo`] (loaded once, immutable) -> [`plan::Plan`] per node ->
-//! executor over a [`transport::Transport`] -> [`events::Event`]s -> subscribers
-//! (terminal output, JSON lines, hooks).
+//! Flow: [`cli`] -> [`settings::Settings`] (validated before any work) -> [`commands`] ->
+//! [`repo::Repo`] (loaded once, immutable) -> [`plan::Plan`] per node -> executor over a
+//! [`transport::Transport`] -> [`events::Event`]s -> subscribers (terminal output, JSON
+//! lines, hooks). The layers and the rule that imports only run downwards are checked by
+//! `tests/it/architecture.rs`; docs/architecture.md describes them.
 
-pub mod apply;
 pub mod budget;
-pub mod check;
 pub mod cli;
+pub mod commands;
 pub mod console;
 pub mod diag;
 pub mod diff;
@@ -15,20 +16,20 @@ pub mod error;
 pub mod events;
 pub mod executor;
 pub mod fanout;
+pub mod fleet;
 pub mod hooks;
-pub mod inspect;
 pub mod interrupt;
 pub mod items;
 pub mod lock;
-pub mod man;
+pub mod mask;
+pub mod node_shell;
 pub mod output;
 pub mod plan;
-pub mod probe;
+pub mod prepare;
 pub mod repo;
 pub mod review;
-pub mod run;
-pub mod script;
-pub mod secrets;
+pub mod rhai_engine;
+pub mod settings;
 pub mod shell;
 pub mod transport;
 

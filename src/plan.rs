@@ -265,6 +265,70 @@ impl Plan {
         Ok(plan)
     }
 
+    /// A plan whose items have no edges yet, in the order given: a node that cannot run has
+    /// one with no items, and executor tests add edges by index.
+    pub fn unlinked(node: &str, items: Vec<Item>) -> Plan {
+        let n = items.len();
+        Plan {
+            node: node.to_string(),
+            index: items
+                .iter()
+                .enumerate()
+                .map(|(i, it)| (it.id.clone(), i))
+                .collect(),
+            cascade_skip: items.iter().map(Item::cascade_skip).collect(),
+            items,
+            needs: vec![Vec::new(); n],
+            order: vec![Vec::new(); n],
+            triggers: vec![Vec::new(); n],
+            precedes: vec![Vec::new(); n],
+            blocked_by: vec![Vec::new(); n],
+            dependents: vec![Vec::new(); n],
+            needed_by: vec![Vec::new(); n],
+            triggered_by: vec![Vec::new(); n],
+        }
+    }
+
+    /// Topological levels over needs ∪ order: every item's dependencies sit in earlier waves.
+    /// Items caught in a loop are returned separately.
+    pub fn waves(&self) -> (Vec<Vec<usize>>, Vec<usize>) {
+        let n = self.items.len();
+        let mut level: Vec<Option<usize>> = vec![None; n];
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for i in 0..n {
+                if level[i].is_some() {
+                    continue;
+                }
+                let deps = self.needs[i].iter().chain(&self.order[i]);
+                let mut l = 0;
+                let mut ready = true;
+                for &d in deps {
+                    match level.get(d).copied().flatten() {
+                        Some(dl) => l = l.max(dl + 1),
+                        None if d < n => ready = false,
+                        None => {}
+                    }
+                }
+                if ready {
+                    level[i] = Some(l);
+                    changed = true;
+                }
+            }
+        }
+        let depth = level.iter().flatten().max().map_or(0, |m| m + 1);
+        let mut waves = vec![Vec::new(); depth];
+        let mut stuck = Vec::new();
+        for (i, l) in level.iter().enumerate() {
+            match l {
+                Some(l) => waves[*l].push(i),
+                None => stuck.push(i),
+            }
+        }
+        (waves, stuck)
+    }
+
     /// Everything that must finish before item `i` may start.
     pub fn blockers(&self, i: usize) -> &[usize] {
         &self.blocked_by[i]
@@ -698,6 +762,12 @@ fn shortest_cycle(adj: &[Vec<usize>], scc: &[usize]) -> Vec<usize> {
 mod tests {
     use super::*;
     use crate::items::testutil::{Fixture, render};
+
+    #[test]
+    fn a_plan_can_be_shared_by_node_workers() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Plan>();
+    }
 
     fn plan(f: &Fixture) -> Result<Plan, String> {
         let bundles: Vec<&str> = f.repo.bundles.keys().map(String::as_str).collect();

@@ -4,7 +4,9 @@
 use super::tests::{Repo, console, file_item, item, node};
 use super::*;
 use crate::events::ItemStatus;
-use crate::items::PkgAptAttrs;
+use crate::items::{Item, ItemKind, PkgAptAttrs};
+use crate::repo::Node;
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;

@@ -1,10 +1,15 @@
 //! Hook engine tests: real Rhai files in a temporary repo, events emitted on a real `Bus`, and
 //! a recording hook that appends every call with its arguments to a file.
 
+use super::args::item_value;
 use super::*;
 use crate::console::ConsoleOptions;
 use crate::events::{ItemStatus, NodeResult};
-use crate::items::{ActionAttrs, Deps, FileAttrs, PkgAptAttrs};
+use crate::items::{
+    ActionAttrs, ContentType, Deps, FileAttrs, FileSource, Item, ItemKind, PkgAptAttrs,
+};
+use crate::repo::Node;
+use serde_json::{Value, json};
 use std::time::Duration;
 
 pub(super) struct Repo {

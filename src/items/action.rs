@@ -1,7 +1,10 @@
 //! `action` items: no state, only a run. One remote command per action, and only when it runs;
 //! `unless` rides along in the same command.
 
-use super::ActionAttrs;
+use serde_json::Value;
+
+use super::parse::{RawItem, Reader};
+use super::{ActionAttrs, ItemKind};
 use crate::transport::{Command, Output};
 
 /// How an action run ended.
@@ -18,7 +21,7 @@ pub enum ActionOutcome {
 impl ActionAttrs {
     /// The remote command: `unless` first (if any), then the action with `data_stdin`.
     pub fn command(&self, unless: Option<&str>) -> Command {
-        crate::probe::action_command(
+        crate::node_shell::action_command(
             &self.command,
             unless,
             self.data_stdin.as_ref().map(|s| s.as_bytes().to_vec()),
@@ -77,6 +80,84 @@ impl ActionAttrs {
         }
         ActionOutcome::Succeeded
     }
+}
+
+/// The `action` item type: its table, attributes and parser (see [`super::registry`]).
+pub struct Type;
+
+impl super::registry::ItemType for Type {
+    fn name(&self) -> &'static str {
+        "action"
+    }
+
+    fn table(&self) -> &'static str {
+        "actions"
+    }
+
+    fn attrs(&self) -> &'static [&'static str] {
+        &[
+            "command",
+            "expected_return_code",
+            "expected_stdout",
+            "expected_stderr",
+            "data_stdin",
+            "interactive",
+        ]
+    }
+
+    fn parse(
+        &self,
+        _bundle: &crate::repo::Bundle,
+        raw: &super::parse::RawItem,
+        r: &mut super::parse::Reader<'_>,
+    ) -> Option<super::ItemKind> {
+        action_kind(raw, r)
+    }
+}
+
+/// An action's attributes: its command and what it must return.
+fn action_kind(raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemKind> {
+    let id = r.id.clone();
+    let command = r.string("command");
+    match command.as_deref() {
+        None if r.get("command").is_none() => {
+            let msg = format!("{id} needs a `command`");
+            r.hinted(
+                &raw.loc,
+                msg,
+                "add command = \"...\" (run with sh -c on the node)",
+            );
+        }
+        Some(c) if c.trim().is_empty() => {
+            let loc = r
+                .get("command")
+                .map_or(raw.loc.clone(), |a| a.value_loc.clone());
+            r.error(&loc, format!("`command` of {id} must not be empty"));
+        }
+        _ => {}
+    }
+    let codes = match r.get("expected_return_code") {
+        None => vec![0],
+        Some(a) => {
+            let one = |v: &Value| v.as_i64().and_then(|n| i32::try_from(n).ok());
+            let parsed = match &a.value {
+                Value::Array(xs) => xs.iter().map(one).collect::<Option<Vec<_>>>(),
+                v => one(v).map(|n| vec![n]),
+            };
+            parsed.unwrap_or_else(|| {
+                r.wrong(a, "an integer or a list of integers ([] accepts any)");
+                Vec::new()
+            })
+        }
+    };
+    Some(ItemKind::Action(ActionAttrs {
+        command: command.unwrap_or_default(),
+        expected_return_code: codes,
+        expected_stdout: r.string("expected_stdout"),
+        expected_stderr: r.string("expected_stderr"),
+        data_stdin: r.string("data_stdin"),
+        interactive: r.bool("interactive"),
+    }))
 }
 
 #[cfg(test)]

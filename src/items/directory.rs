@@ -7,7 +7,7 @@ use super::state::{
     put_ownership,
 };
 use super::{DirectoryAttrs, Item};
-use crate::probe::{Fields, Script};
+use crate::node_shell::{Fields, Script};
 use crate::shell::quote;
 
 impl Stateful for DirectoryAttrs {
@@ -90,5 +90,37 @@ impl Stateful for DirectoryAttrs {
             steps.push(call);
         }
         script.fix_step(local.idx, &format!("{guard}{}", steps.join(" && \\\n")));
+    }
+}
+
+/// The `directory` item type: its table, attributes and parser (see [`super::registry`]).
+pub struct Type;
+
+impl super::registry::ItemType for Type {
+    fn name(&self) -> &'static str {
+        "directory"
+    }
+
+    fn table(&self) -> &'static str {
+        "directories"
+    }
+
+    fn attrs(&self) -> &'static [&'static str] {
+        &["mode", "owner", "group", "purge", "delete"]
+    }
+
+    fn parse(
+        &self,
+        _bundle: &crate::repo::Bundle,
+        _raw: &super::parse::RawItem,
+        r: &mut super::parse::Reader<'_>,
+    ) -> Option<super::ItemKind> {
+        Some(super::ItemKind::Directory(super::DirectoryAttrs {
+            mode: r.mode("mode"),
+            owner: r.account("owner", "user"),
+            group: r.account("group", "group"),
+            purge: r.bool("purge").unwrap_or(false),
+            delete: r.bool("delete").unwrap_or(false),
+        }))
     }
 }

@@ -4,13 +4,17 @@
 
 use serde_json::Value;
 
+use super::parse::{RawItem, Reader};
 use super::state::{
     Change, Fixing, Local, Stat, State, Stateful, chown_spec, expect_ownership, path_of,
     put_ownership, show_keys,
 };
-use super::{ContentType, FileAttrs, Item};
-use crate::probe::{Fields, Script};
+use super::{ContentType, FileAttrs, FileSource, Item, ItemKind};
+use crate::diag::did_you_mean;
+use crate::node_shell::{Fields, Script};
+use crate::repo::Bundle;
 use crate::shell::quote;
+use std::path::{Component, Path};
 
 impl FileAttrs {
     fn diffable(&self) -> bool {
@@ -118,7 +122,7 @@ impl Stateful for FileAttrs {
             let new = local.content.as_deref().map_or(&[][..], |c| c.as_slice());
             let old = fields.and_then(|f| f.get("content"));
             // Content a template filled with a secret is sensitive too, marked or not.
-            if self.sensitive || crate::secrets::contains_secret(new) {
+            if self.sensitive || crate::mask::contains_secret(new) {
                 out.push_str("content hidden (sensitive)\n");
             } else if self.diffable()
                 && crate::diff::is_text(new)
@@ -309,7 +313,7 @@ fn groups<'a>(
     out
 }
 
-/// The shell of a wave's uploads (see the fix prelude in [`crate::probe`]): stage every file
+/// The shell of a wave's uploads (see the fix prelude in [`crate::node_shell`]): stage every file
 /// in a private directory made by `mktemp -d` beside its target (one per directory, so one
 /// `mv` renames them all), then verify, chmod, chown, fsync and rename them in batches.
 fn write_files(uploads: &[Upload], script: &mut Script) {
@@ -364,12 +368,151 @@ fn is_file(change: &Change) -> bool {
         .is_some_and(|t| t == "file")
 }
 
+/// The `file` item type: its table, attributes and parser (see [`super::registry`]).
+pub struct Type;
+
+impl super::registry::ItemType for Type {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    fn table(&self) -> &'static str {
+        "files"
+    }
+
+    fn attrs(&self) -> &'static [&'static str] {
+        &[
+            "content",
+            "source",
+            "content_type",
+            "mode",
+            "owner",
+            "group",
+            "delete",
+            "sensitive",
+        ]
+    }
+
+    fn parse(
+        &self,
+        bundle: &crate::repo::Bundle,
+        raw: &super::parse::RawItem,
+        r: &mut super::parse::Reader<'_>,
+    ) -> Option<super::ItemKind> {
+        file_kind(bundle, raw, r)
+    }
+}
+
+/// A file item's attributes: content or source, content type, mode, ownership, sensitivity.
+fn file_kind(bundle: &Bundle, raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemKind> {
+    let id = r.id.clone();
+    let content_type = match r.string("content_type").as_deref() {
+        None | Some("text") => ContentType::Text,
+        Some("jinja2") => ContentType::Jinja2,
+        Some("base64") => ContentType::Base64,
+        Some("binary") => ContentType::Binary,
+        Some("any") => ContentType::Any,
+        Some(other) => {
+            let loc = r.get("content_type").map(|a| a.value_loc.clone())?;
+            let names = ["text", "jinja2", "base64", "binary", "any"];
+            let hint = match did_you_mean(other, names) {
+                Some(g) => format!("did you mean \"{g}\"?"),
+                None => format!("use one of: {}", names.join(", ")),
+            };
+            let msg = format!("unknown content_type {other:?} for {id}");
+            r.hinted(&loc, msg, hint);
+            ContentType::Text
+        }
+    };
+    let delete = r.bool("delete").unwrap_or(false);
+    let content = r.string("content");
+    let source = r.string("source");
+    let source_attr = r.get("source");
+    let src = if delete {
+        FileSource::None
+    } else if content.is_some() && source.is_some() {
+        let loc = source_attr.map_or(raw.loc.clone(), |a| a.key_loc.clone());
+        let msg = format!("{id} sets both `content` and `source`");
+        r.hinted(
+            &loc,
+            msg,
+            "keep one: inline content, or a file under files/",
+        );
+        FileSource::None
+    } else if content_type == ContentType::Any {
+        if content.is_some() || source.is_some() {
+            let msg = format!(
+                "{id} has content_type \"any\", which manages only existence, mode and \
+                 ownership"
+            );
+            r.hinted(
+                &raw.loc,
+                msg,
+                "remove content/source or pick another content_type",
+            );
+        }
+        FileSource::None
+    } else if let Some(c) = content {
+        if content_type == ContentType::Binary {
+            let msg = format!("{id} has content_type \"binary\" but inline `content`");
+            r.hinted(
+                &raw.loc,
+                msg,
+                "binary content comes from `source`, or use \"base64\"",
+            );
+        }
+        FileSource::Content(c)
+    } else {
+        // BundleWrap's default: the file's own basename under the bundle's files/.
+        let explicit = source.is_some();
+        let name = source.unwrap_or_else(|| {
+            Path::new(&raw.name)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        let loc = source_attr.map_or(raw.loc.clone(), |a| a.value_loc.clone());
+        let rel = Path::new(&name);
+        if name.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            let msg =
+                format!("`source` of {id} must be a relative path inside files/, got {name:?}");
+            r.error(&loc, msg);
+            FileSource::None
+        } else {
+            let path = bundle.dir.join("files").join(rel);
+            if !path.is_file() {
+                let shown = format!("bundles/{}/files/{name}", bundle.name);
+                let msg = if explicit {
+                    format!("source file {shown} of {id} does not exist")
+                } else {
+                    format!("{id} has no `content` and its default source {shown} does not exist")
+                };
+                r.hinted(
+                    &loc,
+                    msg,
+                    "create the file, set `source`, set `content`, or use content_type = \"any\"",
+                );
+            }
+            FileSource::Source(path)
+        }
+    };
+    Some(ItemKind::File(FileAttrs {
+        source: src,
+        content_type,
+        mode: r.mode("mode"),
+        owner: r.account("owner", "user"),
+        group: r.account("group", "group"),
+        delete,
+        sensitive: r.bool("sensitive").unwrap_or(false),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::items::ItemKind;
     use crate::items::state::Fixing;
-    use crate::probe::{Record, parse};
+    use crate::node_shell::{Record, parse};
 
     fn file_item(path: &str) -> (Item, FileAttrs) {
         let attrs = FileAttrs {

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::state::{Change, Local, State, Stateful};
 use super::{GroupAttrs, Item};
-use crate::probe::{Fields, Script};
+use crate::node_shell::{Fields, Script};
 use crate::shell::quote;
 
 /// `pgr IDX NAME`: the `P` record of a group, with its `getent group` line when it exists.
@@ -72,6 +72,35 @@ impl GroupAttrs {
         } else {
             format!("groupmod {gid}{name}")
         }
+    }
+}
+
+/// The `group` item type: its table, attributes and parser (see [`super::registry`]).
+pub struct Type;
+
+impl super::registry::ItemType for Type {
+    fn name(&self) -> &'static str {
+        "group"
+    }
+
+    fn table(&self) -> &'static str {
+        "groups"
+    }
+
+    fn attrs(&self) -> &'static [&'static str] {
+        &["gid", "delete"]
+    }
+
+    fn parse(
+        &self,
+        _bundle: &crate::repo::Bundle,
+        _raw: &super::parse::RawItem,
+        r: &mut super::parse::Reader<'_>,
+    ) -> Option<super::ItemKind> {
+        Some(super::ItemKind::Group(super::GroupAttrs {
+            gid: r.u32("gid"),
+            delete: r.bool("delete").unwrap_or(false),
+        }))
     }
 }
 

@@ -11,10 +11,7 @@ use serde_json::Value;
 
 use crate::diag::{Diagnostic, Location, did_you_mean};
 use crate::items::selector;
-use crate::items::{
-    ActionAttrs, COMMON_ATTRS, ContentType, Deps, DirectoryAttrs, FileAttrs, FileSource,
-    GroupAttrs, ITEM_TYPES, Item, ItemKind, PkgAptAttrs, SvcSystemdAttrs, SymlinkAttrs, UserAttrs,
-};
+use crate::items::{COMMON_ATTRS, Deps, ITEM_TYPES, Item};
 use crate::repo::{Bundle, Node, Repo};
 
 /// What a bundle's item files turn into, computed once and shared by every node with the bundle
@@ -35,10 +32,14 @@ impl fmt::Debug for BundleCache {
     }
 }
 
-/// A cache is derived data: a cloned bundle starts empty and fills its own.
-impl Clone for BundleCache {
-    fn clone(&self) -> Self {
-        BundleCache::default()
+impl BundleCache {
+    /// `bundle`'s cache, created on first use; it lives in the bundle's type-erased
+    /// [`crate::repo::DerivedCache`], which nothing but the item loader fills.
+    pub(crate) fn of(bundle: &Bundle) -> &BundleCache {
+        bundle
+            .items_cache
+            .get_or_init(BundleCache::default)
+            .expect("a bundle's derived cache holds only the item loader's BundleCache")
     }
 }
 
@@ -65,8 +66,8 @@ pub(crate) struct RawItem {
 
 /// The singular type for a table name, or a diagnostic with the closest valid table.
 pub(crate) fn item_type(table: &str, loc: &Location) -> Result<&'static str, Diagnostic> {
-    if let Some((_, singular)) = ITEM_TYPES.iter().find(|(plural, _)| *plural == table) {
-        return Ok(singular);
+    if let Some(ty) = super::registry::by_table(table) {
+        return Ok(ty.name());
     }
     let plurals = ITEM_TYPES.iter().map(|(p, _)| *p);
     // `[file."/x"]` is a common slip: map the singular to its table before guessing.
@@ -217,46 +218,6 @@ fn toml_value_to_json(v: &toml_edit::Value) -> Result<Value, &'static str> {
     })
 }
 
-/// Type-specific attributes (besides [`COMMON_ATTRS`]) each item type accepts.
-fn type_attrs(type_name: &str) -> &'static [&'static str] {
-    match type_name {
-        "file" => &[
-            "content",
-            "source",
-            "content_type",
-            "mode",
-            "owner",
-            "group",
-            "delete",
-            "sensitive",
-        ],
-        "directory" => &["mode", "owner", "group", "purge", "delete"],
-        "symlink" => &["target", "owner", "group", "delete"],
-        "action" => &[
-            "command",
-            "expected_return_code",
-            "expected_stdout",
-            "expected_stderr",
-            "data_stdin",
-            "interactive",
-        ],
-        "user" => &[
-            "uid",
-            "gid",
-            "groups",
-            "home",
-            "shell",
-            "full_name",
-            "password_hash",
-            "delete",
-        ],
-        "group" => &["gid", "delete"],
-        "pkg_apt" => &["installed"],
-        "svc_systemd" => &["running", "enabled", "masked"],
-        _ => &[],
-    }
-}
-
 fn describe(v: &Value) -> &'static str {
     match v {
         Value::Null => "nothing",
@@ -270,27 +231,27 @@ fn describe(v: &Value) -> &'static str {
 }
 
 /// Typed access to one item's attributes; every mismatch becomes a diagnostic.
-struct Reader<'a> {
-    id: String,
+pub(crate) struct Reader<'a> {
+    pub(crate) id: String,
     attrs: HashMap<&'a str, &'a RawAttr>,
     diags: &'a mut Vec<Diagnostic>,
 }
 
 impl<'a> Reader<'a> {
-    fn get(&self, name: &str) -> Option<&'a RawAttr> {
+    pub(crate) fn get(&self, name: &str) -> Option<&'a RawAttr> {
         self.attrs.get(name).copied().filter(|a| !a.value.is_null())
     }
 
-    fn error(&mut self, loc: &Location, msg: String) {
+    pub(crate) fn error(&mut self, loc: &Location, msg: String) {
         self.diags.push(Diagnostic::at(loc.clone(), msg));
     }
 
-    fn hinted(&mut self, loc: &Location, msg: String, hint: impl Into<String>) {
+    pub(crate) fn hinted(&mut self, loc: &Location, msg: String, hint: impl Into<String>) {
         self.diags
             .push(Diagnostic::at(loc.clone(), msg).with_hint(hint));
     }
 
-    fn wrong(&mut self, a: &RawAttr, expected: &str) {
+    pub(crate) fn wrong(&mut self, a: &RawAttr, expected: &str) {
         let msg = format!(
             "`{}` of {} must be {expected}, not {}",
             a.name,
@@ -300,7 +261,7 @@ impl<'a> Reader<'a> {
         self.error(&a.value_loc, msg);
     }
 
-    fn string(&mut self, name: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, name: &str) -> Option<String> {
         let a = self.get(name)?;
         match &a.value {
             Value::String(s) => Some(s.clone()),
@@ -311,7 +272,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn bool(&mut self, name: &str) -> Option<bool> {
+    pub(crate) fn bool(&mut self, name: &str) -> Option<bool> {
         let a = self.get(name)?;
         match a.value {
             Value::Bool(b) => Some(b),
@@ -322,7 +283,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn u32(&mut self, name: &str) -> Option<u32> {
+    pub(crate) fn u32(&mut self, name: &str) -> Option<u32> {
         let a = self.get(name)?;
         match a.value.as_u64().and_then(|n| u32::try_from(n).ok()) {
             Some(n) => Some(n),
@@ -333,7 +294,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn strings(&mut self, name: &str) -> Option<Vec<String>> {
+    pub(crate) fn strings(&mut self, name: &str) -> Option<Vec<String>> {
         let a = self.get(name)?;
         let list = match &a.value {
             Value::Array(xs) => xs
@@ -349,7 +310,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A list of selectors, each checked so typos surface before resolution.
-    fn selectors(&mut self, name: &str) -> Vec<String> {
+    pub(crate) fn selectors(&mut self, name: &str) -> Vec<String> {
         let list = self.strings(name).unwrap_or_default();
         if let Some(a) = self.get(name) {
             for s in &list {
@@ -366,7 +327,7 @@ impl<'a> Reader<'a> {
     /// normal form (`+32001` and `32001` both become `32001`, which is what the probe reports,
     /// so a fixed owner is not seen as still differing). A leading `-` would be read as an
     /// option on the node, and `:` splits chown's owner from its group, so both are refused.
-    fn account(&mut self, name: &str, kind: &str) -> Option<String> {
+    pub(crate) fn account(&mut self, name: &str, kind: &str) -> Option<String> {
         let a = self.get(name)?;
         let Value::String(s) = &a.value else {
             // A user's `gid` has always taken a bare number; `owner`/`group` take strings.
@@ -395,7 +356,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Like [`Reader::account`] for a list (a user's supplementary `groups`).
-    fn accounts(&mut self, name: &str, kind: &str) -> Option<Vec<String>> {
+    pub(crate) fn accounts(&mut self, name: &str, kind: &str) -> Option<Vec<String>> {
         let list = self.strings(name)?;
         let a = self.get(name)?;
         let mut out = Vec::with_capacity(list.len());
@@ -415,7 +376,7 @@ impl<'a> Reader<'a> {
         Some(out)
     }
 
-    fn mode(&mut self, name: &str) -> Option<u32> {
+    pub(crate) fn mode(&mut self, name: &str) -> Option<u32> {
         let a = self.get(name)?;
         let Value::String(s) = &a.value else {
             let msg = format!(
@@ -535,7 +496,8 @@ pub(crate) fn build_item(
         }
         diags.push(d);
     }
-    let allowed = type_attrs(type_name);
+    let ty = super::registry::by_name(type_name);
+    let allowed = ty.map_or(&[][..], |t| t.attrs());
     for a in &raw.attrs {
         if COMMON_ATTRS.contains(&a.name.as_str()) || allowed.contains(&a.name.as_str()) {
             continue;
@@ -563,8 +525,8 @@ pub(crate) fn build_item(
     for a in &mut resolved {
         let mut errors = Vec::new();
         has_secret |=
-            crate::secrets::resolve_json(&mut a.value, &files, &mut Vec::new(), &mut errors);
-        has_secret |= crate::secrets::mask::json_contains_secret(&a.value);
+            crate::repo::secrets::resolve_json(&mut a.value, &files, &mut Vec::new(), &mut errors);
+        has_secret |= crate::mask::json_contains_secret(&a.value);
         for (_, why) in errors {
             diags.push(Diagnostic::at(
                 a.value_loc.clone(),
@@ -630,80 +592,8 @@ pub(crate) fn build_item(
             r.hinted(&del.key_loc, msg, "remove those attributes or the delete");
         }
     }
-    let kind = match type_name {
-        "file" => file_kind(bundle, raw, &mut r),
-        "directory" => Some(ItemKind::Directory(DirectoryAttrs {
-            mode: r.mode("mode"),
-            owner: r.account("owner", "user"),
-            group: r.account("group", "group"),
-            purge: r.bool("purge").unwrap_or(false),
-            delete: r.bool("delete").unwrap_or(false),
-        })),
-        "symlink" => {
-            let delete = r.bool("delete").unwrap_or(false);
-            let target = r.string("target");
-            if target.is_none() && !delete && r.get("target").is_none() {
-                let msg = format!("{id} needs a `target`");
-                r.hinted(&raw.loc, msg, "add target = \"/path/it/points/to\"");
-            }
-            if target.as_deref() == Some("") {
-                let loc = r
-                    .get("target")
-                    .map_or(raw.loc.clone(), |a| a.value_loc.clone());
-                r.error(&loc, format!("`target` of {id} must not be empty"));
-            }
-            Some(ItemKind::Symlink(SymlinkAttrs {
-                target: target.unwrap_or_default(),
-                owner: r.account("owner", "user"),
-                group: r.account("group", "group"),
-                delete,
-            }))
-        }
-        "action" => action_kind(raw, &mut r),
-        "user" => {
-            let password_hash = r.string("password_hash");
-            if let Some(h) = &password_hash
-                && let Some(bad) = h.chars().find(|c| *c == ':' || c.is_control())
-                && let Some(a) = r.get("password_hash")
-            {
-                // The hash travels as one `NAME:HASH` line to `chpasswd -e`.
-                let msg = format!(
-                    "`password_hash` of {id} must not contain {bad:?} (a crypt(3) hash has \
-                     neither colons nor control characters)"
-                );
-                let loc = a.value_loc.clone();
-                r.hinted(
-                    &loc,
-                    msg,
-                    "paste the hash exactly as mkpasswd or openssl passwd prints it",
-                );
-            }
-            Some(ItemKind::User(UserAttrs {
-                uid: r.u32("uid"),
-                gid: r.account("gid", "group"),
-                groups: r.accounts("groups", "group"),
-                home: r.string("home"),
-                shell: r.string("shell"),
-                full_name: r.string("full_name"),
-                password_hash,
-                delete: r.bool("delete").unwrap_or(false),
-            }))
-        }
-        "group" => Some(ItemKind::Group(GroupAttrs {
-            gid: r.u32("gid"),
-            delete: r.bool("delete").unwrap_or(false),
-        })),
-        "pkg_apt" => Some(ItemKind::PkgApt(PkgAptAttrs {
-            installed: r.bool("installed").unwrap_or(true),
-        })),
-        "svc_systemd" => Some(ItemKind::SvcSystemd(SvcSystemdAttrs {
-            running: r.bool("running"),
-            enabled: r.bool("enabled"),
-            masked: r.bool("masked"),
-        })),
-        _ => None,
-    };
-    let mut kind = kind;
+    // `type_name` was checked against the registry when the item was read.
+    let mut kind = ty.and_then(|t| t.parse(bundle, raw, &mut r));
     if has_secret {
         secret_item(&id, &mut kind, &resolved, diags);
     }
@@ -720,124 +610,21 @@ pub(crate) fn build_item(
     })
 }
 
-fn file_kind(bundle: &Bundle, raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemKind> {
-    let id = r.id.clone();
-    let content_type = match r.string("content_type").as_deref() {
-        None | Some("text") => ContentType::Text,
-        Some("jinja2") => ContentType::Jinja2,
-        Some("base64") => ContentType::Base64,
-        Some("binary") => ContentType::Binary,
-        Some("any") => ContentType::Any,
-        Some(other) => {
-            let loc = r.get("content_type").map(|a| a.value_loc.clone())?;
-            let names = ["text", "jinja2", "base64", "binary", "any"];
-            let hint = match did_you_mean(other, names) {
-                Some(g) => format!("did you mean \"{g}\"?"),
-                None => format!("use one of: {}", names.join(", ")),
-            };
-            let msg = format!("unknown content_type {other:?} for {id}");
-            r.hinted(&loc, msg, hint);
-            ContentType::Text
-        }
-    };
-    let delete = r.bool("delete").unwrap_or(false);
-    let content = r.string("content");
-    let source = r.string("source");
-    let source_attr = r.get("source");
-    let src = if delete {
-        FileSource::None
-    } else if content.is_some() && source.is_some() {
-        let loc = source_attr.map_or(raw.loc.clone(), |a| a.key_loc.clone());
-        let msg = format!("{id} sets both `content` and `source`");
-        r.hinted(
-            &loc,
-            msg,
-            "keep one: inline content, or a file under files/",
-        );
-        FileSource::None
-    } else if content_type == ContentType::Any {
-        if content.is_some() || source.is_some() {
-            let msg = format!(
-                "{id} has content_type \"any\", which manages only existence, mode and \
-                 ownership"
-            );
-            r.hinted(
-                &raw.loc,
-                msg,
-                "remove content/source or pick another content_type",
-            );
-        }
-        FileSource::None
-    } else if let Some(c) = content {
-        if content_type == ContentType::Binary {
-            let msg = format!("{id} has content_type \"binary\" but inline `content`");
-            r.hinted(
-                &raw.loc,
-                msg,
-                "binary content comes from `source`, or use \"base64\"",
-            );
-        }
-        FileSource::Content(c)
-    } else {
-        // BundleWrap's default: the file's own basename under the bundle's files/.
-        let explicit = source.is_some();
-        let name = source.unwrap_or_else(|| {
-            Path::new(&raw.name)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
-        let loc = source_attr.map_or(raw.loc.clone(), |a| a.value_loc.clone());
-        let rel = Path::new(&name);
-        if name.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-            let msg =
-                format!("`source` of {id} must be a relative path inside files/, got {name:?}");
-            r.error(&loc, msg);
-            FileSource::None
-        } else {
-            let path = bundle.dir.join("files").join(rel);
-            if !path.is_file() {
-                let shown = format!("bundles/{}/files/{name}", bundle.name);
-                let msg = if explicit {
-                    format!("source file {shown} of {id} does not exist")
-                } else {
-                    format!("{id} has no `content` and its default source {shown} does not exist")
-                };
-                r.hinted(
-                    &loc,
-                    msg,
-                    "create the file, set `source`, set `content`, or use content_type = \"any\"",
-                );
-            }
-            FileSource::Source(path)
-        }
-    };
-    Some(ItemKind::File(FileAttrs {
-        source: src,
-        content_type,
-        mode: r.mode("mode"),
-        owner: r.account("owner", "user"),
-        group: r.account("group", "group"),
-        delete,
-        sensitive: r.bool("sensitive").unwrap_or(false),
-    }))
-}
-
 /// An item whose attributes hold a secret: a file is sensitive; a secret in a command (or
 /// `unless`) is refused, since a command line is visible in `ps` on the node.
 fn secret_item(
     id: &str,
-    kind: &mut Option<ItemKind>,
+    kind: &mut Option<crate::items::ItemKind>,
     attrs: &[RawAttr],
     diags: &mut Vec<Diagnostic>,
 ) {
-    if let Some(ItemKind::File(f)) = kind {
+    if let Some(crate::items::ItemKind::File(f)) = kind {
         f.sensitive = true;
     }
     for a in attrs {
         let on_command_line =
             a.name == "unless" || (a.name == "command" && id.starts_with("action:"));
-        if on_command_line && crate::secrets::mask::json_contains_secret(&a.value) {
+        if on_command_line && crate::mask::json_contains_secret(&a.value) {
             diags.push(
                 Diagnostic::at(
                     a.value_loc.clone(),
@@ -851,51 +638,6 @@ fn secret_item(
         }
     }
 }
-
-fn action_kind(raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemKind> {
-    let id = r.id.clone();
-    let command = r.string("command");
-    match command.as_deref() {
-        None if r.get("command").is_none() => {
-            let msg = format!("{id} needs a `command`");
-            r.hinted(
-                &raw.loc,
-                msg,
-                "add command = \"...\" (run with sh -c on the node)",
-            );
-        }
-        Some(c) if c.trim().is_empty() => {
-            let loc = r
-                .get("command")
-                .map_or(raw.loc.clone(), |a| a.value_loc.clone());
-            r.error(&loc, format!("`command` of {id} must not be empty"));
-        }
-        _ => {}
-    }
-    let codes = match r.get("expected_return_code") {
-        None => vec![0],
-        Some(a) => {
-            let one = |v: &Value| v.as_i64().and_then(|n| i32::try_from(n).ok());
-            let parsed = match &a.value {
-                Value::Array(xs) => xs.iter().map(one).collect::<Option<Vec<_>>>(),
-                v => one(v).map(|n| vec![n]),
-            };
-            parsed.unwrap_or_else(|| {
-                r.wrong(a, "an integer or a list of integers ([] accepts any)");
-                Vec::new()
-            })
-        }
-    };
-    Some(ItemKind::Action(ActionAttrs {
-        command: command.unwrap_or_default(),
-        expected_return_code: codes,
-        expected_stdout: r.string("expected_stdout"),
-        expected_stderr: r.string("expected_stderr"),
-        data_stdin: r.string("data_stdin"),
-        interactive: r.bool("interactive"),
-    }))
-}
-
 /// Builds items from raw ones, collecting every problem.
 pub(crate) fn build_items(bundle: &Bundle, raws: &[RawItem]) -> (Vec<Item>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
@@ -935,7 +677,9 @@ fn load_static(bundle: &Bundle) -> Result<Vec<Item>, Vec<Diagnostic>> {
 
 /// The static items of a bundle, parsed on first use and then shared.
 pub fn static_items(bundle: &Bundle) -> &Result<Vec<Item>, Vec<Diagnostic>> {
-    bundle.items_cache.toml.get_or_init(|| load_static(bundle))
+    BundleCache::of(bundle)
+        .toml
+        .get_or_init(|| load_static(bundle))
 }
 
 /// Every item of every bundle of `node` (items.toml parsed once per bundle, items.rhai evaluated
@@ -1392,7 +1136,6 @@ owner = true
     fn a_repo_with_its_caches_can_be_shared_by_node_workers() {
         fn shareable<T: Send + Sync>() {}
         shareable::<crate::repo::Repo>();
-        shareable::<crate::plan::Plan>();
     }
 
     #[test]

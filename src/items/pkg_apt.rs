@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::state::{Change, Fixing, Local, State, Stateful};
 use super::{Item, PkgAptAttrs};
-use crate::probe::{Fields, Script};
+use crate::node_shell::{Fields, Script};
 use crate::shell::quote;
 
 /// `pk IDX NAME`: the `P` record of a package. The first call lists every package once per
@@ -127,6 +127,34 @@ impl Stateful for PkgAptAttrs {
     }
 }
 
+/// The `pkg_apt` item type: its table, attributes and parser (see [`super::registry`]).
+pub struct Type;
+
+impl super::registry::ItemType for Type {
+    fn name(&self) -> &'static str {
+        "pkg_apt"
+    }
+
+    fn table(&self) -> &'static str {
+        "pkg_apt"
+    }
+
+    fn attrs(&self) -> &'static [&'static str] {
+        &["installed"]
+    }
+
+    fn parse(
+        &self,
+        _bundle: &crate::repo::Bundle,
+        _raw: &super::parse::RawItem,
+        r: &mut super::parse::Reader<'_>,
+    ) -> Option<super::ItemKind> {
+        Some(super::ItemKind::PkgApt(super::PkgAptAttrs {
+            installed: r.bool("installed").unwrap_or(true),
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,11 +241,13 @@ mod tests {
             .env("PATH", path)
             .output()
             .unwrap();
-        let got: Vec<String> = crate::probe::parse(&out.stdout)
+        let got: Vec<String> = crate::node_shell::parse(&out.stdout)
             .unwrap()
             .into_iter()
             .map(|r| match r {
-                crate::probe::Record::Probe { fields, .. } => fields.text("installed").unwrap(),
+                crate::node_shell::Record::Probe { fields, .. } => {
+                    fields.text("installed").unwrap()
+                }
                 other => panic!("{other:?}"),
             })
             .collect();

@@ -204,54 +204,56 @@ fn bundle_of<'r>(repo: &'r Repo, item: &Item) -> Result<&'r Bundle, Diagnostic> 
 /// templates from its files/ only, so `{% include %}` cannot read outside the bundle.
 fn templates<'r>(repo: &'r Repo, item: &Item) -> Result<&'r Environment<'static>, Diagnostic> {
     let bundle = bundle_of(repo, item)?;
-    Ok(bundle.items_cache.templates.get_or_init(|| {
-        let dir = files_dir(bundle);
-        let sandbox = repo.sandbox();
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_fuel(Some(TEMPLATE_FUEL));
-        // `range` is what makes loops long: its iterator checks the budget at every step, so
-        // a loop that prints nothing still stops on Ctrl-C.
-        env.add_function(
-            "range",
-            |lower: isize, upper: Option<isize>, step: Option<isize>| {
-                over_budget()?;
-                let range = minijinja::functions::range(lower, upper, step)?;
-                Ok::<_, minijinja::Error>(JValue::make_iterable(move || {
-                    Checked(range.try_iter().ok())
-                }))
-            },
-        );
-        crate::secrets::register_templates(&mut env, dir.clone(), sandbox.clone());
-        // Config files end with a newline; Jinja2's default of eating it surprises everyone.
-        env.set_keep_trailing_newline(true);
-        env.set_loader(move |name| {
-            let rel = Path::new(name);
-            if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-                return Ok(None);
-            }
-            let path = dir.join(rel);
-            if let Some(why) = sandbox.escape(&path) {
-                return Err(minijinja::Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!(
-                        "template {name} refused: {why}; {}",
-                        crate::repo::sandbox::HINT
-                    ),
-                ));
-            }
-            match crate::repo::read_text(&path) {
-                Ok(s) => Ok(Some(s)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    format!("cannot read template {name}"),
-                )
-                .with_source(e)),
-            }
-        });
-        env
-    }))
+    Ok(super::parse::BundleCache::of(bundle)
+        .templates
+        .get_or_init(|| {
+            let dir = files_dir(bundle);
+            let sandbox = repo.sandbox();
+            let mut env = Environment::new();
+            env.set_undefined_behavior(UndefinedBehavior::Strict);
+            env.set_fuel(Some(TEMPLATE_FUEL));
+            // `range` is what makes loops long: its iterator checks the budget at every step, so
+            // a loop that prints nothing still stops on Ctrl-C.
+            env.add_function(
+                "range",
+                |lower: isize, upper: Option<isize>, step: Option<isize>| {
+                    over_budget()?;
+                    let range = minijinja::functions::range(lower, upper, step)?;
+                    Ok::<_, minijinja::Error>(JValue::make_iterable(move || {
+                        Checked(range.try_iter().ok())
+                    }))
+                },
+            );
+            crate::repo::secrets::register_templates(&mut env, dir.clone(), sandbox.clone());
+            // Config files end with a newline; Jinja2's default of eating it surprises everyone.
+            env.set_keep_trailing_newline(true);
+            env.set_loader(move |name| {
+                let rel = Path::new(name);
+                if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+                    return Ok(None);
+                }
+                let path = dir.join(rel);
+                if let Some(why) = sandbox.escape(&path) {
+                    return Err(minijinja::Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!(
+                            "template {name} refused: {why}; {}",
+                            crate::repo::sandbox::HINT
+                        ),
+                    ));
+                }
+                match crate::repo::read_text(&path) {
+                    Ok(s) => Ok(Some(s)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        format!("cannot read template {name}"),
+                    )
+                    .with_source(e)),
+                }
+            });
+            env
+        }))
 }
 
 /// Points a template error at the template file and line (or at the item for inline content),

@@ -1,5 +1,5 @@
 //! items.rhai: items computed from the node. The script is compiled once per bundle and
-//! evaluated per node in the shared sandbox ([`crate::script::engine`]); what it returns goes
+//! evaluated per node in the shared sandbox ([`crate::rhai_engine::engine`]); what it returns goes
 //! through the same validation as items.toml, so both report problems the same way.
 
 use std::path::{Path, PathBuf};
@@ -37,9 +37,9 @@ fn compile(repo: &Repo, bundle: &Bundle) -> Result<Option<Compiled>, Vec<Diagnos
             ]);
         }
     };
-    let mut engine = crate::script::engine(&repo.sandbox());
+    let mut engine = crate::rhai_engine::engine(&repo.sandbox());
     // `decrypt_file` in items.rhai reads from the bundle's files/, like templates.
-    crate::secrets::register_rhai(
+    crate::repo::secrets::register_rhai(
         &mut engine,
         crate::items::parse::files_dir(bundle),
         repo.sandbox(),
@@ -89,8 +89,7 @@ pub(crate) fn node_dynamic(node: &Node) -> Result<Dynamic, String> {
 
 /// The items `bundle`'s items.rhai produces for `node` (none without the file).
 pub fn node_items(repo: &Repo, bundle: &Bundle, node: &Node) -> Result<Vec<Item>, Vec<Diagnostic>> {
-    let compiled = match bundle
-        .items_cache
+    let compiled = match super::parse::BundleCache::of(bundle)
         .rhai
         .get_or_init(|| compile(repo, bundle))
     {
@@ -113,7 +112,7 @@ pub fn node_items(repo: &Repo, bundle: &Bundle, node: &Node) -> Result<Vec<Item>
         .engine
         .eval_ast_with_scope::<Dynamic>(&mut scope, &compiled.ast)
         .map_err(|mut e| {
-            let why = crate::script::stop_reason(&e);
+            let why = crate::rhai_engine::stop_reason(&e);
             let pos = e.take_position();
             let why = why.unwrap_or_else(|| e.to_string());
             vec![Diagnostic::at(

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::{Item, ItemKind};
-use crate::probe::{Fields, Script};
+use crate::node_shell::{Fields, Script};
 
 /// A state: small JSON values per key (`type`, `content_hash`, `mode`, `owner`, ...).
 pub type State = Map<String, Value>;

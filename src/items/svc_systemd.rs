@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::state::{Change, Local, State, Stateful};
 use super::{ActionAttrs, Deps, Item, ItemKind, SvcSystemdAttrs};
-use crate::probe::{Fields, Script};
+use crate::node_shell::{Fields, Script};
 use crate::shell::quote;
 
 /// `sv IDX UNIT`: the `P` record of a unit, or `nosystemd REASON` where systemd is not PID 1
@@ -180,6 +180,36 @@ impl Stateful for SvcSystemdAttrs {
         let started = change.needs("running") && self.running == Some(true);
         (started && matches!(action, "restart" | "reload"))
             .then(|| "redundant: the service was just started".to_string())
+    }
+}
+
+/// The `svc_systemd` item type: its table, attributes and parser (see [`super::registry`]).
+pub struct Type;
+
+impl super::registry::ItemType for Type {
+    fn name(&self) -> &'static str {
+        "svc_systemd"
+    }
+
+    fn table(&self) -> &'static str {
+        "svc_systemd"
+    }
+
+    fn attrs(&self) -> &'static [&'static str] {
+        &["running", "enabled", "masked"]
+    }
+
+    fn parse(
+        &self,
+        _bundle: &crate::repo::Bundle,
+        _raw: &super::parse::RawItem,
+        r: &mut super::parse::Reader<'_>,
+    ) -> Option<super::ItemKind> {
+        Some(super::ItemKind::SvcSystemd(super::SvcSystemdAttrs {
+            running: r.bool("running"),
+            enabled: r.bool("enabled"),
+            masked: r.bool("masked"),
+        }))
     }
 }
 

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::state::{Change, Local, Stat, State, Stateful, chown_spec, path_of};
 use super::{Item, SymlinkAttrs};
-use crate::probe::{Fields, Script};
+use crate::node_shell::{Fields, Script};
 use crate::shell::quote;
 
 impl Stateful for SymlinkAttrs {
@@ -75,5 +75,49 @@ impl Stateful for SymlinkAttrs {
 
     fn disturbs_others(&self, change: &Change) -> bool {
         change.actual.is_some()
+    }
+}
+
+/// The `symlink` item type: its table, attributes and parser (see [`super::registry`]).
+pub struct Type;
+
+impl super::registry::ItemType for Type {
+    fn name(&self) -> &'static str {
+        "symlink"
+    }
+
+    fn table(&self) -> &'static str {
+        "symlinks"
+    }
+
+    fn attrs(&self) -> &'static [&'static str] {
+        &["target", "owner", "group", "delete"]
+    }
+
+    fn parse(
+        &self,
+        _bundle: &crate::repo::Bundle,
+        raw: &super::parse::RawItem,
+        r: &mut super::parse::Reader<'_>,
+    ) -> Option<super::ItemKind> {
+        let id = r.id.clone();
+        let delete = r.bool("delete").unwrap_or(false);
+        let target = r.string("target");
+        if target.is_none() && !delete && r.get("target").is_none() {
+            let msg = format!("{id} needs a `target`");
+            r.hinted(&raw.loc, msg, "add target = \"/path/it/points/to\"");
+        }
+        if target.as_deref() == Some("") {
+            let loc = r
+                .get("target")
+                .map_or(raw.loc.clone(), |a| a.value_loc.clone());
+            r.error(&loc, format!("`target` of {id} must not be empty"));
+        }
+        Some(super::ItemKind::Symlink(super::SymlinkAttrs {
+            target: target.unwrap_or_default(),
+            owner: r.account("owner", "user"),
+            group: r.account("group", "group"),
+            delete,
+        }))
     }
 }

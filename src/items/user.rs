@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::group::db_fields;
 use super::state::{Change, Local, State, Stateful, show_keys};
 use super::{Item, UserAttrs};
-use crate::probe::{Fields, Script};
+use crate::node_shell::{Fields, Script};
 use crate::shell::quote;
 
 /// `pu IDX NAME SHADOW`: the `P` record of a user: its passwd line, primary group name,
@@ -211,6 +211,68 @@ impl Stateful for UserAttrs {
 
     fn hidden_keys(&self) -> &'static [&'static str] {
         &["password_hash"]
+    }
+}
+
+/// The `user` item type: its table, attributes and parser (see [`super::registry`]).
+pub struct Type;
+
+impl super::registry::ItemType for Type {
+    fn name(&self) -> &'static str {
+        "user"
+    }
+
+    fn table(&self) -> &'static str {
+        "users"
+    }
+
+    fn attrs(&self) -> &'static [&'static str] {
+        &[
+            "uid",
+            "gid",
+            "groups",
+            "home",
+            "shell",
+            "full_name",
+            "password_hash",
+            "delete",
+        ]
+    }
+
+    fn parse(
+        &self,
+        _bundle: &crate::repo::Bundle,
+        _raw: &super::parse::RawItem,
+        r: &mut super::parse::Reader<'_>,
+    ) -> Option<super::ItemKind> {
+        let id = r.id.clone();
+        let password_hash = r.string("password_hash");
+        if let Some(h) = &password_hash
+            && let Some(bad) = h.chars().find(|c| *c == ':' || c.is_control())
+            && let Some(a) = r.get("password_hash")
+        {
+            // The hash travels as one `NAME:HASH` line to `chpasswd -e`.
+            let msg = format!(
+                "`password_hash` of {id} must not contain {bad:?} (a crypt(3) hash has \
+                 neither colons nor control characters)"
+            );
+            let loc = a.value_loc.clone();
+            r.hinted(
+                &loc,
+                msg,
+                "paste the hash exactly as mkpasswd or openssl passwd prints it",
+            );
+        }
+        Some(super::ItemKind::User(super::UserAttrs {
+            uid: r.u32("uid"),
+            gid: r.account("gid", "group"),
+            groups: r.accounts("groups", "group"),
+            home: r.string("home"),
+            shell: r.string("shell"),
+            full_name: r.string("full_name"),
+            password_hash,
+            delete: r.bool("delete").unwrap_or(false),
+        }))
     }
 }
 

@@ -72,8 +72,8 @@ struct BundleDef {
 pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let settings = Settings::load(root, &mut diags);
-    crate::secrets::install(
-        crate::secrets::Vault::new(settings.secrets_file.as_deref()).with_sandbox(
+    crate::repo::secrets::install(
+        crate::repo::secrets::Vault::new(settings.secrets_file.as_deref()).with_sandbox(
             crate::repo::Sandbox::new(root, settings.allow_external_symlinks),
         ),
     );
@@ -755,7 +755,7 @@ fn resolve_node(
     // `!password_for:`, `!decrypt:` and `!decrypt_file:` strings become their values here; a
     // value that cannot be produced (no key, wrong key) fails this node only, where it is used.
     let mut secret_errors = Vec::new();
-    crate::secrets::resolve_json(&mut merged, root, &mut Vec::new(), &mut secret_errors);
+    crate::repo::secrets::resolve_json(&mut merged, root, &mut Vec::new(), &mut secret_errors);
     let secret_problems: Vec<Diagnostic> = secret_errors
         .into_iter()
         .map(|(path, why)| {

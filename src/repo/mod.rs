@@ -6,6 +6,7 @@ pub mod load;
 pub mod metadata;
 pub mod node;
 pub mod sandbox;
+pub mod secrets;
 pub mod settings;
 mod target;
 pub mod template;
@@ -44,9 +45,10 @@ pub struct Bundle {
     pub dir: PathBuf,
     /// `metadata.toml` contents (an object), `{}` when absent.
     pub metadata_defaults: serde_json::Value,
-    /// Parsed items.toml, compiled items.rhai and templates, filled on first use and shared
-    /// by every node that has this bundle.
-    pub items_cache: crate::items::parse::BundleCache,
+    /// Parsed items.toml, compiled items.rhai and templates, filled on first use by the item
+    /// loader and shared by every node that has this bundle. The repo does not know the
+    /// cache's type (items sit above the repo), so it is held type-erased.
+    pub items_cache: DerivedCache,
 }
 
 impl Bundle {
@@ -62,6 +64,36 @@ impl Bundle {
             metadata_defaults,
             items_cache: Default::default(),
         }
+    }
+}
+
+/// Data a higher layer derives from a bundle once and keeps with it, of a type the repo does
+/// not know. A cloned bundle starts empty and fills its own.
+#[derive(Default)]
+pub struct DerivedCache(std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>);
+
+impl DerivedCache {
+    /// The cached value, made with `init` on first use; `None` if the cache holds another
+    /// type (one bundle's cache belongs to one user).
+    pub fn get_or_init<T: std::any::Any + Send + Sync>(
+        &self,
+        init: impl FnOnce() -> T,
+    ) -> Option<&T> {
+        self.0.get_or_init(|| Box::new(init())).downcast_ref()
+    }
+}
+
+impl Clone for DerivedCache {
+    fn clone(&self) -> Self {
+        DerivedCache::default()
+    }
+}
+
+impl std::fmt::Debug for DerivedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DerivedCache")
+            .field("filled", &self.0.get().is_some())
+            .finish()
     }
 }
 

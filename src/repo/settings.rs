@@ -16,7 +16,7 @@ pub struct Settings {
     pub problems: Vec<Diagnostic>,
     /// `[repo] allow_external_symlinks`: may symlinks in the repo lead out of it?
     pub allow_external_symlinks: bool,
-    /// `[secrets] keys_file`: where the secret keys are (see [`crate::secrets::keys`]).
+    /// `[secrets] keys_file`: where the secret keys are (see [`crate::repo::secrets::keys`]).
     pub secrets_file: Option<PathBuf>,
 }
 

@@ -196,7 +196,7 @@ pub fn selection_hash(nodes: &[(&str, String)]) -> String {
 
 /// Runs the local checks of one node (as apply does) and computes every item's state.
 pub fn node_state(repo: &Repo, node: &Node) -> Result<NodeState, Vec<Diagnostic>> {
-    let checked = crate::check::local_checks(repo, node)?;
+    let checked = crate::prepare::prepare(repo, node)?;
     let locals = crate::executor::locals(&checked.plan.items, checked.contents, 0);
     let items = checked
         .plan
@@ -241,7 +241,7 @@ pub fn node_states(repo: &Repo, nodes: &[&Node]) -> crate::error::Result<Vec<Nod
     if problems.is_empty() {
         Ok(states)
     } else {
-        Err(crate::error::Error::Repo(crate::check::dedup_sorted(
+        Err(crate::error::Error::Repo(crate::diag::dedup_sorted(
             problems,
         )))
     }

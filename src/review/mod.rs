@@ -1,8 +1,6 @@
-//! Review before apply (issue 16): `cinch hash` and `cinch diff`, both computed from the repo
-//! alone, over one definition of an item's expected state ([`expected`]) that saved plans and
-//! drift records are meant to reuse.
+//! Review before apply: one definition of an item's expected state and its hash
+//! ([`expected`]), shared by `cinch hash`, `cinch diff` and saved plans, and reading the repo
+//! at a git revision ([`git`]).
 
-pub mod diff;
 pub mod expected;
 pub mod git;
-pub mod hash;

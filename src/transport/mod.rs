@@ -72,45 +72,8 @@ pub struct Stats {
     pub bytes_received: u64,
 }
 
-/// Why a node could not be talked to.
-#[derive(Debug, thiserror::Error)]
-pub enum TransportError {
-    /// Connecting failed; `reason` is what ssh said.
-    #[error("{node}: cannot connect: {reason}")]
-    Connect { node: String, reason: String },
-    /// The connection broke while a command ran.
-    #[error("{node}: connection lost: {reason}")]
-    Disconnected { node: String, reason: String },
-    /// A helper command (upload, ...) ran but failed; `reason` is its stderr.
-    #[error("{node}: {what} failed: {reason}")]
-    Failed {
-        node: String,
-        what: String,
-        reason: String,
-    },
-    /// A local problem starting or feeding the command.
-    #[error("{node}: {context}: {source}")]
-    Io {
-        node: String,
-        context: String,
-        source: std::io::Error,
-    },
-}
-
-impl TransportError {
-    /// The error without the node's name, for lines that already start with it (so the
-    /// user never reads "web1: web1: …"); a failed connection reads "unreachable: …".
-    pub fn reason(&self) -> String {
-        match self {
-            TransportError::Connect { reason, .. } => format!("unreachable: {reason}"),
-            TransportError::Disconnected { reason, .. } => format!("connection lost: {reason}"),
-            TransportError::Failed { what, reason, .. } => format!("{what} failed: {reason}"),
-            TransportError::Io {
-                context, source, ..
-            } => format!("{context}: {source}"),
-        }
-    }
-}
+/// Why a node could not be talked to (defined with the other errors, below the transports).
+pub use crate::error::TransportError;
 
 /// A connection to one node. Implementations are shared by that node's item workers.
 ///

@@ -310,14 +310,14 @@ fn man_page_examples_are_valid_command_lines_of_their_own_command() {
     use clap::CommandFactory;
     for path in command_paths() {
         let words: Vec<&str> = path.iter().map(String::as_str).collect();
-        let examples = cinch::man::examples(&words);
+        let examples = cinch::cli::man::examples(&words);
         assert!(
             !examples.is_empty(),
             "cinch {} has no examples",
             path.join(" ")
         );
         for ex in examples {
-            let line = cinch::man::command_line(ex.args);
+            let line = cinch::cli::man::command_line(ex.args);
             let matches = cinch::cli::Cli::command()
                 .try_get_matches_from(std::iter::once("cinch").chain(ex.args.iter().copied()))
                 .unwrap_or_else(|e| panic!("example `{line}` does not parse:\n{e}"));
@@ -342,7 +342,7 @@ fn man_page_examples_on_the_template_repo_succeed() {
     let mut ran = 0;
     for path in command_paths() {
         let words: Vec<&str> = path.iter().map(String::as_str).collect();
-        for ex in cinch::man::examples(&words) {
+        for ex in cinch::cli::man::examples(&words) {
             // Only the read-only commands: apply would write /tmp/cinch-demo.
             let read_only = ["test", "nodes", "groups", "items", "metadata", "hash"];
             if !(ex.args.starts_with(&["-r", "repo-template"])
@@ -353,7 +353,7 @@ fn man_page_examples_on_the_template_repo_succeed() {
             let mut cmd = cinch_command();
             cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(ex.args);
             let r = run(cmd);
-            let line = cinch::man::command_line(ex.args);
+            let line = cinch::cli::man::command_line(ex.args);
             assert_eq!(r.code, 0, "`{line}` failed: {}", r.stderr);
             assert!(!r.stdout.trim().is_empty(), "`{line}` printed nothing");
             ran += 1;

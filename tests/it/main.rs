@@ -2,6 +2,7 @@
 //! `cinch` binary against temporary repos, the local transport and a private sshd.
 
 mod apply;
+mod architecture;
 mod check;
 mod docs;
 mod harness;
@@ -14,6 +15,7 @@ mod repo;
 mod review;
 mod run;
 mod secrets;
+mod snapshots;
 mod sshd;
 mod sysitems;
 mod transport;

@@ -1,14 +1,12 @@
 //! `cinch items NODE [--blame]`: a node's items as cinch sees them, after dependency
 //! resolution (so generated items show up and broken dependencies are reported).
 
-use crate::cli::{Context, ItemsArgs};
 use crate::diag::did_you_mean;
 use crate::error::{Error, Result};
-use crate::items::load_node_items;
-use crate::plan::Plan;
+use crate::settings::{ItemsSettings, Settings};
 
 /// Runs `cinch items`.
-pub fn run(ctx: &Context, args: &ItemsArgs) -> Result<u8> {
+pub fn run(ctx: &Settings, args: &ItemsSettings) -> Result<u8> {
     let repo = ctx.load_repo()?;
     let Some(node) = repo.nodes.get(&args.node) else {
         let mut msg = format!("no node named '{}'", args.node);
@@ -18,8 +16,7 @@ pub fn run(ctx: &Context, args: &ItemsArgs) -> Result<u8> {
         return Err(Error::Usage(msg));
     };
     let node = node.usable()?;
-    let items = load_node_items(&repo, node).map_err(Error::Repo)?;
-    let plan = Plan::build(node, items).map_err(Error::Repo)?;
+    let plan = crate::prepare::plan(&repo, node).map_err(Error::Repo)?;
     let shown = |loc: &crate::diag::Location| {
         let mut l = loc.clone();
         if let Ok(rel) = l.file.strip_prefix(&repo.path) {

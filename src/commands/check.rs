@@ -4,11 +4,11 @@
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::cli::{Context, TestArgs};
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
 use crate::events::Flow;
-use crate::repo::{Node, Repo};
+use crate::repo::Node;
+use crate::settings::{Settings, TestSettings};
 
 /// Exit code when the repo is fine but some node's items, dependencies or templates are not.
 const EXIT_PROBLEMS: u8 = 1;
@@ -26,7 +26,7 @@ struct Problem {
 }
 
 /// Runs `cinch test`.
-pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
+pub fn cmd_test(ctx: &Settings, args: &TestSettings) -> Result<u8> {
     let repo = match ctx.load_repo() {
         Ok(repo) => repo,
         Err(Error::Repo(diags)) => {
@@ -48,7 +48,7 @@ pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
     let mut hook_problems = Vec::new();
     // The one load of the hooks (their top level runs at load): syntax errors are problems
     // like any other; lint findings are warnings that do not change the exit code.
-    let (bus, hooks) = match crate::events::command_bus_with_hooks(ctx, &repo) {
+    let (bus, hooks) = match crate::hooks::command_bus_with_hooks(&ctx.console, &repo) {
         Ok((bus, hooks)) => (Some(bus), Some(hooks)),
         Err(Error::Repo(diags)) => {
             hook_problems = diags
@@ -71,7 +71,7 @@ pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
     let results: Vec<(&Node, NodeCheck, bool)> = nodes
         .par_iter()
         .map(|node| {
-            let checked = local_checks(&repo, node).map(|c| c.plan.items.len());
+            let checked = crate::prepare::prepare(&repo, node).map(|c| c.plan.items.len());
             let hook_ok = bus.as_ref().is_none_or(|bus| {
                 bus.emit(&crate::events::Event::TestNode { node }) == Flow::Continue
             });
@@ -137,7 +137,7 @@ pub fn cmd_test(ctx: &Context, args: &TestArgs) -> Result<u8> {
 }
 
 /// Hook lint findings: shown, never fatal (a misspelt hook is not called, which may be fine).
-fn warn(ctx: &Context, warnings: &[Diagnostic]) {
+fn warn(ctx: &Settings, warnings: &[Diagnostic]) {
     for w in warnings {
         if ctx.console.json() {
             let loc = w.location.as_ref();
@@ -151,68 +151,6 @@ fn warn(ctx: &Context, warnings: &[Diagnostic]) {
             }));
         } else {
             ctx.console.err(&format!("warning: {w}"));
-        }
-    }
-}
-
-/// One file item's expected content, or why it cannot be rendered.
-type Rendered = Result<Option<Vec<u8>>, Diagnostic>;
-
-/// What the local checks produce for one node: its plan and each plan item's expected
-/// content (`None` where cinch does not manage content), in plan order.
-pub struct Checked {
-    pub plan: crate::plan::Plan,
-    pub contents: Vec<Option<Vec<u8>>>,
-}
-
-/// Every check that needs no network, for one node: its metadata resolved, its items parse,
-/// every template renders with its metadata, and the dependency graph resolves without loops.
-/// `apply`, `verify` and `cinch test` all call this one function, so `test` passes exactly the
-/// repos `apply` accepts — dummy nodes included (apply builds their plan too, then skips it).
-pub fn local_checks(repo: &Repo, node: &Node) -> Result<Checked, Vec<Diagnostic>> {
-    // A node's own problems (a metadata conflict) come first; its items are still checked so
-    // `cinch test` reports everything at once. (apply never gets here for such a node.)
-    let mut problems = node.problems.clone();
-    let items = match crate::items::load_node_items(repo, node) {
-        Ok(items) => items,
-        Err(diags) => {
-            problems.extend(diags);
-            return Err(problems);
-        }
-    };
-    let rendered: Vec<(String, Rendered)> = items
-        .par_iter()
-        .map(|item| {
-            (
-                item.id.clone(),
-                crate::items::render::content(repo, node, item),
-            )
-        })
-        .collect();
-    let mut contents: std::collections::HashMap<String, Option<Vec<u8>>> =
-        std::collections::HashMap::with_capacity(rendered.len());
-    for (id, r) in rendered {
-        match r {
-            Ok(c) => {
-                contents.insert(id, c);
-            }
-            Err(d) => problems.push(d),
-        }
-    }
-    match crate::plan::Plan::build(node, items) {
-        Err(diags) => {
-            problems.extend(diags);
-            Err(problems)
-        }
-        Ok(_) if !problems.is_empty() => Err(problems),
-        Ok(plan) => {
-            // Generated items (canned actions) have no content.
-            let contents = plan
-                .items
-                .iter()
-                .map(|i| contents.remove(&i.id).flatten())
-                .collect();
-            Ok(Checked { plan, contents })
         }
     }
 }
@@ -245,19 +183,9 @@ fn merge_by_place(found: Vec<(&str, &Diagnostic)>) -> Vec<Problem> {
     problems
 }
 
-/// Removes repeats of the same problem (one bundle's mistake found on each of its nodes) and
-/// orders the rest as [`crate::diag::sort`] does, for commands that stop on repo problems.
-pub fn dedup_sorted(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out: Vec<Diagnostic> = diags
-        .into_iter()
-        .filter(|d| seen.insert((d.location.clone(), d.message.clone())))
-        .collect();
-    crate::diag::sort(&mut out);
-    out
-}
+pub use crate::diag::dedup_sorted;
 
-fn report(ctx: &Context, problems: &[Problem]) {
+fn report(ctx: &Settings, problems: &[Problem]) {
     for p in problems {
         if ctx.console.json() {
             let loc = p.diag.location.as_ref();
@@ -292,7 +220,7 @@ fn report(ctx: &Context, problems: &[Problem]) {
 }
 
 fn summary(
-    ctx: &Context,
+    ctx: &Settings,
     nodes: usize,
     bad_nodes: usize,
     items: usize,

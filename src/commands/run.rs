@@ -9,39 +9,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::cli::{Context, RunArgs};
 use crate::console::Console;
-use crate::error::{Error, Result};
-use crate::events::{Bus, Event, Flow, Subscriber};
-use crate::repo::{Node, TransportKind};
-use crate::transport::{self, Command, ConnectOptions, Stream, TransportError};
+use crate::error::Result;
+use crate::events::{Event, Flow, Report, Subscriber};
+use crate::fleet::{Fleet, NotContacted};
+use crate::repo::Node;
+use crate::settings::{RunSettings, Settings};
+use crate::transport::{Command, Stream, TransportError};
 
 /// A partial line longer than this is printed anyway, so a newline-free stream still shows.
 const MAX_PENDING_LINE: usize = 64 * 1024;
 
 /// Runs `cinch run`.
-pub fn cmd_run(ctx: &Context, args: &RunArgs) -> Result<u8> {
-    let command = args.command.join(" ");
-    if command.trim().is_empty() {
-        return Err(Error::Usage("cinch run needs a command to run".into()));
-    }
-    let timeout = match args.timeout {
-        None => None,
-        Some(secs) => match Duration::try_from_secs_f64(secs) {
-            Ok(d) if !d.is_zero() => Some(d),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "--timeout must be a positive number of seconds, not {secs}"
-                )));
-            }
-        },
-    };
-    if args.node_workers == Some(0) {
-        return Err(Error::Usage("-p/--node-workers must be at least 1".into()));
-    }
+pub fn cmd_run(ctx: &Settings, args: &RunSettings) -> Result<u8> {
     let repo = ctx.load_repo()?;
     let nodes = repo.select(&args.target)?;
-    let mut bus = crate::events::command_bus(ctx, &repo)?;
+    let mut bus = crate::hooks::command_bus(&ctx.console, &repo)?;
     if ctx.console.json() {
         bus.subscribe(Box::new(JsonEvents {
             console: ctx.console.clone(),
@@ -49,15 +32,15 @@ pub fn cmd_run(ctx: &Context, args: &RunArgs) -> Result<u8> {
     }
     let plan = RunPlan {
         target: &args.target,
-        command: &command,
-        timeout,
-        workers: args
-            .node_workers
-            .unwrap_or(repo.settings.node_workers)
-            .max(1),
-        connect: ConnectOptions::from_settings(&repo.path, &repo.settings.ssh, ctx.add_host_keys),
+        command: &args.command,
+        timeout: args.timeout,
     };
-    Ok(run_on(&ctx.console, &bus, &nodes, &plan))
+    let fleet = Fleet::new(
+        &bus,
+        ctx.connect_options(&repo),
+        args.node_workers.resolve(repo.settings.node_workers),
+    );
+    Ok(run_on(&ctx.console, &fleet, &nodes, &plan))
 }
 
 /// Everything `run` needs besides the nodes, validated up front.
@@ -65,8 +48,6 @@ pub struct RunPlan<'a> {
     pub target: &'a str,
     pub command: &'a str,
     pub timeout: Option<Duration>,
-    pub workers: usize,
-    pub connect: ConnectOptions,
 }
 
 /// How one node's run ended.
@@ -115,7 +96,8 @@ impl NodeOutcome {
 }
 
 /// Runs the plan on `nodes` and prints as it goes; returns the exit code.
-pub fn run_on(console: &Console, bus: &Bus, nodes: &[&Node], plan: &RunPlan<'_>) -> u8 {
+pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunPlan<'_>) -> u8 {
+    let bus = fleet.bus;
     let started = Instant::now();
     if let Flow::Abort(reason) = bus.emit(&Event::RunStart {
         target: plan.target,
@@ -131,12 +113,11 @@ pub fn run_on(console: &Console, bus: &Bus, nodes: &[&Node], plan: &RunPlan<'_>)
         .max()
         .unwrap_or(0);
     // First Ctrl-C: start nothing new, let running nodes finish.
-    let results =
-        crate::fanout::map_bounded(nodes, plan.workers, crate::interrupt::requested, |node| {
-            let t0 = Instant::now();
-            let outcome = run_node(console, bus, node, plan, width);
-            (outcome, t0.elapsed())
-        });
+    let results = fleet.map(nodes, |node| {
+        let t0 = Instant::now();
+        let outcome = run_node(console, fleet, node, plan, width);
+        (outcome, t0.elapsed())
+    });
     bus.emit(&Event::RunEnd {
         target: plan.target,
         nodes,
@@ -201,7 +182,7 @@ fn report_error(console: &Console, msg: &str) {
 
 fn run_node(
     console: &Console,
-    bus: &Bus,
+    fleet: &Fleet<'_>,
     node: &Node,
     plan: &RunPlan<'_>,
     width: usize,
@@ -217,17 +198,15 @@ fn run_node(
         report_error(console, &format!("{}: {reason}", node.name));
         return NodeOutcome::Failed(reason);
     }
-    match bus.emit(&Event::NodeRunStart {
+    if let Err(reason) = fleet.start(&Event::NodeRunStart {
         node,
         command: plan.command,
     }) {
-        Flow::Continue => {}
-        Flow::SkipNode(reason) => return NodeOutcome::Skipped(reason),
-        Flow::Abort(reason) => return NodeOutcome::Failed(reason),
+        return NodeOutcome::Skipped(reason);
     }
     let t0 = Instant::now();
     let mut printer = NodePrinter::new(console, &node.name, width);
-    let outcome = execute(bus, node, plan, &mut printer);
+    let outcome = execute(fleet, node, plan, &mut printer);
     printer.finish();
     if let NodeOutcome::Unreachable(_) | NodeOutcome::Failed(_) = &outcome {
         report_error(console, &format!("{}: {}", node.name, outcome.note()));
@@ -236,7 +215,7 @@ fn run_node(
         NodeOutcome::Finished { code, .. } => *code,
         _ => None,
     };
-    bus.emit(&Event::NodeRunEnd {
+    fleet.bus.emit(&Event::NodeRunEnd {
         node,
         command: plan.command,
         duration: t0.elapsed(),
@@ -245,32 +224,36 @@ fn run_node(
         stderr: &printer.stderr,
     });
     if console.json() {
-        console.json_line(&json!({
-            "event": "node_result",
-            "node": node.name,
-            "return_code": code,
-            "timed_out": matches!(outcome, NodeOutcome::Finished { timed_out: true, .. }),
-            "ok": outcome.ok(),
-            "note": outcome.note(),
-            "duration": t0.elapsed().as_secs_f64(),
-        }));
+        let line = Report::NodeResult {
+            node: &node.name,
+            return_code: code,
+            timed_out: matches!(
+                outcome,
+                NodeOutcome::Finished {
+                    timed_out: true,
+                    ..
+                }
+            ),
+            ok: outcome.ok(),
+            note: &outcome.note(),
+            duration: t0.elapsed().as_secs_f64(),
+        };
+        console.json_line(&line.to_json());
     }
     outcome
 }
 
 fn execute(
-    bus: &Bus,
+    fleet: &Fleet<'_>,
     node: &Node,
     plan: &RunPlan<'_>,
     printer: &mut NodePrinter<'_>,
 ) -> NodeOutcome {
-    let t = transport::open(node, &plan.connect);
-    if node.transport == TransportKind::Ssh
-        && let Flow::Abort(reason) | Flow::SkipNode(reason) =
-            bus.emit(&Event::NodeSshConnect { node })
-    {
-        return NodeOutcome::Failed(reason);
-    }
+    let t = match fleet.open(node) {
+        Ok(t) => t,
+        Err(NotContacted::Dummy) => return NodeOutcome::Skipped("dummy node".into()),
+        Err(NotContacted::Refused(reason)) => return NodeOutcome::Failed(reason),
+    };
     if let Err(e) = t.connect() {
         return NodeOutcome::Unreachable(connect_reason(e));
     }
@@ -362,9 +345,12 @@ impl<'a> NodePrinter<'a> {
                 Stream::Stderr => "stderr",
             };
             for line in lines {
-                self.console.json_line(&json!({
-                    "event": "output", "node": self.name, "stream": name, "line": line
-                }));
+                let report = Report::Output {
+                    node: self.name,
+                    stream: name,
+                    line,
+                };
+                self.console.json_line(&report.to_json());
             }
             return;
         }

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::expected::{ItemState, NodeState, node_states};
-use crate::cli::{Context, DiffArgs};
 use crate::error::{Error, Result};
 use crate::output::{Lines, untrusted};
 use crate::repo::{Node, Repo};
+use crate::review::expected::{ItemState, NodeState, node_states};
+use crate::settings::{DiffSettings as DiffArgs, Settings as Context};
 
 /// How an item or node differs between the two sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,8 +91,10 @@ impl NodeDiff<'_> {
 pub fn cmd_diff(ctx: &Context, args: &DiffArgs) -> Result<u8> {
     let (old_rev, new_rev) = parse_range(&args.revisions)?;
     let root = Repo::discover_root(ctx.repo_path.as_deref())?;
-    let old = super::git::load_at(&root, old_rev)?;
-    let new_at = new_rev.map(|r| super::git::load_at(&root, r)).transpose()?;
+    let old = crate::review::git::load_at(&root, old_rev)?;
+    let new_at = new_rev
+        .map(|r| crate::review::git::load_at(&root, r))
+        .transpose()?;
     let work_tree;
     let new_repo = match &new_at {
         Some(rev) => &rev.repo,
@@ -104,9 +106,9 @@ pub fn cmd_diff(ctx: &Context, args: &DiffArgs) -> Result<u8> {
     let target = args.target.as_deref().unwrap_or("all");
     let (old_nodes, new_nodes) = select_both(&old.repo, new_repo, target)?;
     let old_states = node_states(&old.repo, &old_nodes)
-        .map_err(|e| super::git::relabel(e, &old.repo.path, &old.name))?;
+        .map_err(|e| crate::review::git::relabel(e, &old.repo.path, &old.name))?;
     let new_states = node_states(new_repo, &new_nodes).map_err(|e| match &new_at {
-        Some(rev) => super::git::relabel(e, &rev.repo.path, &rev.name),
+        Some(rev) => crate::review::git::relabel(e, &rev.repo.path, &rev.name),
         None => e,
     })?;
     let diffs = compare(&old_states, &new_states);

@@ -3,10 +3,8 @@
 //! only when used (a repo without keys still loads) and every value produced is registered so
 //! every output channel masks it ([`mask`]). See docs/secrets.md.
 
-pub mod cmd;
 pub mod crypto;
 pub mod keys;
-pub mod mask;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +13,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use crypto::{Ciphertext, Key};
 use keys::KeyFile;
 
-pub use mask::{contains_secret, mask, mask_bytes, mask_json};
+pub use crate::mask::{contains_secret, mask, mask_bytes, mask_json};
 
 /// The variable that turns on dummy mode: every secret is a deterministic stand-in, for CI.
 pub const DUMMY_ENV: &str = "CINCH_SECRETS_DUMMY";
@@ -234,7 +232,7 @@ fn split_id(id: &str) -> Result<(&str, &str), String> {
 }
 
 fn produced(value: String, id: &str) -> String {
-    mask::register(&value, id);
+    crate::mask::register(&value, id);
     value
 }
 
@@ -312,7 +310,7 @@ pub fn decrypt_file(path: &Path, shown: &str) -> Result<Vec<u8>, String> {
         plain
     };
     if let Ok(s) = std::str::from_utf8(&plain) {
-        mask::register(s, &format!("file:{shown}"));
+        crate::mask::register(s, &format!("file:{shown}"));
     }
     Ok(plain)
 }

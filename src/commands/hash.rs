@@ -1,11 +1,11 @@
 //! `cinch hash`: a deterministic hash of each selected node's configuration and of the whole
-//! selection, computed without connecting (see [`super::expected`] for what is hashed).
+//! selection, computed without connecting (see [`crate::review::expected`] for what is hashed).
 
 use serde_json::json;
 
-use super::expected::{NodeState, node_states, selection_hash};
-use crate::cli::{Context, HashArgs};
 use crate::error::Result;
+use crate::review::expected::{NodeState, node_states, selection_hash};
+use crate::settings::{HashSettings as HashArgs, Settings as Context};
 
 /// Runs `cinch hash`.
 pub fn cmd_hash(ctx: &Context, args: &HashArgs) -> Result<u8> {

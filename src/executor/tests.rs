@@ -108,7 +108,7 @@ impl Sink for Rec {
 }
 
 struct Fixture {
-    graph: Graph,
+    graph: Plan,
     locals: Vec<Local>,
     opts: Options,
 }
@@ -118,7 +118,7 @@ impl Fixture {
         let (items, contents): (Vec<Item>, Vec<Option<Vec<u8>>>) = specs.into_iter().unzip();
         let locals = locals(&items, contents, 1 << 20);
         Fixture {
-            graph: Graph::new(items),
+            graph: Plan::unlinked("n1", items),
             locals,
             opts: Options {
                 mode: Mode::Apply,
@@ -141,7 +141,7 @@ impl Fixture {
         let t = LocalTransport::new(&n);
         let job = Job {
             node: &n,
-            graph: &self.graph,
+            plan: &self.graph,
             locals: &self.locals,
             options: &self.opts,
             sink: &sink,

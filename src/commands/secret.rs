@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
-use super::crypto::{Ciphertext, Key};
-use super::keys::{self, KeyFile};
-use super::{SecretError, Vault};
-use crate::cli::{Context, SecretCommand};
 use crate::error::{Error, Result};
+use crate::repo::secrets::crypto::{Ciphertext, Key};
+use crate::repo::secrets::keys::{self, KeyFile};
+use crate::repo::secrets::{SecretError, Vault};
+use crate::settings::{SecretAction as SecretCommand, Settings as Context};
 
 /// Runs one `cinch secret` subcommand.
 pub fn cmd_secret(ctx: &Context, command: &SecretCommand) -> Result<u8> {
@@ -67,12 +67,12 @@ pub fn cmd_secret(ctx: &Context, command: &SecretCommand) -> Result<u8> {
             Ok(0)
         }
         SecretCommand::PasswordFor { id, length, human } => {
-            super::set_need(super::Need::Values);
-            super::install(vault);
+            crate::repo::secrets::set_need(crate::repo::secrets::Need::Values);
+            crate::repo::secrets::install(vault);
             let value = if *human {
-                super::human_password_for(id)
+                crate::repo::secrets::human_password_for(id)
             } else {
-                super::password_for(id, *length)
+                crate::repo::secrets::password_for(id, *length)
             }
             .map_err(Error::Usage)?;
             ctx.console.out_revealed(&value);

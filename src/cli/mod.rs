@@ -8,6 +8,12 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::console::{ColorChoice, Console, ConsoleOptions};
 use crate::error::{Error, Result};
+use crate::settings::{
+    ApplySettings, DiffSettings, GroupsSettings, HashSettings, ItemsSettings, LockAction,
+    MetadataSettings, NodesSettings, RunSettings, SecretAction, Select, Settings, TestSettings,
+};
+
+pub mod man;
 
 /// cinch: agentless configuration management over SSH.
 #[derive(Debug, Parser)]
@@ -32,10 +38,28 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// When to colour output.
-    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
-    pub color: ColorChoice,
+    #[arg(long, global = true, value_enum, default_value_t = ColorArg::Auto)]
+    pub color: ColorArg,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--color` as clap parses it; the console has its own [`ColorChoice`], free of clap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorArg {
+    Auto,
+    Always,
+    Never,
+}
+
+impl From<ColorArg> for ColorChoice {
+    fn from(c: ColorArg) -> Self {
+        match c {
+            ColorArg::Auto => ColorChoice::Auto,
+            ColorArg::Always => ColorChoice::Always,
+            ColorArg::Never => ColorChoice::Never,
+        }
+    }
 }
 
 /// The subcommands.
@@ -133,6 +157,21 @@ pub struct SelectArgs {
     pub connect: ConnectArgs,
 }
 
+impl SelectArgs {
+    /// The validated selection (item selectors checked).
+    fn into_settings(self) -> Result<Select> {
+        Select::new(
+            self.target,
+            self.node_workers,
+            self.item_workers,
+            self.only,
+            self.skip,
+            self.no_diff,
+            self.stats,
+        )
+    }
+}
+
 /// `cinch apply`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -225,6 +264,33 @@ pub enum LockCommand {
         /// The lock id (case-insensitive).
         lock_id: String,
     },
+}
+
+impl LockCommand {
+    /// The validated lock action: expiry parsed, lock ids normalised.
+    fn into_settings(self) -> Result<LockAction> {
+        Ok(match self {
+            LockCommand::Add {
+                target,
+                comment,
+                expires_in,
+                items,
+            } => LockAction::Add {
+                target,
+                comment,
+                expires_in: LockAction::expiry(&expires_in)?,
+                items,
+            },
+            LockCommand::Show { target, lock_id } => LockAction::Show {
+                target,
+                lock_id: lock_id.as_deref().map(LockAction::lock_id).transpose()?,
+            },
+            LockCommand::Remove { target, lock_id } => LockAction::Remove {
+                target,
+                lock_id: LockAction::lock_id(&lock_id)?,
+            },
+        })
+    }
 }
 
 /// `cinch test`.
@@ -333,7 +399,7 @@ pub enum SecretCommand {
         /// The password's id.
         id: String,
         /// How many characters.
-        #[arg(short, long, default_value_t = crate::secrets::DEFAULT_PASSWORD_LEN)]
+        #[arg(short, long, default_value_t = crate::repo::secrets::DEFAULT_PASSWORD_LEN)]
         length: usize,
         /// The human_password_for(ID) form instead.
         #[arg(long)]
@@ -348,6 +414,24 @@ pub enum SecretCommand {
     },
 }
 
+impl SecretCommand {
+    /// The validated form the `secret` command consumes.
+    fn into_settings(self) -> SecretAction {
+        match self {
+            SecretCommand::Keygen { name } => SecretAction::Keygen { name },
+            SecretCommand::Encrypt { key, text } => SecretAction::Encrypt { key, text },
+            SecretCommand::Decrypt { ciphertext } => SecretAction::Decrypt { ciphertext },
+            SecretCommand::EncryptFile { key, source, dest } => {
+                SecretAction::EncryptFile { key, source, dest }
+            }
+            SecretCommand::PasswordFor { id, length, human } => {
+                SecretAction::PasswordFor { id, length, human }
+            }
+            SecretCommand::Rotate { old, new } => SecretAction::Rotate { old, new },
+        }
+    }
+}
+
 /// `cinch repo ...`.
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {
@@ -356,20 +440,6 @@ pub enum RepoCommand {
         /// Where to create it (must be empty or missing).
         dir: PathBuf,
     },
-}
-
-/// What every command gets: how to print, where the repo is, connection choices.
-pub struct Context {
-    pub console: Arc<Console>,
-    pub repo_path: Option<PathBuf>,
-    pub add_host_keys: bool,
-}
-
-impl Context {
-    /// Loads the repo the user pointed at.
-    pub fn load_repo(&self) -> Result<crate::repo::Repo> {
-        crate::repo::Repo::discover(self.repo_path.as_deref())
-    }
 }
 
 /// Parses the command line, runs the command and turns the result into an exit code.
@@ -383,9 +453,9 @@ pub fn main() -> ExitCode {
         json: cli.json,
         quiet: cli.quiet,
         verbose: cli.verbose,
-        color: cli.color,
+        color: cli.color.into(),
     }));
-    let ctx = Context {
+    let ctx = Settings {
         console: console.clone(),
         repo_path: cli.repo.clone(),
         add_host_keys: cli.command.add_host_keys(),
@@ -429,7 +499,7 @@ const RUN_UNKNOWN_OPTION: &str = "note: an argument of `cinch run` starting with
 option of cinch, never part of the command; quote the whole command (cinch run web1 'ls -l') \
 or put it after -- (cinch run web1 -- ls -l)";
 
-fn dispatch(ctx: &Context, command: Command) -> Result<u8> {
+fn dispatch(ctx: &Settings, command: Command) -> Result<u8> {
     // Commands that only show or check the repo work without secret keys (masked stand-ins);
     // those that use the values fail where a key is missing. `hash` and `diff` describe what
     // apply would write, so a stand-in would give a hash that depends on who has the keys.
@@ -438,34 +508,79 @@ fn dispatch(ctx: &Context, command: Command) -> Result<u8> {
         | Command::Verify(_)
         | Command::Secret(_)
         | Command::Hash(_)
-        | Command::Diff(_) => crate::secrets::Need::Values,
-        Command::Metadata(m) if m.reveal => crate::secrets::Need::Values,
-        _ => crate::secrets::Need::Placeholders,
+        | Command::Diff(_) => crate::repo::secrets::Need::Values,
+        Command::Metadata(m) if m.reveal => crate::repo::secrets::Need::Values,
+        _ => crate::repo::secrets::Need::Placeholders,
     };
-    crate::secrets::set_need(need);
+    crate::repo::secrets::set_need(need);
     match command {
         Command::Apply(a) => {
+            let settings = ApplySettings {
+                select: a.select.into_settings()?,
+                interactive: a.interactive,
+                force: a.force,
+            };
             crate::interrupt::announce(ctx.console.clone(), "items");
-            crate::apply::cmd_apply(ctx, &a)
+            crate::commands::apply::cmd_apply(ctx, &settings)
         }
         Command::Verify(a) => {
+            let select = a.select.into_settings()?;
             crate::interrupt::announce(ctx.console.clone(), "items");
-            crate::apply::cmd_verify(ctx, &a)
+            crate::commands::apply::cmd_verify(ctx, &select)
         }
         Command::Run(a) => {
+            let settings = RunSettings::new(a.target, &a.command, a.timeout, a.node_workers)?;
             crate::interrupt::announce(ctx.console.clone(), "commands");
-            crate::run::cmd_run(ctx, &a)
+            crate::commands::run::cmd_run(ctx, &settings)
         }
-        Command::Lock(l) => crate::lock::cmd_lock(ctx, &l.command),
-        Command::Test(a) => crate::check::cmd_test(ctx, &a),
-        Command::Hash(a) => crate::review::hash::cmd_hash(ctx, &a),
-        Command::Diff(a) => crate::review::diff::cmd_diff(ctx, &a),
-        Command::Nodes(a) => crate::inspect::cmd_nodes(ctx, &a),
-        Command::Groups(a) => crate::inspect::cmd_groups(ctx, &a),
-        Command::Items(a) => crate::inspect::cmd_items(ctx, &a),
-        Command::Metadata(a) => crate::inspect::cmd_metadata(ctx, &a),
-        Command::Repo(RepoCommand::Create { dir }) => crate::inspect::cmd_repo_create(ctx, &dir),
-        Command::Secret(s) => crate::secrets::cmd::cmd_secret(ctx, &s),
+        Command::Lock(l) => crate::commands::lock::cmd_lock(ctx, &l.command.into_settings()?),
+        Command::Test(a) => {
+            crate::commands::check::cmd_test(ctx, &TestSettings { target: a.target })
+        }
+        Command::Nodes(a) => crate::commands::inspect::cmd_nodes(
+            ctx,
+            &NodesSettings {
+                target: a.target,
+                attrs: a.attrs,
+            },
+        ),
+        Command::Groups(a) => {
+            crate::commands::inspect::cmd_groups(ctx, &GroupsSettings { target: a.target })
+        }
+        Command::Items(a) => crate::commands::inspect::cmd_items(
+            ctx,
+            &ItemsSettings {
+                node: a.node,
+                blame: a.blame,
+            },
+        ),
+        Command::Metadata(a) => crate::commands::inspect::cmd_metadata(
+            ctx,
+            &MetadataSettings {
+                node: a.node,
+                keys: a.keys,
+                reveal: a.reveal,
+            },
+        ),
+        Command::Repo(RepoCommand::Create { dir }) => {
+            crate::commands::inspect::cmd_repo_create(ctx, &dir)
+        }
+        Command::Hash(a) => crate::commands::hash::cmd_hash(
+            ctx,
+            &HashSettings {
+                target: a.target,
+                metadata: a.metadata,
+                items: a.items,
+            },
+        ),
+        Command::Diff(a) => crate::commands::diff::cmd_diff(
+            ctx,
+            &DiffSettings {
+                revisions: a.revisions,
+                target: a.target,
+            },
+        ),
+        Command::Secret(s) => crate::commands::secret::cmd_secret(ctx, &s.into_settings()),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "cinch", &mut out);
@@ -476,10 +591,10 @@ fn dispatch(ctx: &Context, command: Command) -> Result<u8> {
 }
 
 /// Writes one man page per (sub)command into `dir`, with the EXIT STATUS, ENVIRONMENT and
-/// EXAMPLES sections of [`crate::man`]; `man/` is generated with this and a test checks it is
+/// EXAMPLES sections of [`man`]; `man/` is generated with this and a test checks it is
 /// current.
 pub fn write_man_pages(dir: &Path) -> Result<()> {
-    crate::man::write_pages(Cli::command(), dir)
+    man::write_pages(Cli::command(), dir)
 }
 
 #[cfg(test)]

@@ -13,31 +13,30 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::cli::{ApplyArgs, Context, SelectArgs, VerifyArgs};
 use crate::console::{Console, Reply};
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
-use crate::events::{Bus, Event, Flow, ItemStatus, NodeResult};
-use crate::executor::{
-    self, Answer, Graph, ItemReport, Job, Mode, NodeRun, Options, Outcome, Sink,
-};
+use crate::events::{Bus, Event, Flow, ItemStatus, NodeResult, Report};
+use crate::executor::{self, Answer, ItemReport, Job, Mode, NodeRun, Options, Outcome, Sink};
+use crate::fleet::{Fleet, NotContacted};
 use crate::items::Item;
 use crate::items::state::Local;
 use crate::output::{Lines, untrusted};
 use crate::plan::Plan;
 use crate::repo::{Node, Repo};
+use crate::settings::{ApplySettings, Select, Settings};
 
 /// Diffs of text files larger than this are shown as sizes and hashes.
 const DIFF_LIMIT: u64 = 1 << 20;
 
 /// Runs `cinch apply`.
-pub fn cmd_apply(ctx: &Context, args: &ApplyArgs) -> Result<u8> {
+pub fn cmd_apply(ctx: &Settings, args: &ApplySettings) -> Result<u8> {
     run(ctx, &args.select, Mode::Apply, args.interactive, args.force)
 }
 
 /// Runs `cinch verify`.
-pub fn cmd_verify(ctx: &Context, args: &VerifyArgs) -> Result<u8> {
-    run(ctx, &args.select, Mode::Verify, false, false)
+pub fn cmd_verify(ctx: &Settings, args: &Select) -> Result<u8> {
+    run(ctx, args, Mode::Verify, false, false)
 }
 
 /// Who we are in locks, and whether `--force` overrides a held hard lock.
@@ -49,7 +48,7 @@ struct Locking {
 /// One node's locally prepared work.
 struct Prepared<'r> {
     node: &'r Node,
-    graph: Graph,
+    plan: Plan,
     locals: Vec<Local>,
     options: Options,
     /// Why this node cannot run at all (its own metadata is broken): a failed row in the
@@ -63,7 +62,7 @@ impl<'r> Prepared<'r> {
         let reason = node.problem_summary().unwrap_or_default();
         Prepared {
             node,
-            graph: Graph::new(Vec::new()),
+            plan: Plan::unlinked(&node.name, Vec::new()),
             locals: Vec::new(),
             options: Options {
                 mode,
@@ -81,12 +80,12 @@ impl<'r> Prepared<'r> {
 fn prepare<'r>(
     repo: &'r Repo,
     node: &'r Node,
-    select: &SelectArgs,
+    select: &Select,
     mode: Mode,
     interactive: bool,
     item_workers: usize,
 ) -> std::result::Result<Prepared<'r>, Vec<Diagnostic>> {
-    let crate::check::Checked { plan, contents } = crate::check::local_checks(repo, node)?;
+    let crate::prepare::Prepared { plan, contents } = crate::prepare::prepare(repo, node)?;
     let mask = |sels: &[String]| -> Vec<bool> {
         plan.items
             .iter()
@@ -112,52 +111,24 @@ fn prepare<'r>(
     }
     Ok(Prepared {
         node,
-        graph: graph_of(plan),
+        plan,
         locals,
         options,
         broken: None,
     })
 }
 
-/// The executor's view of a plan.
-fn graph_of(plan: Plan) -> Graph {
-    Graph {
-        items: plan.items,
-        needs: plan.needs,
-        order: plan.order,
-        triggers: plan.triggers,
-        precedes: plan.precedes,
-        cascade_skip: plan.cascade_skip,
-    }
-}
-
-fn run(
-    ctx: &Context,
-    select: &SelectArgs,
-    mode: Mode,
-    interactive: bool,
-    force: bool,
-) -> Result<u8> {
+fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bool) -> Result<u8> {
     let started = Instant::now();
     let repo = ctx.load_repo()?;
     let nodes = repo.select(&select.target)?;
-    for sel in select.only.iter().chain(&select.skip) {
-        crate::items::selector::validate(sel)
-            .map_err(|e| Error::Usage(format!("bad item selector '{sel}': {e}")))?;
-    }
-    let node_workers = select
-        .node_workers
-        .unwrap_or(repo.settings.node_workers)
-        .max(1);
-    let item_workers = select
-        .item_workers
-        .unwrap_or(repo.settings.item_workers)
-        .max(1);
+    let node_workers = select.node_workers.resolve(repo.settings.node_workers);
+    let item_workers = select.item_workers.resolve(repo.settings.item_workers);
     // Hooks load (and their top level runs) once, before anything else, so a broken hook is
     // reported together with every other repo problem. verify fires only node_ssh_connect
     // (it connects, but applies nothing).
     let mut diags = Vec::new();
-    let mut bus = match crate::events::command_bus(ctx, &repo) {
+    let mut bus = match crate::hooks::command_bus(&ctx.console, &repo) {
         Ok(bus) => bus,
         Err(Error::Repo(d)) => {
             diags.extend(d);
@@ -183,12 +154,12 @@ fn run(
         }
     }
     if !diags.is_empty() {
-        return Err(Error::Repo(crate::check::dedup_sorted(diags)));
+        return Err(Error::Repo(crate::diag::dedup_sorted(diags)));
     }
     // As in BundleWrap 5: a -o/-s selector that matches nothing on any selected node is a
     // typo, and silently applying everything (or nothing) would be worse than stopping.
     let all_items: Vec<&crate::items::Item> =
-        jobs.iter().flat_map(|j| j.graph.items.iter()).collect();
+        jobs.iter().flat_map(|j| j.plan.items.iter()).collect();
     let selectors: Vec<String> = select.only.iter().chain(&select.skip).cloned().collect();
     let unmatched = crate::items::selector::unmatched(&selectors, &all_items);
     if !unmatched.is_empty() {
@@ -198,11 +169,6 @@ fn run(
         )));
     }
 
-    let connect = crate::transport::ConnectOptions::from_settings(
-        &repo.path,
-        &repo.settings.ssh,
-        ctx.add_host_keys,
-    );
     let console = &*ctx.console;
     let locking = Locking {
         me: crate::lock::identity(),
@@ -216,7 +182,7 @@ fn run(
         mode,
         select.stats,
         interactive,
-        jobs.iter().map(|j| j.graph.items.len()).sum(),
+        jobs.iter().map(|j| j.plan.items.len()).sum(),
     );
 
     if mode == Mode::Apply {
@@ -235,16 +201,14 @@ fn run(
         }
     }
 
-    // run_node itself reports a node it was too late to start (Ctrl-C), so no stop signal.
-    let results: Vec<NodeRun> = crate::fanout::map_bounded(
-        &jobs,
-        node_workers,
-        || false,
-        |job| run_node(job, &bus, &out, &connect, mode, interactive, &locking),
-    )
-    .into_iter()
-    .map(Option::unwrap_or_default)
-    .collect();
+    let fleet = Fleet::new(&bus, ctx.connect_options(&repo), node_workers);
+    let results: Vec<NodeRun> = fleet
+        .map(&jobs, |job| {
+            run_node(job, &fleet, &out, mode, interactive, &locking)
+        })
+        .into_iter()
+        .map(|r| r.unwrap_or_else(not_started))
+        .collect();
 
     if mode == Mode::Apply {
         bus.emit(&Event::ApplyEnd {
@@ -259,7 +223,7 @@ fn run(
         .zip(results.iter())
         .map(|(j, run)| Row {
             node: j.node,
-            items: j.graph.items.len(),
+            items: j.plan.items.len(),
             run,
         })
         .collect();
@@ -287,11 +251,19 @@ fn run(
     })
 }
 
+/// A node Ctrl-C kept from starting.
+fn not_started() -> NodeRun {
+    NodeRun {
+        error: Some("not started: interrupted".into()),
+        interrupted: true,
+        ..Default::default()
+    }
+}
+
 fn run_node(
     job: &Prepared<'_>,
-    bus: &Bus,
+    fleet: &Fleet<'_>,
     out: &Reporter<'_>,
-    connect: &crate::transport::ConnectOptions,
     mode: Mode,
     interactive: bool,
     locking: &Locking,
@@ -306,34 +278,36 @@ fn run_node(
         };
     }
     if crate::interrupt::requested() {
-        return NodeRun {
-            error: Some("not started: interrupted".into()),
-            interrupted: true,
-            ..Default::default()
-        };
+        return not_started();
     }
     // `q` quits the whole apply: nodes not started yet are left alone, without questions.
     if let Some(why) = out.quit_reason() {
         out.node_line(node, &format!("not started: {why}"), false);
         return NodeRun {
-            reports: (0..job.graph.items.len())
+            reports: (0..job.plan.items.len())
                 .map(|idx| skipped_report(idx, why))
                 .collect(),
             interrupted: true,
             ..Default::default()
         };
     }
+    let bus = fleet.bus;
     if mode == Mode::Apply
-        && let Flow::SkipNode(reason) = bus.emit(&Event::NodeApplyStart { node, interactive })
+        && let Err(reason) = fleet.start(&Event::NodeApplyStart { node, interactive })
     {
         if out.console.json() {
-            out.console
-                .json_line(&json!({"event": "node_skipped", "node": node.name, "reason": reason}));
+            out.console.json_line(
+                &Report::NodeSkipped {
+                    node: &node.name,
+                    reason: &reason,
+                }
+                .to_json(),
+            );
         }
         out.node_line(node, &format!("skipped by hook ({reason})"), false);
         return NodeRun {
             reports: job
-                .graph
+                .plan
                 .items
                 .iter()
                 .enumerate()
@@ -343,45 +317,45 @@ fn run_node(
             ..Default::default()
         };
     }
-    let bar = out.node_started(node, job.graph.items.len());
+    let bar = out.node_started(node, job.plan.items.len());
     let sink = NodeSink {
         bus,
         out,
         mode,
         bar: &bar,
     };
-    let run = if node.dummy {
-        let reports: Vec<ItemReport> = (0..job.graph.items.len())
-            .map(|idx| skipped_report(idx, "dummy node"))
-            .collect();
-        NodeRun {
-            reports,
+    let run = match fleet.open(node) {
+        Err(NotContacted::Dummy) => NodeRun {
+            reports: (0..job.plan.items.len())
+                .map(|idx| skipped_report(idx, "dummy node"))
+                .collect(),
             ..Default::default()
+        },
+        Err(NotContacted::Refused(reason)) => NodeRun {
+            error: Some(reason),
+            ..Default::default()
+        },
+        Ok(transport) => {
+            let exec_job = Job {
+                node,
+                plan: &job.plan,
+                locals: &job.locals,
+                options: &job.options,
+                sink: &sink,
+            };
+            let mut guard = crate::lock::ApplyGuard::new(
+                node,
+                &locking.me,
+                mode == Mode::Apply,
+                locking.force,
+                out.console,
+            );
+            let mut r = executor::run(&exec_job, transport.as_ref(), Some(&mut guard));
+            if let Err(e) = transport.close() {
+                r.error.get_or_insert(e.reason());
+            }
+            r
         }
-    } else {
-        if node.transport == crate::repo::TransportKind::Ssh {
-            bus.emit(&Event::NodeSshConnect { node });
-        }
-        let transport = crate::transport::open(node, connect);
-        let exec_job = Job {
-            node,
-            graph: &job.graph,
-            locals: &job.locals,
-            options: &job.options,
-            sink: &sink,
-        };
-        let mut guard = crate::lock::ApplyGuard::new(
-            node,
-            &locking.me,
-            mode == Mode::Apply,
-            locking.force,
-            out.console,
-        );
-        let mut r = executor::run(&exec_job, transport.as_ref(), Some(&mut guard));
-        if let Err(e) = transport.close() {
-            r.error.get_or_insert(e.reason());
-        }
-        r
     };
     if let Some(e) = &run.error {
         // Often carries the node's stderr.
@@ -394,7 +368,7 @@ fn run_node(
             fixed: run.count(Outcome::Fixed),
             skipped: run.count(Outcome::Skipped),
             failed: run.count(Outcome::Failed),
-            total: job.graph.items.len(),
+            total: job.plan.items.len(),
             error: run.error.clone(),
         };
         bus.emit(&Event::NodeApplyEnd {
@@ -468,11 +442,22 @@ impl Sink for NodeSink<'_> {
                 reason: r.reason.as_deref(),
             });
         } else if self.out.console.json() {
-            self.out.console.json_line(&json!({
-                "event": "item_verify", "node": node.name, "item": item.id, "bundle": item.bundle,
-                "status": if r.outcome == Outcome::WouldChange { "would_change" } else { "ok" },
-                "change": r.verb, "reason": r.reason, "status_before": r.before, "status_expected": r.after,
-            }));
+            let status = if r.outcome == Outcome::WouldChange {
+                "would_change"
+            } else {
+                "ok"
+            };
+            let line = Report::ItemVerify {
+                node: &node.name,
+                item: &item.id,
+                bundle: &item.bundle,
+                status,
+                change: r.verb,
+                reason: r.reason.as_deref(),
+                status_before: r.before.as_ref(),
+                status_expected: r.after.as_ref(),
+            };
+            self.out.console.json_line(&line.to_json());
         }
         self.bar.inc(1);
         self.out.item_line(node, item, r);

@@ -59,7 +59,7 @@ pub fn engine_with_log(sandbox: &Sandbox, log: LogFn) -> Engine {
         json_text(&rhai::Dynamic::from_array(a.clone()))
     });
 
-    crate::secrets::register_rhai(&mut engine, sandbox.root().to_path_buf(), sandbox.clone());
+    crate::repo::secrets::register_rhai(&mut engine, sandbox.root().to_path_buf(), sandbox.clone());
 
     let l = log.clone();
     engine.on_print(move |text| l(None, text));

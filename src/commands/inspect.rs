@@ -4,16 +4,16 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::cli::{Context, GroupsArgs, ItemsArgs, MetadataArgs, NodesArgs};
 use crate::diag::did_you_mean;
 use crate::error::{Error, Result};
 use crate::repo::{Node, Repo, TransportKind, metadata};
+use crate::settings::{GroupsSettings, ItemsSettings, MetadataSettings, NodesSettings, Settings};
 
 /// Node attributes `cinch nodes -a` can show, besides `metadata.PATH`: every node key.
 pub const NODE_ATTRS: &[&str] = crate::repo::load::NODE_KEYS;
 
 /// Runs `cinch nodes`.
-pub fn cmd_nodes(ctx: &Context, args: &NodesArgs) -> Result<u8> {
+pub fn cmd_nodes(ctx: &Settings, args: &NodesSettings) -> Result<u8> {
     for attr in &args.attrs {
         check_attr(attr)?;
     }
@@ -109,7 +109,7 @@ fn cell(v: &Value) -> String {
 }
 
 /// Runs `cinch groups`.
-pub fn cmd_groups(ctx: &Context, args: &GroupsArgs) -> Result<u8> {
+pub fn cmd_groups(ctx: &Settings, args: &GroupsSettings) -> Result<u8> {
     let repo = ctx.load_repo()?;
     let names = selected_groups(&repo, args.target.as_deref())?;
     let groups: Vec<&crate::repo::Group> =
@@ -184,12 +184,12 @@ fn selected_groups(repo: &Repo, target: Option<&str>) -> Result<Vec<String>> {
 }
 
 /// Runs `cinch items`.
-pub fn cmd_items(ctx: &Context, args: &ItemsArgs) -> Result<u8> {
-    crate::items::listing::run(ctx, args)
+pub fn cmd_items(ctx: &Settings, args: &ItemsSettings) -> Result<u8> {
+    crate::commands::items::run(ctx, args)
 }
 
 /// Runs `cinch metadata`.
-pub fn cmd_metadata(ctx: &Context, args: &MetadataArgs) -> Result<u8> {
+pub fn cmd_metadata(ctx: &Settings, args: &MetadataSettings) -> Result<u8> {
     let repo = ctx.load_repo()?;
     let node = repo.node(&args.node)?.usable()?;
     let value = if args.keys.is_empty() {
@@ -271,7 +271,7 @@ fn insert_path(out: &mut Value, dotted: &str, value: Value) {
 }
 
 /// Runs `cinch repo create`.
-pub fn cmd_repo_create(ctx: &Context, dir: &Path) -> Result<u8> {
+pub fn cmd_repo_create(ctx: &Settings, dir: &Path) -> Result<u8> {
     if dir.exists() {
         if !dir.is_dir() {
             return Err(Error::Usage(format!(

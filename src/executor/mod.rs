@@ -1,0 +1,487 @@
+//! The per-node item engine: reads the actual state of every item in one remote command, then
+//! walks the dependency graph in waves; each wave with changes costs one command that applies
+//! all its fixes and re-reads exactly those items. Actions cost one command each, only when
+//! they run. Steady state is therefore one command per node, whatever the number of items.
+//!
+//! The executor knows nothing about output: it reports every step to a [`Sink`], which turns
+//! them into events (hooks, terminal, JSON). Locks plug in through [`Guard`].
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::items::state::{Change, Local, stateful};
+use crate::items::{Item, ItemKind};
+use crate::node_shell::{Fields, Record, Script};
+use crate::plan::Plan;
+use crate::repo::Node;
+use crate::transport::{Stats, Transport, TransportError};
+
+mod locals;
+mod report;
+mod walk;
+
+pub use locals::locals;
+
+/// Apply changes things; verify only reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Apply,
+    Verify,
+}
+
+/// How the executor should behave for one node.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: Mode,
+    pub interactive: bool,
+    /// Actions run in parallel up to this many per wave.
+    pub item_workers: usize,
+    /// Items selected by `--only` (before pulling in what they need); `None` = all.
+    pub only: Option<Vec<bool>>,
+    /// Items selected by `--skip`.
+    pub skip: Vec<bool>,
+    /// Compute diffs for changed items.
+    pub diffs: bool,
+}
+
+/// The result of one item, as reported to the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Fixed,
+    Skipped,
+    Failed,
+    /// Verify only: the item is not as the repo describes.
+    WouldChange,
+}
+
+/// What happened to one item.
+#[derive(Debug, Clone)]
+pub struct ItemReport {
+    pub idx: usize,
+    pub outcome: Outcome,
+    /// Skip reason or failure message.
+    pub reason: Option<String>,
+    /// create / fix / delete / run, for changed items.
+    pub verb: Option<&'static str>,
+    /// The change in words (never contains sensitive content).
+    pub diff: Option<String>,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub duration: Duration,
+    /// Skips users do not need to see ("not triggered", "unless").
+    pub quiet: bool,
+}
+
+/// The user's answer to an interactive question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Yes,
+    No,
+    /// Stop the whole apply: nothing more is changed or asked.
+    Quit,
+    /// The input ended before an answer: like `Quit`, and the command fails.
+    EndOfInput,
+}
+
+/// Why the rest of a node is left alone after an interactive quit.
+const QUIT: &str = "quit interactively";
+/// Why the rest of a node is left alone when the answers ran out.
+const NO_ANSWER: &str = "no answer: input ended";
+
+/// Where the executor reports; implemented by the apply command (events, terminal, JSON).
+pub trait Sink: Sync {
+    /// An item is about to be considered; `Err(reason)` (a failed `item_apply_start` hook)
+    /// fails the item without touching it.
+    fn item_start(&self, node: &Node, item: &Item) -> Result<(), String>;
+    /// An item is done.
+    fn item_end(&self, node: &Node, item: &Item, report: &ItemReport);
+    /// An action's command is about to run; `Err(reason)` (a failed `action_run_start` hook)
+    /// fails the action without running it (`action_end` still follows).
+    fn action_start(&self, node: &Node, item: &Item) -> Result<(), String>;
+    /// An action's command ended.
+    fn action_end(&self, node: &Node, item: &Item, duration: Duration, outcome: Outcome);
+    /// Interactive mode: should this change be made?
+    fn ask(&self, node: &Node, item: &Item, verb: &str, diff: &str) -> Answer;
+}
+
+/// The seam for locks: shell riding on the node's first command (take the hard lock, read
+/// soft locks), a verdict on its output, per-item soft-lock skips, and shell for the end.
+pub trait Guard: Send {
+    /// Shell run before the probe in the first command; non-zero exit stops the node.
+    fn prologue(&self) -> Option<String>;
+    /// Judges the prologue's exit code and output: `Err(reason)` stops the node.
+    fn accept(&mut self, rc: i32, output: &[u8]) -> Result<(), String>;
+    /// Why `item` must be skipped (soft locked by someone else), if it must.
+    fn soft_locked(&self, item: &Item) -> Option<String>;
+    /// Shell run at the very end (release the hard lock).
+    fn epilogue(&self) -> Option<String>;
+    /// After `accept` refused: whether the first command should be sent once more (its
+    /// prologue now takes over a lock whose holder is gone).
+    fn retry(&self) -> bool {
+        false
+    }
+    /// Silent shell put in front of every later command and sent on its own at the interval
+    /// given with it, so others can tell the lock holder is alive.
+    fn heartbeat(&self) -> Option<(String, Duration)> {
+        None
+    }
+}
+
+/// Everything a node run produced.
+#[derive(Debug, Default)]
+pub struct NodeRun {
+    pub reports: Vec<ItemReport>,
+    /// Why the node as a whole failed (unreachable, locked, unreadable answer).
+    pub error: Option<String>,
+    pub stats: Stats,
+    pub duration: Duration,
+    /// Stopped early by Ctrl-C or an interactive "quit".
+    pub interrupted: bool,
+}
+
+impl NodeRun {
+    /// Items with this outcome.
+    pub fn count(&self, o: Outcome) -> usize {
+        self.reports.iter().filter(|r| r.outcome == o).count()
+    }
+}
+
+/// Everything one node's run needs.
+pub struct Job<'a> {
+    pub node: &'a Node,
+    pub plan: &'a Plan,
+    pub locals: &'a [Local],
+    pub options: &'a Options,
+    pub sink: &'a dyn Sink,
+}
+
+/// Runs a node: returns every item's outcome (a node-level failure leaves items unreported).
+pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guard>) -> NodeRun {
+    let start = Instant::now();
+    let mut ex = Exec::new(job, transport);
+    let mut guard = guard;
+    let mut started = ex.start(&mut guard);
+    if started.is_err() && guard.as_ref().is_some_and(|g| g.retry()) {
+        started = ex.start(&mut guard);
+    }
+    match started {
+        Err(e) => ex.run.error = Some(e),
+        Ok(()) => {
+            let beat = guard.as_ref().and_then(|g| g.heartbeat());
+            ex.heartbeat = beat.as_ref().map(|(shell, _)| shell.clone());
+            // The ticker beats while long commands (a slow action) run; dropping `stop` ends it.
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            std::thread::scope(|s| {
+                if let Some((beat, every)) = beat {
+                    s.spawn(move || {
+                        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                            stopped.recv_timeout(every)
+                        {
+                            let cmd = crate::transport::Command {
+                                timeout: Some(Duration::from_secs(30)),
+                                ..crate::transport::Command::new(beat.clone())
+                            };
+                            let _ = transport.run(&cmd);
+                        }
+                    });
+                }
+                ex.walk(guard.as_deref());
+                drop(stop);
+            });
+        }
+    }
+    // Once the node answered, the epilogue (lock release) always runs, also after failures and
+    // Ctrl-C: the release only removes a lock carrying our own token, so it is harmless when
+    // the lock was never ours.
+    if ex.reached.get()
+        && let Some(epi) = guard.as_ref().and_then(|g| g.epilogue())
+    {
+        let cmd = crate::transport::Command {
+            cleanup: true,
+            timeout: Some(Duration::from_secs(60)),
+            ..crate::transport::Command::new(epi)
+        };
+        if let Err(e) = transport.run(&cmd) {
+            ex.run.error.get_or_insert(e.reason());
+        }
+    }
+    ex.run.stats = transport.stats();
+    ex.run.duration = start.elapsed();
+    ex.run
+}
+
+struct Exec<'a, 'j> {
+    job: &'j Job<'a>,
+    t: &'j dyn Transport,
+    g: &'a Plan,
+    /// Latest probe record per item.
+    actual: Vec<Option<Fields>>,
+    done: Vec<Option<Outcome>>,
+    /// The change each item was fixed by in this run (canned actions ask whether it left
+    /// them anything to do).
+    fixed_by: Vec<Option<Change>>,
+    fired: Vec<bool>,
+    /// The first item that fired each triggered item, for "would run (triggered by …)".
+    fired_by: Vec<Option<usize>>,
+    kept: Vec<bool>,
+    /// Something happened (actions, deletes) that may have changed items not yet re-read.
+    stale: bool,
+    /// Set once the user quit (or the answers ran out): why nothing more is changed.
+    quit: Option<&'static str>,
+    /// A command reached the node, answered or cut off (so a lock may have been taken).
+    reached: std::cell::Cell<bool>,
+    /// The guard's heartbeat, put in front of every command once the lock is held.
+    heartbeat: Option<String>,
+    /// verify: why an item would have been skipped by apply (someone else's soft lock).
+    locked_by: Vec<Option<String>>,
+    run: NodeRun,
+}
+
+type ExecResult<T> = Result<T, String>;
+
+impl<'a, 'j> Exec<'a, 'j> {
+    fn new(job: &'j Job<'a>, t: &'j dyn Transport) -> Self {
+        let g = job.plan;
+        let n = g.items.len();
+        let kept = match &job.options.only {
+            None => vec![true; n],
+            Some(sel) => {
+                let mut kept = vec![false; n];
+                let mut stack: Vec<usize> = (0..n).filter(|&i| sel.get(i) == Some(&true)).collect();
+                while let Some(i) = stack.pop() {
+                    if !kept[i] {
+                        kept[i] = true;
+                        stack.extend(g.needs[i].iter().copied().filter(|&d| d < n));
+                    }
+                }
+                kept
+            }
+        };
+        Exec {
+            job,
+            t,
+            g,
+            actual: vec![None; n],
+            done: vec![None; n],
+            fixed_by: vec![None; n],
+            fired: vec![false; n],
+            fired_by: vec![None; n],
+            kept,
+            stale: false,
+            quit: None,
+            reached: std::cell::Cell::new(false),
+            heartbeat: None,
+            locked_by: vec![None; n],
+            run: NodeRun::default(),
+        }
+    }
+
+    /// Asks the user about item `i` (interactive mode); a "no" or "quit" skips the item (and
+    /// "quit" everything after it). True when the item may go ahead.
+    fn confirm(&mut self, i: usize, verb: &str, text: &str) -> bool {
+        let item = &self.g.items[i];
+        let answer = self.job.sink.ask(self.node(), item, verb, text);
+        match answer {
+            Answer::Yes => true,
+            Answer::No => {
+                self.skip(i, "declined interactively", false);
+                false
+            }
+            Answer::Quit | Answer::EndOfInput => {
+                let why = if answer == Answer::Quit {
+                    QUIT
+                } else {
+                    NO_ANSWER
+                };
+                self.quit = Some(why);
+                self.skip(i, why, false);
+                false
+            }
+        }
+    }
+
+    /// Marks everything `i` triggers as fired: `i` was fixed or its action succeeded (or, in
+    /// verify, would be).
+    fn fire_triggers(&mut self, i: usize) {
+        for &t in &self.g.triggers[i] {
+            if let Some(f) = self.fired.get_mut(t) {
+                *f = true;
+            }
+            if let Some(by) = self.fired_by.get_mut(t) {
+                by.get_or_insert(i);
+            }
+        }
+    }
+
+    fn node(&self) -> &'a Node {
+        self.job.node
+    }
+
+    fn static_skip(&self, i: usize) -> Option<&'static str> {
+        let item = &self.g.items[i];
+        if item.deps.skip {
+            Some("attribute")
+        } else if !self.kept[i] || self.job.options.skip.get(i) == Some(&true) {
+            Some("cmdline")
+        } else {
+            None
+        }
+    }
+
+    fn send(&self, mut script: Script) -> ExecResult<Vec<Record>> {
+        if let Some(beat) = &self.heartbeat {
+            script.raw(beat);
+        }
+        let cmd = script.into_command();
+        let out = self.t.run(&cmd).map_err(|e: TransportError| {
+            // The link broke while the command ran: it may have taken the hard lock, so the
+            // (token-guarded, hence harmless) release must still be tried on a new connection.
+            if matches!(e, TransportError::Disconnected { .. }) {
+                self.reached.set(true);
+            }
+            e.reason()
+        })?;
+        self.reached.set(true);
+        let records = crate::node_shell::parse(&out.stdout).map_err(|e| e.to_string())?;
+        if out.status != Some(0) && records.is_empty() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(format!(
+                "the node's shell failed (exit {}): {}",
+                out.status.map_or("signal".into(), |c| c.to_string()),
+                err.trim()
+            ));
+        }
+        Ok(records)
+    }
+
+    fn probe_into(&self, script: &mut Script, items: &[usize]) {
+        for &i in items {
+            let item = &self.g.items[i];
+            if let Some(b) = stateful(&item.kind) {
+                b.probe(item, &self.job.locals[i], script);
+            }
+        }
+    }
+
+    fn absorb(&mut self, records: &[Record]) {
+        for r in records {
+            if let Record::Probe { idx, fields } = r
+                && let Some(slot) = self.actual.get_mut(*idx)
+            {
+                *slot = Some(fields.clone());
+            }
+        }
+    }
+
+    /// The first command: the guard's prologue, then the actual state of every item that may run.
+    fn start(&mut self, guard: &mut Option<&mut dyn Guard>) -> ExecResult<()> {
+        let wanted: Vec<usize> = (0..self.g.items.len())
+            .filter(|&i| self.static_skip(i).is_none())
+            .filter(|&i| stateful(&self.g.items[i].kind).is_some())
+            .collect();
+        let prologue = guard.as_ref().and_then(|g| g.prologue());
+        if wanted.is_empty() && prologue.is_none() {
+            return Ok(());
+        }
+        let mut script = Script::probe();
+        if let Some(p) = &prologue {
+            script.prologue(p);
+        }
+        self.probe_into(&mut script, &wanted);
+        let records = self.send(script)?;
+        if let Some(g) = guard.as_mut() {
+            let (rc, out) = records
+                .iter()
+                .find_map(|r| match r {
+                    Record::Prologue { rc, output } => Some((*rc, output.as_slice())),
+                    _ => None,
+                })
+                .ok_or("the node did not answer the lock check")?;
+            g.accept(rc, out)?;
+        }
+        self.absorb(&records);
+        Ok(())
+    }
+
+    fn change_of(&self, i: usize) -> Option<Change> {
+        let item = &self.g.items[i];
+        let b = stateful(&item.kind)?;
+        let local = &self.job.locals[i];
+        let expected = b.expected(item, local);
+        let actual = self.actual[i]
+            .as_ref()
+            .and_then(|f| b.actual(item, local, f));
+        Change::between(expected, actual)
+    }
+
+    /// Runs the `unless` of `items` in one command; returns those whose `unless` succeeded.
+    fn unless_ok(&self, items: &[usize]) -> ExecResult<BTreeSet<usize>> {
+        let mut script = Script::probe();
+        let mut any = false;
+        for &i in items {
+            if let Some(u) = &self.g.items[i].deps.unless {
+                script.unless(i, u);
+                any = true;
+            }
+        }
+        if !any {
+            return Ok(BTreeSet::new());
+        }
+        Ok(self
+            .send(script)?
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Unless { idx, rc: 0 } => Some(idx),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Whether item `x` (preceded by a triggered item) will change in this run.
+    fn will_change(&self, x: usize, unless_ok: &BTreeSet<usize>) -> bool {
+        if self.static_skip(x).is_some() || unless_ok.contains(&x) {
+            return false;
+        }
+        match self.g.items[x].kind {
+            ItemKind::Action(_) => !self.g.items[x].deps.triggered || self.fired[x],
+            _ => self.change_of(x).is_some(),
+        }
+    }
+
+    fn cascade_reason(&self, i: usize) -> Option<String> {
+        for &d in &self.g.needs[i] {
+            if !self.g.cascade_skip.get(d).copied().unwrap_or(true) {
+                continue;
+            }
+            match self.done.get(d).copied().flatten() {
+                Some(Outcome::Failed) => {
+                    return Some(format!("dependency failed: {}", self.g.items[d].id));
+                }
+                Some(Outcome::Skipped) => {
+                    return Some(format!("dependency skipped: {}", self.g.items[d].id));
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+/// `cmd` with the lock heartbeat in front (it prints nothing, so the action's output and exit
+/// code are its own).
+fn with_heartbeat(
+    mut cmd: crate::transport::Command,
+    beat: Option<&str>,
+) -> crate::transport::Command {
+    if let Some(beat) = beat {
+        cmd.script = format!("{beat}{}", cmd.script);
+    }
+    cmd
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,158 @@
+//! The apply guard: how the executor's [`crate::executor::Guard`] seam uses the hard and soft
+//! lock protocols during one node's apply.
+
+use super::*;
+
+/// The apply engine's view of locks: the hard lock rides on the first command, soft locks decide
+/// item skips, every command beats the heartbeat, and the release rides on the last command.
+pub struct ApplyGuard<'a> {
+    node: &'a Node,
+    me: String,
+    /// `verify` only reads soft locks; `apply` also takes the hard lock.
+    take_hard: bool,
+    force: bool,
+    info: String,
+    token: String,
+    host: String,
+    acquired: Option<HardLock>,
+    /// A dead holder's lock to take over on the retried first command.
+    takeover: Option<Takeover>,
+    /// Its warning, printed once the takeover worked.
+    takeover_warning: Option<String>,
+    console: &'a crate::console::Console,
+}
+
+impl<'a> ApplyGuard<'a> {
+    /// A guard for one node's apply (`take_hard`) or verify.
+    pub fn new(
+        node: &'a Node,
+        me: &str,
+        take_hard: bool,
+        force: bool,
+        console: &'a crate::console::Console,
+    ) -> Self {
+        let (info, token) = new_info(me, "cinch apply");
+        ApplyGuard {
+            node,
+            me: me.to_string(),
+            take_hard,
+            force,
+            info,
+            token,
+            host: hostname(),
+            acquired: None,
+            takeover: None,
+            takeover_warning: None,
+            console,
+        }
+    }
+
+    /// One note per node when the identity's own soft locks were ignored.
+    fn own_locks_note(&self, locks: &[SoftLock]) -> Option<String> {
+        let own: Vec<&str> = locks
+            .iter()
+            .filter(|l| l.user == self.me)
+            .map(|l| l.id.as_str())
+            .collect();
+        (!own.is_empty()).then(|| {
+            format!(
+                "{}: ignored soft lock{} {} because {} yours ({})",
+                self.node.name,
+                if own.len() == 1 { "" } else { "s" },
+                own.join(", "),
+                if own.len() == 1 { "it is" } else { "they are" },
+                crate::output::untrusted(&self.me, crate::output::Lines::Escape),
+            )
+        })
+    }
+}
+
+impl crate::executor::Guard for ApplyGuard<'_> {
+    fn prologue(&self) -> Option<String> {
+        Some(if self.take_hard {
+            acquire_script(self.node, &self.info, self.force, self.takeover.as_ref())
+        } else {
+            list_soft_script(self.node)
+        })
+    }
+
+    fn accept(&mut self, rc: i32, output: &[u8]) -> Result<(), String> {
+        let text = String::from_utf8_lossy(output);
+        let lock = if self.take_hard {
+            let parsed = parse_acquire(self.node, rc, &text, &self.token, &self.host);
+            match parsed.map_err(|e| e.to_string())? {
+                Acquired::Got(lock) => lock,
+                Acquired::Dead { takeover, warning } => {
+                    // Only one takeover attempt: if the lock changed meanwhile, it is alive.
+                    if self.takeover.is_some() {
+                        return Err(format!(
+                            "{}: the hard lock changed while taking it over; try again",
+                            self.node.name
+                        ));
+                    }
+                    self.takeover = Some(takeover);
+                    self.takeover_warning = Some(warning);
+                    return Err(RETRY.into());
+                }
+            }
+        } else {
+            if let Some(msg) = unusable_message(self.node, &text) {
+                return Err(msg);
+            }
+            let (soft_locks, expired, warnings) = parse_soft_section(self.node, &text, now());
+            HardLock {
+                token: String::new(),
+                soft_locks,
+                expired,
+                warnings,
+            }
+        };
+        let mut warnings = lock.warnings.clone();
+        if let Some(w) = self.takeover_warning.take() {
+            warnings.insert(0, w);
+        }
+        for w in &warnings {
+            self.console.err(&format!(
+                "warning: {}",
+                crate::output::untrusted(w, crate::output::Lines::Escape)
+            ));
+        }
+        if let Some(note) = self.own_locks_note(&lock.soft_locks) {
+            self.console.err(&format!("note: {note}"));
+        }
+        self.acquired = Some(lock);
+        Ok(())
+    }
+
+    fn retry(&self) -> bool {
+        self.takeover.is_some() && self.acquired.is_none()
+    }
+
+    fn heartbeat(&self) -> Option<(String, std::time::Duration)> {
+        self.take_hard
+            .then(|| (heartbeat_script(self.node, &self.token), HEARTBEAT_INTERVAL))
+    }
+
+    fn soft_locked(&self, item: &Item) -> Option<String> {
+        soft_lock_reason(item, &self.acquired.as_ref()?.soft_locks, &self.me)
+    }
+
+    fn epilogue(&self) -> Option<String> {
+        let mut script = String::new();
+        if self.take_hard {
+            script.push_str(&release_hard_script(self.node, &self.token));
+        }
+        if let Some(lock) = &self.acquired {
+            for id in &lock.expired {
+                script.push_str(&format!(
+                    "rm -f {}\n",
+                    quote(&format!("{}/{id}", soft_dir(self.node)))
+                ));
+            }
+        }
+        (!script.is_empty()).then_some(script)
+    }
+}
+
+/// The reason [`ApplyGuard::accept`] gives when it wants the first command sent again.
+pub(super) const RETRY: &str = "retry: taking over a dead hard lock";
