@@ -231,6 +231,9 @@ pub struct NodesArgs {
     /// Attributes to show as columns (hostname, groups, bundles, transport, ...).
     #[arg(short = 'a', long = "attrs", value_name = "ATTR", value_delimiter = ',', num_args = 1..)]
     pub attrs: Vec<String>,
+    /// Show where each attribute value came from (the node, a group, a reactor, a default).
+    #[arg(long)]
+    pub blame: bool,
 }
 
 /// `cinch groups`.
@@ -257,6 +260,9 @@ pub struct MetadataArgs {
     pub node: String,
     /// Only these keys (dotted paths like nginx.workers).
     pub keys: Vec<String>,
+    /// Show, for each value, the layer and file:line (or reactor) that set it.
+    #[arg(long)]
+    pub blame: bool,
 }
 
 /// `cinch repo ...`.

@@ -1232,9 +1232,7 @@ mod tests {
             dummy: false,
             become_: None,
             lock_dir: "/tmp/x".into(),
-            metadata: serde_json::json!({}),
-            location: Default::default(),
-            problems: Vec::new(),
+            ..Node::bare("web1", serde_json::json!({}))
         }
     }
 

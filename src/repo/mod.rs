@@ -1,6 +1,7 @@
 //! The repository as cinch sees it: nodes, groups, bundles and settings, loaded once and
 //! then only read, so node workers can share it without locks.
 
+pub mod computed;
 mod group;
 pub mod load;
 pub mod metadata;
@@ -66,7 +67,7 @@ impl Bundle {
 }
 
 /// The loaded repository.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Repo {
     pub path: PathBuf,
     pub settings: Settings,
