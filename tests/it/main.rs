@@ -9,6 +9,7 @@ mod hooks;
 mod inspect;
 mod items;
 mod lock;
+mod metadata;
 mod plan;
 mod repo;
 mod run;
