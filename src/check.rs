@@ -158,7 +158,7 @@ fn reactor_determinism(node: &Node) -> Vec<Diagnostic> {
     let Ok(first) = node.metadata() else {
         return Vec::new();
     };
-    match fleet.recompute_reversed(&node.name).result {
+    match fleet.recompute_reversed(&node.name).result.clone() {
         Ok(second) if second == first => Vec::new(),
         Ok(second) => {
             let path = first_difference(&first, &second, &mut Vec::new()).unwrap_or_default();

@@ -84,6 +84,15 @@ pub struct Outcome {
     pub outputs: Vec<(Reactor, Option<Value>)>,
 }
 
+impl Outcome {
+    fn new(
+        result: Result<Arc<Value>, Vec<Diagnostic>>,
+        outputs: Vec<(Reactor, Option<Value>)>,
+    ) -> Outcome {
+        Outcome { result, outputs }
+    }
+}
+
 /// Everything needed to compute any node's metadata, shared by all nodes of a repo.
 pub struct Fleet {
     /// The repo as loaded, with static metadata only: for `nodes()` and node attributes.
@@ -92,6 +101,9 @@ pub struct Fleet {
     engine: Engine,
     reactors: HashMap<String, OnceLock<Result<Arc<BundleReactors>, Diagnostic>>>,
     cells: HashMap<String, OnceLock<Arc<Outcome>>>,
+    /// The same computed with reactors in the opposite order (`cinch test`), so a group of
+    /// nodes that read each other is recomputed once, not once per node.
+    reversed_cells: HashMap<String, OnceLock<Arc<Outcome>>>,
     /// Each node as scripts see it (attributes, no metadata).
     summaries: HashMap<String, Dynamic>,
 }
@@ -112,11 +124,12 @@ impl Fleet {
             .keys()
             .map(|b| (b.clone(), OnceLock::new()))
             .collect();
-        let cells = repo
+        let cells: HashMap<String, OnceLock<Arc<Outcome>>> = repo
             .nodes
             .keys()
             .map(|n| (n.clone(), OnceLock::new()))
             .collect();
+        let reversed_cells = cells.keys().map(|n| (n.clone(), OnceLock::new())).collect();
         let summaries = repo
             .nodes
             .values()
@@ -128,7 +141,16 @@ impl Fleet {
             engine,
             reactors,
             cells,
+            reversed_cells,
             summaries,
+        }
+    }
+
+    fn cells(&self, reversed: bool) -> &HashMap<String, OnceLock<Arc<Outcome>>> {
+        if reversed {
+            &self.reversed_cells
+        } else {
+            &self.cells
         }
     }
 
@@ -139,43 +161,41 @@ impl Fleet {
 
     /// `name`'s computed metadata and reactor outputs, computed on first use.
     pub fn outcome(self: &Arc<Self>, name: &str) -> Arc<Outcome> {
-        let Some(cell) = self.cells.get(name) else {
-            return Arc::new(Outcome {
-                result: Err(vec![Diagnostic::new(format!("no node named '{name}'"))]),
-                outputs: Vec::new(),
-            });
+        self.memoised(name, false)
+    }
+
+    fn memoised(self: &Arc<Self>, name: &str, reversed: bool) -> Arc<Outcome> {
+        let cells = self.cells(reversed);
+        let Some(cell) = cells.get(name) else {
+            return Arc::new(Outcome::new(
+                Err(vec![Diagnostic::new(format!("no node named '{name}'"))]),
+                Vec::new(),
+            ));
         };
         if let Some(done) = cell.get() {
             return done.clone();
         }
-        for (node, outcome) in self.compute(name, false) {
-            if let Some(c) = self.cells.get(&node) {
+        for (node, outcome) in self.compute(name, reversed) {
+            if let Some(c) = cells.get(&node) {
                 // Another thread may have finished first: its result is the one everyone sees.
                 let _ = c.set(Arc::new(outcome));
             }
         }
         cell.get().cloned().unwrap_or_else(|| {
-            Arc::new(Outcome {
-                result: Err(vec![Diagnostic::new(format!(
+            Arc::new(Outcome::new(
+                Err(vec![Diagnostic::new(format!(
                     "metadata of node '{name}' could not be computed"
                 ))]),
-                outputs: Vec::new(),
-            })
+                Vec::new(),
+            ))
         })
     }
 
     /// Computes `name`'s metadata again from scratch, ignoring what is memoised and running
     /// reactors in the opposite order, for `cinch test`'s check that reactors are
     /// deterministic and independent of their order.
-    pub fn recompute_reversed(self: &Arc<Self>, name: &str) -> Outcome {
-        self.compute(name, true)
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, o)| o)
-            .unwrap_or_else(|| Outcome {
-                result: Err(vec![Diagnostic::new(format!("no node named '{name}'"))]),
-                outputs: Vec::new(),
-            })
+    pub fn recompute_reversed(self: &Arc<Self>, name: &str) -> Arc<Outcome> {
+        self.memoised(name, true)
     }
 
     /// Which layer set each value of `name`'s metadata, by dotted path: e.g.
@@ -574,7 +594,7 @@ impl Fleet {
             } else {
                 Err(problems)
             };
-            results.insert(name.clone(), Outcome { result, outputs });
+            results.insert(name.clone(), Outcome::new(result, outputs));
         }
         // A node whose reactors read a broken node is broken too.
         loop {
@@ -588,7 +608,7 @@ impl Fleet {
                         *r != name
                             && results.get(*r).map_or_else(
                                 || {
-                                    self.cells
+                                    self.cells(session.reversed)
                                         .get(*r)
                                         .and_then(|c| c.get())
                                         .is_some_and(|o| o.result.is_err())
@@ -1106,18 +1126,16 @@ fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<Eval
     let in_session = with_session(|s| {
         s.current_reads.insert(name.to_string());
         if let Some(st) = s.states.get(name) {
-            return Some(Ok(st.merged_dyn.clone()));
+            return Some(Ok(NodeMeta::dynamic(st.merged.clone())));
         }
-        if !s.reversed
-            && let Some(done) = fleet.cells.get(name).and_then(|c| c.get())
-        {
+        if let Some(done) = fleet.cells(s.reversed).get(name).and_then(|c| c.get()) {
             return Some(match &done.result {
-                Ok(v) => Ok(to_dynamic(v)),
+                Ok(v) => Ok(NodeMeta::dynamic(v.clone())),
                 Err(d) => Err(broken(name, d)),
             });
         }
         let st = fleet.new_state(name);
-        let value = st.merged_dyn.clone();
+        let value = NodeMeta::dynamic(st.merged.clone());
         s.states.insert(name.to_string(), st);
         s.order.push(name.to_string());
         Some(Ok(value))
@@ -1126,9 +1144,22 @@ fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<Eval
     match in_session {
         Some(r) => r.map_err(err),
         None => match fleet.metadata(name) {
-            Ok(v) => Ok(to_dynamic(&v)),
+            Ok(v) => Ok(NodeMeta::dynamic(v)),
             Err(d) => Err(err(broken(name, &d))),
         },
+    }
+}
+
+/// Another node's metadata as scripts get it from `node_metadata()`: read-only and shared, so
+/// a reactor reading a hundred nodes does not copy a hundred metadata trees. `m.key` and
+/// `m["key"]` read a key (`()` when missing), `need(m, "a.b")`, `"key" in m`, `m.keys()`,
+/// `m.len()`, `m.to_map()` (a copy as a plain map) and `m.to_json()` work as on maps.
+#[derive(Debug, Clone)]
+pub struct NodeMeta(Arc<Value>);
+
+impl NodeMeta {
+    fn dynamic(v: Arc<Value>) -> Dynamic {
+        Dynamic::from(NodeMeta(v))
     }
 }
 
@@ -1137,9 +1168,19 @@ fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<Eval
 pub fn register(engine: &mut Engine) {
     engine.register_fn(
         "need",
-        |ctx: NativeCallContext, m: rhai::Map, path: &str| -> Result<Dynamic, Box<EvalAltResult>> {
-            let mut current = Dynamic::from_map(m);
-            for seg in path.split('.') {
+        |ctx: NativeCallContext, m: &mut rhai::Map, path: &str| -> Result<Dynamic, Box<EvalAltResult>> {
+            let mut segments = path.split('.');
+            let first = segments.next().and_then(|seg| m.get(seg)).cloned();
+            let mut current = match first {
+                Some(v) if !v.is_unit() => v,
+                _ => {
+                    return Err(Box::new(EvalAltResult::ErrorRuntime(
+                        format!("{NEED_MARK}{path}").into(),
+                        ctx.call_position(),
+                    )));
+                }
+            };
+            for seg in segments {
                 let next = if let Some(map) = current.read_lock::<rhai::Map>() {
                     map.get(seg).cloned()
                 } else if let Some(arr) = current.read_lock::<rhai::Array>() {
@@ -1160,6 +1201,37 @@ pub fn register(engine: &mut Engine) {
             Ok(current)
         },
     );
+    engine.register_type_with_name::<NodeMeta>("NodeMetadata");
+    engine.register_indexer_get(|m: &mut NodeMeta, key: &str| -> Dynamic {
+        m.0.get(key).map_or(Dynamic::UNIT, to_dynamic)
+    });
+    engine.register_fn(
+        "need",
+        |ctx: NativeCallContext, m: &mut NodeMeta, path: &str| -> Result<Dynamic, Box<EvalAltResult>> {
+            match metadata::lookup(&m.0, path) {
+                Some(v) if !v.is_null() => Ok(to_dynamic(v)),
+                _ => Err(Box::new(EvalAltResult::ErrorRuntime(
+                    format!("{NEED_MARK}{path}").into(),
+                    ctx.call_position(),
+                ))),
+            }
+        },
+    );
+    engine.register_fn("contains", |m: &mut NodeMeta, key: &str| {
+        m.0.get(key).is_some()
+    });
+    engine.register_fn("keys", |m: &mut NodeMeta| -> rhai::Array {
+        m.0.as_object()
+            .map(|o| o.keys().map(|k| Dynamic::from(k.clone())).collect())
+            .unwrap_or_default()
+    });
+    engine.register_fn("len", |m: &mut NodeMeta| -> i64 {
+        m.0.as_object().map_or(0, |o| o.len() as i64)
+    });
+    engine.register_fn("to_map", |m: &mut NodeMeta| to_dynamic(&m.0));
+    engine.register_fn("to_json", |m: &mut NodeMeta| m.0.to_string());
+    engine.register_fn("to_string", |m: &mut NodeMeta| m.0.to_string());
+    engine.register_fn("to_debug", |m: &mut NodeMeta| m.0.to_string());
     engine.register_fn("atomic", |v: Dynamic| -> Dynamic {
         let mut m = rhai::Map::new();
         m.insert(metadata::ATOMIC_KEY.into(), v);

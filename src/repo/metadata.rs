@@ -301,6 +301,45 @@ mod tests {
     }
 
     #[test]
+    fn atomic_value_replaces_lower_layers_and_leaves_no_marker() {
+        let s = SpanMap::default();
+        let b = json!({"ports": [80, 443], "opts": {"a": 1, "b": 2}});
+        let n = json!({"ports": {ATOMIC_KEY: [8080]}, "opts": {ATOMIC_KEY: {"c": 3}}, "new": {ATOMIC_KEY: [1]}});
+        let layers = [
+            layer(Source::Bundle("b"), &b, &s),
+            layer(Source::Node("n"), &n, &s),
+        ];
+        let (v, conflicts, owners) = merge_traced(&layers, overrides);
+        assert!(conflicts.is_empty(), "{conflicts:?}");
+        assert_eq!(
+            v,
+            json!({"ports": [8080], "opts": {"c": 3}, "new": [1]})
+        );
+        // The replaced subtree is owned by the node alone.
+        assert_eq!(owners.get(&vec!["opts".to_string()]), Some(&vec![1]));
+        assert!(!owners.contains_key(&vec!["opts".to_string(), "a".to_string()]));
+    }
+
+    #[test]
+    fn reactors_conflict_with_each_other_but_not_with_defaults() {
+        let s = SpanMap::default();
+        let d = json!({"x": 1});
+        let r1 = json!({"x": 2});
+        let r2 = json!({"x": 3});
+        let layers = [
+            layer(Source::Bundle("b"), &d, &s),
+            layer(Source::Reactor("b", "one"), &r1, &s),
+            layer(Source::Reactor("b", "two"), &r2, &s),
+        ];
+        let (v, conflicts) = merge(&layers, |a, b| {
+            !matches!((a, b), (Source::Reactor(..), Source::Reactor(..)))
+        });
+        assert_eq!(v, json!({"x": 2}));
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!((conflicts[0].first, conflicts[0].second), (1, 2));
+    }
+
+    #[test]
     fn lookup_follows_dots_and_indexes() {
         let v = json!({"a": {"b": [10, {"c": true}]}});
         assert_eq!(lookup(&v, "a.b.1.c"), Some(&json!(true)));
