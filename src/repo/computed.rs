@@ -210,7 +210,8 @@ impl Fleet {
             .filter_map(|(r, v)| v.clone().map(|v| (r.clone(), v)))
             .collect();
         let empty = SpanMap::default();
-        let stack = build_layers(name, &layers, &outputs, None, &empty);
+        let refs: Vec<(&Reactor, &Value)> = outputs.iter().map(|(r, v)| (r, v)).collect();
+        let stack = build_layers(name, &layers, &refs, &empty);
         let (_, _, owners) = metadata::merge_traced(&stack, overrides(&self.repo));
         let mut out = BTreeMap::new();
         let mut leaves = Vec::new();
@@ -337,11 +338,9 @@ impl Fleet {
             outputs: Vec::new(),
             failures: Vec::new(),
             changes: Vec::new(),
-            seen: Vec::new(),
+            deps: Vec::new(),
             fatal: Vec::new(),
             merged: Arc::new(Value::Object(Default::default())),
-            merged_dyn: Dynamic::UNIT,
-            version: 0,
         };
         if let Some(node) = self.repo.nodes.get(name) {
             for b in &node.bundles {
@@ -360,8 +359,7 @@ impl Fleet {
         state.outputs = vec![None; n];
         state.failures = vec![None; n];
         state.changes = vec![0; n];
-        state.seen = vec![None; n];
-        state.merged_dyn = to_dynamic(&state.merged);
+        state.deps = vec![None; n];
         state
     }
 
@@ -373,7 +371,8 @@ impl Fleet {
             states: HashMap::new(),
             reads: BTreeMap::new(),
             current: None,
-            current_reads: BTreeSet::new(),
+            current_reads: Default::default(),
+            current_deps: Vec::new(),
             oscillated: false,
         };
         session.states.insert(name.to_string(), self.new_state(name));
@@ -435,25 +434,23 @@ impl Fleet {
             if !st.fatal.is_empty() {
                 return None;
             }
-            if let Some(seen) = &st.seen[i]
-                && seen
-                    .iter()
-                    .all(|(n, v)| s.states.get(n).map_or(0, |x| x.version) == *v)
+            if let Some(deps) = &st.deps[i]
+                && deps.iter().all(|d| s.dep_holds(self, node, i, d))
             {
                 return None;
             }
             let (br, idx) = st.reactors[i].clone();
-            let input = if st.outputs[i].is_some() {
+            let value = if st.outputs[i].is_some() {
                 // A reactor never sees its own previous output, or it could keep a value
                 // alive that nothing else sets any more.
-                let without = s.merge_without(self, node, i);
-                to_dynamic(&without)
+                Arc::new(s.merge_without(self, node, i))
             } else {
-                st.merged_dyn.clone()
+                st.merged.clone()
             };
             s.current = Some(node.to_string());
             s.current_reads.clear();
-            Some((br, idx, input))
+            s.current_deps.clear();
+            Some((br, idx, NodeMeta::dynamic_of(value, node)))
         })
         .flatten();
         let Some((br, idx, input)) = prepared else {
@@ -470,18 +467,13 @@ impl Fleet {
         let outcome = interpret(reactor, result);
         with_session(|s| {
             let reads = std::mem::take(&mut s.current_reads);
+            let deps = std::mem::take(&mut s.current_deps);
             s.current = None;
-            let mut seen: Vec<(String, u64)> = reads
-                .iter()
-                .map(|n| (n.clone(), s.states.get(n).map_or(0, |x| x.version)))
-                .collect();
-            let own = s.states.get(node).map_or(0, |x| x.version);
-            seen.push((node.to_string(), own));
             s.reads.entry(node.to_string()).or_default().extend(reads);
             let Some(st) = s.states.get_mut(node) else {
                 return RunResult::UpToDate;
             };
-            st.seen[i] = Some(seen);
+            st.deps[i] = Some(deps);
             match outcome {
                 Interpreted::Output(v) => {
                     st.failures[i] = None;
@@ -647,7 +639,8 @@ impl Fleet {
             .filter_map(|((br, i), o)| o.clone().map(|v| (br.reactors[*i].clone(), v)))
             .collect();
         let empty = SpanMap::default();
-        let stack = build_layers(name, &layers, &outputs, None, &empty);
+        let refs: Vec<(&Reactor, &Value)> = outputs.iter().map(|(r, v)| (r, v)).collect();
+        let stack = build_layers(name, &layers, &refs, &empty);
         let (_, conflicts, _) = metadata::merge_traced(&stack, overrides(&self.repo));
         conflicts
             .into_iter()
@@ -691,13 +684,11 @@ impl Fleet {
     }
 }
 
-/// The layer stack of a node: bundle defaults < reactors < groups < node, leaving out
-/// reactor `skip` (so a reactor does not see its own output).
+/// The layer stack of a node: bundle defaults < reactors < groups < node.
 fn build_layers<'a>(
     name: &'a str,
     layers: &'a NodeLayers,
-    outputs: &'a [(Reactor, Value)],
-    skip: Option<usize>,
+    outputs: &[(&'a Reactor, &'a Value)],
     empty: &'a SpanMap,
 ) -> Vec<Layer<'a>> {
     let mut stack = Vec::new();
@@ -708,10 +699,7 @@ fn build_layers<'a>(
             spans: &l.spans,
         });
     }
-    for (i, (r, v)) in outputs.iter().enumerate() {
-        if Some(i) == skip {
-            continue;
-        }
+    for (r, v) in outputs {
         stack.push(Layer {
             source: Source::Reactor(&r.bundle, &r.name),
             value: v,
@@ -924,13 +912,11 @@ struct NodeState {
     outputs: Vec<Option<Value>>,
     failures: Vec<Option<Failure>>,
     changes: Vec<u32>,
-    /// For each reactor, the versions of the nodes it read at its last run.
-    seen: Vec<Option<Vec<(String, u64)>>>,
+    /// For each reactor, what it read at its last run and the values it saw: it runs again
+    /// only when one of them changed.
+    deps: Vec<Option<Vec<Dep>>>,
     fatal: Vec<Diagnostic>,
     merged: Arc<Value>,
-    merged_dyn: Dynamic,
-    /// Bumped whenever `merged` changes.
-    version: u64,
 }
 
 /// The nodes being computed together on one thread.
@@ -941,18 +927,19 @@ struct Session {
     /// Which nodes each node's reactors read.
     reads: BTreeMap<String, BTreeSet<String>>,
     current: Option<String>,
-    current_reads: BTreeSet<String>,
+    current_reads: std::collections::HashSet<String>,
+    current_deps: Vec<Dep>,
     oscillated: bool,
 }
 
 impl Session {
-    fn outputs_of(st: &NodeState, skip: Option<usize>) -> Vec<(Reactor, Value)> {
+    fn outputs_of(st: &NodeState, skip: Option<usize>) -> Vec<(&Reactor, &Value)> {
         st.reactors
             .iter()
             .zip(&st.outputs)
             .enumerate()
             .filter(|(i, _)| Some(*i) != skip)
-            .filter_map(|(_, ((br, i), o))| o.clone().map(|v| (br.reactors[*i].clone(), v)))
+            .filter_map(|(_, ((br, i), o))| o.as_ref().map(|v| (&br.reactors[*i], v)))
             .collect()
     }
 
@@ -968,12 +955,41 @@ impl Session {
         let Some(st) = self.states.get_mut(node) else {
             return;
         };
-        let outputs = Session::outputs_of(st, None);
-        let merged = merge_node(fleet, node, &outputs);
-        if *st.merged != merged {
-            st.merged_dyn = to_dynamic(&merged);
-            st.merged = Arc::new(merged);
-            st.version += 1;
+        let merged = merge_node(fleet, node, &Session::outputs_of(st, None));
+        // Readers compare the values they read, so no need to compare whole trees here.
+        st.merged = Arc::new(merged);
+    }
+
+    /// Whether what reactor `i` of `node` read (`dep`) still has the value it saw.
+    fn dep_holds(&self, fleet: &Fleet, node: &str, i: usize, dep: &Dep) -> bool {
+        let current = |v: &Value| -> bool {
+            let now = match &dep.path {
+                Some(p) => metadata::lookup(v, p),
+                None => Some(v),
+            };
+            now == dep.value.as_ref()
+        };
+        if dep.node != node {
+            // A node outside the computation is finished and cannot change any more.
+            return self.states.get(&dep.node).is_none_or(|st| current(&st.merged));
+        }
+        let Some(st) = self.states.get(node) else {
+            return true;
+        };
+        // The reactor saw its node without its own output: where that output could be part
+        // of the value, compare with exactly that; elsewhere the merged value is the same.
+        let own = st.outputs[i].as_ref();
+        let overlaps = match &dep.path {
+            None => own.is_some(),
+            Some(p) => {
+                let first = p.split('.').next().unwrap_or("");
+                own.and_then(Value::as_object).is_some_and(|o| o.contains_key(first))
+            }
+        };
+        if overlaps {
+            current(&self.merge_without(fleet, node, i))
+        } else {
+            current(&st.merged)
         }
     }
 
@@ -1012,10 +1028,11 @@ impl Session {
     }
 }
 
-fn merge_node(fleet: &Fleet, node: &str, outputs: &[(Reactor, Value)]) -> Value {
-    let layers = fleet.layers.get(node).cloned().unwrap_or_default();
+fn merge_node(fleet: &Fleet, node: &str, outputs: &[(&Reactor, &Value)]) -> Value {
+    let none = NodeLayers::default();
+    let layers = fleet.layers.get(node).unwrap_or(&none);
     let empty = SpanMap::default();
-    let stack = build_layers(node, &layers, outputs, None, &empty);
+    let stack = build_layers(node, layers, outputs, &empty);
     metadata::merge(&stack, overrides(&fleet.repo)).0
 }
 
@@ -1124,18 +1141,20 @@ fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<Eval
         return Err(err(unknown_node(&fleet, name)));
     }
     let in_session = with_session(|s| {
-        s.current_reads.insert(name.to_string());
+        if !s.current_reads.contains(name) {
+            s.current_reads.insert(name.to_string());
+        }
         if let Some(st) = s.states.get(name) {
-            return Some(Ok(NodeMeta::dynamic(st.merged.clone())));
+            return Some(Ok(NodeMeta::dynamic_of(st.merged.clone(), name)));
         }
         if let Some(done) = fleet.cells(s.reversed).get(name).and_then(|c| c.get()) {
             return Some(match &done.result {
-                Ok(v) => Ok(NodeMeta::dynamic(v.clone())),
+                Ok(v) => Ok(NodeMeta::dynamic_of(v.clone(), name)),
                 Err(d) => Err(broken(name, d)),
             });
         }
         let st = fleet.new_state(name);
-        let value = NodeMeta::dynamic(st.merged.clone());
+        let value = NodeMeta::dynamic_of(st.merged.clone(), name);
         s.states.insert(name.to_string(), st);
         s.order.push(name.to_string());
         Some(Ok(value))
@@ -1144,7 +1163,7 @@ fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<Eval
     match in_session {
         Some(r) => r.map_err(err),
         None => match fleet.metadata(name) {
-            Ok(v) => Ok(NodeMeta::dynamic(v)),
+            Ok(v) => Ok(NodeMeta::dynamic_of(v, name)),
             Err(d) => Err(err(broken(name, &d))),
         },
     }
@@ -1155,12 +1174,48 @@ fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<Eval
 /// `m["key"]` read a key (`()` when missing), `need(m, "a.b")`, `"key" in m`, `m.keys()`,
 /// `m.len()`, `m.to_map()` (a copy as a plain map) and `m.to_json()` work as on maps.
 #[derive(Debug, Clone)]
-pub struct NodeMeta(Arc<Value>);
+pub struct NodeMeta {
+    value: Arc<Value>,
+    /// Whose metadata this is, so reads inside a reactor are remembered as its input.
+    node: Option<Arc<str>>,
+}
 
 impl NodeMeta {
-    fn dynamic(v: Arc<Value>) -> Dynamic {
-        Dynamic::from(NodeMeta(v))
+    fn dynamic_of(value: Arc<Value>, node: &str) -> Dynamic {
+        Dynamic::from(NodeMeta {
+            value,
+            node: Some(Arc::from(node)),
+        })
     }
+
+    /// The value at `path` (the whole metadata for `None`), remembered as read by the
+    /// reactor running on this thread, if any.
+    fn read(&self, path: Option<&str>) -> Option<&Value> {
+        let found = match path {
+            Some(p) => metadata::lookup(&self.value, p),
+            None => Some(&*self.value),
+        };
+        if let Some(node) = &self.node {
+            with_session(|s| {
+                if s.current.is_some() {
+                    s.current_deps.push(Dep {
+                        node: node.to_string(),
+                        path: path.map(str::to_string),
+                        value: found.cloned(),
+                    });
+                }
+            });
+        }
+        found
+    }
+}
+
+/// One value a reactor read: node, dotted path (`None`: all of it) and what it was.
+#[derive(Debug, Clone)]
+struct Dep {
+    node: String,
+    path: Option<String>,
+    value: Option<Value>,
 }
 
 /// Registers the computed-metadata functions: `need`, `atomic`, `nodes`, `node_metadata`,
@@ -1203,12 +1258,15 @@ pub fn register(engine: &mut Engine) {
     );
     engine.register_type_with_name::<NodeMeta>("NodeMetadata");
     engine.register_indexer_get(|m: &mut NodeMeta, key: &str| -> Dynamic {
-        m.0.get(key).map_or(Dynamic::UNIT, to_dynamic)
+        m.read(Some(key)).map_or(Dynamic::UNIT, to_dynamic)
+    });
+    engine.register_fn("get", |m: &mut NodeMeta, key: &str| -> Dynamic {
+        m.read(Some(key)).map_or(Dynamic::UNIT, to_dynamic)
     });
     engine.register_fn(
         "need",
         |ctx: NativeCallContext, m: &mut NodeMeta, path: &str| -> Result<Dynamic, Box<EvalAltResult>> {
-            match metadata::lookup(&m.0, path) {
+            match m.read(Some(path)) {
                 Some(v) if !v.is_null() => Ok(to_dynamic(v)),
                 _ => Err(Box::new(EvalAltResult::ErrorRuntime(
                     format!("{NEED_MARK}{path}").into(),
@@ -1218,20 +1276,38 @@ pub fn register(engine: &mut Engine) {
         },
     );
     engine.register_fn("contains", |m: &mut NodeMeta, key: &str| {
-        m.0.get(key).is_some()
+        m.read(Some(key)).is_some()
     });
     engine.register_fn("keys", |m: &mut NodeMeta| -> rhai::Array {
-        m.0.as_object()
+        m.read(None)
+            .and_then(Value::as_object)
             .map(|o| o.keys().map(|k| Dynamic::from(k.clone())).collect())
             .unwrap_or_default()
     });
-    engine.register_fn("len", |m: &mut NodeMeta| -> i64 {
-        m.0.as_object().map_or(0, |o| o.len() as i64)
+    engine.register_fn("values", |m: &mut NodeMeta| -> rhai::Array {
+        m.read(None)
+            .and_then(Value::as_object)
+            .map(|o| o.values().map(to_dynamic).collect())
+            .unwrap_or_default()
     });
-    engine.register_fn("to_map", |m: &mut NodeMeta| to_dynamic(&m.0));
-    engine.register_fn("to_json", |m: &mut NodeMeta| m.0.to_string());
-    engine.register_fn("to_string", |m: &mut NodeMeta| m.0.to_string());
-    engine.register_fn("to_debug", |m: &mut NodeMeta| m.0.to_string());
+    engine.register_fn("len", |m: &mut NodeMeta| -> i64 {
+        m.read(None)
+            .and_then(Value::as_object)
+            .map_or(0, |o| o.len() as i64)
+    });
+    engine.register_fn("is_empty", |m: &mut NodeMeta| -> bool {
+        m.read(None)
+            .and_then(Value::as_object)
+            .is_none_or(|o| o.is_empty())
+    });
+    engine.register_fn("to_map", |m: &mut NodeMeta| {
+        m.read(None).map_or(Dynamic::UNIT, to_dynamic)
+    });
+    for name in ["to_json", "to_string", "to_debug"] {
+        engine.register_fn(name, |m: &mut NodeMeta| {
+            m.read(None).map(Value::to_string).unwrap_or_default()
+        });
+    }
     engine.register_fn("atomic", |v: Dynamic| -> Dynamic {
         let mut m = rhai::Map::new();
         m.insert(metadata::ATOMIC_KEY.into(), v);
