@@ -167,8 +167,12 @@ fn reactor_determinism(node: &Node) -> Vec<Diagnostic> {
                     "metadata differs between two runs of its reactors (the second in the \
                      opposite order): first at `{}`: {} vs {}",
                     path,
-                    crate::repo::metadata::lookup(&first, &path).cloned().unwrap_or_default(),
-                    crate::repo::metadata::lookup(&second, &path).cloned().unwrap_or_default(),
+                    crate::repo::metadata::lookup(&first, &path)
+                        .cloned()
+                        .unwrap_or_default(),
+                    crate::repo::metadata::lookup(&second, &path)
+                        .cloned()
+                        .unwrap_or_default(),
                 ))
                 .with_hint(
                     "a reactor must return the same map for the same input; do not depend on \
@@ -215,8 +219,10 @@ fn first_difference(a: &Value, b: &Value, path: &mut Vec<String>) -> Option<Stri
 /// Reactors that returned nothing (`#{}`) on every tested node whose metadata computed:
 /// probably dead code, or a condition that never holds.
 fn reactors_never_contributing(nodes: &[&Node]) -> Vec<Diagnostic> {
-    let mut seen: std::collections::BTreeMap<(String, String), (crate::repo::computed::Reactor, bool)> =
-        Default::default();
+    let mut seen: std::collections::BTreeMap<
+        (String, String),
+        (crate::repo::computed::Reactor, bool),
+    > = Default::default();
     for node in nodes {
         let Some(fleet) = &node.fleet else { continue };
         let outcome = fleet.outcome(&node.name);

@@ -97,7 +97,9 @@ fn attr_source(node: &Node, attr: &str) -> Vec<String> {
         return vec![src.clone()];
     }
     match attr {
-        "hostname" if node.hostname != node.name => vec![format!("node '{}' ({})", node.name, node.location)],
+        "hostname" if node.hostname != node.name => {
+            vec![format!("node '{}' ({})", node.name, node.location)]
+        }
         "hostname" => vec!["default (the node name)".into()],
         "groups" => vec!["the node's `groups`, group members, patterns and subgroups".into()],
         "bundles" => vec!["the node's and its groups' `bundles`".into()],
@@ -105,7 +107,12 @@ fn attr_source(node: &Node, attr: &str) -> Vec<String> {
         other => match other.strip_prefix("metadata.") {
             Some(path) => metadata_blame(node)
                 .ok()
-                .map(|b| blame_for(&b, path).into_iter().flat_map(|(_, v)| v).collect())
+                .map(|b| {
+                    blame_for(&b, path)
+                        .into_iter()
+                        .flat_map(|(_, v)| v)
+                        .collect()
+                })
                 .unwrap_or_default(),
             None => vec!["default".into()],
         },
@@ -150,10 +157,7 @@ fn node_attr(node: &Node, attr: &str) -> Value {
         "lock_dir" => json!(node.lock_dir),
         "os" => json!(node.os),
         "os_version" => json!(node.os_version),
-        "metadata" => node
-            .metadata()
-            .map(|m| (*m).clone())
-            .unwrap_or(Value::Null),
+        "metadata" => node.metadata().map(|m| (*m).clone()).unwrap_or(Value::Null),
         other => other
             .strip_prefix("metadata.")
             .and_then(|path| {
@@ -272,18 +276,25 @@ pub fn cmd_metadata(ctx: &Context, args: &MetadataArgs) -> Result<u8> {
         let entries: Vec<(String, Vec<String>)> = if args.keys.is_empty() {
             blame.into_iter().collect()
         } else {
-            args.keys.iter().flat_map(|k| blame_for(&blame, k)).collect()
+            args.keys
+                .iter()
+                .flat_map(|k| blame_for(&blame, k))
+                .collect()
         };
         if ctx.console.json() {
             let mut obj = serde_json::Map::new();
             for (path, from) in entries {
-                let value = metadata::lookup(&computed, &path).cloned().unwrap_or(Value::Null);
+                let value = metadata::lookup(&computed, &path)
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 obj.insert(path, json!({ "value": value, "from": from }));
             }
             ctx.console.json_line(&Value::Object(obj));
         } else {
             for (path, from) in entries {
-                let value = metadata::lookup(&computed, &path).cloned().unwrap_or(Value::Null);
+                let value = metadata::lookup(&computed, &path)
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 ctx.console
                     .out(&format!("{path} = {value}  <- {}", from.join(", ")));
             }

@@ -200,7 +200,10 @@ impl Fleet {
 
     /// Which layer set each value of `name`'s metadata, by dotted path: e.g.
     /// `nginx.port` → `["group 'web' (groups.toml:4)"]`.
-    pub fn blame(self: &Arc<Self>, name: &str) -> Result<BTreeMap<String, Vec<String>>, Vec<Diagnostic>> {
+    pub fn blame(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<BTreeMap<String, Vec<String>>, Vec<Diagnostic>> {
         let outcome = self.outcome(name);
         let value = outcome.result.clone()?;
         let layers = self.layers.get(name).cloned().unwrap_or_default();
@@ -230,7 +233,9 @@ impl Fleet {
                         Source::Reactor(b, r) => outputs
                             .iter()
                             .find(|(x, _)| x.bundle == b && x.name == r)
-                            .map(|(x, _)| format!("reactor '{r}' of bundle '{b}' ({})", x.file.display()))
+                            .map(|(x, _)| {
+                                format!("reactor '{r}' of bundle '{b}' ({})", x.file.display())
+                            })
                             .unwrap_or_else(|| layer.source.to_string()),
                         _ => match layer.spans.find(&path) {
                             Some(loc) => format!("{} ({loc})", layer.source),
@@ -375,7 +380,9 @@ impl Fleet {
             current_deps: Vec::new(),
             oscillated: false,
         };
-        session.states.insert(name.to_string(), self.new_state(name));
+        session
+            .states
+            .insert(name.to_string(), self.new_state(name));
         let frame = Frame {
             fleet: self.clone(),
             session: Some(session),
@@ -826,7 +833,10 @@ fn interpret(reactor: &Reactor, result: Result<Dynamic, Box<EvalAltResult>>) -> 
                 Ok(value) => Interpreted::Output(value),
                 Err(e) => Interpreted::Fatal(Diagnostic::at(
                     reactor.location(),
-                    format!("{} returned a value cinch cannot read: {e}", reactor.describe()),
+                    format!(
+                        "{} returned a value cinch cannot read: {e}",
+                        reactor.describe()
+                    ),
                 )),
             };
         }
@@ -971,7 +981,10 @@ impl Session {
         };
         if dep.node != node {
             // A node outside the computation is finished and cannot change any more.
-            return self.states.get(&dep.node).is_none_or(|st| current(&st.merged));
+            return self
+                .states
+                .get(&dep.node)
+                .is_none_or(|st| current(&st.merged));
         }
         let Some(st) = self.states.get(node) else {
             return true;
@@ -983,7 +996,8 @@ impl Session {
             None => own.is_some(),
             Some(p) => {
                 let first = p.split('.').next().unwrap_or("");
-                own.and_then(Value::as_object).is_some_and(|o| o.contains_key(first))
+                own.and_then(Value::as_object)
+                    .is_some_and(|o| o.contains_key(first))
             }
         };
         if overlaps {
@@ -1223,7 +1237,10 @@ struct Dep {
 pub fn register(engine: &mut Engine) {
     engine.register_fn(
         "need",
-        |ctx: NativeCallContext, m: &mut rhai::Map, path: &str| -> Result<Dynamic, Box<EvalAltResult>> {
+        |ctx: NativeCallContext,
+         m: &mut rhai::Map,
+         path: &str|
+         -> Result<Dynamic, Box<EvalAltResult>> {
             let mut segments = path.split('.');
             let first = segments.next().and_then(|seg| m.get(seg)).cloned();
             let mut current = match first {
@@ -1265,7 +1282,10 @@ pub fn register(engine: &mut Engine) {
     });
     engine.register_fn(
         "need",
-        |ctx: NativeCallContext, m: &mut NodeMeta, path: &str| -> Result<Dynamic, Box<EvalAltResult>> {
+        |ctx: NativeCallContext,
+         m: &mut NodeMeta,
+         path: &str|
+         -> Result<Dynamic, Box<EvalAltResult>> {
             match m.read(Some(path)) {
                 Some(v) if !v.is_null() => Ok(to_dynamic(v)),
                 _ => Err(Box::new(EvalAltResult::ErrorRuntime(
@@ -1316,7 +1336,9 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn(
         "nodes",
         |ctx: NativeCallContext, target: &str| -> Result<rhai::Array, Box<EvalAltResult>> {
-            let err = |msg: String| Box::new(EvalAltResult::ErrorRuntime(msg.into(), ctx.call_position()));
+            let err = |msg: String| {
+                Box::new(EvalAltResult::ErrorRuntime(msg.into(), ctx.call_position()))
+            };
             let fleet = current_fleet().ok_or_else(|| {
                 err("nodes() is only available in reactors, items.rhai and templates".into())
             })?;
@@ -1334,6 +1356,11 @@ pub fn register(engine: &mut Engine) {
 
 fn listed(node: &rhai::Map, key: &str, name: &str) -> bool {
     node.get(key)
-        .and_then(|v| v.read_lock::<rhai::Array>().map(|a| a.iter().any(|x| x.clone().into_string().is_ok_and(|s| s == name))))
+        .and_then(|v| {
+            v.read_lock::<rhai::Array>().map(|a| {
+                a.iter()
+                    .any(|x| x.clone().into_string().is_ok_and(|s| s == name))
+            })
+        })
         .unwrap_or(false)
 }

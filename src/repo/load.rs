@@ -9,10 +9,10 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::diag::{Diagnostic, Location, did_you_mean};
+use crate::repo::computed::{Fleet, NodeLayers, StaticLayer};
 use crate::repo::group::Hierarchy;
 use crate::repo::metadata::{self, Layer, Source};
 use crate::repo::toml_file::{Fields, Located, SpanMap, TomlFile, validate_name};
-use crate::repo::computed::{Fleet, NodeLayers, StaticLayer};
 use crate::repo::{Bundle, Group, Node, Repo, Settings, TransportKind};
 
 /// Every attribute a `[nodes.NAME]` table may have.
@@ -662,9 +662,15 @@ fn read_bundles(
             continue;
         }
         // The bundle directory, or one of its files, may be the link out of the repo.
-        let escape = ["", "items.toml", "items.rhai", "metadata.toml", "metadata.rhai"]
-            .iter()
-            .find_map(|f| sandbox.escape(&path.join(f)));
+        let escape = [
+            "",
+            "items.toml",
+            "items.rhai",
+            "metadata.toml",
+            "metadata.rhai",
+        ]
+        .iter()
+        .find_map(|f| sandbox.escape(&path.join(f)));
         if let Some(why) = escape {
             diags.push(
                 Diagnostic::at(Location::file(&path), format!("bundle '{name}': {why}"))
@@ -878,10 +884,7 @@ fn resolve_node(
         },
         groups: group_names,
         bundles: bundle_set.into_iter().map(String::from).collect(),
-        dummy: attrs
-            .get("dummy")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        dummy: attrs.get("dummy").and_then(Value::as_bool).unwrap_or(false),
         become_: text("become"),
         lock_dir: text("lock_dir").unwrap_or_else(|| Node::DEFAULT_LOCK_DIR.to_string()),
         os: text("os").unwrap_or_else(|| Node::DEFAULT_OS.to_string()),
@@ -929,7 +932,11 @@ fn resolve_attrs(
         let specific: Vec<usize> = setters
             .iter()
             .copied()
-            .filter(|&g| !setters.iter().any(|&h| h != g && hierarchy.is_ancestor(g, h)))
+            .filter(|&g| {
+                !setters
+                    .iter()
+                    .any(|&h| h != g && hierarchy.is_ancestor(g, h))
+            })
             .collect();
         let Some(&first) = specific.first() else {
             continue;

@@ -311,10 +311,7 @@ mod tests {
         ];
         let (v, conflicts, owners) = merge_traced(&layers, overrides);
         assert!(conflicts.is_empty(), "{conflicts:?}");
-        assert_eq!(
-            v,
-            json!({"ports": [8080], "opts": {"c": 3}, "new": [1]})
-        );
+        assert_eq!(v, json!({"ports": [8080], "opts": {"c": 3}, "new": [1]}));
         // The replaced subtree is owned by the node alone.
         assert_eq!(owners.get(&vec!["opts".to_string()]), Some(&vec![1]));
         assert!(!owners.contains_key(&vec!["opts".to_string(), "a".to_string()]));

@@ -42,7 +42,10 @@ fn reactors_reach_a_fixed_point_and_retry_on_a_missing_key() {
     // `late` needs what `early` derives from what `first` derives: the order in the file
     // is the worst one, so both must be retried.
     let r = TestRepo::new()
-        .file("nodes.toml", "[nodes.n]\nbundles = [\"b\"]\n[nodes.n.metadata]\nbase = 2\n")
+        .file(
+            "nodes.toml",
+            "[nodes.n]\nbundles = [\"b\"]\n[nodes.n.metadata]\nbase = 2\n",
+        )
         .file(
             "bundles/b/metadata.rhai",
             "fn late(node, metadata) { #{ c: need(metadata, \"x.b\") * 10 } }\n\
@@ -65,8 +68,7 @@ fn key_still_missing_at_the_fixed_point_names_reactor_file_line_and_key() {
         );
     let run = r.cinch(&["metadata", "n"]).expect_code(2);
     assert!(
-        run.stderr
-            .contains("bundles/b/metadata.rhai:4")
+        run.stderr.contains("bundles/b/metadata.rhai:4")
             && run.stderr.contains("reactor 'ports' of bundle 'b'")
             && run.stderr.contains("`nginx.port`"),
         "{}",
@@ -188,8 +190,14 @@ fn cross_node_cycle_that_never_settles_names_the_chain() {
 fn metadata_of_one_node_computes_only_what_it_needs() {
     // n2's reactor would fail; asking for n1 must not run it.
     let r = TestRepo::new()
-        .file("nodes.toml", "[nodes.n1]\nbundles = [\"ok\"]\n[nodes.n2]\nbundles = [\"bad\"]\n")
-        .file("bundles/ok/metadata.rhai", "fn r(node, metadata) { #{ fine: true } }\n")
+        .file(
+            "nodes.toml",
+            "[nodes.n1]\nbundles = [\"ok\"]\n[nodes.n2]\nbundles = [\"bad\"]\n",
+        )
+        .file(
+            "bundles/ok/metadata.rhai",
+            "fn r(node, metadata) { #{ fine: true } }\n",
+        )
         .file(
             "bundles/bad/metadata.rhai",
             "fn r(node, metadata) { throw \"must not run\"; }\n",
@@ -235,7 +243,13 @@ fn attributes_come_through_groups_and_unrelated_groups_conflict() {
              [groups.other]\nusername = \"ops\"\n",
         );
     let run = r
-        .cinch(&["--json", "nodes", "n1,n2", "-a", "username,port,os,os_version"])
+        .cinch(&[
+            "--json",
+            "nodes",
+            "n1,n2",
+            "-a",
+            "username,port,os,os_version",
+        ])
         .expect_code(0);
     let lines = run.json_lines();
     assert_eq!(lines[0]["username"], "deploy", "{lines:?}");
@@ -256,7 +270,9 @@ fn attributes_come_through_groups_and_unrelated_groups_conflict() {
         .cinch(&["nodes", "n1", "-a", "username,port", "--blame"])
         .expect_code(0);
     assert!(
-        blame.stdout.contains("username = \"deploy\"  <- group 'eu' (")
+        blame
+            .stdout
+            .contains("username = \"deploy\"  <- group 'eu' (")
             && blame.stdout.contains("port = 2222  <- group 'all' ("),
         "{}",
         blame.stdout
@@ -318,15 +334,22 @@ fn blame_names_layer_and_file_line_or_reactor() {
         )
         .file("groups.toml", "[groups.g.metadata]\nfrom_group = 2\n")
         .file("bundles/b/metadata.toml", "deflt = 3\n")
-        .file("bundles/b/metadata.rhai", "fn r(node, metadata) { #{ computed: 4 } }\n");
+        .file(
+            "bundles/b/metadata.rhai",
+            "fn r(node, metadata) { #{ computed: 4 } }\n",
+        );
     let run = r.cinch(&["metadata", "n", "--blame"]).expect_code(0);
     assert!(
         run.stdout.contains("mine = 1  <- node 'n' (")
             && run.stdout.contains("nodes.toml:5")
             && run.stdout.contains("from_group = 2  <- group 'g' (")
             && run.stdout.contains("groups.toml:2")
-            && run.stdout.contains("deflt = 3  <- bundle 'b' (metadata.toml) (")
-            && run.stdout.contains("computed = 4  <- reactor 'r' of bundle 'b' (")
+            && run
+                .stdout
+                .contains("deflt = 3  <- bundle 'b' (metadata.toml) (")
+            && run
+                .stdout
+                .contains("computed = 4  <- reactor 'r' of bundle 'b' (")
             && run.stdout.contains("bundles/b/metadata.rhai"),
         "{}",
         run.stdout
@@ -357,12 +380,14 @@ fn cinch_test_reports_order_dependent_reactors_and_ones_that_never_contribute() 
         );
     let run = r.cinch(&["test"]).expect_code(1);
     assert!(
-        run.stderr.contains("differs between two runs of its reactors"),
+        run.stderr
+            .contains("differs between two runs of its reactors"),
         "{}",
         run.stderr
     );
     assert!(
-        run.stderr.contains("reactor 'idle' of bundle 'b' never contributes anything"),
+        run.stderr
+            .contains("reactor 'idle' of bundle 'b' never contributes anything"),
         "{}",
         run.stderr
     );
@@ -380,4 +405,27 @@ fn reactor_that_is_not_a_function_of_node_and_metadata_is_named() {
         .expect_code(2)
         .stderr_has("bundles/b/metadata.rhai:3")
         .stderr_has("reactor 'r' takes 1 parameter(s)");
+}
+
+#[test]
+fn other_nodes_metadata_cannot_be_changed_by_a_reactor() {
+    let r = TestRepo::new()
+        .file(
+            "nodes.toml",
+            "[nodes.a]\nbundles = [\"w\"]\n[nodes.b.metadata]\nip = \"10.0.0.2\"\n",
+        )
+        .file(
+            "bundles/w/metadata.rhai",
+            "fn meddle(node, metadata) {\n  let m = node_metadata(\"b\");\n  m.ip = \"evil\";\n  #{ done: true }\n}\n",
+        );
+    let run = r.cinch(&["metadata", "a"]).expect_code(2);
+    assert!(
+        run.stderr.contains("bundles/w/metadata.rhai:3")
+            && run.stderr.contains("reactor 'meddle' of bundle 'w'")
+            && run.stderr.contains("failed: No writable property 'ip'"),
+        "{}",
+        run.stderr
+    );
+    let b = metadata_json(&r, "b");
+    assert_eq!(b["ip"], "10.0.0.2", "{b}");
 }
