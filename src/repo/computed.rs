@@ -234,7 +234,7 @@ impl Fleet {
                             .iter()
                             .find(|(x, _)| x.bundle == b && x.name == r)
                             .map(|(x, _)| {
-                                format!("reactor '{r}' of bundle '{b}' ({})", x.file.display())
+                                format!("reactor '{r}' of bundle '{b}' ({})", x.location())
                             })
                             .unwrap_or_else(|| layer.source.to_string()),
                         _ => match layer.spans.find(&path) {
