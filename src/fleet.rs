@@ -110,9 +110,7 @@ mod tests {
             dummy,
             become_: None,
             lock_dir: "/tmp/x".into(),
-            metadata: serde_json::json!({}),
-            location: Default::default(),
-            problems: Vec::new(),
+            ..Node::bare("n1", serde_json::json!({}))
         }
     }
 

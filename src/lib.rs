@@ -28,7 +28,6 @@ pub mod plan;
 pub mod prepare;
 pub mod repo;
 pub mod review;
-pub mod rhai_engine;
 pub mod settings;
 pub mod shell;
 pub mod transport;

@@ -25,7 +25,7 @@ pub struct Prepared {
 pub fn prepare(repo: &Repo, node: &Node) -> Result<Prepared, Vec<Diagnostic>> {
     // A node's own problems (a metadata conflict) come first; its items are still checked so
     // `cinch test` reports everything at once. (apply never gets here for such a node.)
-    let mut problems = node.problems.clone();
+    let mut problems = node.all_problems();
     let items = match crate::items::load_node_items(repo, node) {
         Ok(items) => items,
         Err(diags) => {

@@ -221,6 +221,8 @@ pub struct NodesSettings {
     pub target: Option<String>,
     /// Attribute columns.
     pub attrs: Vec<String>,
+    /// Show where each attribute came from.
+    pub blame: bool,
 }
 
 /// `cinch groups`.
@@ -248,6 +250,8 @@ pub struct MetadataSettings {
     pub keys: Vec<String>,
     /// Show secret values instead of `[secret:ID]`.
     pub reveal: bool,
+    /// Show the layer and file:line (or reactor) behind each value.
+    pub blame: bool,
 }
 
 /// `cinch hash`.

@@ -439,6 +439,18 @@ pub fn examples(path: &[&str]) -> &'static [Example] {
                 what: "A table with those attributes as columns.",
             },
             Example {
+                args: &[
+                    "-r",
+                    "repo-template",
+                    "nodes",
+                    "demo",
+                    "-a",
+                    "os,lock_dir",
+                    "--blame",
+                ],
+                what: "Each attribute with where it came from (the node, a group, a default).",
+            },
+            Example {
                 args: &["--json", "nodes", "bundle:nginx"],
                 what: "The nodes that have the nginx bundle, as JSON lines.",
             },
@@ -466,11 +478,15 @@ pub fn examples(path: &[&str]) -> &'static [Example] {
         ["metadata"] => &[
             Example {
                 args: &["-r", "repo-template", "metadata", "demo"],
-                what: "Node demo's merged metadata as JSON (bundle defaults < groups < node).",
+                what: "Node demo's computed metadata as JSON (bundle defaults < reactors < groups < node).",
             },
             Example {
                 args: &["-r", "repo-template", "metadata", "demo", "demo.color"],
                 what: "Only one key, as a dotted path.",
+            },
+            Example {
+                args: &["-r", "repo-template", "metadata", "demo", "--blame"],
+                what: "Every value with the layer and file:line (or reactor) that set it.",
             },
             Example {
                 args: &["metadata", "db1", "mysql.root_password", "--reveal"],

@@ -331,6 +331,9 @@ pub struct NodesArgs {
     /// Attributes to show as columns (hostname, groups, bundles, transport, ...).
     #[arg(short = 'a', long = "attrs", value_name = "ATTR", value_delimiter = ',', num_args = 1..)]
     pub attrs: Vec<String>,
+    /// Show where each attribute value came from (the node, a group, a reactor, a default).
+    #[arg(long)]
+    pub blame: bool,
 }
 
 /// `cinch groups`.
@@ -360,6 +363,9 @@ pub struct MetadataArgs {
     /// Show secret values instead of [secret:ID] (needs the keys).
     #[arg(long)]
     pub reveal: bool,
+    /// Show, for each value, the layer and file:line (or reactor) that set it.
+    #[arg(long)]
+    pub blame: bool,
 }
 
 /// `cinch secret ...`.
@@ -542,6 +548,7 @@ fn dispatch(ctx: &Settings, command: Command) -> Result<u8> {
             &NodesSettings {
                 target: a.target,
                 attrs: a.attrs,
+                blame: a.blame,
             },
         ),
         Command::Groups(a) => {
@@ -560,6 +567,7 @@ fn dispatch(ctx: &Settings, command: Command) -> Result<u8> {
                 node: a.node,
                 keys: a.keys,
                 reveal: a.reveal,
+                blame: a.blame,
             },
         ),
         Command::Repo(RepoCommand::Create { dir }) => {

@@ -139,7 +139,7 @@ fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bo
     let prepared: Vec<std::result::Result<Prepared<'_>, Vec<Diagnostic>>> = nodes
         .par_iter()
         .map(|n| {
-            if n.problems.is_empty() {
+            if n.all_problems().is_empty() {
                 prepare(&repo, n, select, mode, interactive, item_workers)
             } else {
                 Ok(Prepared::broken(n, mode, item_workers))

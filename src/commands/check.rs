@@ -2,7 +2,7 @@
 //! every problem (not only the first), each with its file and line.
 
 use rayon::prelude::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
@@ -65,13 +65,23 @@ pub fn cmd_test(ctx: &Settings, args: &TestSettings) -> Result<u8> {
     if let Some(hooks) = &hooks {
         warn(ctx, &hooks.lint());
     }
+    let mut idle_reactors = Vec::new();
 
     // Hooks run right after each node's checks, on the same worker; a failing `test_node`
     // hook has already been reported (with its file and line) and marks the node as bad.
     let results: Vec<(&Node, NodeCheck, bool)> = nodes
         .par_iter()
         .map(|node| {
-            let checked = crate::prepare::prepare(&repo, node).map(|c| c.plan.items.len());
+            let checked = crate::prepare::prepare(&repo, node)
+                .map(|c| c.plan.items.len())
+                .and_then(|count| {
+                    let unstable = reactor_determinism(node);
+                    if unstable.is_empty() {
+                        Ok(count)
+                    } else {
+                        Err(unstable)
+                    }
+                });
             let hook_ok = bus.as_ref().is_none_or(|bus| {
                 bus.emit(&crate::events::Event::TestNode { node }) == Flow::Continue
             });
@@ -82,6 +92,8 @@ pub fn cmd_test(ctx: &Settings, args: &TestSettings) -> Result<u8> {
     if crate::interrupt::requested() {
         return Err(Error::Interrupted);
     }
+    idle_reactors.extend(reactors_never_contributing(&nodes));
+    warn(ctx, &idle_reactors);
     // `test` is the end of a full test only: a target tests part of the repo.
     if let Some(bus) = &bus
         && args.target.is_none()
@@ -134,6 +146,116 @@ pub fn cmd_test(ctx: &Settings, args: &TestSettings) -> Result<u8> {
     } else {
         EXIT_PROBLEMS
     })
+}
+
+/// Runs a node's reactors a second time, from scratch and in the opposite order, and reports
+/// a difference: metadata that depends on reactor order or on anything but its input (time,
+/// chance) would make applies unrepeatable.
+fn reactor_determinism(node: &Node) -> Vec<Diagnostic> {
+    let Some(fleet) = &node.fleet else {
+        return Vec::new();
+    };
+    let Ok(first) = node.metadata() else {
+        return Vec::new();
+    };
+    match fleet.recompute_reversed(&node.name).result.clone() {
+        Ok(second) if second == first => Vec::new(),
+        Ok(second) => {
+            let path = first_difference(&first, &second, &mut Vec::new()).unwrap_or_default();
+            vec![
+                Diagnostic::new(format!(
+                    "metadata differs between two runs of its reactors (the second in the \
+                     opposite order): first at `{}`: {} vs {}",
+                    path,
+                    crate::repo::metadata::lookup(&first, &path)
+                        .cloned()
+                        .unwrap_or_default(),
+                    crate::repo::metadata::lookup(&second, &path)
+                        .cloned()
+                        .unwrap_or_default(),
+                ))
+                .with_hint(
+                    "a reactor must return the same map for the same input; do not depend on \
+                     time, randomness or on which reactor ran first",
+                ),
+            ]
+        }
+        Err(diags) => diags
+            .into_iter()
+            .map(|mut d| {
+                d.message = format!(
+                    "{} (only when its reactors run in the opposite order)",
+                    d.message
+                );
+                d
+            })
+            .collect(),
+    }
+}
+
+/// The dotted path of the first place two metadata values differ.
+fn first_difference(a: &Value, b: &Value, path: &mut Vec<String>) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                path.push(k.clone());
+                let found = match (x.get(k), y.get(k)) {
+                    (Some(p), Some(q)) => first_difference(p, q, path),
+                    _ => Some(path.join(".")),
+                };
+                path.pop();
+                if found.is_some() {
+                    return found;
+                }
+            }
+            None
+        }
+        _ if a == b => None,
+        _ => Some(path.join(".")),
+    }
+}
+
+/// Reactors that returned nothing (`#{}`) on every tested node whose metadata computed:
+/// probably dead code, or a condition that never holds.
+fn reactors_never_contributing(nodes: &[&Node]) -> Vec<Diagnostic> {
+    let mut seen: std::collections::BTreeMap<
+        (String, String),
+        (crate::repo::computed::Reactor, bool),
+    > = Default::default();
+    for node in nodes {
+        let Some(fleet) = &node.fleet else { continue };
+        let outcome = fleet.outcome(&node.name);
+        if outcome.result.is_err() {
+            continue;
+        }
+        for (reactor, output) in &outcome.outputs {
+            let gave = output
+                .as_ref()
+                .is_some_and(|v| v.as_object().is_none_or(|m| !m.is_empty()));
+            let entry = seen
+                .entry((reactor.bundle.clone(), reactor.name.clone()))
+                .or_insert_with(|| (reactor.clone(), false));
+            entry.1 |= gave;
+        }
+    }
+    seen.into_values()
+        .filter(|(_, gave)| !gave)
+        .map(|(r, _)| {
+            Diagnostic::at(
+                crate::diag::Location {
+                    file: r.file.clone(),
+                    line: r.line,
+                    column: 0,
+                },
+                format!(
+                    "reactor '{}' of bundle '{}' never contributes anything (it returned #{{}} on every node)",
+                    r.name, r.bundle
+                ),
+            )
+            .with_hint("remove it, or name it with a leading `_` if it is a helper")
+        })
+        .collect()
 }
 
 /// Hook lint findings: shown, never fatal (a misspelt hook is not called, which may be fine).

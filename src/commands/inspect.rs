@@ -23,10 +23,31 @@ pub fn cmd_nodes(ctx: &Settings, args: &NodesSettings) -> Result<u8> {
         for node in &nodes {
             let mut obj = serde_json::Map::new();
             obj.insert("node".into(), json!(node.name));
+            let mut blame = serde_json::Map::new();
             for attr in &args.attrs {
                 obj.insert(attr.clone(), node_attr(node, attr));
+                if args.blame {
+                    blame.insert(attr.clone(), json!(attr_source(node, attr)));
+                }
+            }
+            if args.blame {
+                obj.insert("blame".into(), Value::Object(blame));
             }
             ctx.console.json_line(&Value::Object(obj));
+        }
+        return Ok(0);
+    }
+    if args.blame {
+        // One line per node and attribute: too wide for a table with sources in it.
+        for node in &nodes {
+            for attr in &args.attrs {
+                ctx.console.out(&format!(
+                    "{}  {attr} = {}  <- {}",
+                    node.name,
+                    node_attr(node, attr),
+                    attr_source(node, attr).join(", ")
+                ));
+            }
         }
         return Ok(0);
     }
@@ -70,6 +91,55 @@ fn check_attr(attr: &str) -> Result<()> {
     Err(Error::Usage(msg))
 }
 
+/// Where a node attribute's value came from: the node, a group, a reactor or a default.
+fn attr_source(node: &Node, attr: &str) -> Vec<String> {
+    if let Some(src) = node.attribute_sources.get(attr) {
+        return vec![src.clone()];
+    }
+    match attr {
+        "hostname" if node.hostname != node.name => {
+            vec![format!("node '{}' ({})", node.name, node.location)]
+        }
+        "hostname" => vec!["default (the node name)".into()],
+        "groups" => vec!["the node's `groups`, group members, patterns and subgroups".into()],
+        "bundles" => vec!["the node's and its groups' `bundles`".into()],
+        "metadata" => vec!["see `cinch metadata NODE --blame`".into()],
+        other => match other.strip_prefix("metadata.") {
+            Some(path) => metadata_blame(node)
+                .ok()
+                .map(|b| {
+                    blame_for(&b, path)
+                        .into_iter()
+                        .flat_map(|(_, v)| v)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => vec!["default".into()],
+        },
+    }
+}
+
+/// Which layer set each metadata value of `node`, by dotted path.
+fn metadata_blame(node: &Node) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+    match &node.fleet {
+        Some(fleet) => fleet.blame(&node.name).map_err(Error::Repo),
+        None => Ok(Default::default()),
+    }
+}
+
+/// The blame entries at `key` or below it.
+fn blame_for(
+    blame: &std::collections::BTreeMap<String, Vec<String>>,
+    key: &str,
+) -> Vec<(String, Vec<String>)> {
+    let prefix = format!("{key}.");
+    blame
+        .iter()
+        .filter(|(p, _)| *p == key || p.starts_with(&prefix) || key.starts_with(&format!("{p}.")))
+        .map(|(p, v)| (p.clone(), v.clone()))
+        .collect()
+}
+
 /// One attribute of a node as JSON; `null` when unset (or a metadata path is missing).
 fn node_attr(node: &Node, attr: &str) -> Value {
     match attr {
@@ -85,11 +155,16 @@ fn node_attr(node: &Node, attr: &str) -> Value {
         "dummy" => json!(node.dummy),
         "become" => json!(node.become_),
         "lock_dir" => json!(node.lock_dir),
-        "metadata" => node.metadata.clone(),
+        "os" => json!(node.os),
+        "os_version" => json!(node.os_version),
+        "metadata" => node.metadata().map(|m| (*m).clone()).unwrap_or(Value::Null),
         other => other
             .strip_prefix("metadata.")
-            .and_then(|path| metadata::lookup(&node.metadata, path))
-            .cloned()
+            .and_then(|path| {
+                node.metadata()
+                    .ok()
+                    .and_then(|m| metadata::lookup(&m, path).cloned())
+            })
             .unwrap_or(Value::Null),
     }
 }
@@ -192,14 +267,48 @@ pub fn cmd_items(ctx: &Settings, args: &ItemsSettings) -> Result<u8> {
 pub fn cmd_metadata(ctx: &Settings, args: &MetadataSettings) -> Result<u8> {
     let repo = ctx.load_repo()?;
     let node = repo.node(&args.node)?.usable()?;
+    let computed = node.metadata().map_err(Error::Repo)?;
+    for key in &args.keys {
+        metadata::lookup(&computed, key).ok_or_else(|| missing_key(node, &computed, key))?;
+    }
+    if args.blame {
+        let blame = metadata_blame(node)?;
+        let entries: Vec<(String, Vec<String>)> = if args.keys.is_empty() {
+            blame.into_iter().collect()
+        } else {
+            args.keys
+                .iter()
+                .flat_map(|k| blame_for(&blame, k))
+                .collect()
+        };
+        if ctx.console.json() {
+            let mut obj = serde_json::Map::new();
+            for (path, from) in entries {
+                let value = metadata::lookup(&computed, &path)
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                obj.insert(path, json!({ "value": value, "from": from }));
+            }
+            ctx.console.json_line(&Value::Object(obj));
+        } else {
+            for (path, from) in entries {
+                let value = metadata::lookup(&computed, &path)
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                ctx.console
+                    .out(&format!("{path} = {value}  <- {}", from.join(", ")));
+            }
+        }
+        return Ok(0);
+    }
     let value = if args.keys.is_empty() {
-        node.metadata.clone()
+        (*computed).clone()
     } else {
         let mut out = Value::Object(Default::default());
         for key in &args.keys {
-            let found =
-                metadata::lookup(&node.metadata, key).ok_or_else(|| missing_key(node, key))?;
-            insert_path(&mut out, key, found.clone());
+            if let Some(found) = metadata::lookup(&computed, key) {
+                insert_path(&mut out, key, found.clone());
+            }
         }
         out
     };
@@ -220,10 +329,10 @@ pub fn cmd_metadata(ctx: &Settings, args: &MetadataSettings) -> Result<u8> {
     Ok(0)
 }
 
-fn missing_key(node: &Node, key: &str) -> Error {
+fn missing_key(node: &Node, metadata: &Value, key: &str) -> Error {
     // Point at the first segment that is missing, and suggest a sibling that exists there.
     let segments: Vec<&str> = key.split('.').collect();
-    let mut current = &node.metadata;
+    let mut current = metadata;
     let mut known = String::new();
     for (i, seg) in segments.iter().enumerate() {
         let next = match current {

@@ -22,9 +22,8 @@ fn node() -> Node {
         dummy: false,
         become_: None,
         lock_dir: "/tmp".into(),
-        metadata: serde_json::json!({}),
         location: Location::default(),
-        problems: Vec::new(),
+        ..Node::bare("n1", serde_json::json!({}))
     }
 }
 

@@ -2,7 +2,7 @@
 //! `identity`, `format_utc`, `skip_node` and `abort`.
 
 use crate::console::Console;
-use crate::rhai_engine;
+use crate::repo::rhai_engine;
 use rhai::{Dynamic, Engine, EvalAltResult, FLOAT, INT, Map};
 use std::collections::HashMap;
 use std::path::Path;

@@ -30,7 +30,7 @@ use crate::console::Console;
 use crate::diag::{Diagnostic, Location};
 use crate::error::Error;
 use crate::events::{Bus, Event, Flow, Subscriber};
-use crate::rhai_engine;
+use crate::repo::rhai_engine;
 
 mod api;
 mod args;

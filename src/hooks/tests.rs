@@ -78,9 +78,7 @@ pub(super) fn node(name: &str, metadata: Value) -> Node {
         dummy: false,
         become_: None,
         lock_dir: Node::DEFAULT_LOCK_DIR.into(),
-        metadata,
-        location: Location::default(),
-        problems: Vec::new(),
+        ..Node::bare(name, metadata)
     }
 }
 

@@ -34,17 +34,45 @@ pub fn render_all(repo: &Repo, node: &Node, items: &[Item]) -> Vec<Diagnostic> {
         .collect()
 }
 
-/// What templates see: `node` (name, hostname, groups, bundles, metadata) and `metadata`.
+/// What templates see: `node` (name, hostname, groups, bundles, every attribute, metadata),
+/// `metadata`, and the functions `in_group(name)`, `has_bundle(name)`, `nodes(selector)` and
+/// `node_metadata(name)`. Callers check the node's problems first, so metadata that cannot be
+/// computed only shows as the static layers here.
 fn node_context(node: &Node) -> JValue {
+    let metadata = node
+        .metadata()
+        .unwrap_or_else(|_| std::sync::Arc::new(node.static_metadata.clone()));
+    let mut summary = crate::repo::computed::summary_json(node);
+    if let serde_json::Value::Object(m) = &mut summary {
+        m.insert("metadata".into(), (*metadata).clone());
+    }
+    let groups = node.groups.clone();
+    let bundles = node.bundles.clone();
+    let fleet = node.fleet.clone();
+    let fleet2 = node.fleet.clone();
+    let unavailable = || {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            "nodes() and node_metadata() need a node of a repo",
+        )
+    };
     minijinja::context! {
-        node => minijinja::context! {
-            name => node.name.as_str(),
-            hostname => node.hostname.as_str(),
-            groups => JValue::from_serialize(&node.groups),
-            bundles => JValue::from_serialize(&node.bundles),
-            metadata => JValue::from_serialize(&node.metadata),
-        },
-        metadata => JValue::from_serialize(&node.metadata),
+        node => JValue::from_serialize(&summary),
+        metadata => JValue::from_serialize(&*metadata),
+        in_group => JValue::from_function(move |g: &str| groups.iter().any(|x| x == g)),
+        has_bundle => JValue::from_function(move |b: &str| bundles.iter().any(|x| x == b)),
+        nodes => JValue::from_function(move |target: &str| -> Result<JValue, minijinja::Error> {
+            let fleet = fleet.as_ref().ok_or_else(unavailable)?;
+            crate::repo::computed::nodes_json(fleet, target)
+                .map(|v| JValue::from_serialize(&v))
+                .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e))
+        }),
+        node_metadata => JValue::from_function(move |name: &str| -> Result<JValue, minijinja::Error> {
+            let fleet = fleet2.as_ref().ok_or_else(unavailable)?;
+            crate::repo::computed::node_metadata_json(fleet, name)
+                .map(|v| JValue::from_serialize(&v))
+                .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e))
+        }),
     }
 }
 

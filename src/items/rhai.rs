@@ -1,5 +1,5 @@
 //! items.rhai: items computed from the node. The script is compiled once per bundle and
-//! evaluated per node in the shared sandbox ([`crate::rhai_engine::engine`]); what it returns goes
+//! evaluated per node in the shared sandbox ([`crate::repo::rhai_engine::engine`]); what it returns goes
 //! through the same validation as items.toml, so both report problems the same way.
 
 use std::path::{Path, PathBuf};
@@ -37,13 +37,14 @@ fn compile(repo: &Repo, bundle: &Bundle) -> Result<Option<Compiled>, Vec<Diagnos
             ]);
         }
     };
-    let mut engine = crate::rhai_engine::engine(&repo.sandbox());
+    let mut engine = crate::repo::rhai_engine::engine(&repo.sandbox());
     // `decrypt_file` in items.rhai reads from the bundle's files/, like templates.
     crate::repo::secrets::register_rhai(
         &mut engine,
         crate::items::parse::files_dir(bundle),
         repo.sandbox(),
     );
+    crate::repo::computed::register(&mut engine);
     match engine.compile(&text) {
         Ok(ast) => Ok(Some(Compiled {
             engine,
@@ -69,22 +70,19 @@ fn position_location(path: &Path, pos: ::rhai::Position) -> Location {
     }
 }
 
-/// The `node` a script sees: name, hostname, groups, bundles, metadata.
+/// The `node` a script sees: name, hostname, groups, bundles, every attribute (os,
+/// os_version, username, ...) and its computed metadata.
 pub(crate) fn node_dynamic(node: &Node) -> Result<Dynamic, String> {
-    let strings = |v: &[String]| -> Dynamic {
-        v.iter()
-            .map(|s| Dynamic::from(s.clone()))
-            .collect::<::rhai::Array>()
-            .into()
-    };
-    let mut map = ::rhai::Map::new();
-    map.insert("name".into(), node.name.clone().into());
-    map.insert("hostname".into(), node.hostname.clone().into());
-    map.insert("groups".into(), strings(&node.groups));
-    map.insert("bundles".into(), strings(&node.bundles));
-    let metadata = ::rhai::serde::to_dynamic(&node.metadata).map_err(|e| e.to_string())?;
-    map.insert("metadata".into(), metadata);
-    Ok(map.into())
+    let mut value = crate::repo::computed::summary_json(node);
+    let metadata = node.metadata().map_err(|d| {
+        d.first()
+            .map(|d| d.message.clone())
+            .unwrap_or_else(|| "its metadata cannot be computed".into())
+    })?;
+    if let Value::Object(m) = &mut value {
+        m.insert("metadata".into(), (*metadata).clone());
+    }
+    ::rhai::serde::to_dynamic(&value).map_err(|e| e.to_string())
 }
 
 /// The items `bundle`'s items.rhai produces for `node` (none without the file).
@@ -108,11 +106,12 @@ pub fn node_items(repo: &Repo, bundle: &Bundle, node: &Node) -> Result<Vec<Item>
     scope.push_constant("node", node_value);
     // Computing items prepares an apply: once the user pressed Ctrl-C, none of it is wanted.
     let budget = crate::budget::Guard::new(crate::budget::Stop::OnAnyInterrupt);
+    let _fleet = crate::repo::computed::enter(node.fleet.as_ref());
     let result = compiled
         .engine
         .eval_ast_with_scope::<Dynamic>(&mut scope, &compiled.ast)
         .map_err(|mut e| {
-            let why = crate::rhai_engine::stop_reason(&e);
+            let why = crate::repo::rhai_engine::stop_reason(&e);
             let pos = e.take_position();
             let why = why.unwrap_or_else(|| e.to_string());
             vec![Diagnostic::at(

@@ -72,9 +72,8 @@ impl Fixture {
             dummy: false,
             become_: None,
             lock_dir: Node::DEFAULT_LOCK_DIR.into(),
-            metadata,
             location: Location::file(&self.dir.path().join("nodes.toml")),
-            problems: Vec::new(),
+            ..Node::bare(name, metadata)
         }
     }
 

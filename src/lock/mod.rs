@@ -316,9 +316,7 @@ mod tests {
             dummy: false,
             become_: None,
             lock_dir: "/tmp/x".into(),
-            metadata: serde_json::json!({}),
-            location: Default::default(),
-            problems: Vec::new(),
+            ..Node::bare("n1", serde_json::json!({}))
         }
     }
 

@@ -3,11 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::diag::{Diagnostic, Location, did_you_mean};
+use crate::repo::computed::{Fleet, NodeLayers, StaticLayer};
 use crate::repo::group::Hierarchy;
 use crate::repo::metadata::{self, Layer, Source};
 use crate::repo::toml_file::{Fields, Located, SpanMap, TomlFile, validate_name};
@@ -24,6 +26,8 @@ pub const NODE_KEYS: &[&str] = &[
     "dummy",
     "become",
     "lock_dir",
+    "os",
+    "os_version",
     "metadata",
 ];
 const GROUP_KEYS: &[&str] = &[
@@ -32,23 +36,63 @@ const GROUP_KEYS: &[&str] = &[
     "member_patterns",
     "subgroups",
     "metadata",
+    "username",
+    "port",
+    "transport",
+    "dummy",
+    "become",
+    "lock_dir",
+    "os",
+    "os_version",
 ];
+
+/// Node attributes a group may set for its nodes (subgroup over supergroup, node over all).
+pub const INHERITED_ATTRS: &[&str] = &[
+    "username",
+    "port",
+    "transport",
+    "dummy",
+    "become",
+    "lock_dir",
+    "os",
+    "os_version",
+];
+
+/// Operating systems `os` may name (as BundleWrap knows them, plus rocky).
+pub const KNOWN_OS: &[&str] = &[
+    "alpine",
+    "amazonlinux",
+    "arch",
+    "centos",
+    "debian",
+    "fedora",
+    "freebsd",
+    "gentoo",
+    "linux",
+    "macos",
+    "netbsd",
+    "openbsd",
+    "opensuse",
+    "oraclelinux",
+    "raspbian",
+    "rhel",
+    "rocky",
+    "ubuntu",
+];
+
+/// Inherited attributes as written on one node or group, already checked, as JSON values.
+type Attrs = BTreeMap<&'static str, Located<Value>>;
 
 /// A node as written, before groups and metadata are resolved.
 struct NodeDef {
     name: String,
     location: Location,
     hostname: Option<String>,
-    username: Option<String>,
-    port: Option<u16>,
-    transport: TransportKind,
+    attrs: Attrs,
     groups: Vec<Located<String>>,
     bundles: Vec<Located<String>>,
-    dummy: bool,
-    become_: Option<String>,
-    lock_dir: Option<String>,
-    metadata: Value,
-    spans: SpanMap,
+    metadata: Arc<Value>,
+    spans: Arc<SpanMap>,
 }
 
 /// A group as written, with its patterns compiled once.
@@ -59,13 +103,14 @@ pub(crate) struct GroupDef {
     pub members: Vec<Located<String>>,
     pub patterns: Vec<(regex::Regex, Located<String>)>,
     pub subgroups: Vec<Located<String>>,
-    pub metadata: Value,
-    pub spans: SpanMap,
+    attrs: Attrs,
+    pub metadata: Arc<Value>,
+    pub spans: Arc<SpanMap>,
 }
 
 struct BundleDef {
     bundle: Bundle,
-    spans: SpanMap,
+    spans: Arc<SpanMap>,
 }
 
 /// Loads the repo rooted at `root` (already known to be a repo directory).
@@ -125,7 +170,7 @@ pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
         }
     }
 
-    let resolved: Vec<(Node, Vec<Conflict>)> = nodes
+    let resolved: Vec<(Node, Vec<Diagnostic>, NodeLayers)> = nodes
         .par_iter()
         .map(|(_, def)| {
             resolve_node(
@@ -140,12 +185,13 @@ pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
         })
         .collect();
 
-    // A metadata conflict belongs to the nodes it is on: they fail (apply, verify, test,
-    // `cinch metadata`) and every other node works as usual.
+    // A metadata or attribute conflict belongs to the nodes it is on: they fail (apply,
+    // verify, test, `cinch metadata`) and every other node works as usual.
     let mut out_nodes = BTreeMap::new();
-    for (mut node, conflicts) in resolved {
-        node.problems
-            .extend(conflicts.into_iter().map(Conflict::into_diagnostic));
+    let mut layers = HashMap::new();
+    for (mut node, problems, node_layers) in resolved {
+        node.problems = problems;
+        layers.insert(node.name.clone(), node_layers);
         out_nodes.insert(node.name.clone(), node);
     }
 
@@ -170,18 +216,35 @@ pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
                 members: g.members.into_iter().map(|m| m.value).collect(),
                 member_patterns: g.patterns.into_iter().map(|(_, p)| p.value).collect(),
                 subgroups: g.subgroups.into_iter().map(|s| s.value).collect(),
-                metadata: g.metadata,
+                metadata: (*g.metadata).clone(),
                 location: g.location,
                 nodes: members,
             },
         );
+    }
+    let bundles: BTreeMap<String, Bundle> =
+        bundles.into_iter().map(|(k, v)| (k, v.bundle)).collect();
+    // The fleet keeps its own copy of the static repo, so nodes can point at it without
+    // the repo pointing at itself.
+    let fleet = Arc::new(Fleet::new(
+        Repo {
+            path: root.to_path_buf(),
+            settings: settings.clone(),
+            nodes: out_nodes.clone(),
+            groups: out_groups.clone(),
+            bundles: bundles.clone(),
+        },
+        layers,
+    ));
+    for node in out_nodes.values_mut() {
+        node.fleet = Some(fleet.clone());
     }
     Ok(Repo {
         path: root.to_path_buf(),
         settings,
         nodes: out_nodes,
         groups: out_groups,
-        bundles: bundles.into_iter().map(|(k, v)| (k, v.bundle)).collect(),
+        bundles,
     })
 }
 
@@ -392,23 +455,6 @@ fn read_node(
         what: format!("node '{name}'"),
     };
     f.check_keys(NODE_KEYS, diags);
-    let transport = match f.string("transport", diags) {
-        None => TransportKind::Ssh,
-        Some(t) => match t.value.as_str() {
-            "ssh" => TransportKind::Ssh,
-            "local" => TransportKind::Local,
-            other => {
-                diags.push(
-                    Diagnostic::at(
-                        t.location,
-                        format!("node '{name}': unknown transport '{other}'"),
-                    )
-                    .with_hint("use \"ssh\" or \"local\""),
-                );
-                TransportKind::Ssh
-            }
-        },
-    };
     let hostname = f.string("hostname", diags).and_then(|h| {
         if h.value.trim().is_empty() {
             diags.push(Diagnostic::at(
@@ -430,40 +476,7 @@ fn read_node(
             Some(h.value)
         }
     });
-    let username = f.string("username", diags).and_then(|u| {
-        if u.value.is_empty() || u.value.starts_with('-') {
-            diags.push(
-                Diagnostic::at(
-                    u.location,
-                    format!(
-                        "node '{name}': username '{}' must not be empty or start with '-'",
-                        u.value
-                    ),
-                )
-                .with_hint("ssh would read it as an option"),
-            );
-            None
-        } else {
-            Some(u.value)
-        }
-    });
-    let lock_dir = f.string("lock_dir", diags).and_then(|d| {
-        if d.value.starts_with('/') {
-            Some(d.value)
-        } else {
-            diags.push(
-                Diagnostic::at(
-                    d.location,
-                    format!(
-                        "node '{name}': lock_dir '{}' is not an absolute path",
-                        d.value
-                    ),
-                )
-                .with_hint("lock_dir must start with '/'"),
-            );
-            None
-        }
-    });
+    let attrs = read_attrs(&f, diags);
     let (metadata, spans) = f
         .table("metadata", diags)
         .unwrap_or_else(|| (Value::Object(Default::default()), SpanMap::default()));
@@ -471,17 +484,102 @@ fn read_node(
         name: name.to_string(),
         location,
         hostname,
-        username,
-        port: f.integer("port", 1..=65535, diags).map(|p| p as u16),
-        transport,
+        attrs,
         groups: f.string_list("groups", diags),
         bundles: f.string_list("bundles", diags),
-        dummy: f.boolean("dummy", diags).unwrap_or(false),
-        become_: f.string("become", diags).map(|s| s.value),
-        lock_dir,
-        metadata,
-        spans,
+        metadata: Arc::new(metadata),
+        spans: Arc::new(spans),
     }
+}
+
+/// The inherited attributes of a node or group table, each checked where it is written.
+fn read_attrs(f: &Fields<'_>, diags: &mut Vec<Diagnostic>) -> Attrs {
+    let what = f.what.clone();
+    let mut attrs = Attrs::new();
+    let at = |key: &str| f.file.key_loc(f.table, key);
+    let mut put = |key: &'static str, value: Value, location: Location| {
+        attrs.insert(key, Located { value, location });
+    };
+    if let Some(t) = f.string("transport", diags) {
+        match t.value.as_str() {
+            "ssh" | "local" => put("transport", Value::String(t.value), t.location),
+            other => diags.push(
+                Diagnostic::at(t.location, format!("{what}: unknown transport '{other}'"))
+                    .with_hint("use \"ssh\" or \"local\""),
+            ),
+        }
+    }
+    if let Some(u) = f.string("username", diags) {
+        if u.value.is_empty() || u.value.starts_with('-') {
+            diags.push(
+                Diagnostic::at(
+                    u.location,
+                    format!(
+                        "{what}: username '{}' must not be empty or start with '-'",
+                        u.value
+                    ),
+                )
+                .with_hint("ssh would read it as an option"),
+            );
+        } else {
+            put("username", Value::String(u.value), u.location);
+        }
+    }
+    if let Some(d) = f.string("lock_dir", diags) {
+        if d.value.starts_with('/') {
+            put("lock_dir", Value::String(d.value), d.location);
+        } else {
+            diags.push(
+                Diagnostic::at(
+                    d.location,
+                    format!("{what}: lock_dir '{}' is not an absolute path", d.value),
+                )
+                .with_hint("lock_dir must start with '/'"),
+            );
+        }
+    }
+    if let Some(p) = f.integer("port", 1..=65535, diags) {
+        put("port", Value::from(p), at("port"));
+    }
+    if let Some(b) = f.boolean("dummy", diags) {
+        put("dummy", Value::Bool(b), at("dummy"));
+    }
+    if let Some(b) = f.string("become", diags) {
+        put("become", Value::String(b.value), b.location);
+    }
+    if let Some(os) = f.string("os", diags) {
+        if KNOWN_OS.contains(&os.value.as_str()) {
+            put("os", Value::String(os.value), os.location);
+        } else {
+            let hint = match did_you_mean(&os.value, KNOWN_OS.iter().copied()) {
+                Some(close) => format!("did you mean '{close}'?"),
+                None => format!("known: {}", KNOWN_OS.join(", ")),
+            };
+            diags.push(
+                Diagnostic::at(os.location, format!("{what}: unknown os '{}'", os.value))
+                    .with_hint(hint),
+            );
+        }
+    }
+    if let Some(item) = f.table.get("os_version") {
+        let loc = f.file.item_loc(item);
+        let text = item
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| item.as_integer().map(|i| i.to_string()))
+            .or_else(|| item.as_float().map(|x| x.to_string()));
+        match text {
+            Some(t) if !t.trim().is_empty() => put("os_version", Value::String(t), loc),
+            _ => diags.push(
+                Diagnostic::at(
+                    loc,
+                    format!("{what}: `os_version` must be a version like \"12\" or \"24.04\""),
+                )
+                .with_hint("write it as a string"),
+            ),
+        }
+    }
+    attrs
 }
 
 fn read_group(
@@ -521,8 +619,9 @@ fn read_group(
         members: f.string_list("members", diags),
         patterns,
         subgroups: f.string_list("subgroups", diags),
-        metadata,
-        spans,
+        attrs: read_attrs(&f, diags),
+        metadata: Arc::new(metadata),
+        spans: Arc::new(spans),
     }
 }
 
@@ -578,9 +677,15 @@ fn read_bundles(
             continue;
         }
         // The bundle directory, or one of its files, may be the link out of the repo.
-        let escape = ["", "items.toml", "items.rhai", "metadata.toml"]
-            .iter()
-            .find_map(|f| sandbox.escape(&path.join(f)));
+        let escape = [
+            "",
+            "items.toml",
+            "items.rhai",
+            "metadata.toml",
+            "metadata.rhai",
+        ]
+        .iter()
+        .find_map(|f| sandbox.escape(&path.join(f)));
         if let Some(why) = escape {
             diags.push(
                 Diagnostic::at(Location::file(&path), format!("bundle '{name}': {why}"))
@@ -610,7 +715,7 @@ fn read_bundles(
             name.clone(),
             BundleDef {
                 bundle: Bundle::new(name, path, defaults),
-                spans,
+                spans: Arc::new(spans),
             },
         );
     }
@@ -687,7 +792,7 @@ fn resolve_node(
     bundles: &BTreeMap<String, BundleDef>,
     listed_in: &HashMap<&str, Vec<usize>>,
     root: &Path,
-) -> (Node, Vec<Conflict>) {
+) -> (Node, Vec<Diagnostic>, NodeLayers) {
     let mut immediate: Vec<usize> = def
         .groups
         .iter()
@@ -710,6 +815,7 @@ fn resolve_node(
     bundle_set.retain(|b| bundles.contains_key(*b));
 
     // Layers lowest precedence first; groups ordered so every supergroup precedes its subgroups.
+    let mut node_layers = NodeLayers::default();
     let mut layers: Vec<Layer<'_>> = Vec::new();
     for b in &bundle_set {
         let def = &bundles[*b];
@@ -718,20 +824,38 @@ fn resolve_node(
             value: &def.bundle.metadata_defaults,
             spans: &def.spans,
         });
+        node_layers.bundles.push((
+            def.bundle.name.clone(),
+            StaticLayer {
+                value: Arc::new(def.bundle.metadata_defaults.clone()),
+                spans: def.spans.clone(),
+            },
+        ));
     }
     let mut ordered = member_of.clone();
     ordered.sort_by_key(|&gi| (hierarchy.depth(gi), groups[gi].name.as_str()));
-    for gi in ordered {
+    for &gi in &ordered {
         layers.push(Layer {
             source: Source::Group(&groups[gi].name, gi),
             value: &groups[gi].metadata,
             spans: &groups[gi].spans,
         });
+        node_layers.groups.push((
+            groups[gi].name.clone(),
+            StaticLayer {
+                value: groups[gi].metadata.clone(),
+                spans: groups[gi].spans.clone(),
+            },
+        ));
     }
     layers.push(Layer {
         source: Source::Node(&def.name),
         value: &def.metadata,
         spans: &def.spans,
+    });
+    node_layers.own = Some(StaticLayer {
+        value: def.metadata.clone(),
+        spans: def.spans.clone(),
     });
     let (mut merged, raw_conflicts) =
         metadata::merge(&layers, |earlier, later| match (earlier, later) {
@@ -739,7 +863,7 @@ fn resolve_node(
             (Source::Group(_, a), Source::Group(_, b)) => hierarchy.is_ancestor(*a, *b),
             _ => true,
         });
-    let conflicts = raw_conflicts
+    let mut problems: Vec<Diagnostic> = raw_conflicts
         .into_iter()
         .map(|c| Conflict {
             first: layers[c.first].source.to_string(),
@@ -750,6 +874,7 @@ fn resolve_node(
             first_value: c.first_value,
             second_value: c.second_value,
         })
+        .map(Conflict::into_diagnostic)
         .collect();
 
     // `!password_for:`, `!decrypt:` and `!decrypt_file:` strings become their values here; a
@@ -772,6 +897,10 @@ fn resolve_node(
             }
         })
         .collect();
+    problems.extend(secret_problems);
+    let (attrs, sources, attr_problems) = resolve_attrs(def, groups, &ordered, hierarchy);
+    problems.extend(attr_problems);
+    let text = |k: &str| attrs.get(k).and_then(Value::as_str).map(str::to_string);
 
     let mut group_names: Vec<String> = member_of
         .iter()
@@ -781,20 +910,104 @@ fn resolve_node(
     let node = Node {
         name: def.name.clone(),
         hostname: def.hostname.clone().unwrap_or_else(|| def.name.clone()),
-        username: def.username.clone(),
-        port: def.port,
-        transport: def.transport,
+        username: text("username"),
+        port: attrs
+            .get("port")
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok()),
+        transport: match text("transport").as_deref() {
+            Some("local") => TransportKind::Local,
+            _ => TransportKind::Ssh,
+        },
         groups: group_names,
         bundles: bundle_set.into_iter().map(String::from).collect(),
-        dummy: def.dummy,
-        become_: def.become_.clone(),
-        lock_dir: def
-            .lock_dir
-            .clone()
-            .unwrap_or_else(|| Node::DEFAULT_LOCK_DIR.to_string()),
-        metadata: merged,
+        dummy: attrs.get("dummy").and_then(Value::as_bool).unwrap_or(false),
+        become_: text("become"),
+        lock_dir: text("lock_dir").unwrap_or_else(|| Node::DEFAULT_LOCK_DIR.to_string()),
+        os: text("os").unwrap_or_else(|| Node::DEFAULT_OS.to_string()),
+        os_version: text("os_version"),
+        static_metadata: merged,
         location: def.location.clone(),
-        problems: secret_problems,
+        problems: Vec::new(),
+        attribute_sources: sources,
+        fleet: None,
     };
-    (node, conflicts)
+    (node, problems, node_layers)
+}
+
+/// The node's inherited attributes: its own value, else the one of the most specific group
+/// that sets it; two groups neither of which is a subgroup of the other setting different
+/// values is a problem naming both. Also says where each value came from.
+fn resolve_attrs(
+    def: &NodeDef,
+    groups: &[GroupDef],
+    ordered: &[usize],
+    hierarchy: &Hierarchy,
+) -> (
+    BTreeMap<&'static str, Value>,
+    BTreeMap<String, String>,
+    Vec<Diagnostic>,
+) {
+    let mut values = BTreeMap::new();
+    let mut sources = BTreeMap::new();
+    let mut problems = Vec::new();
+    for &key in INHERITED_ATTRS {
+        if let Some(own) = def.attrs.get(key) {
+            values.insert(key, own.value.clone());
+            sources.insert(
+                key.to_string(),
+                format!("node '{}' ({})", def.name, own.location),
+            );
+            continue;
+        }
+        let setters: Vec<usize> = ordered
+            .iter()
+            .copied()
+            .filter(|&gi| groups[gi].attrs.contains_key(key))
+            .collect();
+        // The most specific setters: no other setter is a subgroup of them.
+        let specific: Vec<usize> = setters
+            .iter()
+            .copied()
+            .filter(|&g| {
+                !setters
+                    .iter()
+                    .any(|&h| h != g && hierarchy.is_ancestor(g, h))
+            })
+            .collect();
+        let Some(&first) = specific.first() else {
+            continue;
+        };
+        let chosen = &groups[first].attrs[key];
+        if let Some(&other) = specific
+            .iter()
+            .find(|&&g| groups[g].attrs[key].value != chosen.value)
+        {
+            let theirs = &groups[other].attrs[key];
+            problems.push(
+                Diagnostic::at(
+                    theirs.location.clone(),
+                    format!(
+                        "attribute conflict at `{key}`: group '{}' sets {} at {}, group '{}' sets {}",
+                        groups[first].name,
+                        chosen.value,
+                        chosen.location,
+                        groups[other].name,
+                        theirs.value
+                    ),
+                )
+                .with_hint(format!(
+                    "set `{key}` in the node itself, in a group that is a subgroup of both, \
+                     or remove one of them"
+                )),
+            );
+            continue;
+        }
+        values.insert(key, chosen.value.clone());
+        sources.insert(
+            key.to_string(),
+            format!("group '{}' ({})", groups[first].name, chosen.location),
+        );
+    }
+    (values, sources, problems)
 }

@@ -1,7 +1,8 @@
-//! Merging a node's metadata from its layers (bundle defaults < groups < node), and finding
-//! conflicts between layers that have no precedence over each other.
+//! Merging a node's metadata from its layers (bundle defaults < reactors < groups < node),
+//! finding conflicts between layers that have no precedence over each other, and remembering
+//! which layer set each value (for `cinch metadata --blame`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value};
 
@@ -16,6 +17,36 @@ pub(crate) enum Source<'a> {
     Group(&'a str, usize),
     /// The node's own `metadata`.
     Node(&'a str),
+    /// A reactor: bundle and function name in `bundles/BUNDLE/metadata.rhai`.
+    Reactor(&'a str, &'a str),
+}
+
+/// The key that marks a value as atomic: `{ __atomic__ = [80] }` in TOML, `atomic([80])` in
+/// Rhai. An atomic value replaces what lower layers set instead of merging with it.
+pub const ATOMIC_KEY: &str = "__atomic__";
+
+/// The value inside an atomic marker, if `v` is one.
+pub(crate) fn atomic_inner(v: &Value) -> Option<&Value> {
+    match v {
+        Value::Object(m) if m.len() == 1 => m.get(ATOMIC_KEY),
+        _ => None,
+    }
+}
+
+/// `v` with every atomic marker in it replaced by the value it wraps.
+pub(crate) fn strip_atomic(v: &Value) -> Value {
+    if let Some(inner) = atomic_inner(v) {
+        return strip_atomic(inner);
+    }
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), strip_atomic(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(strip_atomic).collect()),
+        other => other.clone(),
+    }
 }
 
 impl std::fmt::Display for Source<'_> {
@@ -24,6 +55,7 @@ impl std::fmt::Display for Source<'_> {
             Source::Bundle(b) => write!(f, "bundle '{b}' (metadata.toml)"),
             Source::Group(g, _) => write!(f, "group '{g}'"),
             Source::Node(n) => write!(f, "node '{n}'"),
+            Source::Reactor(b, r) => write!(f, "reactor '{r}' of bundle '{b}'"),
         }
     }
 }
@@ -54,9 +86,23 @@ pub(crate) fn merge(
     layers: &[Layer<'_>],
     overrides: impl Fn(&Source<'_>, &Source<'_>) -> bool,
 ) -> (Value, Vec<Conflict>) {
+    let (value, conflicts, _) = merge_traced(layers, overrides);
+    (value, conflicts)
+}
+
+/// Which layers set each path: the path where a value was inserted or replaced whole, or a
+/// list that several layers added entries to.
+pub(crate) type Owners = BTreeMap<Vec<String>, Vec<usize>>;
+
+/// Like [`merge`], also returning which layers set each path.
+pub(crate) fn merge_traced(
+    layers: &[Layer<'_>],
+    overrides: impl Fn(&Source<'_>, &Source<'_>) -> bool,
+) -> (Value, Vec<Conflict>, Owners) {
     let mut out = Map::new();
     let mut state = MergeState {
         owners: HashMap::new(),
+        list_contributors: HashMap::new(),
         conflicts: Vec::new(),
     };
     for (idx, layer) in layers.iter().enumerate() {
@@ -67,12 +113,25 @@ pub(crate) fn merge(
             );
         }
     }
-    (Value::Object(out), state.conflicts)
+    let owners = state
+        .owners
+        .into_iter()
+        .map(|(path, idx)| {
+            let mut all = vec![idx];
+            if let Some(more) = state.list_contributors.get(&path) {
+                all.extend(more.iter().filter(|&&m| m != idx));
+            }
+            (path, all)
+        })
+        .collect();
+    (Value::Object(out), state.conflicts, owners)
 }
 
 struct MergeState {
     /// Which layer last wrote each path where a value was inserted or replaced whole.
     owners: HashMap<Vec<String>, usize>,
+    /// Later layers that added entries to a list.
+    list_contributors: HashMap<Vec<String>, Vec<usize>>,
     conflicts: Vec<Conflict>,
 }
 
@@ -95,30 +154,50 @@ fn merge_map(
 ) {
     for (key, value) in src {
         path.push(key.clone());
+        let atomic = atomic_inner(value).is_some();
         match dst.get_mut(key) {
             None => {
-                dst.insert(key.clone(), value.clone());
+                dst.insert(key.clone(), strip_atomic(value));
                 state.owners.insert(path.clone(), idx);
             }
-            Some(Value::Object(d)) if value.is_object() => {
+            Some(Value::Object(d)) if value.is_object() && !atomic => {
                 if let Value::Object(s) = value {
                     merge_map(d, s, path, idx, layers, overrides, state);
                 }
             }
             Some(Value::Array(d)) if value.is_array() => {
                 if let Value::Array(s) = value {
+                    let mut added = false;
                     for v in s {
-                        if !d.contains(v) {
-                            d.push(v.clone());
+                        let v = strip_atomic(v);
+                        if !d.contains(&v) {
+                            d.push(v);
+                            added = true;
                         }
+                    }
+                    if added {
+                        state
+                            .list_contributors
+                            .entry(path.clone())
+                            .or_default()
+                            .push(idx);
                     }
                 }
             }
             Some(existing) => {
-                if existing != value {
+                let value = strip_atomic(value);
+                if *existing != value {
                     let first = state.owner(path).unwrap_or(idx);
                     if first == idx || overrides(&layers[first].source, &layers[idx].source) {
-                        *existing = value.clone();
+                        *existing = value;
+                        // What lower layers set below this path is gone with it.
+                        let len = path.len();
+                        state
+                            .owners
+                            .retain(|k, _| k.len() <= len || !k.starts_with(path));
+                        state
+                            .list_contributors
+                            .retain(|k, _| k.len() < len || !k.starts_with(path));
                         state.owners.insert(path.clone(), idx);
                     } else {
                         state.conflicts.push(Conflict {
@@ -126,7 +205,7 @@ fn merge_map(
                             first,
                             second: idx,
                             first_value: existing.clone(),
-                            second_value: value.clone(),
+                            second_value: value,
                         });
                     }
                 }
@@ -219,6 +298,42 @@ mod tests {
         assert_eq!(conflicts.len(), 1);
         assert_eq!(conflicts[0].path, vec!["x"]);
         assert_eq!(v, json!({"x": "node"}));
+    }
+
+    #[test]
+    fn atomic_value_replaces_lower_layers_and_leaves_no_marker() {
+        let s = SpanMap::default();
+        let b = json!({"ports": [80, 443], "opts": {"a": 1, "b": 2}});
+        let n = json!({"ports": {ATOMIC_KEY: [8080]}, "opts": {ATOMIC_KEY: {"c": 3}}, "new": {ATOMIC_KEY: [1]}});
+        let layers = [
+            layer(Source::Bundle("b"), &b, &s),
+            layer(Source::Node("n"), &n, &s),
+        ];
+        let (v, conflicts, owners) = merge_traced(&layers, overrides);
+        assert!(conflicts.is_empty(), "{conflicts:?}");
+        assert_eq!(v, json!({"ports": [8080], "opts": {"c": 3}, "new": [1]}));
+        // The replaced subtree is owned by the node alone.
+        assert_eq!(owners.get(&vec!["opts".to_string()]), Some(&vec![1]));
+        assert!(!owners.contains_key(&vec!["opts".to_string(), "a".to_string()]));
+    }
+
+    #[test]
+    fn reactors_conflict_with_each_other_but_not_with_defaults() {
+        let s = SpanMap::default();
+        let d = json!({"x": 1});
+        let r1 = json!({"x": 2});
+        let r2 = json!({"x": 3});
+        let layers = [
+            layer(Source::Bundle("b"), &d, &s),
+            layer(Source::Reactor("b", "one"), &r1, &s),
+            layer(Source::Reactor("b", "two"), &r2, &s),
+        ];
+        let (v, conflicts) = merge(&layers, |a, b| {
+            !matches!((a, b), (Source::Reactor(..), Source::Reactor(..)))
+        });
+        assert_eq!(v, json!({"x": 2}));
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!((conflicts[0].first, conflicts[0].second), (1, 2));
     }
 
     #[test]

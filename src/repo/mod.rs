@@ -1,10 +1,12 @@
 //! The repository as cinch sees it: nodes, groups, bundles and settings, loaded once and
 //! then only read, so node workers can share it without locks.
 
+pub mod computed;
 mod group;
 pub mod load;
 pub mod metadata;
 pub mod node;
+pub mod rhai_engine;
 pub mod sandbox;
 pub mod secrets;
 pub mod settings;
@@ -98,7 +100,7 @@ impl std::fmt::Debug for DerivedCache {
 }
 
 /// The loaded repository.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Repo {
     pub path: PathBuf,
     pub settings: Settings,

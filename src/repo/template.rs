@@ -17,6 +17,7 @@ template_files!(
     "groups.toml",
     "bundles/demo/items.toml",
     "bundles/demo/metadata.toml",
+    "bundles/demo/metadata.rhai",
     "bundles/demo/files/motd.j2",
     "bundles/demo/files/static.conf",
 );

@@ -218,7 +218,7 @@ pub fn node_state(repo: &Repo, node: &Node) -> Result<NodeState, Vec<Diagnostic>
     Ok(NodeState {
         name: node.name.clone(),
         items,
-        metadata: canonical(node.metadata.clone()),
+        metadata: canonical(node.metadata()?.as_ref().clone()),
     })
 }
 

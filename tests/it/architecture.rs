@@ -6,9 +6,9 @@
 //! 0. foundation — `console`, `output`, `shell`, `diag`, `diff`, `budget`, `interrupt`,
 //!    `fanout`, `error`, `mask`: printing, quoting, diagnostics, errors and the masking of
 //!    secret values on every output; no cinch concepts.
-//! 1. model — `repo` (the loaded, immutable repository, with its secrets vault in
-//!    `repo::secrets`) and `rhai_engine` (the sandboxed Rhai engine the repo's scripts and
-//!    hooks run in).
+//! 1. model — `repo`: the loaded, immutable repository, with its computed metadata
+//!    (`repo::computed`), its secrets vault (`repo::secrets`) and the sandboxed Rhai engine its
+//!    scripts, reactors and hooks run in (`repo::rhai_engine`).
 //! 2. node access — `transport` (ssh/local) and `node_shell` (the one batched node-side shell
 //!    that reads state and applies fixes, and the records it prints).
 //! 3. items — `items`: item types, parsing, rendering, expected and actual state.
@@ -41,7 +41,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
     ("mask", 0),
     ("repo", 1),
-    ("rhai_engine", 1),
     ("transport", 2),
     ("node_shell", 2),
     ("items", 3),

@@ -18,6 +18,15 @@ fn files_under(dir: &str) -> Vec<PathBuf> {
         };
         for e in entries {
             let path = e.expect("dir entry").path();
+            // Hidden directories are not the project's files: bench/.work holds the
+            // benchmark's venv (third-party code), git-ignored like target/.
+            let hidden = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+            if path.is_dir() && hidden {
+                continue;
+            }
             if path.is_dir() {
                 walk(&path, out);
             } else {

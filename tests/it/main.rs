@@ -10,6 +10,7 @@ mod hooks;
 mod inspect;
 mod items;
 mod lock;
+mod metadata;
 mod plan;
 mod repo;
 mod review;

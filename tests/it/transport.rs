@@ -17,21 +17,10 @@ fn sshd() -> Sshd {
 }
 
 fn node(name: &str, hostname: &str, kind: TransportKind) -> Node {
-    Node {
-        name: name.into(),
-        hostname: hostname.into(),
-        username: None,
-        port: None,
-        transport: kind,
-        groups: vec![],
-        bundles: vec![],
-        dummy: false,
-        become_: None,
-        lock_dir: Node::DEFAULT_LOCK_DIR.into(),
-        metadata: serde_json::json!({}),
-        location: Default::default(),
-        problems: Vec::new(),
-    }
+    let mut node = Node::bare(name, serde_json::json!({}));
+    node.hostname = hostname.into();
+    node.transport = kind;
+    node
 }
 
 fn opts(s: &Sshd) -> ConnectOptions {

@@ -1,0 +1,1366 @@
+//! Computed metadata: reactors in `bundles/NAME/metadata.rhai` run until nothing they return
+//! changes, per node, on demand, memoised and shared by every thread. A reactor that reads
+//! another node's metadata pulls that node into the same computation, so nodes that read
+//! each other settle together (as in BundleWrap); values that never settle, keys that never
+//! appear and sandbox stops are errors of the node, naming reactor, file, line and key.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use rhai::{AST, Dynamic, Engine, EvalAltResult, NativeCallContext, Position};
+use serde_json::Value;
+
+use crate::diag::{Diagnostic, Location};
+use crate::repo::metadata::{self, Layer, Source};
+use crate::repo::toml_file::SpanMap;
+use crate::repo::{Node, Repo};
+
+/// Most passes over a computation's reactors before their outputs count as oscillating.
+pub const MAX_PASSES: usize = 100;
+
+/// The error text `need()` raises, followed by the missing key.
+const NEED_MARK: &str = "\u{1e}cinch-need:";
+
+/// One layer of static metadata (a bundle's defaults, a group's or a node's own), shared.
+#[derive(Debug, Clone)]
+pub(crate) struct StaticLayer {
+    pub value: Arc<Value>,
+    pub spans: Arc<SpanMap>,
+}
+
+/// What the loader hands over about one node's static layers, lowest precedence first.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NodeLayers {
+    /// Bundle names, sorted; their defaults are the lowest layers.
+    pub bundles: Vec<(String, StaticLayer)>,
+    /// Groups with supergroups before subgroups.
+    pub groups: Vec<(String, StaticLayer)>,
+    pub own: Option<StaticLayer>,
+}
+
+/// A reactor: one public function of a bundle's metadata.rhai.
+#[derive(Debug, Clone)]
+pub struct Reactor {
+    pub bundle: String,
+    pub name: String,
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl Reactor {
+    /// "reactor 'hosts' of bundle 'base' (bundles/base/metadata.rhai:3)".
+    fn describe(&self) -> String {
+        format!(
+            "reactor '{}' of bundle '{}' ({}:{})",
+            self.name,
+            self.bundle,
+            self.file.display(),
+            self.line
+        )
+    }
+
+    fn location(&self) -> Location {
+        Location {
+            file: self.file.clone(),
+            line: self.line,
+            column: 0,
+        }
+    }
+}
+
+/// A bundle's compiled metadata.rhai.
+struct BundleReactors {
+    ast: AST,
+    reactors: Vec<Reactor>,
+}
+
+/// The computed metadata of one node, and what each of its reactors returned at the end.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub result: Result<Arc<Value>, Vec<Diagnostic>>,
+    /// Each reactor with its last output (`None` when it never returned one).
+    pub outputs: Vec<(Reactor, Option<Value>)>,
+}
+
+impl Outcome {
+    fn new(
+        result: Result<Arc<Value>, Vec<Diagnostic>>,
+        outputs: Vec<(Reactor, Option<Value>)>,
+    ) -> Outcome {
+        Outcome { result, outputs }
+    }
+}
+
+/// Everything needed to compute any node's metadata, shared by all nodes of a repo.
+pub struct Fleet {
+    /// The repo as loaded, with static metadata only: for `nodes()` and node attributes.
+    repo: Repo,
+    layers: HashMap<String, NodeLayers>,
+    engine: Engine,
+    reactors: HashMap<String, OnceLock<Result<Arc<BundleReactors>, Diagnostic>>>,
+    cells: HashMap<String, OnceLock<Arc<Outcome>>>,
+    /// The same computed with reactors in the opposite order (`cinch test`), so a group of
+    /// nodes that read each other is recomputed once, not once per node.
+    reversed_cells: HashMap<String, OnceLock<Arc<Outcome>>>,
+    /// Each node as scripts see it (attributes, no metadata).
+    summaries: HashMap<String, Dynamic>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fleet({} nodes)", self.cells.len())
+    }
+}
+
+impl Fleet {
+    /// A fleet over `repo` (whose nodes carry static metadata) and each node's layers.
+    pub(crate) fn new(repo: Repo, layers: HashMap<String, NodeLayers>) -> Fleet {
+        let mut engine = crate::repo::rhai_engine::engine(&repo.sandbox());
+        register(&mut engine);
+        let reactors = repo
+            .bundles
+            .keys()
+            .map(|b| (b.clone(), OnceLock::new()))
+            .collect();
+        let cells: HashMap<String, OnceLock<Arc<Outcome>>> = repo
+            .nodes
+            .keys()
+            .map(|n| (n.clone(), OnceLock::new()))
+            .collect();
+        let reversed_cells = cells.keys().map(|n| (n.clone(), OnceLock::new())).collect();
+        let summaries = repo
+            .nodes
+            .values()
+            .map(|n| (n.name.clone(), summary_dynamic(n)))
+            .collect();
+        Fleet {
+            repo,
+            layers,
+            engine,
+            reactors,
+            cells,
+            reversed_cells,
+            summaries,
+        }
+    }
+
+    fn cells(&self, reversed: bool) -> &HashMap<String, OnceLock<Arc<Outcome>>> {
+        if reversed {
+            &self.reversed_cells
+        } else {
+            &self.cells
+        }
+    }
+
+    /// `name`'s computed metadata (see [`Fleet::outcome`]).
+    pub fn metadata(self: &Arc<Self>, name: &str) -> Result<Arc<Value>, Vec<Diagnostic>> {
+        self.outcome(name).result.clone()
+    }
+
+    /// `name`'s computed metadata and reactor outputs, computed on first use.
+    pub fn outcome(self: &Arc<Self>, name: &str) -> Arc<Outcome> {
+        self.memoised(name, false)
+    }
+
+    fn memoised(self: &Arc<Self>, name: &str, reversed: bool) -> Arc<Outcome> {
+        let cells = self.cells(reversed);
+        let Some(cell) = cells.get(name) else {
+            return Arc::new(Outcome::new(
+                Err(vec![Diagnostic::new(format!("no node named '{name}'"))]),
+                Vec::new(),
+            ));
+        };
+        if let Some(done) = cell.get() {
+            return done.clone();
+        }
+        for (node, outcome) in self.compute(name, reversed) {
+            if let Some(c) = cells.get(&node) {
+                // Another thread may have finished first: its result is the one everyone sees.
+                let _ = c.set(Arc::new(outcome));
+            }
+        }
+        cell.get().cloned().unwrap_or_else(|| {
+            Arc::new(Outcome::new(
+                Err(vec![Diagnostic::new(format!(
+                    "metadata of node '{name}' could not be computed"
+                ))]),
+                Vec::new(),
+            ))
+        })
+    }
+
+    /// Computes `name`'s metadata again from scratch, ignoring what is memoised and running
+    /// reactors in the opposite order, for `cinch test`'s check that reactors are
+    /// deterministic and independent of their order.
+    pub fn recompute_reversed(self: &Arc<Self>, name: &str) -> Arc<Outcome> {
+        self.memoised(name, true)
+    }
+
+    /// Which layer set each value of `name`'s metadata, by dotted path: e.g.
+    /// `nginx.port` → `["group 'web' (groups.toml:4)"]`.
+    pub fn blame(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<BTreeMap<String, Vec<String>>, Vec<Diagnostic>> {
+        let outcome = self.outcome(name);
+        let value = outcome.result.clone()?;
+        let layers = self.layers.get(name).cloned().unwrap_or_default();
+        let outputs: Vec<(Reactor, Value)> = outcome
+            .outputs
+            .iter()
+            .filter_map(|(r, v)| v.clone().map(|v| (r.clone(), v)))
+            .collect();
+        let empty = SpanMap::default();
+        let refs: Vec<(&Reactor, &Value)> = outputs.iter().map(|(r, v)| (r, v)).collect();
+        let stack = build_layers(name, &layers, &refs, &empty);
+        let (_, _, owners) = metadata::merge_traced(&stack, overrides(&self.repo));
+        let mut out = BTreeMap::new();
+        let mut leaves = Vec::new();
+        collect_leaves(&value, &mut Vec::new(), &mut leaves);
+        for path in leaves {
+            let owner = (0..=path.len())
+                .rev()
+                .find_map(|n| owners.get(&path[..n]))
+                .cloned()
+                .unwrap_or_default();
+            let labels = owner
+                .iter()
+                .map(|&i| {
+                    let layer = &stack[i];
+                    match layer.source {
+                        Source::Reactor(b, r) => outputs
+                            .iter()
+                            .find(|(x, _)| x.bundle == b && x.name == r)
+                            .map(|(x, _)| {
+                                format!("reactor '{r}' of bundle '{b}' ({})", x.location())
+                            })
+                            .unwrap_or_else(|| layer.source.to_string()),
+                        _ => match layer.spans.find(&path) {
+                            Some(loc) => format!("{} ({loc})", layer.source),
+                            None => layer.source.to_string(),
+                        },
+                    }
+                })
+                .collect();
+            out.insert(path.join("."), labels);
+        }
+        Ok(out)
+    }
+
+    /// Every reactor of the bundles `name` has, in the order they run.
+    pub fn reactors_of(&self, name: &str) -> Result<Vec<Reactor>, Diagnostic> {
+        let Some(node) = self.repo.nodes.get(name) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for b in &node.bundles {
+            out.extend(self.bundle_reactors(b)?.reactors.iter().cloned());
+        }
+        Ok(out)
+    }
+
+    fn bundle_reactors(&self, bundle: &str) -> Result<Arc<BundleReactors>, Diagnostic> {
+        let Some(cell) = self.reactors.get(bundle) else {
+            return Ok(Arc::new(BundleReactors {
+                ast: AST::empty(),
+                reactors: Vec::new(),
+            }));
+        };
+        cell.get_or_init(|| self.compile(bundle)).clone()
+    }
+
+    /// Compiles `bundles/BUNDLE/metadata.rhai`: every function not starting with `_` (and not
+    /// `private`) is a reactor taking `(node, metadata)`.
+    fn compile(&self, bundle: &str) -> Result<Arc<BundleReactors>, Diagnostic> {
+        let empty = || {
+            Ok(Arc::new(BundleReactors {
+                ast: AST::empty(),
+                reactors: Vec::new(),
+            }))
+        };
+        let Some(b) = self.repo.bundles.get(bundle) else {
+            return empty();
+        };
+        let path = b.dir.join("metadata.rhai");
+        let text = match crate::repo::read_text(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return empty(),
+            Err(e) => {
+                return Err(Diagnostic::at(
+                    Location::file(&path),
+                    format!("cannot read metadata.rhai: {e}"),
+                )
+                .as_root_cause());
+            }
+        };
+        let ast = self.engine.compile(&text).map_err(|e| {
+            Diagnostic::at(
+                position_location(&path, e.position()),
+                format!("metadata.rhai does not compile: {}", e.err_type()),
+            )
+            .as_root_cause()
+        })?;
+        let mut reactors = Vec::new();
+        for f in ast.iter_functions() {
+            if f.name.starts_with('_') || f.access == rhai::FnAccess::Private {
+                continue;
+            }
+            let line = fn_line(&text, f.name);
+            if f.params.len() != 2 {
+                return Err(Diagnostic::at(
+                    Location {
+                        file: path.clone(),
+                        line,
+                        column: 0,
+                    },
+                    format!(
+                        "reactor '{}' takes {} parameter(s), but reactors are called as {}(node, metadata)",
+                        f.name,
+                        f.params.len(),
+                        f.name
+                    ),
+                )
+                .with_hint("name helper functions with a leading `_` (or make them `private`)")
+                .as_root_cause());
+            }
+            reactors.push(Reactor {
+                bundle: bundle.to_string(),
+                name: f.name.to_string(),
+                file: path.clone(),
+                line,
+            });
+        }
+        reactors.sort_by_key(|r| r.line);
+        Ok(Arc::new(BundleReactors { ast, reactors }))
+    }
+
+    /// A fresh node state: static layers merged, reactors not run yet.
+    fn new_state(&self, name: &str) -> NodeState {
+        let mut state = NodeState {
+            reactors: Vec::new(),
+            outputs: Vec::new(),
+            failures: Vec::new(),
+            changes: Vec::new(),
+            deps: Vec::new(),
+            fatal: Vec::new(),
+            merged: Arc::new(Value::Object(Default::default())),
+        };
+        if let Some(node) = self.repo.nodes.get(name) {
+            for b in &node.bundles {
+                match self.bundle_reactors(b) {
+                    Ok(br) => {
+                        for i in 0..br.reactors.len() {
+                            state.reactors.push((br.clone(), i));
+                        }
+                    }
+                    Err(d) => state.fatal.push(d),
+                }
+            }
+            state.merged = Arc::new(node.static_metadata.clone());
+        }
+        let n = state.reactors.len();
+        state.outputs = vec![None; n];
+        state.failures = vec![None; n];
+        state.changes = vec![0; n];
+        state.deps = vec![None; n];
+        state
+    }
+
+    /// Runs the reactors of `name` and of every node they read until nothing changes.
+    fn compute(self: &Arc<Self>, name: &str, reversed: bool) -> Vec<(String, Outcome)> {
+        let mut session = Session {
+            reversed,
+            order: vec![name.to_string()],
+            states: HashMap::new(),
+            reads: BTreeMap::new(),
+            current: None,
+            current_reads: Default::default(),
+            current_deps: Vec::new(),
+            oscillated: false,
+        };
+        session
+            .states
+            .insert(name.to_string(), self.new_state(name));
+        let frame = Frame {
+            fleet: self.clone(),
+            session: Some(session),
+        };
+        let popped = {
+            let _frame = FrameGuard::push(frame);
+            self.run_passes();
+            FRAMES.with(|f| f.borrow_mut().last_mut().and_then(|fr| fr.session.take()))
+        };
+        match popped {
+            Some(session) => self.finish(session),
+            None => Vec::new(),
+        }
+    }
+
+    /// The fixed-point loop over the session on top of this thread's frame stack.
+    fn run_passes(self: &Arc<Self>) {
+        for _ in 0..MAX_PASSES {
+            let mut order = with_session(|s| s.order.clone()).unwrap_or_default();
+            let reversed = with_session(|s| s.reversed).unwrap_or(false);
+            if reversed {
+                order.reverse();
+            }
+            let mut ran = false;
+            let mut changed = false;
+            for node in &order {
+                let count = with_session(|s| s.states.get(node).map_or(0, |st| st.reactors.len()))
+                    .unwrap_or(0);
+                let mut indexes: Vec<usize> = (0..count).collect();
+                if reversed {
+                    indexes.reverse();
+                }
+                for i in indexes {
+                    match self.run_one(node, i) {
+                        RunResult::UpToDate => {}
+                        RunResult::Same => ran = true,
+                        RunResult::Changed => {
+                            ran = true;
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            let grew = with_session(|s| s.order.len()).unwrap_or(0) > order.len();
+            if !ran && !changed && !grew {
+                return;
+            }
+        }
+        with_session(|s| s.oscillated = true);
+    }
+
+    /// Runs reactor `i` of `node` unless nothing it read changed since its last run.
+    fn run_one(self: &Arc<Self>, node: &str, i: usize) -> RunResult {
+        let prepared = with_session(|s| {
+            let st = s.states.get(node)?;
+            if !st.fatal.is_empty() {
+                return None;
+            }
+            if let Some(deps) = &st.deps[i]
+                && deps.iter().all(|d| s.dep_holds(self, node, i, d))
+            {
+                return None;
+            }
+            let (br, idx) = st.reactors[i].clone();
+            let value = if st.outputs[i].is_some() {
+                // A reactor never sees its own previous output, or it could keep a value
+                // alive that nothing else sets any more.
+                Arc::new(s.merge_without(self, node, i))
+            } else {
+                st.merged.clone()
+            };
+            s.current = Some(node.to_string());
+            s.current_reads.clear();
+            s.current_deps.clear();
+            Some((br, idx, NodeMeta::dynamic_of(value, node)))
+        })
+        .flatten();
+        let Some((br, idx, input)) = prepared else {
+            return RunResult::UpToDate;
+        };
+        let reactor = &br.reactors[idx];
+        let node_dyn = self.summaries.get(node).cloned().unwrap_or(Dynamic::UNIT);
+        let result = {
+            let _budget = crate::budget::Guard::new(crate::budget::Stop::OnAnyInterrupt);
+            let mut scope = rhai::Scope::new();
+            self.engine
+                .call_fn::<Dynamic>(&mut scope, &br.ast, &reactor.name, (node_dyn, input))
+        };
+        let outcome = interpret(reactor, result);
+        with_session(|s| {
+            let reads = std::mem::take(&mut s.current_reads);
+            let deps = std::mem::take(&mut s.current_deps);
+            s.current = None;
+            s.reads.entry(node.to_string()).or_default().extend(reads);
+            let Some(st) = s.states.get_mut(node) else {
+                return RunResult::UpToDate;
+            };
+            st.deps[i] = Some(deps);
+            match outcome {
+                Interpreted::Output(v) => {
+                    st.failures[i] = None;
+                    if st.outputs[i].as_ref() == Some(&v) {
+                        return RunResult::Same;
+                    }
+                    st.outputs[i] = Some(v);
+                    st.changes[i] += 1;
+                    s.remerge(self, node);
+                    RunResult::Changed
+                }
+                Interpreted::Retry(f) => {
+                    st.failures[i] = Some(f);
+                    RunResult::Same
+                }
+                Interpreted::Fatal(d) => {
+                    st.fatal.push(d);
+                    RunResult::Same
+                }
+            }
+        })
+        .unwrap_or(RunResult::UpToDate)
+    }
+
+    /// Turns a finished session into one outcome per node in it.
+    fn finish(&self, session: Session) -> Vec<(String, Outcome)> {
+        let mut results: BTreeMap<String, Outcome> = BTreeMap::new();
+        for name in &session.order {
+            let Some(st) = session.states.get(name) else {
+                continue;
+            };
+            let outputs: Vec<(Reactor, Option<Value>)> = st
+                .reactors
+                .iter()
+                .zip(&st.outputs)
+                .map(|((br, i), o)| (br.reactors[*i].clone(), o.clone()))
+                .collect();
+            let mut problems = st.fatal.clone();
+            let cycle = session.cycle_from(name);
+            let cycle_note = cycle
+                .as_ref()
+                .map(|c| format!("; nodes whose reactors read each other: {}", c.join(" -> ")))
+                .unwrap_or_default();
+            for (((br, i), failure), _) in st.reactors.iter().zip(&st.failures).zip(&st.outputs) {
+                let r = &br.reactors[*i];
+                match failure {
+                    Some(Failure::Missing { key, line }) => problems.push(
+                        Diagnostic::at(
+                            Location {
+                                file: r.file.clone(),
+                                line: if *line > 0 { *line } else { r.line },
+                                column: 0,
+                            },
+                            format!(
+                                "{} needs metadata key `{key}`, which no layer or reactor provides{cycle_note}",
+                                r.describe()
+                            ),
+                        )
+                        .with_hint(format!(
+                            "set `{key}` in a bundle's metadata.toml, a group or the node, or have a reactor return it"
+                        )),
+                    ),
+                    Some(Failure::Error { message, line }) => problems.push(Diagnostic::at(
+                        Location {
+                            file: r.file.clone(),
+                            line: if *line > 0 { *line } else { r.line },
+                            column: 0,
+                        },
+                        format!("{} failed: {message}{cycle_note}", r.describe()),
+                    )),
+                    None => {}
+                }
+            }
+            if session.oscillated {
+                let busy: Vec<String> = st
+                    .reactors
+                    .iter()
+                    .zip(&st.changes)
+                    .filter(|(_, c)| **c as usize >= MAX_PASSES / 2)
+                    .map(|((br, i), _)| br.reactors[*i].describe())
+                    .collect();
+                if !busy.is_empty() || problems.is_empty() {
+                    let location = st
+                        .reactors
+                        .first()
+                        .map(|(br, i)| br.reactors[*i].location());
+                    let what = if busy.is_empty() {
+                        "reactors of other nodes it reads".to_string()
+                    } else {
+                        busy.join(", ")
+                    };
+                    let msg = format!(
+                        "metadata never settles: after {MAX_PASSES} passes these reactors still change each other's input: {what}{cycle_note}"
+                    );
+                    let d = match location {
+                        Some(l) => Diagnostic::at(l, msg),
+                        None => Diagnostic::new(msg),
+                    };
+                    problems.push(d.with_hint(
+                        "a reactor must return the same map once its input stops changing; \
+                         do not derive a value from the value itself",
+                    ));
+                }
+            }
+            if problems.is_empty() {
+                problems.extend(self.conflicts(name, st));
+            }
+            let result = if problems.is_empty() {
+                Ok(st.merged.clone())
+            } else {
+                Err(problems)
+            };
+            results.insert(name.clone(), Outcome::new(result, outputs));
+        }
+        // A node whose reactors read a broken node is broken too.
+        loop {
+            let mut newly = Vec::new();
+            for (name, outcome) in &results {
+                if outcome.result.is_err() {
+                    continue;
+                }
+                if let Some(bad) = session.reads.get(name).and_then(|reads| {
+                    reads.iter().find(|r| {
+                        *r != name
+                            && results.get(*r).map_or_else(
+                                || {
+                                    self.cells(session.reversed)
+                                        .get(*r)
+                                        .and_then(|c| c.get())
+                                        .is_some_and(|o| o.result.is_err())
+                                },
+                                |o| o.result.is_err(),
+                            )
+                    })
+                }) {
+                    newly.push((name.clone(), bad.clone()));
+                }
+            }
+            if newly.is_empty() {
+                break;
+            }
+            for (name, bad) in newly {
+                if let Some(o) = results.get_mut(&name) {
+                    o.result = Err(vec![
+                        Diagnostic::new(format!(
+                            "its reactors read the metadata of node '{bad}', which cannot be computed"
+                        ))
+                        .with_hint(format!("see `cinch metadata {bad}`")),
+                    ]);
+                }
+            }
+        }
+        results.into_iter().collect()
+    }
+
+    /// Conflicts in the final merge that involve a reactor (static ones are found at load).
+    fn conflicts(&self, name: &str, st: &NodeState) -> Vec<Diagnostic> {
+        let layers = self.layers.get(name).cloned().unwrap_or_default();
+        let outputs: Vec<(Reactor, Value)> = st
+            .reactors
+            .iter()
+            .zip(&st.outputs)
+            .filter_map(|((br, i), o)| o.clone().map(|v| (br.reactors[*i].clone(), v)))
+            .collect();
+        let empty = SpanMap::default();
+        let refs: Vec<(&Reactor, &Value)> = outputs.iter().map(|(r, v)| (r, v)).collect();
+        let stack = build_layers(name, &layers, &refs, &empty);
+        let (_, conflicts, _) = metadata::merge_traced(&stack, overrides(&self.repo));
+        conflicts
+            .into_iter()
+            .filter(|c| {
+                matches!(stack[c.first].source, Source::Reactor(..))
+                    || matches!(stack[c.second].source, Source::Reactor(..))
+            })
+            .map(|c| {
+                let loc = |i: usize| match stack[i].source {
+                    Source::Reactor(b, r) => outputs
+                        .iter()
+                        .find(|(x, _)| x.bundle == b && x.name == r)
+                        .map(|(x, _)| x.location()),
+                    _ => stack[i].spans.find(&c.path).cloned(),
+                };
+                let msg = format!(
+                    "metadata conflict at `{}`: {} sets {}, {} sets {}",
+                    c.path.join("."),
+                    stack[c.first].source,
+                    c.first_value,
+                    stack[c.second].source,
+                    c.second_value
+                );
+                let hint = "return the value from one reactor only, wrap one in atomic(), or set it in the node or a group";
+                match loc(c.second).or_else(|| loc(c.first)) {
+                    Some(l) => Diagnostic::at(l, msg),
+                    None => Diagnostic::new(msg),
+                }
+                .with_hint(hint)
+            })
+            .collect()
+    }
+
+    /// `nodes(selector)`: the selected nodes as scripts see them, sorted by name.
+    fn select(&self, target: &str) -> Result<rhai::Array, String> {
+        let nodes = self.repo.select(target).map_err(|e| e.to_string())?;
+        Ok(nodes
+            .iter()
+            .filter_map(|n| self.summaries.get(&n.name).cloned())
+            .collect())
+    }
+}
+
+/// The layer stack of a node: bundle defaults < reactors < groups < node.
+fn build_layers<'a>(
+    name: &'a str,
+    layers: &'a NodeLayers,
+    outputs: &[(&'a Reactor, &'a Value)],
+    empty: &'a SpanMap,
+) -> Vec<Layer<'a>> {
+    let mut stack = Vec::new();
+    for (b, l) in &layers.bundles {
+        stack.push(Layer {
+            source: Source::Bundle(b),
+            value: &l.value,
+            spans: &l.spans,
+        });
+    }
+    for (r, v) in outputs {
+        stack.push(Layer {
+            source: Source::Reactor(&r.bundle, &r.name),
+            value: v,
+            spans: empty,
+        });
+    }
+    for (gi, (g, l)) in layers.groups.iter().enumerate() {
+        stack.push(Layer {
+            source: Source::Group(g, gi),
+            value: &l.value,
+            spans: &l.spans,
+        });
+    }
+    if let Some(own) = &layers.own {
+        stack.push(Layer {
+            source: Source::Node(name),
+            value: &own.value,
+            spans: &own.spans,
+        });
+    }
+    stack
+}
+
+/// Precedence between layers: node over everything, subgroups over supergroups, groups over
+/// reactors over defaults; two defaults, two reactors or two unrelated groups conflict.
+fn overrides(repo: &Repo) -> impl Fn(&Source<'_>, &Source<'_>) -> bool + '_ {
+    move |earlier, later| match (earlier, later) {
+        (Source::Bundle(_), Source::Bundle(_)) => false,
+        (Source::Reactor(..), Source::Reactor(..)) => false,
+        (Source::Group(a, _), Source::Group(b, _)) => repo
+            .groups
+            .get(*b)
+            .is_some_and(|g| g.supergroups.iter().any(|s| s == a)),
+        _ => true,
+    }
+}
+
+fn collect_leaves(v: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                path.push(k.clone());
+                collect_leaves(v, path, out);
+                path.pop();
+            }
+        }
+        _ => out.push(path.clone()),
+    }
+}
+
+/// The line of `fn NAME(` in `text` (1-based), 0 when not found.
+fn fn_line(text: &str, name: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            let l = l.strip_prefix("private ").unwrap_or(l).trim_start();
+            l.strip_prefix("fn ")
+                .map(str::trim_start)
+                .and_then(|rest| rest.strip_prefix(name))
+                .is_some_and(|rest| rest.trim_start().starts_with('('))
+        })
+        .map_or(0, |i| i + 1)
+}
+
+fn position_location(path: &std::path::Path, pos: Position) -> Location {
+    Location {
+        file: path.to_path_buf(),
+        line: pos.line().unwrap_or(0),
+        column: pos.position().unwrap_or(0),
+    }
+}
+
+fn to_dynamic(v: &Value) -> Dynamic {
+    rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
+}
+
+/// A node as scripts see it: name, hostname, groups, bundles and every attribute.
+fn summary_dynamic(n: &Node) -> Dynamic {
+    to_dynamic(&summary_json(n))
+}
+
+/// A node's attributes as JSON (what `nodes()` returns for it).
+pub(crate) fn summary_json(n: &Node) -> Value {
+    serde_json::json!({
+        "name": n.name,
+        "hostname": n.hostname,
+        "groups": n.groups,
+        "bundles": n.bundles,
+        "username": n.username,
+        "port": n.port,
+        "transport": n.transport,
+        "become": n.become_,
+        "lock_dir": n.lock_dir,
+        "dummy": n.dummy,
+        "os": n.os,
+        "os_version": n.os_version,
+    })
+}
+
+/// A reactor's last failure, kept until it succeeds; still there at the end, it is an error.
+#[derive(Debug, Clone)]
+enum Failure {
+    Missing { key: String, line: usize },
+    Error { message: String, line: usize },
+}
+
+enum Interpreted {
+    Output(Value),
+    Retry(Failure),
+    Fatal(Diagnostic),
+}
+
+enum RunResult {
+    UpToDate,
+    Same,
+    Changed,
+}
+
+/// What a reactor call amounts to: an output, a failure to retry later, or a stop.
+fn interpret(reactor: &Reactor, result: Result<Dynamic, Box<EvalAltResult>>) -> Interpreted {
+    let err = match result {
+        Ok(v) if v.is_map() => {
+            return match rhai::serde::from_dynamic::<Value>(&v) {
+                Ok(value) => Interpreted::Output(value),
+                Err(e) => Interpreted::Fatal(Diagnostic::at(
+                    reactor.location(),
+                    format!(
+                        "{} returned a value cinch cannot read: {e}",
+                        reactor.describe()
+                    ),
+                )),
+            };
+        }
+        Ok(v) => {
+            return Interpreted::Fatal(
+                Diagnostic::at(
+                    reactor.location(),
+                    format!(
+                        "{} must return a map of metadata, but returned {}",
+                        reactor.describe(),
+                        v.type_name()
+                    ),
+                )
+                .with_hint("return #{} to contribute nothing"),
+            );
+        }
+        Err(e) => e,
+    };
+    let line = innermost_position(&err).line().unwrap_or(0);
+    if let Some(why) = crate::repo::rhai_engine::stop_reason(&err) {
+        return Interpreted::Fatal(Diagnostic::at(
+            Location {
+                file: reactor.file.clone(),
+                line: if line > 0 { line } else { reactor.line },
+                column: 0,
+            },
+            format!("{} was stopped: {why}", reactor.describe()),
+        ));
+    }
+    if let Some(key) = needed_key(&err) {
+        return Interpreted::Retry(Failure::Missing { key, line });
+    }
+    Interpreted::Retry(Failure::Error {
+        message: innermost_message(&err),
+        line,
+    })
+}
+
+fn innermost(err: &EvalAltResult) -> &EvalAltResult {
+    match err {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+        | EvalAltResult::ErrorInModule(_, inner, _) => innermost(inner),
+        other => other,
+    }
+}
+
+fn innermost_position(err: &EvalAltResult) -> Position {
+    let inner = innermost(err).position();
+    if inner.is_none() {
+        err.position()
+    } else {
+        inner
+    }
+}
+
+fn innermost_message(err: &EvalAltResult) -> String {
+    match innermost(err) {
+        EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
+        other => {
+            let mut s = other.to_string();
+            if let Some(i) = s.find(" (line ") {
+                s.truncate(i);
+            }
+            s
+        }
+    }
+}
+
+fn needed_key(err: &EvalAltResult) -> Option<String> {
+    match innermost(err) {
+        EvalAltResult::ErrorRuntime(v, _) => v
+            .clone()
+            .into_string()
+            .ok()
+            .and_then(|s| s.strip_prefix(NEED_MARK).map(str::to_string)),
+        _ => None,
+    }
+}
+
+/// One node's progress in a computation.
+struct NodeState {
+    reactors: Vec<(Arc<BundleReactors>, usize)>,
+    outputs: Vec<Option<Value>>,
+    failures: Vec<Option<Failure>>,
+    changes: Vec<u32>,
+    /// For each reactor, what it read at its last run and the values it saw: it runs again
+    /// only when one of them changed.
+    deps: Vec<Option<Vec<Dep>>>,
+    fatal: Vec<Diagnostic>,
+    merged: Arc<Value>,
+}
+
+/// The nodes being computed together on one thread.
+struct Session {
+    reversed: bool,
+    order: Vec<String>,
+    states: HashMap<String, NodeState>,
+    /// Which nodes each node's reactors read.
+    reads: BTreeMap<String, BTreeSet<String>>,
+    current: Option<String>,
+    current_reads: std::collections::HashSet<String>,
+    current_deps: Vec<Dep>,
+    oscillated: bool,
+}
+
+impl Session {
+    fn outputs_of(st: &NodeState, skip: Option<usize>) -> Vec<(&Reactor, &Value)> {
+        st.reactors
+            .iter()
+            .zip(&st.outputs)
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != skip)
+            .filter_map(|(_, ((br, i), o))| o.as_ref().map(|v| (&br.reactors[*i], v)))
+            .collect()
+    }
+
+    fn merge_without(&self, fleet: &Fleet, node: &str, skip: usize) -> Value {
+        let Some(st) = self.states.get(node) else {
+            return Value::Object(Default::default());
+        };
+        let outputs = Session::outputs_of(st, Some(skip));
+        merge_node(fleet, node, &outputs)
+    }
+
+    fn remerge(&mut self, fleet: &Fleet, node: &str) {
+        let Some(st) = self.states.get_mut(node) else {
+            return;
+        };
+        let merged = merge_node(fleet, node, &Session::outputs_of(st, None));
+        // Readers compare the values they read, so no need to compare whole trees here.
+        st.merged = Arc::new(merged);
+    }
+
+    /// Whether what reactor `i` of `node` read (`dep`) still has the value it saw.
+    fn dep_holds(&self, fleet: &Fleet, node: &str, i: usize, dep: &Dep) -> bool {
+        let current = |v: &Value| -> bool {
+            let now = match &dep.path {
+                Some(p) => metadata::lookup(v, p),
+                None => Some(v),
+            };
+            now == dep.value.as_ref()
+        };
+        if dep.node != node {
+            // A node outside the computation is finished and cannot change any more.
+            return self
+                .states
+                .get(&dep.node)
+                .is_none_or(|st| current(&st.merged));
+        }
+        let Some(st) = self.states.get(node) else {
+            return true;
+        };
+        // The reactor saw its node without its own output: where that output could be part
+        // of the value, compare with exactly that; elsewhere the merged value is the same.
+        let own = st.outputs[i].as_ref();
+        let overlaps = match &dep.path {
+            None => own.is_some(),
+            Some(p) => {
+                let first = p.split('.').next().unwrap_or("");
+                own.and_then(Value::as_object)
+                    .is_some_and(|o| o.contains_key(first))
+            }
+        };
+        if overlaps {
+            current(&self.merge_without(fleet, node, i))
+        } else {
+            current(&st.merged)
+        }
+    }
+
+    /// A chain of reads leading from `start` back to it, if there is one.
+    fn cycle_from(&self, start: &str) -> Option<Vec<String>> {
+        let mut path = vec![start.to_string()];
+        let mut visited = BTreeSet::new();
+        fn dfs(
+            s: &Session,
+            start: &str,
+            path: &mut Vec<String>,
+            visited: &mut BTreeSet<String>,
+        ) -> bool {
+            let Some(last) = path.last().cloned() else {
+                return false;
+            };
+            for next in s.reads.get(&last).into_iter().flatten() {
+                if next == &last {
+                    continue;
+                }
+                if next == start {
+                    path.push(next.clone());
+                    return true;
+                }
+                if visited.insert(next.clone()) {
+                    path.push(next.clone());
+                    if dfs(s, start, path, visited) {
+                        return true;
+                    }
+                    path.pop();
+                }
+            }
+            false
+        }
+        dfs(self, start, &mut path, &mut visited).then_some(path)
+    }
+}
+
+fn merge_node(fleet: &Fleet, node: &str, outputs: &[(&Reactor, &Value)]) -> Value {
+    let none = NodeLayers::default();
+    let layers = fleet.layers.get(node).unwrap_or(&none);
+    let empty = SpanMap::default();
+    let stack = build_layers(node, layers, outputs, &empty);
+    metadata::merge(&stack, overrides(&fleet.repo)).0
+}
+
+/// What scripts on this thread compute in: the fleet and, while reactors run, their session.
+struct Frame {
+    fleet: Arc<Fleet>,
+    session: Option<Session>,
+}
+
+thread_local! {
+    static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Pops the frame it pushed, also when a script panics its way out.
+struct FrameGuard;
+
+impl FrameGuard {
+    fn push(frame: Frame) -> FrameGuard {
+        FRAMES.with(|f| f.borrow_mut().push(frame));
+        FrameGuard
+    }
+}
+
+impl Drop for FrameGuard {
+    fn drop(&mut self) {
+        FRAMES.with(|f| {
+            f.borrow_mut().pop();
+        });
+    }
+}
+
+/// Makes `nodes()` and `node_metadata()` available to scripts run on this thread (items.rhai)
+/// until the returned guard is dropped.
+pub struct ScriptContext {
+    _frame: Option<FrameGuard>,
+}
+
+/// Enters `fleet` for scripts on this thread; `None` (a node built without a repo) enters
+/// nothing and those functions report that they are not available.
+pub fn enter(fleet: Option<&Arc<Fleet>>) -> ScriptContext {
+    ScriptContext {
+        _frame: fleet.map(|f| {
+            FrameGuard::push(Frame {
+                fleet: f.clone(),
+                session: None,
+            })
+        }),
+    }
+}
+
+fn with_session<T>(f: impl FnOnce(&mut Session) -> T) -> Option<T> {
+    FRAMES.with(|frames| {
+        let mut frames = frames.borrow_mut();
+        frames.last_mut()?.session.as_mut().map(f)
+    })
+}
+
+fn current_fleet() -> Option<Arc<Fleet>> {
+    FRAMES.with(|f| f.borrow().last().map(|fr| fr.fleet.clone()))
+}
+
+/// `node_metadata(name)` for templates: the computed metadata of another node.
+pub fn node_metadata_json(fleet: &Arc<Fleet>, name: &str) -> Result<Value, String> {
+    if !fleet.cells.contains_key(name) {
+        return Err(unknown_node(fleet, name));
+    }
+    fleet
+        .metadata(name)
+        .map(|v| (*v).clone())
+        .map_err(|d| broken(name, &d))
+}
+
+/// `nodes(selector)` for templates.
+pub fn nodes_json(fleet: &Arc<Fleet>, target: &str) -> Result<Vec<Value>, String> {
+    let nodes = fleet.repo.select(target).map_err(|e| e.to_string())?;
+    Ok(nodes.iter().map(|n| summary_json(n)).collect())
+}
+
+fn unknown_node(fleet: &Fleet, name: &str) -> String {
+    match fleet.repo.node(name) {
+        Err(e) => e.to_string(),
+        Ok(_) => format!("no node named '{name}'"),
+    }
+}
+
+fn broken(name: &str, diags: &[Diagnostic]) -> String {
+    let first = diags
+        .first()
+        .map(|d| match &d.location {
+            Some(l) => format!("{l}: {}", d.message),
+            None => d.message.clone(),
+        })
+        .unwrap_or_default();
+    format!("metadata of node '{name}' cannot be computed: {first}")
+}
+
+/// `node_metadata(name)` as scripts call it: inside a reactor computation the node joins it.
+fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+    let err = |msg: String| Box::new(EvalAltResult::ErrorRuntime(msg.into(), ctx.call_position()));
+    let Some(fleet) = current_fleet() else {
+        return Err(err(
+            "node_metadata() is only available in reactors, items.rhai and templates".into(),
+        ));
+    };
+    if !fleet.cells.contains_key(name) {
+        return Err(err(unknown_node(&fleet, name)));
+    }
+    let in_session = with_session(|s| {
+        if !s.current_reads.contains(name) {
+            s.current_reads.insert(name.to_string());
+        }
+        if let Some(st) = s.states.get(name) {
+            return Some(Ok(NodeMeta::dynamic_of(st.merged.clone(), name)));
+        }
+        if let Some(done) = fleet.cells(s.reversed).get(name).and_then(|c| c.get()) {
+            return Some(match &done.result {
+                Ok(v) => Ok(NodeMeta::dynamic_of(v.clone(), name)),
+                Err(d) => Err(broken(name, d)),
+            });
+        }
+        let st = fleet.new_state(name);
+        let value = NodeMeta::dynamic_of(st.merged.clone(), name);
+        s.states.insert(name.to_string(), st);
+        s.order.push(name.to_string());
+        Some(Ok(value))
+    })
+    .flatten();
+    match in_session {
+        Some(r) => r.map_err(err),
+        None => match fleet.metadata(name) {
+            Ok(v) => Ok(NodeMeta::dynamic_of(v, name)),
+            Err(d) => Err(err(broken(name, &d))),
+        },
+    }
+}
+
+/// Another node's metadata as scripts get it from `node_metadata()`: read-only and shared, so
+/// a reactor reading a hundred nodes does not copy a hundred metadata trees. `m.key` and
+/// `m["key"]` read a key (`()` when missing), `need(m, "a.b")`, `"key" in m`, `m.keys()`,
+/// `m.len()`, `m.to_map()` (a copy as a plain map) and `m.to_json()` work as on maps.
+#[derive(Debug, Clone)]
+pub struct NodeMeta {
+    value: Arc<Value>,
+    /// Whose metadata this is, so reads inside a reactor are remembered as its input.
+    node: Option<Arc<str>>,
+}
+
+impl NodeMeta {
+    fn dynamic_of(value: Arc<Value>, node: &str) -> Dynamic {
+        Dynamic::from(NodeMeta {
+            value,
+            node: Some(Arc::from(node)),
+        })
+    }
+
+    /// The value at `path` (the whole metadata for `None`), remembered as read by the
+    /// reactor running on this thread, if any.
+    fn read(&self, path: Option<&str>) -> Option<&Value> {
+        let found = match path {
+            Some(p) => metadata::lookup(&self.value, p),
+            None => Some(&*self.value),
+        };
+        if let Some(node) = &self.node {
+            with_session(|s| {
+                if s.current.is_some() {
+                    s.current_deps.push(Dep {
+                        node: node.to_string(),
+                        path: path.map(str::to_string),
+                        value: found.cloned(),
+                    });
+                }
+            });
+        }
+        found
+    }
+}
+
+/// One value a reactor read: node, dotted path (`None`: all of it) and what it was.
+#[derive(Debug, Clone)]
+struct Dep {
+    node: String,
+    path: Option<String>,
+    value: Option<Value>,
+}
+
+/// Registers the computed-metadata functions: `need`, `atomic`, `nodes`, `node_metadata`,
+/// `in_group` and `has_bundle`.
+pub fn register(engine: &mut Engine) {
+    engine.register_fn(
+        "need",
+        |ctx: NativeCallContext,
+         m: &mut rhai::Map,
+         path: &str|
+         -> Result<Dynamic, Box<EvalAltResult>> {
+            let mut segments = path.split('.');
+            let first = segments.next().and_then(|seg| m.get(seg)).cloned();
+            let mut current = match first {
+                Some(v) if !v.is_unit() => v,
+                _ => {
+                    return Err(Box::new(EvalAltResult::ErrorRuntime(
+                        format!("{NEED_MARK}{path}").into(),
+                        ctx.call_position(),
+                    )));
+                }
+            };
+            for seg in segments {
+                let next = if let Some(map) = current.read_lock::<rhai::Map>() {
+                    map.get(seg).cloned()
+                } else if let Some(arr) = current.read_lock::<rhai::Array>() {
+                    seg.parse::<usize>().ok().and_then(|i| arr.get(i).cloned())
+                } else {
+                    None
+                };
+                match next {
+                    Some(v) if !v.is_unit() => current = v,
+                    _ => {
+                        return Err(Box::new(EvalAltResult::ErrorRuntime(
+                            format!("{NEED_MARK}{path}").into(),
+                            ctx.call_position(),
+                        )));
+                    }
+                }
+            }
+            Ok(current)
+        },
+    );
+    engine.register_type_with_name::<NodeMeta>("NodeMetadata");
+    engine.register_indexer_get(|m: &mut NodeMeta, key: &str| -> Dynamic {
+        m.read(Some(key)).map_or(Dynamic::UNIT, to_dynamic)
+    });
+    engine.register_fn("get", |m: &mut NodeMeta, key: &str| -> Dynamic {
+        m.read(Some(key)).map_or(Dynamic::UNIT, to_dynamic)
+    });
+    engine.register_fn(
+        "need",
+        |ctx: NativeCallContext,
+         m: &mut NodeMeta,
+         path: &str|
+         -> Result<Dynamic, Box<EvalAltResult>> {
+            match m.read(Some(path)) {
+                Some(v) if !v.is_null() => Ok(to_dynamic(v)),
+                _ => Err(Box::new(EvalAltResult::ErrorRuntime(
+                    format!("{NEED_MARK}{path}").into(),
+                    ctx.call_position(),
+                ))),
+            }
+        },
+    );
+    engine.register_fn("contains", |m: &mut NodeMeta, key: &str| {
+        m.read(Some(key)).is_some()
+    });
+    engine.register_fn("keys", |m: &mut NodeMeta| -> rhai::Array {
+        m.read(None)
+            .and_then(Value::as_object)
+            .map(|o| o.keys().map(|k| Dynamic::from(k.clone())).collect())
+            .unwrap_or_default()
+    });
+    engine.register_fn("values", |m: &mut NodeMeta| -> rhai::Array {
+        m.read(None)
+            .and_then(Value::as_object)
+            .map(|o| o.values().map(to_dynamic).collect())
+            .unwrap_or_default()
+    });
+    engine.register_fn("len", |m: &mut NodeMeta| -> i64 {
+        m.read(None)
+            .and_then(Value::as_object)
+            .map_or(0, |o| o.len() as i64)
+    });
+    engine.register_fn("is_empty", |m: &mut NodeMeta| -> bool {
+        m.read(None)
+            .and_then(Value::as_object)
+            .is_none_or(|o| o.is_empty())
+    });
+    engine.register_fn("to_map", |m: &mut NodeMeta| {
+        m.read(None).map_or(Dynamic::UNIT, to_dynamic)
+    });
+    for name in ["to_json", "to_string", "to_debug"] {
+        engine.register_fn(name, |m: &mut NodeMeta| {
+            m.read(None).map(Value::to_string).unwrap_or_default()
+        });
+    }
+    engine.register_fn("atomic", |v: Dynamic| -> Dynamic {
+        let mut m = rhai::Map::new();
+        m.insert(metadata::ATOMIC_KEY.into(), v);
+        Dynamic::from_map(m)
+    });
+    engine.register_fn(
+        "nodes",
+        |ctx: NativeCallContext, target: &str| -> Result<rhai::Array, Box<EvalAltResult>> {
+            let err = |msg: String| {
+                Box::new(EvalAltResult::ErrorRuntime(msg.into(), ctx.call_position()))
+            };
+            let fleet = current_fleet().ok_or_else(|| {
+                err("nodes() is only available in reactors, items.rhai and templates".into())
+            })?;
+            fleet.select(target).map_err(err)
+        },
+    );
+    engine.register_fn("node_metadata", node_metadata);
+    engine.register_fn("in_group", |node: &mut rhai::Map, group: &str| {
+        listed(node, "groups", group)
+    });
+    engine.register_fn("has_bundle", |node: &mut rhai::Map, bundle: &str| {
+        listed(node, "bundles", bundle)
+    });
+}
+
+fn listed(node: &rhai::Map, key: &str, name: &str) -> bool {
+    node.get(key)
+        .and_then(|v| {
+            v.read_lock::<rhai::Array>().map(|a| {
+                a.iter()
+                    .any(|x| x.clone().into_string().is_ok_and(|s| s == name))
+            })
+        })
+        .unwrap_or(false)
+}
