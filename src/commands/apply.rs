@@ -26,17 +26,51 @@ use crate::plan::Plan;
 use crate::repo::{Node, Repo};
 use crate::settings::{ApplySettings, Select, Settings};
 
+use super::saved_plan::{self, PlanItem, PlanNode, SavedPlan};
+use crate::executor::{CHANGED_SINCE_PLAN, PlanCheck};
+use crate::review::expected::state_hash;
+use std::path::Path;
+
 /// Diffs of text files larger than this are shown as sizes and hashes.
 const DIFF_LIMIT: u64 = 1 << 20;
 
-/// Runs `cinch apply`.
+/// Runs `cinch apply` (with `--plan`, only the plan's changes).
 pub fn cmd_apply(ctx: &Settings, args: &ApplySettings) -> Result<u8> {
-    run(ctx, &args.select, Mode::Apply, args.interactive, args.force)
+    let saved = match &args.plan {
+        Some(path) => Some((SavedPlan::read(path)?, path.as_path())),
+        None => None,
+    };
+    let mut select = args.select.clone();
+    if select.target.is_empty() {
+        match &saved {
+            Some((p, _)) => select.target = p.target.clone(),
+            None => {
+                return Err(Error::Usage(
+                    "apply needs a TARGET (nodes, groups, all), or --plan FILE".into(),
+                ));
+            }
+        }
+    }
+    let saved = saved.as_ref().map(|(p, path)| (p, *path));
+    run(
+        ctx,
+        &select,
+        Mode::Apply,
+        args.interactive,
+        args.force,
+        Saved::In(saved),
+    )
 }
 
-/// Runs `cinch verify`.
-pub fn cmd_verify(ctx: &Settings, args: &Select) -> Result<u8> {
-    run(ctx, args, Mode::Verify, false, false)
+/// Runs `cinch verify` (with `--plan-out`, also writes what would change).
+pub fn cmd_verify(ctx: &Settings, args: &Select, plan_out: Option<&Path>) -> Result<u8> {
+    run(ctx, args, Mode::Verify, false, false, Saved::Out(plan_out))
+}
+
+/// The saved plan a run reads (apply) or writes (verify).
+enum Saved<'p> {
+    In(Option<(&'p SavedPlan, &'p Path)>),
+    Out(Option<&'p Path>),
 }
 
 /// Who we are in locks, and whether `--force` overrides a held hard lock.
@@ -71,6 +105,7 @@ impl<'r> Prepared<'r> {
                 only: None,
                 skip: Vec::new(),
                 diffs: false,
+                plan: None,
             },
             broken: Some(reason),
         }
@@ -100,6 +135,7 @@ fn prepare<'r>(
         only: (!select.only.is_empty()).then(|| mask(&select.only)),
         skip: mask(&select.skip),
         diffs,
+        plan: None,
     };
     let mut locals = executor::locals(
         &plan.items,
@@ -118,10 +154,21 @@ fn prepare<'r>(
     })
 }
 
-fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bool) -> Result<u8> {
+fn run(
+    ctx: &Settings,
+    select: &Select,
+    mode: Mode,
+    interactive: bool,
+    force: bool,
+    saved: Saved<'_>,
+) -> Result<u8> {
     let started = Instant::now();
     let repo = ctx.load_repo()?;
-    let nodes = repo.select(&select.target)?;
+    let mut nodes = repo.select(&select.target)?;
+    if let Saved::In(Some((plan, _))) = &saved {
+        // Only nodes the plan covers; a TARGET only narrows the plan.
+        nodes.retain(|n| plan.node(&n.name).is_some());
+    }
     let node_workers = select.node_workers.resolve(repo.settings.node_workers);
     let item_workers = select.item_workers.resolve(repo.settings.item_workers);
     // Hooks load (and their top level runs) once, before anything else, so a broken hook is
@@ -155,6 +202,12 @@ fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bo
     }
     if !diags.is_empty() {
         return Err(Error::Repo(crate::diag::dedup_sorted(diags)));
+    }
+    // Plan items the repo no longer has (or nodes it no longer selects) are changes since
+    // the plan too: reported, and the command fails, while the rest goes ahead.
+    let mut plan_refusals = Vec::new();
+    if let Saved::In(Some((plan, path))) = &saved {
+        plan_refusals = restrict_to_plan(&mut jobs, plan, &repo, path);
     }
     // As in BundleWrap 5: a -o/-s selector that matches nothing on any selected node is a
     // typo, and silently applying everything (or nothing) would be worse than stopping.
@@ -241,6 +294,16 @@ fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bo
         .iter()
         .any(|r| r.error.is_some() || r.count(Outcome::Failed) > 0);
     let drift = results.iter().any(|r| r.count(Outcome::WouldChange) > 0);
+    for refusal in &plan_refusals {
+        out.line_err(&format!("{} {refusal}", style("✘").red().bold()));
+    }
+    if let Saved::Out(Some(path)) = saved {
+        write_plan(&repo, select, &jobs, &results, path)?;
+        if !console.json() && !console.quiet() {
+            console.err(&format!("plan written to {}", path.display()));
+        }
+    }
+    let failed = failed || !plan_refusals.is_empty();
     Ok(if crate::interrupt::requested() {
         130
     } else if failed || bus.had_errors() || (mode == Mode::Verify && drift) {
@@ -850,4 +913,109 @@ fn fmt_duration(d: Duration) -> String {
         let s = s as u64;
         format!("{}m {}s", s / 60, s % 60)
     }
+}
+
+/// `apply --plan`: tells every job which items the plan allows and whether each is still as
+/// planned in the repo; returns what the plan names but the repo no longer has.
+fn restrict_to_plan(
+    jobs: &mut [Prepared<'_>],
+    plan: &SavedPlan,
+    repo: &Repo,
+    path: &Path,
+) -> Vec<String> {
+    let mut refusals = Vec::new();
+    for pn in &plan.nodes {
+        let in_repo = repo.nodes.contains_key(&pn.node);
+        if !in_repo && !pn.items.is_empty() {
+            refusals.push(format!(
+                "{}  {CHANGED_SINCE_PLAN}: node no longer in the repo ({} planned changes not \
+                 applied; plan {})",
+                untrusted(&pn.node, Lines::Escape),
+                pn.items.len(),
+                path.display()
+            ));
+        }
+    }
+    for job in jobs.iter_mut() {
+        if job.broken.is_some() {
+            continue;
+        }
+        let Some(pn) = plan.node(&job.node.name) else {
+            continue;
+        };
+        let mut checks = vec![PlanCheck::NotPlanned; job.plan.items.len()];
+        for planned in &pn.items {
+            let Some(idx) = job.plan.items.iter().position(|i| i.id == planned.item) else {
+                refusals.push(format!(
+                    "{}  {}  {CHANGED_SINCE_PLAN}: the item is no longer in the repo (repo \
+                     changed)",
+                    job.node.name,
+                    untrusted(&planned.item, Lines::Escape)
+                ));
+                continue;
+            };
+            let item = &job.plan.items[idx];
+            let now = state_hash(&item.canonical_expected(&job.locals[idx]));
+            checks[idx] = if now == planned.expected {
+                PlanCheck::Actual(planned.actual.clone())
+            } else {
+                PlanCheck::Changed(format!(
+                    "{CHANGED_SINCE_PLAN}: the repo's expected state is not the planned one \
+                     (repo changed); run verify --plan-out again and review the new plan"
+                ))
+            };
+        }
+        job.options.plan = Some(checks);
+    }
+    refusals
+}
+
+/// `verify --plan-out`: every reached node's would-change items with their hashes.
+fn write_plan(
+    repo: &Repo,
+    select: &Select,
+    jobs: &[Prepared<'_>],
+    results: &[NodeRun],
+    path: &Path,
+) -> Result<()> {
+    let mut nodes = Vec::new();
+    for (job, run) in jobs.iter().zip(results) {
+        // A node verify could not read fully is left out: nothing unseen is ever planned.
+        if job.broken.is_some() || run.error.is_some() || run.count(Outcome::Failed) > 0 {
+            continue;
+        }
+        let items = run
+            .reports
+            .iter()
+            .filter(|r| r.outcome == Outcome::WouldChange)
+            .filter_map(|r| {
+                let item = job.plan.items.get(r.idx)?;
+                Some(PlanItem {
+                    item: item.id.clone(),
+                    change: r.verb.unwrap_or("fix").to_string(),
+                    expected: state_hash(&item.canonical_expected(job.locals.get(r.idx)?)),
+                    actual: match &item.kind {
+                        crate::items::ItemKind::Action(_) => None,
+                        _ => run
+                            .actual
+                            .get(r.idx)
+                            .and_then(Option::as_ref)
+                            .map(executor::actual_hash),
+                    },
+                })
+            })
+            .collect();
+        nodes.push(PlanNode {
+            node: job.node.name.clone(),
+            items,
+        });
+    }
+    let plan = SavedPlan {
+        cinch_plan: saved_plan::FORMAT,
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        target: select.target.clone(),
+        revision: saved_plan::revision(&repo.path),
+        nodes,
+    };
+    plan.write(path)
 }

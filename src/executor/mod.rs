@@ -45,6 +45,48 @@ pub struct Options {
     pub skip: Vec<bool>,
     /// Compute diffs for changed items.
     pub diffs: bool,
+    /// `apply --plan`: what the saved plan allows per item (by plan index); `None` = no plan.
+    pub plan: Option<Vec<PlanCheck>>,
+}
+
+/// What a saved plan allows for one item (`cinch apply --plan`), so only reviewed changes run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanCheck {
+    /// Not in the plan: left alone if it would change.
+    NotPlanned,
+    /// In the plan, but the repo's expected state changed since: never changed, reported
+    /// failed with this reason.
+    Changed(String),
+    /// In the plan: changed only while its actual state still hashes to this (`None`: an
+    /// action, which has no actual state).
+    Actual(Option<String>),
+}
+
+/// Why an item is not touched under `--plan` when it changed since the plan was made.
+pub const CHANGED_SINCE_PLAN: &str = "changed since the plan";
+
+/// The hash of an actual state as a saved plan records it: sorted keys, staging leftovers
+/// (a probe detail apply cleans up) left out.
+pub fn actual_hash(state: &crate::items::state::State) -> String {
+    use sha2::{Digest, Sha256};
+    let mut s = state.clone();
+    s.remove(crate::items::file::LEFTOVERS);
+    let sorted = sort_keys(Value::Object(s));
+    let bytes = serde_json::to_vec(&sorted).unwrap_or_default();
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// `v` with object keys sorted recursively, so equal states hash equal.
+fn sort_keys(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut pairs: Vec<(String, Value)> = m.into_iter().collect();
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(pairs.into_iter().map(|(k, v)| (k, sort_keys(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(sort_keys).collect()),
+        other => other,
+    }
 }
 
 /// The result of one item, as reported to the user.
@@ -141,6 +183,9 @@ pub struct NodeRun {
     pub duration: Duration,
     /// Stopped early by Ctrl-C or an interactive "quit".
     pub interrupted: bool,
+    /// The last actual state read of every item (after its fix, in apply), by plan index:
+    /// what saved plans and drift records hash.
+    pub actual: Vec<Option<crate::items::state::State>>,
 }
 
 impl NodeRun {
@@ -211,6 +256,7 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
     }
     ex.run.stats = transport.stats();
     ex.run.duration = start.elapsed();
+    ex.run.actual = (0..ex.g.items.len()).map(|i| ex.actual_state(i)).collect();
     ex.run
 }
 

@@ -1,0 +1,169 @@
+//! Saved plans (issue 16): `verify --plan-out` records what would change with hashes, `apply
+//! --plan` changes exactly that and refuses, per item, what changed since.
+
+use crate::apply::Scene;
+
+/// Two drifted files `a` and `c` and a correct file `ok`.
+const ITEMS: &str = r#"
+[files."@/a"]
+content = "a-want\n"
+[files."@/c"]
+content = "c-want\n"
+[files."@/ok"]
+content = "ok\n"
+"#;
+
+fn scene() -> Scene {
+    let s = Scene::new(ITEMS);
+    std::fs::write(s.path("a"), "a-have\n").unwrap();
+    std::fs::write(s.path("c"), "c-have\n").unwrap();
+    std::fs::write(s.path("ok"), "ok\n").unwrap();
+    s
+}
+
+fn read(s: &Scene, rel: &str) -> String {
+    std::fs::read_to_string(s.path(rel)).unwrap()
+}
+
+/// `verify n1 --plan-out plan.json` (exit 1: drift) and the plan's JSON.
+fn make_plan(s: &Scene) -> (std::path::PathBuf, serde_json::Value) {
+    let plan = s.repo.path().join("plan.json");
+    s.cinch(&["verify", "n1", "--plan-out", plan.to_str().unwrap()])
+        .expect_code(1);
+    let json = serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    (plan, json)
+}
+
+#[test]
+fn plan_is_applied_as_planned_and_nothing_else() {
+    let s = scene();
+    let (plan, json) = make_plan(&s);
+    assert_eq!(json["cinch_plan"], 1, "{json}");
+    assert_eq!(json["target"], "n1", "{json}");
+    let items = json["nodes"][0]["items"].as_array().unwrap();
+    let ids: Vec<&str> = items.iter().map(|i| i["item"].as_str().unwrap()).collect();
+    let a = format!("file:{}", s.path("a").display());
+    let c = format!("file:{}", s.path("c").display());
+    assert_eq!(ids, [a.as_str(), c.as_str()], "{json}");
+    for i in items {
+        assert_eq!(i["change"], "fix", "{json}");
+        assert_eq!(i["expected"].as_str().unwrap().len(), 64, "{json}");
+        assert_eq!(i["actual"].as_str().unwrap().len(), 64, "{json}");
+    }
+    // The expected hash is the one `cinch hash --items` prints.
+    let hashes = s.cinch(&["--json", "hash", "n1", "--items"]).expect_code(0);
+    let expected = items[0]["expected"].as_str().unwrap();
+    assert!(hashes.stdout.contains(expected), "{}", hashes.stdout);
+
+    // Drift after the plan on an item it does not name is left alone.
+    std::fs::write(s.path("ok"), "hand edit\n").unwrap();
+    let run = s
+        .cinch(&["apply", "--plan", plan.to_str().unwrap()])
+        .expect_code(0);
+    assert_eq!(read(&s, "a"), "a-want\n");
+    assert_eq!(read(&s, "c"), "c-want\n");
+    assert_eq!(read(&s, "ok"), "hand edit\n", "{}", run.stdout);
+    assert!(run.stdout.contains("not in the plan"), "{}", run.stdout);
+}
+
+#[test]
+fn plan_refuses_an_item_hand_edited_on_the_node_since_the_plan() {
+    let s = scene();
+    let (plan, _) = make_plan(&s);
+    std::fs::write(s.path("a"), "edited after review\n").unwrap();
+    let run = s
+        .cinch(&["apply", "n1", "--plan", plan.to_str().unwrap()])
+        .expect_code(1);
+    assert_eq!(read(&s, "a"), "edited after review\n", "not touched");
+    assert_eq!(read(&s, "c"), "c-want\n", "the rest of the plan is applied");
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(all.contains("changed since the plan"), "{all}");
+    assert!(all.contains("state on the node"), "{all}");
+}
+
+#[test]
+fn plan_refuses_an_item_whose_repo_state_changed_since_the_plan() {
+    let s = scene();
+    let (plan, _) = make_plan(&s);
+    s.items(&ITEMS.replace("a-want", "a-changed-in-repo"));
+    let run = s
+        .cinch(&["apply", "--plan", plan.to_str().unwrap()])
+        .expect_code(1);
+    assert_eq!(read(&s, "a"), "a-have\n", "not touched");
+    assert_eq!(read(&s, "c"), "c-want\n", "the rest of the plan is applied");
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(all.contains("changed since the plan"), "{all}");
+    assert!(all.contains("repo changed"), "{all}");
+
+    // An item the repo no longer has at all is refused too.
+    let (plan, _) = make_plan(&s);
+    s.items(&ITEMS.replace("[files.\"@/a\"]\ncontent = \"a-want\\n\"\n", ""));
+    let run = s
+        .cinch(&["apply", "--plan", plan.to_str().unwrap()])
+        .expect_code(1);
+    assert!(
+        run.stderr.contains("no longer in the repo"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn plan_file_holds_no_secret_value() {
+    let s = Scene::new(
+        r#"
+[files."@/key"]
+content = "s3cr3t-plan-value\n"
+sensitive = true
+"#,
+    );
+    std::fs::write(s.path("key"), "old-s3cr3t-on-node\n").unwrap();
+    let plan = s.repo.path().join("plan.json");
+    let run = s
+        .cinch(&["verify", "n1", "--plan-out", plan.to_str().unwrap()])
+        .expect_code(1);
+    let text = std::fs::read_to_string(&plan).unwrap();
+    for secret in ["s3cr3t-plan-value", "old-s3cr3t-on-node"] {
+        assert!(!text.contains(secret), "{text}");
+        assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret));
+    }
+    assert!(
+        text.contains("file:"),
+        "the sensitive item is planned: {text}"
+    );
+    s.cinch(&["apply", "--plan", plan.to_str().unwrap()])
+        .expect_code(0);
+    assert_eq!(read(&s, "key"), "s3cr3t-plan-value\n");
+}
+
+#[test]
+fn plan_records_the_git_revision_and_whether_the_tree_was_dirty() {
+    let s = scene();
+    let (_, json) = make_plan(&s);
+    assert!(json["revision"].is_null(), "outside git: {json}");
+    let dir = s.repo.path();
+    crate::review::git(dir, &["init", "-q"]);
+    std::fs::write(dir.join(".gitignore"), "plan.json\nlocks/\n").unwrap();
+    crate::review::git(dir, &["add", "-A"]);
+    crate::review::git(dir, &["commit", "-q", "-m", "repo"]);
+    let head = crate::review::git(dir, &["rev-parse", "HEAD"]);
+    let (_, json) = make_plan(&s);
+    assert_eq!(json["revision"]["commit"], head.trim(), "{json}");
+    assert_eq!(json["revision"]["dirty"], false, "{json}");
+    s.items(&ITEMS.replace("ok\\n", "ok2\\n"));
+    let (_, json) = make_plan(&s);
+    assert_eq!(json["revision"]["dirty"], true, "{json}");
+}
+
+#[test]
+fn a_broken_plan_file_is_refused_naming_the_file() {
+    let s = scene();
+    let plan = s.repo.path().join("plan.json");
+    std::fs::write(&plan, "{\"cinch_plan\": 1,\n  \"nodes\": 3}").unwrap();
+    let run = s
+        .cinch(&["apply", "--plan", plan.to_str().unwrap()])
+        .expect_code(2);
+    assert!(run.stderr.contains("plan.json:"), "{}", run.stderr);
+    assert_eq!(read(&s, "a"), "a-have\n");
+    s.cinch(&["apply"]).expect_code(2).stderr_has("--plan");
+}
