@@ -16,11 +16,12 @@ use serde_json::json;
 use crate::console::{Console, Reply};
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
-use crate::events::{Bus, Event, Flow, ItemStatus, NodeResult, Report};
+use crate::events::{Bus, Drift, Event, Flow, ItemStatus, NodeResult, Report};
 use crate::executor::{self, Answer, ItemReport, Job, Mode, NodeRun, Options, Outcome, Sink};
 use crate::fleet::{Fleet, NotContacted};
 use crate::items::Item;
 use crate::items::state::Local;
+use crate::lock::Records;
 use crate::output::{Lines, untrusted};
 use crate::plan::Plan;
 use crate::repo::{Node, Repo};
@@ -381,11 +382,23 @@ fn run_node(
         };
     }
     let bar = out.node_started(node, job.plan.items.len());
+    // Drift attribution: every item's expected-state hash (recorded by apply, compared by
+    // verify) and the node's records, read by verify's first command.
+    let expected: Vec<(String, String)> = job
+        .plan
+        .items
+        .iter()
+        .zip(&job.locals)
+        .map(|(i, l)| (i.id.clone(), state_hash(&i.canonical_expected(l))))
+        .collect();
+    let seen = std::sync::OnceLock::new();
     let sink = NodeSink {
         bus,
         out,
         mode,
         bar: &bar,
+        expected: &expected,
+        seen: &seen,
     };
     let run = match fleet.open(node) {
         Err(NotContacted::Dummy) => NodeRun {
@@ -412,7 +425,8 @@ fn run_node(
                 mode == Mode::Apply,
                 locking.force,
                 out.console,
-            );
+            )
+            .with_drift(expected.clone(), &seen);
             let mut r = executor::run(&exec_job, transport.as_ref(), Some(&mut guard));
             if let Err(e) = transport.close() {
                 r.error.get_or_insert(e.reason());
@@ -457,6 +471,7 @@ fn skipped_report(idx: usize, reason: &str) -> ItemReport {
         after: None,
         duration: Duration::ZERO,
         quiet: true,
+        actual_hash: None,
     }
 }
 
@@ -475,6 +490,41 @@ struct NodeSink<'a> {
     out: &'a Reporter<'a>,
     mode: Mode,
     bar: &'a ProgressBar,
+    /// Every item's `(id, expected-state hash)` by plan index.
+    expected: &'a [(String, String)],
+    /// verify: the node's drift records, once its first command answered.
+    seen: &'a std::sync::OnceLock<Records>,
+}
+
+impl NodeSink<'_> {
+    /// Why item `r` drifted, against the node's record of its last apply.
+    fn drift(&self, item: &Item, r: &ItemReport) -> Option<Drift> {
+        let record = self.seen.get()?.get(&item.id)?;
+        let (_, expected) = self.expected.get(r.idx)?;
+        let node_changed = r.actual_hash.as_deref() != Some(record.hash.as_str());
+        let repo_changed = *expected != record.expected;
+        (node_changed || repo_changed).then(|| Drift {
+            node_changed,
+            repo_changed,
+            applied_by: record.by.clone(),
+            applied_at: crate::lock::rfc3339(record.at),
+        })
+    }
+}
+
+/// The drift attribution in words: "changed on the node since alice's apply at …", "repo
+/// changed", or both.
+fn drift_words(d: &Drift) -> String {
+    let since = format!(
+        "since {}'s apply at {}",
+        untrusted(&d.applied_by, Lines::Escape),
+        untrusted(&d.applied_at, Lines::Escape)
+    );
+    match (d.node_changed, d.repo_changed) {
+        (true, true) => format!("changed on the node {since}; repo changed"),
+        (true, false) => format!("changed on the node {since}"),
+        _ => format!("repo changed {since}"),
+    }
 }
 
 /// A refusal from a `*_start` hook, as the failure reason of the item it stops.
@@ -494,6 +544,8 @@ impl Sink for NodeSink<'_> {
     }
 
     fn item_end(&self, node: &Node, item: &Item, r: &ItemReport) {
+        let mut attributed = None;
+        let mut drift = None;
         if self.mode == Mode::Apply {
             self.bus.emit(&Event::ItemApplyEnd {
                 node,
@@ -504,26 +556,43 @@ impl Sink for NodeSink<'_> {
                 status_after: r.after.as_ref(),
                 reason: r.reason.as_deref(),
             });
-        } else if self.out.console.json() {
-            let status = if r.outcome == Outcome::WouldChange {
-                "would_change"
-            } else {
-                "ok"
-            };
-            let line = Report::ItemVerify {
-                node: &node.name,
-                item: &item.id,
-                bundle: &item.bundle,
-                status,
-                change: r.verb,
-                reason: r.reason.as_deref(),
-                status_before: r.before.as_ref(),
-                status_expected: r.after.as_ref(),
-            };
-            self.out.console.json_line(&line.to_json());
+        } else {
+            if r.outcome == Outcome::WouldChange
+                && let Some(d) = self.drift(item, r)
+            {
+                // The attribution goes with the verdict, after a soft-lock reason if any.
+                let words = drift_words(&d);
+                let mut with = r.clone();
+                with.reason = Some(match &r.reason {
+                    Some(why) => format!("{why}; {words}"),
+                    None => words,
+                });
+                attributed = Some(with);
+                drift = Some(d);
+            }
+            if self.out.console.json() {
+                let status = if r.outcome == Outcome::WouldChange {
+                    "would_change"
+                } else {
+                    "ok"
+                };
+                let line = Report::ItemVerify {
+                    node: &node.name,
+                    item: &item.id,
+                    bundle: &item.bundle,
+                    status,
+                    change: r.verb,
+                    reason: r.reason.as_deref(),
+                    status_before: r.before.as_ref(),
+                    status_expected: r.after.as_ref(),
+                    drift: drift.as_ref(),
+                };
+                self.out.console.json_line(&line.to_json());
+            }
         }
         self.bar.inc(1);
-        self.out.item_line(node, item, r);
+        self.out
+            .item_line(node, item, attributed.as_ref().unwrap_or(r));
     }
 
     fn action_start(&self, node: &Node, item: &Item) -> std::result::Result<(), String> {
@@ -996,11 +1065,7 @@ fn write_plan(
                     expected: state_hash(&item.canonical_expected(job.locals.get(r.idx)?)),
                     actual: match &item.kind {
                         crate::items::ItemKind::Action(_) => None,
-                        _ => run
-                            .actual
-                            .get(r.idx)
-                            .and_then(Option::as_ref)
-                            .map(executor::actual_hash),
+                        _ => r.actual_hash.clone(),
                     },
                 })
             })

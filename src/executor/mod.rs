@@ -116,6 +116,8 @@ pub struct ItemReport {
     pub duration: Duration,
     /// Skips users do not need to see ("not triggered", "unless").
     pub quiet: bool,
+    /// verify: [`actual_hash`] of the drifted state it read (drift attribution, plans).
+    pub actual_hash: Option<String>,
 }
 
 /// The user's answer to an interactive question.
@@ -161,6 +163,9 @@ pub trait Guard: Send {
     fn soft_locked(&self, item: &Item) -> Option<String>;
     /// Shell run at the very end (release the hard lock).
     fn epilogue(&self) -> Option<String>;
+    /// After an apply's walk, before the epilogue: the items now as the repo says (ok or
+    /// fixed) by plan index, each with the [`actual_hash`] of its state, for drift records.
+    fn applied(&mut self, _items: Vec<(usize, String)>) {}
     /// After `accept` refused: whether the first command should be sent once more (its
     /// prologue now takes over a lock whose holder is gone).
     fn retry(&self) -> bool {
@@ -183,9 +188,6 @@ pub struct NodeRun {
     pub duration: Duration,
     /// Stopped early by Ctrl-C or an interactive "quit".
     pub interrupted: bool,
-    /// The last actual state read of every item (after its fix, in apply), by plan index:
-    /// what saved plans and drift records hash.
-    pub actual: Vec<Option<crate::items::state::State>>,
 }
 
 impl NodeRun {
@@ -242,6 +244,15 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
     // Once the node answered, the epilogue (lock release) always runs, also after failures and
     // Ctrl-C: the release only removes a lock carrying our own token, so it is harmless when
     // the lock was never ours.
+    if job.options.mode == Mode::Apply
+        && let Some(g) = guard.as_deref_mut()
+    {
+        let applied = (0..ex.g.items.len())
+            .filter(|&i| matches!(ex.done[i], Some(Outcome::Ok | Outcome::Fixed)))
+            .filter_map(|i| ex.actual_state(i).map(|s| (i, actual_hash(&s))))
+            .collect();
+        g.applied(applied);
+    }
     if ex.reached.get()
         && let Some(epi) = guard.as_ref().and_then(|g| g.epilogue())
     {
@@ -256,7 +267,6 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
     }
     ex.run.stats = transport.stats();
     ex.run.duration = start.elapsed();
-    ex.run.actual = (0..ex.g.items.len()).map(|i| ex.actual_state(i)).collect();
     ex.run
 }
 

@@ -179,6 +179,7 @@ impl Exec<'_, '_> {
                             after: before,
                             duration: started.elapsed(),
                             quiet: false,
+                            actual_hash: None,
                         },
                     );
                 }
@@ -236,6 +237,7 @@ impl Exec<'_, '_> {
                         after,
                         duration: started.elapsed(),
                         quiet: false,
+                        actual_hash: change.actual.as_ref().map(actual_hash),
                     },
                 );
                 continue;
@@ -383,6 +385,7 @@ impl Exec<'_, '_> {
                                 after,
                                 duration: elapsed,
                                 quiet: false,
+                                actual_hash: None,
                             },
                         );
                     }
@@ -408,6 +411,7 @@ impl Exec<'_, '_> {
                 after: None,
                 duration: Duration::ZERO,
                 quiet: false,
+                actual_hash: None,
             },
         );
     }
@@ -532,6 +536,7 @@ impl Exec<'_, '_> {
                             after: None,
                             duration: d,
                             quiet: false,
+                            actual_hash: None,
                         },
                     );
                 }

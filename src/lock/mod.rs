@@ -22,11 +22,13 @@ use crate::repo::Node;
 use crate::shell::quote;
 use crate::transport::{Command, Transport, TransportError};
 
+mod applied;
 mod guard;
 mod hard;
 mod identity;
 mod soft;
 
+pub use applied::{Applied, Records};
 pub use guard::*;
 pub use hard::*;
 pub use identity::*;

@@ -167,3 +167,92 @@ fn a_broken_plan_file_is_refused_naming_the_file() {
     assert_eq!(read(&s, "a"), "a-have\n");
     s.cinch(&["apply"]).expect_code(2).stderr_has("--plan");
 }
+
+/// `verify n1 --json` as `who`: (human run, item verdict of `a`, summary).
+fn verify_a(s: &Scene) -> (crate::harness::Run, serde_json::Value, serde_json::Value) {
+    let human = s.cinch(&["verify", "n1"]).expect_code(1);
+    let json = s.cinch(&["--json", "verify", "n1"]).expect_code(1);
+    let lines = json.json_lines();
+    let a = format!("file:{}", s.path("a").display());
+    let verdict = lines
+        .iter()
+        .find(|l| l["event"] == "item_verify" && l["item"] == a.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no verdict for a\n{}", json.stdout));
+    let summary = lines.last().cloned().unwrap();
+    (human, verdict, summary)
+}
+
+fn apply_as_alice(s: &Scene) {
+    s.repo
+        .cinch_env(&[("CINCH_IDENTITY", "alice")], &["apply", "n1"])
+        .expect_code(0);
+}
+
+#[test]
+fn drift_is_attributed_to_a_hand_edit_on_the_node() {
+    let s = scene();
+    apply_as_alice(&s);
+    std::fs::write(s.path("a"), "hand edit\n").unwrap();
+    let (human, verdict, summary) = verify_a(&s);
+    assert!(
+        human
+            .stdout
+            .contains("would fix (changed on the node since alice's apply at "),
+        "{}",
+        human.stdout
+    );
+    assert!(!human.stdout.contains("repo changed"), "{}", human.stdout);
+    let drift = &verdict["drift"];
+    assert_eq!(drift["node_changed"], true, "{verdict}");
+    assert_eq!(drift["repo_changed"], false, "{verdict}");
+    assert_eq!(drift["applied_by"], "alice", "{verdict}");
+    assert!(
+        drift["applied_at"].as_str().unwrap().ends_with('Z'),
+        "{verdict}"
+    );
+    // The records ride on verify's one command.
+    assert_eq!(summary["nodes"][0]["commands"], 1, "{summary}");
+}
+
+#[test]
+fn drift_is_attributed_to_a_repo_change_and_to_both() {
+    let s = scene();
+    apply_as_alice(&s);
+    s.items(&ITEMS.replace("a-want", "a-new-in-repo"));
+    let (human, verdict, _) = verify_a(&s);
+    assert!(
+        human
+            .stdout
+            .contains("would fix (repo changed since alice's apply at "),
+        "{}",
+        human.stdout
+    );
+    assert_eq!(verdict["drift"]["node_changed"], false, "{verdict}");
+    assert_eq!(verdict["drift"]["repo_changed"], true, "{verdict}");
+
+    std::fs::write(s.path("a"), "hand edit\n").unwrap();
+    let (human, verdict, _) = verify_a(&s);
+    assert!(
+        human
+            .stdout
+            .contains("changed on the node since alice's apply at ")
+            && human.stdout.contains("; repo changed"),
+        "{}",
+        human.stdout
+    );
+    assert_eq!(verdict["drift"]["node_changed"], true, "{verdict}");
+    assert_eq!(verdict["drift"]["repo_changed"], true, "{verdict}");
+
+    // A later apply by someone else owns the records from then on.
+    s.repo
+        .cinch_env(&[("CINCH_IDENTITY", "bob")], &["apply", "n1"])
+        .expect_code(0);
+    std::fs::write(s.path("a"), "again\n").unwrap();
+    let (human, _, _) = verify_a(&s);
+    assert!(
+        human.stdout.contains("since bob's apply"),
+        "{}",
+        human.stdout
+    );
+}
