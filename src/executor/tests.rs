@@ -127,6 +127,7 @@ impl Fixture {
                 only: None,
                 skip: vec![],
                 diffs: true,
+                plan: None,
             },
         }
     }
