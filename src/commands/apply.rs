@@ -169,6 +169,17 @@ fn run(
     if let Saved::In(Some((plan, _))) = &saved {
         // Only nodes the plan covers; a TARGET only narrows the plan.
         nodes.retain(|n| plan.node(&n.name).is_some());
+        if nodes.is_empty() {
+            return Err(Error::Usage(format!(
+                "'{}' selects no node of the plan (it has {}); give a TARGET among them or none",
+                select.target,
+                plan.nodes
+                    .iter()
+                    .map(|n| untrusted(&n.node, Lines::Escape))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
     }
     let node_workers = select.node_workers.resolve(repo.settings.node_workers);
     let item_workers = select.item_workers.resolve(repo.settings.item_workers);

@@ -256,3 +256,24 @@ fn drift_is_attributed_to_a_repo_change_and_to_both() {
         human.stdout
     );
 }
+
+#[test]
+fn apply_plan_with_a_target_outside_the_plan_is_a_usage_error() {
+    let s = scene();
+    let (plan, _) = make_plan(&s);
+    let nodes = std::fs::read_to_string(s.repo.path().join("nodes.toml")).unwrap();
+    s.repo.write(
+        "nodes.toml",
+        &format!("{nodes}[nodes.n2]\ntransport = \"local\"\nbundles = [\"b\"]\n"),
+    );
+    let run = s
+        .cinch(&["apply", "n2", "--plan", plan.to_str().unwrap()])
+        .expect_code(2);
+    assert!(
+        run.stderr
+            .contains("selects no node of the plan (it has n1)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(read(&s, "a"), "a-have\n", "nothing applied");
+}
