@@ -277,3 +277,52 @@ fn apply_plan_with_a_target_outside_the_plan_is_a_usage_error() {
     );
     assert_eq!(read(&s, "a"), "a-have\n", "nothing applied");
 }
+
+#[test]
+fn plan_and_drift_records_work_over_ssh_with_odd_paths_and_no_extra_command() {
+    let sshd = crate::sshd::Sshd::start(1);
+    let repo = crate::harness::TestRepo::new().file("cinch.toml", &sshd.cinch_toml());
+    let d = sshd.node_dir("node1");
+    let lock_dir = d.join("locks it's $(x)");
+    repo.write(
+        "nodes.toml",
+        &format!(
+            "[nodes.node1]\nbundles = [\"b\"]\nlock_dir = {:?}\n",
+            lock_dir.display().to_string()
+        ),
+    );
+    let f = d.join("f it's `odd` $(touch pwned)");
+    repo.write(
+        "bundles/b/items.toml",
+        &format!(
+            "[files.{:?}]\ncontent = \"want\\n\"\n",
+            f.display().to_string()
+        ),
+    );
+    std::fs::write(&f, "have\n").unwrap();
+    let plan = repo.path().join("plan.json");
+    repo.cinch(&["verify", "node1", "--plan-out", plan.to_str().unwrap()])
+        .expect_code(1);
+    let run = repo
+        .cinch_env(
+            &[("CINCH_IDENTITY", "carol")],
+            &["--json", "apply", "--plan", plan.to_str().unwrap()],
+        )
+        .expect_code(0);
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "want\n");
+    let summary = run.json_lines().pop().unwrap();
+    // probe + one fix wave + the last command (records and lock release): no extra trip.
+    assert_eq!(summary["nodes"][0]["commands"], 3, "{summary}");
+    assert!(!d.join("pwned").exists() && !repo.path().join("pwned").exists());
+
+    std::fs::write(&f, "hand edit\n").unwrap();
+    let run = repo.cinch(&["--json", "verify", "node1"]).expect_code(1);
+    let lines = run.json_lines();
+    let verdict = lines
+        .iter()
+        .find(|l| l["event"] == "item_verify")
+        .unwrap_or_else(|| panic!("{}", run.stdout));
+    assert_eq!(verdict["drift"]["node_changed"], true, "{verdict}");
+    assert_eq!(verdict["drift"]["applied_by"], "carol", "{verdict}");
+    assert_eq!(lines.last().unwrap()["nodes"][0]["commands"], 1);
+}
