@@ -5,6 +5,7 @@
 //! never leaves a partial apply. Then nodes run in parallel; each node's work is one
 //! [`executor::run`].
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
 use crate::events::{Bus, Drift, Event, Flow, ItemStatus, NodeResult, Report};
 use crate::executor::{self, Answer, ItemReport, Job, Mode, NodeRun, Options, Outcome, Sink};
+use crate::executor::{CHANGED_SINCE_PLAN, PlanCheck};
 use crate::fleet::{Fleet, NotContacted};
 use crate::items::Item;
 use crate::items::state::Local;
@@ -25,12 +27,10 @@ use crate::lock::Records;
 use crate::output::{Lines, untrusted};
 use crate::plan::Plan;
 use crate::repo::{Node, Repo};
+use crate::review::expected::state_hash;
 use crate::settings::{ApplySettings, Select, Settings};
 
 use super::saved_plan::{self, PlanItem, PlanNode, SavedPlan};
-use crate::executor::{CHANGED_SINCE_PLAN, PlanCheck};
-use crate::review::expected::state_hash;
-use std::path::Path;
 
 /// Diffs of text files larger than this are shown as sizes and hashes.
 const DIFF_LIMIT: u64 = 1 << 20;
@@ -172,7 +172,7 @@ fn run(
         if nodes.is_empty() {
             return Err(Error::Usage(format!(
                 "'{}' selects no node of the plan (it has {}); give a TARGET among them or none",
-                select.target,
+                untrusted(&select.target, Lines::Escape),
                 plan.nodes
                     .iter()
                     .map(|n| untrusted(&n.node, Lines::Escape))
