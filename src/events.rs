@@ -327,6 +327,20 @@ impl Bus {
 /// The JSON-only lines commands print besides the hook events above, each described once
 /// here (serde) instead of being built by hand at the call site: the `event` field names the
 /// kind, the other fields follow in declaration order.
+/// Drift attribution of one verify item: what changed since the last apply recorded on the
+/// node, so a dashboard can tell hand edits from repo changes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Drift {
+    /// The item's state on the node differs from its state right after that apply.
+    pub node_changed: bool,
+    /// The repo's expected state differs from what that apply applied.
+    pub repo_changed: bool,
+    /// Who applied (node-controlled text).
+    pub applied_by: String,
+    /// When, RFC 3339 UTC.
+    pub applied_at: String,
+}
+
 #[derive(Debug, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Report<'a> {
@@ -343,6 +357,8 @@ pub enum Report<'a> {
         reason: Option<&'a str>,
         status_before: Option<&'a Value>,
         status_expected: Option<&'a Value>,
+        /// Why it drifted, against the node's record of the last apply (`null`: no record).
+        drift: Option<&'a Drift>,
     },
     /// run: how one node's command ended.
     NodeResult {

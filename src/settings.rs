@@ -102,6 +102,8 @@ pub struct ApplySettings {
     pub interactive: bool,
     /// `--force`: override a live hard lock.
     pub force: bool,
+    /// `--plan FILE`: apply only this saved plan's changes (an empty target = the plan's).
+    pub plan: Option<std::path::PathBuf>,
 }
 
 /// `cinch run`.

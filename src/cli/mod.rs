@@ -133,8 +133,8 @@ pub struct ConnectArgs {
 /// Options shared by apply and verify.
 #[derive(Debug, Args, Clone)]
 pub struct SelectArgs {
-    /// Nodes to work on: names, groups, globs, bundle:NAME, group:NAME, !negations, all (comma-separated).
-    pub target: String,
+    /// Nodes to work on: names, groups, globs, bundle:NAME, group:NAME, !negations, all (comma-separated); apply --plan takes the plan's when omitted.
+    pub target: Option<String>,
     /// How many nodes to work on at once.
     #[arg(short = 'p', long = "node-workers", value_name = "N")]
     pub node_workers: Option<usize>,
@@ -161,7 +161,7 @@ impl SelectArgs {
     /// The validated selection (item selectors checked).
     fn into_settings(self) -> Result<Select> {
         Select::new(
-            self.target,
+            self.target.unwrap_or_default(),
             self.node_workers,
             self.item_workers,
             self.only,
@@ -183,6 +183,9 @@ pub struct ApplyArgs {
     /// Apply even if another apply holds the node's hard lock (a dead holder's lock is taken over without it).
     #[arg(long)]
     pub force: bool,
+    /// Apply only the changes of this saved plan (from verify --plan-out); items changed since are left alone.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<std::path::PathBuf>,
 }
 
 /// `cinch verify`.
@@ -190,6 +193,9 @@ pub struct ApplyArgs {
 pub struct VerifyArgs {
     #[command(flatten)]
     pub select: SelectArgs,
+    /// Also write what would change to FILE as a saved plan for apply --plan.
+    #[arg(long, value_name = "FILE")]
+    pub plan_out: Option<std::path::PathBuf>,
 }
 
 /// `cinch run`.
@@ -525,14 +531,20 @@ fn dispatch(ctx: &Settings, command: Command) -> Result<u8> {
                 select: a.select.into_settings()?,
                 interactive: a.interactive,
                 force: a.force,
+                plan: a.plan,
             };
             crate::interrupt::announce(ctx.console.clone(), "items");
             crate::commands::apply::cmd_apply(ctx, &settings)
         }
         Command::Verify(a) => {
+            if a.select.target.is_none() {
+                return Err(Error::Usage(
+                    "verify needs a TARGET (nodes, groups, all)".into(),
+                ));
+            }
             let select = a.select.into_settings()?;
             crate::interrupt::announce(ctx.console.clone(), "items");
-            crate::commands::apply::cmd_verify(ctx, &select)
+            crate::commands::apply::cmd_verify(ctx, &select, a.plan_out.as_deref())
         }
         Command::Run(a) => {
             let settings = RunSettings::new(a.target, &a.command, a.timeout, a.node_workers)?;

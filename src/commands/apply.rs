@@ -5,6 +5,7 @@
 //! never leaves a partial apply. Then nodes run in parallel; each node's work is one
 //! [`executor::run`].
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,27 +17,61 @@ use serde_json::json;
 use crate::console::{Console, Reply};
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
-use crate::events::{Bus, Event, Flow, ItemStatus, NodeResult, Report};
+use crate::events::{Bus, Drift, Event, Flow, ItemStatus, NodeResult, Report};
 use crate::executor::{self, Answer, ItemReport, Job, Mode, NodeRun, Options, Outcome, Sink};
+use crate::executor::{CHANGED_SINCE_PLAN, PlanCheck};
 use crate::fleet::{Fleet, NotContacted};
 use crate::items::Item;
 use crate::items::state::Local;
+use crate::lock::Records;
 use crate::output::{Lines, untrusted};
 use crate::plan::Plan;
 use crate::repo::{Node, Repo};
+use crate::review::expected::state_hash;
 use crate::settings::{ApplySettings, Select, Settings};
+
+use super::saved_plan::{self, PlanItem, PlanNode, SavedPlan};
 
 /// Diffs of text files larger than this are shown as sizes and hashes.
 const DIFF_LIMIT: u64 = 1 << 20;
 
-/// Runs `cinch apply`.
+/// Runs `cinch apply` (with `--plan`, only the plan's changes).
 pub fn cmd_apply(ctx: &Settings, args: &ApplySettings) -> Result<u8> {
-    run(ctx, &args.select, Mode::Apply, args.interactive, args.force)
+    let saved = match &args.plan {
+        Some(path) => Some((SavedPlan::read(path)?, path.as_path())),
+        None => None,
+    };
+    let mut select = args.select.clone();
+    if select.target.is_empty() {
+        match &saved {
+            Some((p, _)) => select.target = p.target.clone(),
+            None => {
+                return Err(Error::Usage(
+                    "apply needs a TARGET (nodes, groups, all), or --plan FILE".into(),
+                ));
+            }
+        }
+    }
+    let saved = saved.as_ref().map(|(p, path)| (p, *path));
+    run(
+        ctx,
+        &select,
+        Mode::Apply,
+        args.interactive,
+        args.force,
+        Saved::In(saved),
+    )
 }
 
-/// Runs `cinch verify`.
-pub fn cmd_verify(ctx: &Settings, args: &Select) -> Result<u8> {
-    run(ctx, args, Mode::Verify, false, false)
+/// Runs `cinch verify` (with `--plan-out`, also writes what would change).
+pub fn cmd_verify(ctx: &Settings, args: &Select, plan_out: Option<&Path>) -> Result<u8> {
+    run(ctx, args, Mode::Verify, false, false, Saved::Out(plan_out))
+}
+
+/// The saved plan a run reads (apply) or writes (verify).
+enum Saved<'p> {
+    In(Option<(&'p SavedPlan, &'p Path)>),
+    Out(Option<&'p Path>),
 }
 
 /// Who we are in locks, and whether `--force` overrides a held hard lock.
@@ -71,6 +106,7 @@ impl<'r> Prepared<'r> {
                 only: None,
                 skip: Vec::new(),
                 diffs: false,
+                plan: None,
             },
             broken: Some(reason),
         }
@@ -100,6 +136,7 @@ fn prepare<'r>(
         only: (!select.only.is_empty()).then(|| mask(&select.only)),
         skip: mask(&select.skip),
         diffs,
+        plan: None,
     };
     let mut locals = executor::locals(
         &plan.items,
@@ -118,10 +155,32 @@ fn prepare<'r>(
     })
 }
 
-fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bool) -> Result<u8> {
+fn run(
+    ctx: &Settings,
+    select: &Select,
+    mode: Mode,
+    interactive: bool,
+    force: bool,
+    saved: Saved<'_>,
+) -> Result<u8> {
     let started = Instant::now();
     let repo = ctx.load_repo()?;
-    let nodes = repo.select(&select.target)?;
+    let mut nodes = repo.select(&select.target)?;
+    if let Saved::In(Some((plan, _))) = &saved {
+        // Only nodes the plan covers; a TARGET only narrows the plan.
+        nodes.retain(|n| plan.node(&n.name).is_some());
+        if nodes.is_empty() {
+            return Err(Error::Usage(format!(
+                "'{}' selects no node of the plan (it has {}); give a TARGET among them or none",
+                untrusted(&select.target, Lines::Escape),
+                plan.nodes
+                    .iter()
+                    .map(|n| untrusted(&n.node, Lines::Escape))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
     let node_workers = select.node_workers.resolve(repo.settings.node_workers);
     let item_workers = select.item_workers.resolve(repo.settings.item_workers);
     // Hooks load (and their top level runs) once, before anything else, so a broken hook is
@@ -155,6 +214,12 @@ fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bo
     }
     if !diags.is_empty() {
         return Err(Error::Repo(crate::diag::dedup_sorted(diags)));
+    }
+    // Plan items the repo no longer has (or nodes it no longer selects) are changes since
+    // the plan too: reported, and the command fails, while the rest goes ahead.
+    let mut plan_refusals = Vec::new();
+    if let Saved::In(Some((plan, path))) = &saved {
+        plan_refusals = restrict_to_plan(&mut jobs, plan, &repo, path);
     }
     // As in BundleWrap 5: a -o/-s selector that matches nothing on any selected node is a
     // typo, and silently applying everything (or nothing) would be worse than stopping.
@@ -241,6 +306,16 @@ fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bo
         .iter()
         .any(|r| r.error.is_some() || r.count(Outcome::Failed) > 0);
     let drift = results.iter().any(|r| r.count(Outcome::WouldChange) > 0);
+    for refusal in &plan_refusals {
+        out.line_err(&format!("{} {refusal}", style("✘").red().bold()));
+    }
+    if let Saved::Out(Some(path)) = saved {
+        write_plan(&repo, select, &jobs, &results, path)?;
+        if !console.json() && !console.quiet() {
+            console.err(&format!("plan written to {}", path.display()));
+        }
+    }
+    let failed = failed || !plan_refusals.is_empty();
     Ok(if crate::interrupt::requested() {
         130
     } else if failed || bus.had_errors() || (mode == Mode::Verify && drift) {
@@ -318,11 +393,23 @@ fn run_node(
         };
     }
     let bar = out.node_started(node, job.plan.items.len());
+    // Drift attribution: every item's expected-state hash (recorded by apply, compared by
+    // verify) and the node's records, read by verify's first command.
+    let expected: Vec<(String, String)> = job
+        .plan
+        .items
+        .iter()
+        .zip(&job.locals)
+        .map(|(i, l)| (i.id.clone(), state_hash(&i.canonical_expected(l))))
+        .collect();
+    let seen = std::sync::OnceLock::new();
     let sink = NodeSink {
         bus,
         out,
         mode,
         bar: &bar,
+        expected: &expected,
+        seen: &seen,
     };
     let run = match fleet.open(node) {
         Err(NotContacted::Dummy) => NodeRun {
@@ -349,7 +436,8 @@ fn run_node(
                 mode == Mode::Apply,
                 locking.force,
                 out.console,
-            );
+            )
+            .with_drift(expected.clone(), &seen);
             let mut r = executor::run(&exec_job, transport.as_ref(), Some(&mut guard));
             if let Err(e) = transport.close() {
                 r.error.get_or_insert(e.reason());
@@ -394,6 +482,7 @@ fn skipped_report(idx: usize, reason: &str) -> ItemReport {
         after: None,
         duration: Duration::ZERO,
         quiet: true,
+        actual_hash: None,
     }
 }
 
@@ -412,6 +501,41 @@ struct NodeSink<'a> {
     out: &'a Reporter<'a>,
     mode: Mode,
     bar: &'a ProgressBar,
+    /// Every item's `(id, expected-state hash)` by plan index.
+    expected: &'a [(String, String)],
+    /// verify: the node's drift records, once its first command answered.
+    seen: &'a std::sync::OnceLock<Records>,
+}
+
+impl NodeSink<'_> {
+    /// Why item `r` drifted, against the node's record of its last apply.
+    fn drift(&self, item: &Item, r: &ItemReport) -> Option<Drift> {
+        let record = self.seen.get()?.get(&item.id)?;
+        let (_, expected) = self.expected.get(r.idx)?;
+        let node_changed = r.actual_hash.as_deref() != Some(record.hash.as_str());
+        let repo_changed = *expected != record.expected;
+        (node_changed || repo_changed).then(|| Drift {
+            node_changed,
+            repo_changed,
+            applied_by: record.by.clone(),
+            applied_at: crate::lock::rfc3339(record.at),
+        })
+    }
+}
+
+/// The drift attribution in words: "changed on the node since alice's apply at …", "repo
+/// changed", or both.
+fn drift_words(d: &Drift) -> String {
+    let since = format!(
+        "since {}'s apply at {}",
+        untrusted(&d.applied_by, Lines::Escape),
+        untrusted(&d.applied_at, Lines::Escape)
+    );
+    match (d.node_changed, d.repo_changed) {
+        (true, true) => format!("changed on the node {since}; repo changed"),
+        (true, false) => format!("changed on the node {since}"),
+        _ => format!("repo changed {since}"),
+    }
 }
 
 /// A refusal from a `*_start` hook, as the failure reason of the item it stops.
@@ -431,6 +555,8 @@ impl Sink for NodeSink<'_> {
     }
 
     fn item_end(&self, node: &Node, item: &Item, r: &ItemReport) {
+        let mut attributed = None;
+        let mut drift = None;
         if self.mode == Mode::Apply {
             self.bus.emit(&Event::ItemApplyEnd {
                 node,
@@ -441,26 +567,43 @@ impl Sink for NodeSink<'_> {
                 status_after: r.after.as_ref(),
                 reason: r.reason.as_deref(),
             });
-        } else if self.out.console.json() {
-            let status = if r.outcome == Outcome::WouldChange {
-                "would_change"
-            } else {
-                "ok"
-            };
-            let line = Report::ItemVerify {
-                node: &node.name,
-                item: &item.id,
-                bundle: &item.bundle,
-                status,
-                change: r.verb,
-                reason: r.reason.as_deref(),
-                status_before: r.before.as_ref(),
-                status_expected: r.after.as_ref(),
-            };
-            self.out.console.json_line(&line.to_json());
+        } else {
+            if r.outcome == Outcome::WouldChange
+                && let Some(d) = self.drift(item, r)
+            {
+                // The attribution goes with the verdict, after a soft-lock reason if any.
+                let words = drift_words(&d);
+                let mut with = r.clone();
+                with.reason = Some(match &r.reason {
+                    Some(why) => format!("{why}; {words}"),
+                    None => words,
+                });
+                attributed = Some(with);
+                drift = Some(d);
+            }
+            if self.out.console.json() {
+                let status = if r.outcome == Outcome::WouldChange {
+                    "would_change"
+                } else {
+                    "ok"
+                };
+                let line = Report::ItemVerify {
+                    node: &node.name,
+                    item: &item.id,
+                    bundle: &item.bundle,
+                    status,
+                    change: r.verb,
+                    reason: r.reason.as_deref(),
+                    status_before: r.before.as_ref(),
+                    status_expected: r.after.as_ref(),
+                    drift: drift.as_ref(),
+                };
+                self.out.console.json_line(&line.to_json());
+            }
         }
         self.bar.inc(1);
-        self.out.item_line(node, item, r);
+        self.out
+            .item_line(node, item, attributed.as_ref().unwrap_or(r));
     }
 
     fn action_start(&self, node: &Node, item: &Item) -> std::result::Result<(), String> {
@@ -850,4 +993,105 @@ fn fmt_duration(d: Duration) -> String {
         let s = s as u64;
         format!("{}m {}s", s / 60, s % 60)
     }
+}
+
+/// `apply --plan`: tells every job which items the plan allows and whether each is still as
+/// planned in the repo; returns what the plan names but the repo no longer has.
+fn restrict_to_plan(
+    jobs: &mut [Prepared<'_>],
+    plan: &SavedPlan,
+    repo: &Repo,
+    path: &Path,
+) -> Vec<String> {
+    let mut refusals = Vec::new();
+    for pn in &plan.nodes {
+        let in_repo = repo.nodes.contains_key(&pn.node);
+        if !in_repo && !pn.items.is_empty() {
+            refusals.push(format!(
+                "{}  {CHANGED_SINCE_PLAN}: node no longer in the repo ({} planned changes not \
+                 applied; plan {})",
+                untrusted(&pn.node, Lines::Escape),
+                pn.items.len(),
+                path.display()
+            ));
+        }
+    }
+    for job in jobs.iter_mut() {
+        if job.broken.is_some() {
+            continue;
+        }
+        let Some(pn) = plan.node(&job.node.name) else {
+            continue;
+        };
+        let mut checks = vec![PlanCheck::NotPlanned; job.plan.items.len()];
+        for planned in &pn.items {
+            let Some(idx) = job.plan.items.iter().position(|i| i.id == planned.item) else {
+                refusals.push(format!(
+                    "{}  {}  {CHANGED_SINCE_PLAN}: the item is no longer in the repo (repo \
+                     changed)",
+                    job.node.name,
+                    untrusted(&planned.item, Lines::Escape)
+                ));
+                continue;
+            };
+            let item = &job.plan.items[idx];
+            let now = state_hash(&item.canonical_expected(&job.locals[idx]));
+            checks[idx] = if now == planned.expected {
+                PlanCheck::Actual(planned.actual.clone())
+            } else {
+                PlanCheck::Changed(format!(
+                    "{CHANGED_SINCE_PLAN}: the repo's expected state is not the planned one \
+                     (repo changed); run verify --plan-out again and review the new plan"
+                ))
+            };
+        }
+        job.options.plan = Some(checks);
+    }
+    refusals
+}
+
+/// `verify --plan-out`: every reached node's would-change items with their hashes.
+fn write_plan(
+    repo: &Repo,
+    select: &Select,
+    jobs: &[Prepared<'_>],
+    results: &[NodeRun],
+    path: &Path,
+) -> Result<()> {
+    let mut nodes = Vec::new();
+    for (job, run) in jobs.iter().zip(results) {
+        // A node verify could not read fully is left out: nothing unseen is ever planned.
+        if job.broken.is_some() || run.error.is_some() || run.count(Outcome::Failed) > 0 {
+            continue;
+        }
+        let items = run
+            .reports
+            .iter()
+            .filter(|r| r.outcome == Outcome::WouldChange)
+            .filter_map(|r| {
+                let item = job.plan.items.get(r.idx)?;
+                Some(PlanItem {
+                    item: item.id.clone(),
+                    change: r.verb.unwrap_or("fix").to_string(),
+                    expected: state_hash(&item.canonical_expected(job.locals.get(r.idx)?)),
+                    actual: match &item.kind {
+                        crate::items::ItemKind::Action(_) => None,
+                        _ => r.actual_hash.clone(),
+                    },
+                })
+            })
+            .collect();
+        nodes.push(PlanNode {
+            node: job.node.name.clone(),
+            items,
+        });
+    }
+    let plan = SavedPlan {
+        cinch_plan: saved_plan::FORMAT,
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        target: select.target.clone(),
+        revision: saved_plan::revision(&repo.path),
+        nodes,
+    };
+    plan.write(path)
 }

@@ -9,4 +9,5 @@ pub mod inspect;
 pub mod items;
 pub mod lock;
 pub mod run;
+pub mod saved_plan;
 pub mod secret;

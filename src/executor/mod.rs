@@ -45,6 +45,48 @@ pub struct Options {
     pub skip: Vec<bool>,
     /// Compute diffs for changed items.
     pub diffs: bool,
+    /// `apply --plan`: what the saved plan allows per item (by plan index); `None` = no plan.
+    pub plan: Option<Vec<PlanCheck>>,
+}
+
+/// What a saved plan allows for one item (`cinch apply --plan`), so only reviewed changes run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanCheck {
+    /// Not in the plan: left alone if it would change.
+    NotPlanned,
+    /// In the plan, but the repo's expected state changed since: never changed, reported
+    /// failed with this reason.
+    Changed(String),
+    /// In the plan: changed only while its actual state still hashes to this (`None`: an
+    /// action, which has no actual state).
+    Actual(Option<String>),
+}
+
+/// Why an item is not touched under `--plan` when it changed since the plan was made.
+pub const CHANGED_SINCE_PLAN: &str = "changed since the plan";
+
+/// The hash of an actual state as a saved plan records it: sorted keys, staging leftovers
+/// (a probe detail apply cleans up) left out.
+pub fn actual_hash(state: &crate::items::state::State) -> String {
+    use sha2::{Digest, Sha256};
+    let mut s = state.clone();
+    s.remove(crate::items::file::LEFTOVERS);
+    let sorted = sort_keys(Value::Object(s));
+    let bytes = serde_json::to_vec(&sorted).unwrap_or_default();
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// `v` with object keys sorted recursively, so equal states hash equal.
+fn sort_keys(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut pairs: Vec<(String, Value)> = m.into_iter().collect();
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(pairs.into_iter().map(|(k, v)| (k, sort_keys(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(sort_keys).collect()),
+        other => other,
+    }
 }
 
 /// The result of one item, as reported to the user.
@@ -74,6 +116,8 @@ pub struct ItemReport {
     pub duration: Duration,
     /// Skips users do not need to see ("not triggered", "unless").
     pub quiet: bool,
+    /// verify: [`actual_hash`] of the drifted state it read (drift attribution, plans).
+    pub actual_hash: Option<String>,
 }
 
 /// The user's answer to an interactive question.
@@ -119,6 +163,9 @@ pub trait Guard: Send {
     fn soft_locked(&self, item: &Item) -> Option<String>;
     /// Shell run at the very end (release the hard lock).
     fn epilogue(&self) -> Option<String>;
+    /// After an apply's walk, before the epilogue: the items now as the repo says (ok or
+    /// fixed) by plan index, each with the [`actual_hash`] of its state, for drift records.
+    fn applied(&mut self, _items: Vec<(usize, String)>) {}
     /// After `accept` refused: whether the first command should be sent once more (its
     /// prologue now takes over a lock whose holder is gone).
     fn retry(&self) -> bool {
@@ -197,6 +244,15 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
     // Once the node answered, the epilogue (lock release) always runs, also after failures and
     // Ctrl-C: the release only removes a lock carrying our own token, so it is harmless when
     // the lock was never ours.
+    if job.options.mode == Mode::Apply
+        && let Some(g) = guard.as_deref_mut()
+    {
+        let applied = (0..ex.g.items.len())
+            .filter(|&i| matches!(ex.done[i], Some(Outcome::Ok | Outcome::Fixed)))
+            .filter_map(|i| ex.actual_state(i).map(|s| (i, actual_hash(&s))))
+            .collect();
+        g.applied(applied);
+    }
     if ex.reached.get()
         && let Some(epi) = guard.as_ref().and_then(|g| g.epilogue())
     {

@@ -31,6 +31,7 @@ impl Exec<'_, '_> {
                 after: None,
                 duration: Duration::ZERO,
                 quiet,
+                actual_hash: None,
             },
         );
     }
@@ -60,6 +61,7 @@ impl Exec<'_, '_> {
                 after,
                 duration,
                 quiet: false,
+                actual_hash: None,
             },
         );
     }

@@ -126,6 +126,7 @@ impl Fixture {
                 only: None,
                 skip: vec![],
                 diffs: true,
+                plan: None,
             },
         }
     }

@@ -107,7 +107,11 @@ impl Exec<'_, '_> {
             match &item.kind {
                 ItemKind::Action(_) if verify && item.deps.triggered => self.would_run(i),
                 ItemKind::Action(_) if verify => self.skip(i, "verify runs no actions", true),
-                ItemKind::Action(_) => actions.push(i),
+                ItemKind::Action(_) => match self.plan_check(i) {
+                    Some(PlanCheck::NotPlanned) => self.skip(i, "not in the plan", false),
+                    Some(PlanCheck::Changed(why)) => self.fail(i, why, Duration::ZERO),
+                    _ => actions.push(i),
+                },
                 k if stateful(k).is_some() => stateful_items.push(i),
                 _ => self.skip(i, "this item type is not supported yet", false),
             }
@@ -175,6 +179,7 @@ impl Exec<'_, '_> {
                             after: before,
                             duration: started.elapsed(),
                             quiet: false,
+                            actual_hash: None,
                         },
                     );
                 }
@@ -232,9 +237,35 @@ impl Exec<'_, '_> {
                         after,
                         duration: started.elapsed(),
                         quiet: false,
+                        actual_hash: change.actual.as_ref().map(actual_hash),
                     },
                 );
                 continue;
+            }
+            match self.plan_check(i) {
+                Some(PlanCheck::NotPlanned) => {
+                    self.skip(i, "not in the plan", false);
+                    continue;
+                }
+                Some(PlanCheck::Changed(why)) => {
+                    self.fail(i, why, started.elapsed());
+                    continue;
+                }
+                Some(PlanCheck::Actual(Some(planned))) => {
+                    let now = change.actual.as_ref().map(actual_hash);
+                    if now.as_deref() != Some(planned.as_str()) {
+                        self.fail(
+                            i,
+                            format!(
+                                "{CHANGED_SINCE_PLAN}: its state on the node is not what the \
+                                 plan saw; run verify --plan-out again and review the new plan"
+                            ),
+                            started.elapsed(),
+                        );
+                        continue;
+                    }
+                }
+                Some(PlanCheck::Actual(None)) | None => {}
             }
             if self.job.options.interactive {
                 if let Some(why) = self.quit {
@@ -354,6 +385,7 @@ impl Exec<'_, '_> {
                                 after,
                                 duration: elapsed,
                                 quiet: false,
+                                actual_hash: None,
                             },
                         );
                     }
@@ -379,8 +411,18 @@ impl Exec<'_, '_> {
                 after: None,
                 duration: Duration::ZERO,
                 quiet: false,
+                actual_hash: None,
             },
         );
+    }
+
+    /// What `--plan` allows for item `i` (`None` without a plan).
+    fn plan_check(&self, i: usize) -> Option<PlanCheck> {
+        self.job
+            .options
+            .plan
+            .as_ref()
+            .map(|p| p.get(i).cloned().unwrap_or(PlanCheck::NotPlanned))
     }
 
     pub(super) fn actual_state(&self, i: usize) -> Option<State> {
@@ -494,6 +536,7 @@ impl Exec<'_, '_> {
                             after: None,
                             duration: d,
                             quiet: false,
+                            actual_hash: None,
                         },
                     );
                 }

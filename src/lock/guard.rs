@@ -20,6 +20,12 @@ pub struct ApplyGuard<'a> {
     /// Its warning, printed once the takeover worked.
     takeover_warning: Option<String>,
     console: &'a crate::console::Console,
+    /// Every item's `(id, expected-state hash)` by plan index, for drift records.
+    expected: Vec<(String, String)>,
+    /// apply: the drift records the epilogue writes.
+    to_record: Vec<applied::Applied>,
+    /// verify: where the node's drift records go once read.
+    seen: Option<&'a std::sync::OnceLock<applied::Records>>,
 }
 
 impl<'a> ApplyGuard<'a> {
@@ -44,7 +50,22 @@ impl<'a> ApplyGuard<'a> {
             takeover: None,
             takeover_warning: None,
             console,
+            expected: Vec::new(),
+            to_record: Vec::new(),
+            seen: None,
         }
+    }
+
+    /// Drift attribution: apply records each item's state with `expected` (its `(id,
+    /// expected-state hash)` by plan index); verify reads the node's records into `seen`.
+    pub fn with_drift(
+        mut self,
+        expected: Vec<(String, String)>,
+        seen: &'a std::sync::OnceLock<applied::Records>,
+    ) -> Self {
+        self.expected = expected;
+        self.seen = Some(seen);
+        self
     }
 
     /// One note per node when the identity's own soft locks were ignored.
@@ -71,6 +92,12 @@ impl crate::executor::Guard for ApplyGuard<'_> {
     fn prologue(&self) -> Option<String> {
         Some(if self.take_hard {
             acquire_script(self.node, &self.info, self.force, self.takeover.as_ref())
+        } else if self.seen.is_some() {
+            format!(
+                "{}{}",
+                applied::read_script(self.node),
+                list_soft_script(self.node)
+            )
         } else {
             list_soft_script(self.node)
         })
@@ -98,6 +125,9 @@ impl crate::executor::Guard for ApplyGuard<'_> {
         } else {
             if let Some(msg) = unusable_message(self.node, &text) {
                 return Err(msg);
+            }
+            if let Some(seen) = self.seen {
+                let _ = seen.set(applied::parse(&text));
             }
             let (soft_locks, expired, warnings) = parse_soft_section(self.node, &text, now());
             HardLock {
@@ -137,9 +167,28 @@ impl crate::executor::Guard for ApplyGuard<'_> {
         soft_lock_reason(item, &self.acquired.as_ref()?.soft_locks, &self.me)
     }
 
+    fn applied(&mut self, items: Vec<(usize, String)>) {
+        let at = now();
+        self.to_record = items
+            .into_iter()
+            .filter_map(|(i, hash)| {
+                let (item, expected) = self.expected.get(i)?.clone();
+                Some(applied::Applied {
+                    item,
+                    hash,
+                    expected,
+                    by: self.me.clone(),
+                    at,
+                })
+            })
+            .collect();
+    }
+
     fn epilogue(&self) -> Option<String> {
         let mut script = String::new();
         if self.take_hard {
+            // Before the release: the records belong to this apply.
+            script.push_str(&applied::write_script(self.node, &self.to_record));
             script.push_str(&release_hard_script(self.node, &self.token));
         }
         if let Some(lock) = &self.acquired {

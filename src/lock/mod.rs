@@ -6,7 +6,8 @@
 //! - `hard-NODE/` created atomically with `mkdir`, holding `info` (JSON: user, date, comment,
 //!   token, and the holder's control host and pid); its mtime is the heartbeat, touched by every
 //!   command of the apply, so a lock whose holder died can be told from a busy one;
-//! - `soft-NODE/ID`, one line of JSON per soft lock.
+//! - `soft-NODE/ID`, one line of JSON per soft lock;
+//! - `applied-NODE/`, the drift records of the last apply per item (`applied`).
 //!
 //! Here: the stored types, errors, ids, durations and lock-dir shell shared by the parts:
 //! `soft` (the soft-lock protocol), `hard` (taking, beating and releasing the hard
@@ -22,11 +23,13 @@ use crate::repo::Node;
 use crate::shell::quote;
 use crate::transport::{Command, Transport, TransportError};
 
+mod applied;
 mod guard;
 mod hard;
 mod identity;
 mod soft;
 
+pub use applied::{Applied, Records};
 pub use guard::*;
 pub use hard::*;
 pub use identity::*;

@@ -15,6 +15,7 @@ mod plan;
 mod repo;
 mod review;
 mod run;
+mod saved_plan;
 mod secrets;
 mod snapshots;
 mod sshd;

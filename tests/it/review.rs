@@ -350,7 +350,7 @@ fn hash_of_a_broken_repo_names_the_file_and_exits_2() {
 }
 
 /// Runs git in `dir`, failing the test with what to install when git is missing.
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
