@@ -30,6 +30,7 @@ pub mod repo;
 pub mod review;
 pub mod rhai_engine;
 pub mod settings;
+pub mod shard;
 pub mod shell;
 pub mod transport;
 

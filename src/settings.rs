@@ -64,6 +64,8 @@ pub struct Select {
     pub no_diff: bool,
     /// `--stats`.
     pub stats: bool,
+    /// `--shard I/N`: only this shard of the selected nodes.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl Select {
@@ -89,6 +91,7 @@ impl Select {
             skip,
             no_diff,
             stats,
+            shard: None,
         })
     }
 }
@@ -102,6 +105,8 @@ pub struct ApplySettings {
     pub interactive: bool,
     /// `--force`: override a live hard lock.
     pub force: bool,
+    /// `--batch`, `--max-fail`, `--resume-file`.
+    pub rollout: crate::fleet::Rollout,
 }
 
 /// `cinch run`.
@@ -115,6 +120,10 @@ pub struct RunSettings {
     pub timeout: Option<Duration>,
     /// `-p`.
     pub node_workers: Workers,
+    /// `--shard I/N`.
+    pub shard: Option<crate::shard::Shard>,
+    /// `--batch`, `--max-fail`, `--resume-file`.
+    pub rollout: crate::fleet::Rollout,
 }
 
 impl RunSettings {
@@ -148,6 +157,8 @@ impl RunSettings {
             command,
             timeout,
             node_workers: Workers(node_workers),
+            shard: None,
+            rollout: Default::default(),
         })
     }
 }
@@ -221,6 +232,8 @@ pub struct NodesSettings {
     pub target: Option<String>,
     /// Attribute columns.
     pub attrs: Vec<String>,
+    /// `--shard I/N`.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// `cinch groups`.
@@ -259,6 +272,8 @@ pub struct HashSettings {
     pub metadata: bool,
     /// Also print the hash of every item.
     pub items: bool,
+    /// `--shard I/N`.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// `cinch diff`.

@@ -153,6 +153,10 @@ pub struct SelectArgs {
     /// Report remote commands and bytes per node.
     #[arg(long)]
     pub stats: bool,
+    /// Only shard I of N (1-based): a stable split of the selected nodes by name, for N
+    /// control machines or CI jobs; every node is in exactly one shard.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<crate::shard::Shard>,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -160,7 +164,8 @@ pub struct SelectArgs {
 impl SelectArgs {
     /// The validated selection (item selectors checked).
     fn into_settings(self) -> Result<Select> {
-        Select::new(
+        let shard = self.shard;
+        let mut select = Select::new(
             self.target,
             self.node_workers,
             self.item_workers,
@@ -168,7 +173,9 @@ impl SelectArgs {
             self.skip,
             self.no_diff,
             self.stats,
-        )
+        )?;
+        select.shard = shard;
+        Ok(select)
     }
 }
 
@@ -183,6 +190,49 @@ pub struct ApplyArgs {
     /// Apply even if another apply holds the node's hard lock (a dead holder's lock is taken over without it).
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+}
+
+/// Rolling work, shared by apply and run.
+#[derive(Debug, Args, Clone)]
+pub struct RolloutArgs {
+    /// Work in batches of N nodes (or N% of them); a batch finishes before the next starts.
+    #[arg(long, value_name = "N|N%", value_parser = parse_batch)]
+    pub batch: Option<crate::fleet::Amount>,
+    /// Start no new node once more than N nodes (or N% of them) have failed; the rest are
+    /// reported "not started (failure budget spent)" and the exit code is 1.
+    #[arg(long, value_name = "N|N%", value_parser = parse_max_fail)]
+    pub max_fail: Option<crate::fleet::Amount>,
+    /// Append each node that finished successfully to FILE (flushed at once); nodes already
+    /// in FILE are skipped, so a rerun continues where an interrupted run stopped.
+    #[arg(long, value_name = "FILE")]
+    pub resume_file: Option<PathBuf>,
+}
+
+impl RolloutArgs {
+    fn into_settings(self) -> crate::fleet::Rollout {
+        crate::fleet::Rollout {
+            batch: self.batch,
+            max_fail: self.max_fail,
+            resume_file: self.resume_file,
+        }
+    }
+}
+
+/// clap's parser for `--shard`.
+fn parse_shard(text: &str) -> std::result::Result<crate::shard::Shard, String> {
+    crate::shard::Shard::parse(text).map_err(|e| e.to_string())
+}
+
+/// clap's parser for `--batch`.
+fn parse_batch(text: &str) -> std::result::Result<crate::fleet::Amount, String> {
+    crate::fleet::Amount::parse("--batch", text).map_err(|e| e.to_string())
+}
+
+/// clap's parser for `--max-fail`.
+fn parse_max_fail(text: &str) -> std::result::Result<crate::fleet::Amount, String> {
+    crate::fleet::Amount::parse("--max-fail", text).map_err(|e| e.to_string())
 }
 
 /// `cinch verify`.
@@ -208,6 +258,12 @@ pub struct RunArgs {
     /// Stop a node's command after this many seconds.
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub timeout: Option<f64>,
+    /// Only shard I of N (1-based): a stable split of the selected nodes by name, for N
+    /// control machines or CI jobs; every node is in exactly one shard.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<crate::shard::Shard>,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -311,6 +367,10 @@ pub struct HashArgs {
     /// Also print the hash of every item.
     #[arg(long)]
     pub items: bool,
+    /// Only shard I of N (1-based): a stable split of the selected nodes by name, for N
+    /// control machines or CI jobs; every node is in exactly one shard.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// `cinch diff`.
@@ -331,6 +391,10 @@ pub struct NodesArgs {
     /// Attributes to show as columns (hostname, groups, bundles, transport, ...).
     #[arg(short = 'a', long = "attrs", value_name = "ATTR", value_delimiter = ',', num_args = 1..)]
     pub attrs: Vec<String>,
+    /// Only shard I of N (1-based): a stable split of the selected nodes by name, for N
+    /// control machines or CI jobs; every node is in exactly one shard.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// `cinch groups`.
@@ -519,6 +583,7 @@ fn dispatch(ctx: &Settings, command: Command) -> Result<u8> {
                 select: a.select.into_settings()?,
                 interactive: a.interactive,
                 force: a.force,
+                rollout: a.rollout.into_settings(),
             };
             crate::interrupt::announce(ctx.console.clone(), "items");
             crate::commands::apply::cmd_apply(ctx, &settings)
@@ -529,7 +594,9 @@ fn dispatch(ctx: &Settings, command: Command) -> Result<u8> {
             crate::commands::apply::cmd_verify(ctx, &select)
         }
         Command::Run(a) => {
-            let settings = RunSettings::new(a.target, &a.command, a.timeout, a.node_workers)?;
+            let mut settings = RunSettings::new(a.target, &a.command, a.timeout, a.node_workers)?;
+            settings.shard = a.shard;
+            settings.rollout = a.rollout.into_settings();
             crate::interrupt::announce(ctx.console.clone(), "commands");
             crate::commands::run::cmd_run(ctx, &settings)
         }
@@ -542,6 +609,7 @@ fn dispatch(ctx: &Settings, command: Command) -> Result<u8> {
             &NodesSettings {
                 target: a.target,
                 attrs: a.attrs,
+                shard: a.shard,
             },
         ),
         Command::Groups(a) => {
@@ -571,6 +639,7 @@ fn dispatch(ctx: &Settings, command: Command) -> Result<u8> {
                 target: a.target,
                 metadata: a.metadata,
                 items: a.items,
+                shard: a.shard,
             },
         ),
         Command::Diff(a) => crate::commands::diff::cmd_diff(

@@ -18,7 +18,7 @@ use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event, Flow, ItemStatus, NodeResult, Report};
 use crate::executor::{self, Answer, ItemReport, Job, Mode, NodeRun, Options, Outcome, Sink};
-use crate::fleet::{Fleet, NotContacted};
+use crate::fleet::{Fleet, NotContacted, Slot};
 use crate::items::Item;
 use crate::items::state::Local;
 use crate::output::{Lines, untrusted};
@@ -31,12 +31,26 @@ const DIFF_LIMIT: u64 = 1 << 20;
 
 /// Runs `cinch apply`.
 pub fn cmd_apply(ctx: &Settings, args: &ApplySettings) -> Result<u8> {
-    run(ctx, &args.select, Mode::Apply, args.interactive, args.force)
+    run(
+        ctx,
+        &args.select,
+        Mode::Apply,
+        args.interactive,
+        args.force,
+        &args.rollout,
+    )
 }
 
 /// Runs `cinch verify`.
 pub fn cmd_verify(ctx: &Settings, args: &Select) -> Result<u8> {
-    run(ctx, args, Mode::Verify, false, false)
+    run(
+        ctx,
+        args,
+        Mode::Verify,
+        false,
+        false,
+        &crate::fleet::Rollout::default(),
+    )
 }
 
 /// Who we are in locks, and whether `--force` overrides a held hard lock.
@@ -118,10 +132,17 @@ fn prepare<'r>(
     })
 }
 
-fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bool) -> Result<u8> {
+fn run(
+    ctx: &Settings,
+    select: &Select,
+    mode: Mode,
+    interactive: bool,
+    force: bool,
+    rollout: &crate::fleet::Rollout,
+) -> Result<u8> {
     let started = Instant::now();
     let repo = ctx.load_repo()?;
-    let nodes = repo.select(&select.target)?;
+    let nodes = crate::shard::filter(repo.select(&select.target)?, select.shard, |n| &n.name);
     let node_workers = select.node_workers.resolve(repo.settings.node_workers);
     let item_workers = select.item_workers.resolve(repo.settings.item_workers);
     // Hooks load (and their top level runs) once, before anything else, so a broken hook is
@@ -202,13 +223,39 @@ fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bo
     }
 
     let fleet = Fleet::new(&bus, ctx.connect_options(&repo), node_workers);
-    let results: Vec<NodeRun> = fleet
-        .map(&jobs, |job| {
-            run_node(job, &fleet, &out, mode, interactive, &locking)
-        })
+    let rolled = fleet.roll(
+        &jobs,
+        rollout,
+        |j| &j.node.name,
+        |r: &NodeRun| r.error.is_none() && r.count(Outcome::Failed) == 0,
+        |job| run_node(job, &fleet, &out, mode, interactive, &locking),
+    )?;
+    let resume_error = rolled.resume_error;
+    let (results, notes): (Vec<NodeRun>, Vec<Option<&str>>) = rolled
+        .slots
         .into_iter()
-        .map(|r| r.unwrap_or_else(not_started))
-        .collect();
+        .zip(&jobs)
+        .map(|(slot, job)| match slot {
+            Slot::Done(r) => (r, None),
+            Slot::Interrupted => (not_started(), None),
+            Slot::BudgetSpent => (
+                NodeRun {
+                    error: Some(crate::fleet::NOTE_BUDGET_SPENT.into()),
+                    ..Default::default()
+                },
+                Some(crate::fleet::NOTE_BUDGET_SPENT),
+            ),
+            Slot::AlreadyDone => (
+                NodeRun {
+                    reports: (0..job.plan.items.len())
+                        .map(|idx| skipped_report(idx, "already done (resume file)"))
+                        .collect(),
+                    ..Default::default()
+                },
+                Some(crate::fleet::NOTE_ALREADY_DONE),
+            ),
+        })
+        .unzip();
 
     if mode == Mode::Apply {
         bus.emit(&Event::ApplyEnd {
@@ -220,14 +267,18 @@ fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bo
     out.finish();
     let rows: Vec<Row<'_>> = jobs
         .iter()
-        .zip(results.iter())
-        .map(|(j, run)| Row {
+        .zip(results.iter().zip(&notes))
+        .map(|(j, (run, note))| Row {
             node: j.node,
             items: j.plan.items.len(),
             run,
+            note: *note,
         })
         .collect();
     out.summary(&rows);
+    if let Some(e) = &resume_error {
+        out.line_err(&format!("error: {e}"));
+    }
     if out.input_ended.load(Ordering::SeqCst) {
         return Err(Error::Usage(
             "apply -i: the input ended before every question was answered, so nothing more was \
@@ -243,7 +294,11 @@ fn run(ctx: &Settings, select: &Select, mode: Mode, interactive: bool, force: bo
     let drift = results.iter().any(|r| r.count(Outcome::WouldChange) > 0);
     Ok(if crate::interrupt::requested() {
         130
-    } else if failed || bus.had_errors() || (mode == Mode::Verify && drift) {
+    } else if failed
+        || bus.had_errors()
+        || resume_error.is_some()
+        || (mode == Mode::Verify && drift)
+    {
         1
     } else {
         // An interactive "quit" is the user's choice, not a failure.
@@ -540,6 +595,8 @@ struct Row<'a> {
     /// The node's items, also when it never reported them (unreachable, locked).
     items: usize,
     run: &'a NodeRun,
+    /// Why the rollout left the node alone (`--max-fail`, `--resume-file`).
+    note: Option<&'a str>,
 }
 
 /// Human output: progress bars, item lines, diffs, the summary table (and the JSON summary).
@@ -735,10 +792,13 @@ impl<'c> Reporter<'c> {
         let mut json_nodes = Vec::new();
         let mut table_rows = Vec::new();
         let verify = self.mode == Mode::Verify;
+        // Only a rollout that left nodes alone adds the column, so other tables stay as they were.
+        let show_notes = rows.iter().any(|r| r.note.is_some());
         for Row {
             node,
             items,
             run: r,
+            note,
         } in rows
         {
             total_items += items;
@@ -773,8 +833,13 @@ impl<'c> Reporter<'c> {
                 "skipped": r.count(Outcome::Skipped), "failed": r.count(Outcome::Failed),
                 "duration": r.duration.as_secs_f64(), "error": r.error,
                 "commands": r.stats.commands, "bytes_sent": r.stats.bytes_sent,
-                "bytes_received": r.stats.bytes_received,
+                "bytes_received": r.stats.bytes_received, "note": note,
             }));
+            if show_notes {
+                if let Some(row) = table_rows.last_mut() {
+                    row.push(note.unwrap_or("").to_string());
+                }
+            }
             total.reports.extend(r.reports.iter().cloned());
             total.duration = total.duration.max(r.duration);
             total.stats.commands += r.stats.commands;
@@ -819,6 +884,9 @@ impl<'c> Reporter<'c> {
                     total.stats.bytes_received.to_string(),
                 ]);
             }
+            if show_notes {
+                row.push(String::new());
+            }
             table_rows.push(row);
         }
         let mut header = vec![
@@ -832,6 +900,9 @@ impl<'c> Reporter<'c> {
         ];
         if self.stats {
             header.extend(["commands", "bytes sent", "bytes received"]);
+        }
+        if show_notes {
+            header.push("note");
         }
         if crate::interrupt::requested() {
             self.console
