@@ -96,6 +96,12 @@ pub enum Command {
     Items(ItemsArgs),
     /// Show a node's merged metadata.
     Metadata(MetadataArgs),
+    /// Print the one summary table and exit code of several `--json` runs (shards).
+    ///
+    /// Reads the `--json` output of `cinch apply`, `verify` or `run` from each FILE (one per
+    /// `--shard I/N` job of a CI matrix) and prints the summary table and gives the exit code
+    /// that one run over all their nodes would have. No repo or node is needed.
+    Report(ReportArgs),
     /// Create repos.
     #[command(subcommand)]
     Repo(RepoCommand),
@@ -347,6 +353,14 @@ impl LockCommand {
             },
         })
     }
+}
+
+/// `cinch report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// `--json` outputs of apply, verify or run, one per shard.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 }
 
 /// `cinch test`.
@@ -650,6 +664,10 @@ fn dispatch(ctx: &Settings, command: Command) -> Result<u8> {
             },
         ),
         Command::Secret(s) => crate::commands::secret::cmd_secret(ctx, &s.into_settings()),
+        Command::Report(a) => crate::commands::report::cmd_report(
+            ctx,
+            &crate::commands::report::ReportSettings { files: a.files },
+        ),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "cinch", &mut out);

@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::json;
 
+use crate::commands::report::{ApplyRow, apply_table};
 use crate::console::{Console, Reply};
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
@@ -275,7 +276,23 @@ fn run(
             note: *note,
         })
         .collect();
-    out.summary(&rows);
+    let failed = results
+        .iter()
+        .any(|r| r.error.is_some() || r.count(Outcome::Failed) > 0);
+    let drift = results.iter().any(|r| r.count(Outcome::WouldChange) > 0);
+    let code = if crate::interrupt::requested() {
+        130
+    } else if failed
+        || bus.had_errors()
+        || resume_error.is_some()
+        || (mode == Mode::Verify && drift)
+    {
+        1
+    } else {
+        // An interactive "quit" is the user's choice, not a failure.
+        0
+    };
+    out.summary(&rows, code);
     if let Some(e) = &resume_error {
         out.line_err(&format!("error: {e}"));
     }
@@ -287,23 +304,7 @@ fn run(
                 .into(),
         ));
     }
-
-    let failed = results
-        .iter()
-        .any(|r| r.error.is_some() || r.count(Outcome::Failed) > 0);
-    let drift = results.iter().any(|r| r.count(Outcome::WouldChange) > 0);
-    Ok(if crate::interrupt::requested() {
-        130
-    } else if failed
-        || bus.had_errors()
-        || resume_error.is_some()
-        || (mode == Mode::Verify && drift)
-    {
-        1
-    } else {
-        // An interactive "quit" is the user's choice, not a failure.
-        0
-    })
+    Ok(code)
 }
 
 /// A node Ctrl-C kept from starting.
@@ -786,139 +787,82 @@ impl<'c> Reporter<'c> {
         }
     }
 
-    fn summary(&self, rows: &[Row<'_>]) {
-        let mut total = NodeRun::default();
-        let mut total_items = 0;
-        let mut json_nodes = Vec::new();
-        let mut table_rows = Vec::new();
+    fn summary(&self, rows: &[Row<'_>], exit_code: u8) {
         let verify = self.mode == Mode::Verify;
-        // Only a rollout that left nodes alone adds the column, so other tables stay as they were.
-        let show_notes = rows.iter().any(|r| r.note.is_some());
-        for Row {
-            node,
-            items,
-            run: r,
-            note,
-        } in rows
-        {
-            total_items += items;
-            let fixed = if verify {
-                r.count(Outcome::WouldChange)
-            } else {
-                r.count(Outcome::Fixed)
-            };
-            let mut row = vec![
-                node.name.clone(),
-                items.to_string(),
-                r.count(Outcome::Ok).to_string(),
-                fixed.to_string(),
-                r.count(Outcome::Skipped).to_string(),
-                r.count(Outcome::Failed).to_string(),
-                fmt_duration(r.duration),
-            ];
-            if r.error.is_some() {
-                row[5] = format!("{} (node failed)", r.count(Outcome::Failed));
-            }
-            if self.stats {
-                row.extend([
-                    r.stats.commands.to_string(),
-                    r.stats.bytes_sent.to_string(),
-                    r.stats.bytes_received.to_string(),
-                ]);
-            }
-            table_rows.push(row);
-            json_nodes.push(json!({
-                "node": node.name, "items": items, "ok": r.count(Outcome::Ok),
-                if verify { "would_change" } else { "fixed" }: fixed,
-                "skipped": r.count(Outcome::Skipped), "failed": r.count(Outcome::Failed),
-                "duration": r.duration.as_secs_f64(), "error": r.error,
-                "commands": r.stats.commands, "bytes_sent": r.stats.bytes_sent,
-                "bytes_received": r.stats.bytes_received, "note": note,
-            }));
-            if show_notes {
-                if let Some(row) = table_rows.last_mut() {
-                    row.push(note.unwrap_or("").to_string());
-                }
-            }
-            total.reports.extend(r.reports.iter().cloned());
-            total.duration = total.duration.max(r.duration);
-            total.stats.commands += r.stats.commands;
-            total.stats.bytes_sent += r.stats.bytes_sent;
-            total.stats.bytes_received += r.stats.bytes_received;
-        }
-        let total_fixed = if verify {
-            total.count(Outcome::WouldChange)
-        } else {
-            total.count(Outcome::Fixed)
-        };
+        let table: Vec<ApplyRow> = rows
+            .iter()
+            .map(
+                |Row {
+                     node,
+                     items,
+                     run: r,
+                     note,
+                 }| ApplyRow {
+                    node: node.name.clone(),
+                    items: *items,
+                    ok: r.count(Outcome::Ok),
+                    fixed: if verify {
+                        r.count(Outcome::WouldChange)
+                    } else {
+                        r.count(Outcome::Fixed)
+                    },
+                    skipped: r.count(Outcome::Skipped),
+                    failed: r.count(Outcome::Failed),
+                    duration: r.duration.as_secs_f64(),
+                    error: r.error.clone(),
+                    commands: r.stats.commands,
+                    bytes_sent: r.stats.bytes_sent,
+                    bytes_received: r.stats.bytes_received,
+                    note: note.map(String::from),
+                },
+            )
+            .collect();
         if self.console.json() {
+            let fixed_key = if verify { "would_change" } else { "fixed" };
+            let mut json_nodes = Vec::new();
+            let mut total = ApplyRow::default();
+            for r in &table {
+                let mut v = json!({
+                    "node": r.node, "items": r.items, "ok": r.ok, fixed_key: r.fixed,
+                    "skipped": r.skipped, "failed": r.failed, "duration": r.duration,
+                    "error": r.error, "commands": r.commands, "bytes_sent": r.bytes_sent,
+                    "bytes_received": r.bytes_received,
+                });
+                if let Some(note) = &r.note {
+                    v["note"] = json!(note);
+                }
+                json_nodes.push(v);
+                total.items += r.items;
+                total.ok += r.ok;
+                total.fixed += r.fixed;
+                total.skipped += r.skipped;
+                total.failed += r.failed;
+                total.commands += r.commands;
+                total.bytes_sent += r.bytes_sent;
+                total.bytes_received += r.bytes_received;
+            }
             self.console.json_line(&json!({
                 "event": "summary",
                 "command": if verify { "verify" } else { "apply" },
                 "nodes": json_nodes,
                 "total": {
-                    "nodes": rows.len(), "items": total_items, "ok": total.count(Outcome::Ok),
-                    if verify { "would_change" } else { "fixed" }: total_fixed,
-                    "skipped": total.count(Outcome::Skipped), "failed": total.count(Outcome::Failed),
-                    "commands": total.stats.commands, "bytes_sent": total.stats.bytes_sent,
-                    "bytes_received": total.stats.bytes_received,
+                    "nodes": rows.len(), "items": total.items, "ok": total.ok,
+                    fixed_key: total.fixed,
+                    "skipped": total.skipped, "failed": total.failed,
+                    "commands": total.commands, "bytes_sent": total.bytes_sent,
+                    "bytes_received": total.bytes_received,
                 },
+                "rows": table,
+                "stats": self.stats,
                 "interrupted": crate::interrupt::requested(),
+                "exit_code": exit_code,
             }));
             return;
-        }
-        if rows.len() > 1 {
-            let mut row = vec![
-                format!("total ({} nodes)", rows.len()),
-                total_items.to_string(),
-                total.count(Outcome::Ok).to_string(),
-                total_fixed.to_string(),
-                total.count(Outcome::Skipped).to_string(),
-                total.count(Outcome::Failed).to_string(),
-                fmt_duration(total.duration),
-            ];
-            if self.stats {
-                row.extend([
-                    total.stats.commands.to_string(),
-                    total.stats.bytes_sent.to_string(),
-                    total.stats.bytes_received.to_string(),
-                ]);
-            }
-            if show_notes {
-                row.push(String::new());
-            }
-            table_rows.push(row);
-        }
-        let mut header = vec![
-            "node",
-            "items",
-            "ok",
-            if verify { "would change" } else { "fixed" },
-            "skipped",
-            "failed",
-            "duration",
-        ];
-        if self.stats {
-            header.extend(["commands", "bytes sent", "bytes received"]);
-        }
-        if show_notes {
-            header.push("note");
         }
         if crate::interrupt::requested() {
             self.console
                 .err("interrupted: no new work was started after Ctrl-C");
         }
-        self.console
-            .out(&crate::output::table(&header, &table_rows));
-    }
-}
-
-fn fmt_duration(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else {
-        let s = s as u64;
-        format!("{}m {}s", s / 60, s % 60)
+        self.console.out(&apply_table(&table, verify, self.stats));
     }
 }

@@ -8,5 +8,6 @@ pub mod hash;
 pub mod inspect;
 pub mod items;
 pub mod lock;
+pub mod report;
 pub mod run;
 pub mod secret;

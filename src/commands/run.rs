@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::commands::report::{RunRow, run_table};
 use crate::console::Console;
 use crate::error::Result;
 use crate::events::{Event, Flow, Report, Subscriber};
@@ -79,13 +80,6 @@ impl NodeOutcome {
                 | NodeOutcome::Skipped(_)
                 | NodeOutcome::AlreadyDone
         )
-    }
-
-    fn code_cell(&self) -> String {
-        match self {
-            NodeOutcome::Finished { code: Some(c), .. } => c.to_string(),
-            _ => "-".into(),
-        }
     }
 
     fn note(&self) -> String {
@@ -180,13 +174,16 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
         if !outcome.ok() {
             failed += 1;
         }
-        rows.push(vec![
-            node.name.clone(),
-            outcome.code_cell(),
-            format!("{:.2}s", dur.as_secs_f64()),
-            // Unreachable/failed notes may quote the node's or ssh's stderr.
-            crate::output::untrusted(&outcome.note(), crate::output::Lines::Escape).into_owned(),
-        ]);
+        rows.push(RunRow {
+            node: node.name.clone(),
+            return_code: match outcome {
+                NodeOutcome::Finished { code, .. } => code,
+                _ => None,
+            },
+            duration: dur.as_secs_f64(),
+            note: outcome.note(),
+            ok: outcome.ok(),
+        });
     }
     let interrupted = crate::interrupt::requested();
     let code = if interrupted {
@@ -205,12 +202,10 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
             "interrupted": interrupted,
             "duration": started.elapsed().as_secs_f64(),
             "exit_code": code,
+            "rows": rows,
         }));
     } else {
-        console.out(&crate::output::table(
-            &["node", "return code", "duration", "note"],
-            &rows,
-        ));
+        console.out(&run_table(&rows));
         if interrupted {
             console.err("interrupted: nodes not yet started were left alone");
         }
