@@ -60,7 +60,7 @@ fn weight(j: u32, name: &str) -> [u8; 32] {
 }
 
 /// Keeps the nodes of `shard` (all of them without one), in their order.
-pub fn filter<'a, T>(items: Vec<T>, shard: Option<Shard>, name: impl Fn(&T) -> &str) -> Vec<T> {
+pub fn filter<T>(items: Vec<T>, shard: Option<Shard>, name: impl Fn(&T) -> &str) -> Vec<T> {
     match shard {
         None => items,
         Some(s) => items.into_iter().filter(|n| s.contains(name(n))).collect(),
