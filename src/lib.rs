@@ -29,6 +29,7 @@ pub mod prepare;
 pub mod repo;
 pub mod review;
 pub mod settings;
+pub mod shard;
 pub mod shell;
 pub mod transport;
 

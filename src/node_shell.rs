@@ -18,8 +18,9 @@ use crate::shell::quote;
 /// `pf IDX PATH HASH LIMIT SCAN [LINK...]` never looks through a symlinked parent of PATH
 /// other than the LINKs the repo manages (`wl`; the record gets `unsafe` with the reason
 /// instead), and with SCAN = 1 reports (`stale`), with SCAN = 2 removes, the staging leftovers
-/// of interrupted applies beside PATH: `.cinch-tmp-*` entries owned by this user and older
-/// than this script. Both cost no process unless there is something to report.
+/// of interrupted applies beside PATH: `.cinch-tmp-*` entries owned by this user and untouched
+/// for an hour (a younger one may belong to an apply of another node name on the same machine
+/// that is writing it right now). Both cost no process unless there is something to report.
 ///
 /// Path probes (`pf`, `pd`, `ps`) cost no process each: they classify the path with test
 /// builtins, print the `P` record at once and register the path (`cg`). `cz` then reads the
@@ -117,7 +118,7 @@ wl() {
 st() {
   for e in "${2%/}"/.cinch-tmp-*; do
     [ -e "$e" ] || [ -L "$e" ] || continue
-    { [ ! -L "$e" ] && [ -O "$e" ] && ctmp && [ "$e" -ot "$cT" ]; } || continue
+    { [ ! -L "$e" ] && [ -O "$e" ] && [ -n "$(find "$e" -prune -mmin +60 2>/dev/null)" ]; } || continue
     if [ "$1" = 2 ] && rm -rf -- "$e" 2>/dev/null; then continue; fi
     f stale; f "$e"
   done

@@ -64,6 +64,8 @@ pub struct Select {
     pub no_diff: bool,
     /// `--stats`.
     pub stats: bool,
+    /// `--shard I/N`: only this shard of the selected nodes.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl Select {
@@ -89,6 +91,7 @@ impl Select {
             skip,
             no_diff,
             stats,
+            shard: None,
         })
     }
 }
@@ -104,6 +107,8 @@ pub struct ApplySettings {
     pub force: bool,
     /// `--plan FILE`: apply only this saved plan's changes (an empty target = the plan's).
     pub plan: Option<std::path::PathBuf>,
+    /// `--batch`, `--max-fail`, `--resume-file`.
+    pub rollout: crate::fleet::Rollout,
 }
 
 /// `cinch run`.
@@ -117,6 +122,10 @@ pub struct RunSettings {
     pub timeout: Option<Duration>,
     /// `-p`.
     pub node_workers: Workers,
+    /// `--shard I/N`.
+    pub shard: Option<crate::shard::Shard>,
+    /// `--batch`, `--max-fail`, `--resume-file`.
+    pub rollout: crate::fleet::Rollout,
 }
 
 impl RunSettings {
@@ -150,6 +159,8 @@ impl RunSettings {
             command,
             timeout,
             node_workers: Workers(node_workers),
+            shard: None,
+            rollout: Default::default(),
         })
     }
 }
@@ -225,6 +236,8 @@ pub struct NodesSettings {
     pub attrs: Vec<String>,
     /// Show where each attribute came from.
     pub blame: bool,
+    /// `--shard I/N`.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// `cinch groups`.
@@ -265,6 +278,8 @@ pub struct HashSettings {
     pub metadata: bool,
     /// Also print the hash of every item.
     pub items: bool,
+    /// `--shard I/N`.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// `cinch diff`.

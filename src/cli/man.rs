@@ -226,6 +226,22 @@ pub fn exit_status(path: &[&str]) -> &'static [(&'static str, &'static str)] {
                  a wrong key or a tampered value (rotate then changes nothing).",
             ),
         ],
+        ["report"] => &[
+            (
+                "0",
+                "Every node of every file succeeded (for verify: nothing would change).",
+            ),
+            (
+                "1",
+                "Some node failed (or, for verify, would change), as one run would have said.",
+            ),
+            (
+                "2",
+                "Bad usage: a file missing or without a summary line, files of different \
+                 commands, or a node in more than one file.",
+            ),
+            ("130", "One of the runs was interrupted."),
+        ],
         ["repo"] | ["repo", "create"] => &[
             ("0", "The repo was written."),
             ("1", "Writing a file failed."),
@@ -284,6 +300,20 @@ pub fn examples(path: &[&str]) -> &'static [Example] {
                 what: "Show each change on db1 and ask yes/no/quit before making it.",
             },
             Example {
+                args: &["apply", "all", "--batch", "10%", "--max-fail", "2"],
+                what: "Roll out in waves of a tenth of the nodes; once more than two nodes have \
+                       failed, start no new node.",
+            },
+            Example {
+                args: &["apply", "all", "--resume-file", "done.txt"],
+                what: "Record each node that succeeded in done.txt; after a Ctrl-C, the same \
+                       command continues with the nodes not yet done.",
+            },
+            Example {
+                args: &["--json", "apply", "all", "--shard", "2/4"],
+                what: "The second of four CI jobs: only this shard's nodes (see cinch report).",
+            },
+            Example {
                 args: &["--json", "apply", "all", "--stats"],
                 what: "JSON lines for CI, ending with a summary that includes remote commands and \
                        bytes per node.",
@@ -315,6 +345,18 @@ pub fn examples(path: &[&str]) -> &'static [Example] {
                 args: &["run", "-p", "20", "--timeout", "30", "all", "uptime"],
                 what: "Twenty nodes at a time; a command still running after 30 seconds is \
                        stopped (its remote process group is killed).",
+            },
+            Example {
+                args: &[
+                    "run",
+                    "all",
+                    "--batch",
+                    "5",
+                    "--max-fail",
+                    "0",
+                    "apt-get -y upgrade",
+                ],
+                what: "Five nodes at a time, and stop starting nodes at the first failure.",
             },
             Example {
                 args: &["run", "web1", "--", "df", "-h", "/"],
@@ -385,6 +427,11 @@ pub fn examples(path: &[&str]) -> &'static [Example] {
                 what: "Test the demo repo of cinch's source tree.",
             },
         ],
+        ["report"] => &[Example {
+            args: &["report", "shard-1.json", "shard-2.json", "shard-3.json"],
+            what: "The summary table and exit code of three shards' --json outputs, as one \
+                       unsharded run would have given them (see docs/ci.md).",
+        }],
         ["hash"] => &[
             Example {
                 args: &["-r", "repo-template", "hash", "--items"],

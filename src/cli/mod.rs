@@ -96,6 +96,12 @@ pub enum Command {
     Items(ItemsArgs),
     /// Show a node's merged metadata.
     Metadata(MetadataArgs),
+    /// Print the one summary table and exit code of several `--json` runs (shards).
+    ///
+    /// Reads the `--json` output of `cinch apply`, `verify` or `run` from each FILE (one per
+    /// `--shard I/N` job of a CI matrix) and prints the summary table and gives the exit code
+    /// that one run over all their nodes would have. No repo or node is needed.
+    Report(ReportArgs),
     /// Create repos.
     #[command(subcommand)]
     Repo(RepoCommand),
@@ -153,6 +159,10 @@ pub struct SelectArgs {
     /// Report remote commands and bytes per node.
     #[arg(long)]
     pub stats: bool,
+    /// Only shard I of N (1-based): a stable split of the selected nodes by name, for N
+    /// control machines or CI jobs; every node is in exactly one shard.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<crate::shard::Shard>,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -160,7 +170,8 @@ pub struct SelectArgs {
 impl SelectArgs {
     /// The validated selection (item selectors checked).
     fn into_settings(self) -> Result<Select> {
-        Select::new(
+        let shard = self.shard;
+        let mut select = Select::new(
             self.target.unwrap_or_default(),
             self.node_workers,
             self.item_workers,
@@ -168,7 +179,9 @@ impl SelectArgs {
             self.skip,
             self.no_diff,
             self.stats,
-        )
+        )?;
+        select.shard = shard;
+        Ok(select)
     }
 }
 
@@ -186,6 +199,49 @@ pub struct ApplyArgs {
     /// Apply only the changes of this saved plan (from verify --plan-out); items changed since are left alone.
     #[arg(long, value_name = "FILE")]
     pub plan: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+}
+
+/// Rolling work, shared by apply and run.
+#[derive(Debug, Args, Clone)]
+pub struct RolloutArgs {
+    /// Work in batches of N nodes (or N% of them); a batch finishes before the next starts.
+    #[arg(long, value_name = "N|N%", value_parser = parse_batch)]
+    pub batch: Option<crate::fleet::Amount>,
+    /// Start no new node once more than N nodes (or N% of them) have failed; the rest are
+    /// reported "not started (failure budget spent)" and the exit code is 1.
+    #[arg(long, value_name = "N|N%", value_parser = parse_max_fail)]
+    pub max_fail: Option<crate::fleet::Amount>,
+    /// Append each node that finished successfully to FILE (flushed at once); nodes already
+    /// in FILE are skipped, so a rerun continues where an interrupted run stopped.
+    #[arg(long, value_name = "FILE")]
+    pub resume_file: Option<PathBuf>,
+}
+
+impl RolloutArgs {
+    fn into_settings(self) -> crate::fleet::Rollout {
+        crate::fleet::Rollout {
+            batch: self.batch,
+            max_fail: self.max_fail,
+            resume_file: self.resume_file,
+        }
+    }
+}
+
+/// clap's parser for `--shard`.
+fn parse_shard(text: &str) -> std::result::Result<crate::shard::Shard, String> {
+    crate::shard::Shard::parse(text).map_err(|e| e.to_string())
+}
+
+/// clap's parser for `--batch`.
+fn parse_batch(text: &str) -> std::result::Result<crate::fleet::Amount, String> {
+    crate::fleet::Amount::parse("--batch", text).map_err(|e| e.to_string())
+}
+
+/// clap's parser for `--max-fail`.
+fn parse_max_fail(text: &str) -> std::result::Result<crate::fleet::Amount, String> {
+    crate::fleet::Amount::parse("--max-fail", text).map_err(|e| e.to_string())
 }
 
 /// `cinch verify`.
@@ -214,6 +270,12 @@ pub struct RunArgs {
     /// Stop a node's command after this many seconds.
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub timeout: Option<f64>,
+    /// Only shard I of N (1-based): a stable split of the selected nodes by name, for N
+    /// control machines or CI jobs; every node is in exactly one shard.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<crate::shard::Shard>,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -299,6 +361,14 @@ impl LockCommand {
     }
 }
 
+/// `cinch report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// `--json` outputs of apply, verify or run, one per shard.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
 /// `cinch test`.
 #[derive(Debug, Args)]
 pub struct TestArgs {
@@ -317,6 +387,10 @@ pub struct HashArgs {
     /// Also print the hash of every item.
     #[arg(long)]
     pub items: bool,
+    /// Only shard I of N (1-based): a stable split of the selected nodes by name, for N
+    /// control machines or CI jobs; every node is in exactly one shard.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// `cinch diff`.
@@ -340,6 +414,10 @@ pub struct NodesArgs {
     /// Show where each attribute value came from (the node, a group, a reactor, a default).
     #[arg(long)]
     pub blame: bool,
+    /// Only shard I of N (1-based): a stable split of the selected nodes by name, for N
+    /// control machines or CI jobs; every node is in exactly one shard.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// `cinch groups`.
@@ -532,6 +610,7 @@ fn dispatch(ctx: &Settings, command: Command) -> Result<u8> {
                 interactive: a.interactive,
                 force: a.force,
                 plan: a.plan,
+                rollout: a.rollout.into_settings(),
             };
             crate::interrupt::announce(ctx.console.clone(), "items");
             crate::commands::apply::cmd_apply(ctx, &settings)
@@ -547,7 +626,9 @@ fn dispatch(ctx: &Settings, command: Command) -> Result<u8> {
             crate::commands::apply::cmd_verify(ctx, &select, a.plan_out.as_deref())
         }
         Command::Run(a) => {
-            let settings = RunSettings::new(a.target, &a.command, a.timeout, a.node_workers)?;
+            let mut settings = RunSettings::new(a.target, &a.command, a.timeout, a.node_workers)?;
+            settings.shard = a.shard;
+            settings.rollout = a.rollout.into_settings();
             crate::interrupt::announce(ctx.console.clone(), "commands");
             crate::commands::run::cmd_run(ctx, &settings)
         }
@@ -561,6 +642,7 @@ fn dispatch(ctx: &Settings, command: Command) -> Result<u8> {
                 target: a.target,
                 attrs: a.attrs,
                 blame: a.blame,
+                shard: a.shard,
             },
         ),
         Command::Groups(a) => {
@@ -591,6 +673,7 @@ fn dispatch(ctx: &Settings, command: Command) -> Result<u8> {
                 target: a.target,
                 metadata: a.metadata,
                 items: a.items,
+                shard: a.shard,
             },
         ),
         Command::Diff(a) => crate::commands::diff::cmd_diff(
@@ -601,6 +684,10 @@ fn dispatch(ctx: &Settings, command: Command) -> Result<u8> {
             },
         ),
         Command::Secret(s) => crate::commands::secret::cmd_secret(ctx, &s.into_settings()),
+        Command::Report(a) => crate::commands::report::cmd_report(
+            ctx,
+            &crate::commands::report::ReportSettings { files: a.files },
+        ),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "cinch", &mut out);

@@ -14,13 +14,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::json;
 
+use crate::commands::report::{ApplyRow, apply_table};
 use crate::console::{Console, Reply};
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
 use crate::events::{Bus, Drift, Event, Flow, ItemStatus, NodeResult, Report};
 use crate::executor::{self, Answer, ItemReport, Job, Mode, NodeRun, Options, Outcome, Sink};
 use crate::executor::{CHANGED_SINCE_PLAN, PlanCheck};
-use crate::fleet::{Fleet, NotContacted};
+use crate::fleet::{Fleet, NotContacted, Slot};
 use crate::items::Item;
 use crate::items::state::Local;
 use crate::lock::Records;
@@ -60,12 +61,21 @@ pub fn cmd_apply(ctx: &Settings, args: &ApplySettings) -> Result<u8> {
         args.interactive,
         args.force,
         Saved::In(saved),
+        &args.rollout,
     )
 }
 
 /// Runs `cinch verify` (with `--plan-out`, also writes what would change).
 pub fn cmd_verify(ctx: &Settings, args: &Select, plan_out: Option<&Path>) -> Result<u8> {
-    run(ctx, args, Mode::Verify, false, false, Saved::Out(plan_out))
+    run(
+        ctx,
+        args,
+        Mode::Verify,
+        false,
+        false,
+        Saved::Out(plan_out),
+        &crate::fleet::Rollout::default(),
+    )
 }
 
 /// The saved plan a run reads (apply) or writes (verify).
@@ -162,10 +172,11 @@ fn run(
     interactive: bool,
     force: bool,
     saved: Saved<'_>,
+    rollout: &crate::fleet::Rollout,
 ) -> Result<u8> {
     let started = Instant::now();
     let repo = ctx.load_repo()?;
-    let mut nodes = repo.select(&select.target)?;
+    let mut nodes = crate::shard::filter(repo.select(&select.target)?, select.shard, |n| &n.name);
     if let Saved::In(Some((plan, _))) = &saved {
         // Only nodes the plan covers; a TARGET only narrows the plan.
         nodes.retain(|n| plan.node(&n.name).is_some());
@@ -267,13 +278,39 @@ fn run(
     }
 
     let fleet = Fleet::new(&bus, ctx.connect_options(&repo), node_workers);
-    let results: Vec<NodeRun> = fleet
-        .map(&jobs, |job| {
-            run_node(job, &fleet, &out, mode, interactive, &locking)
-        })
+    let rolled = fleet.roll(
+        &jobs,
+        rollout,
+        |j| &j.node.name,
+        |r: &NodeRun| r.error.is_none() && r.count(Outcome::Failed) == 0,
+        |job| run_node(job, &fleet, &out, mode, interactive, &locking),
+    )?;
+    let resume_error = rolled.resume_error;
+    let (results, notes): (Vec<NodeRun>, Vec<Option<&str>>) = rolled
+        .slots
         .into_iter()
-        .map(|r| r.unwrap_or_else(not_started))
-        .collect();
+        .zip(&jobs)
+        .map(|(slot, job)| match slot {
+            Slot::Done(r) => (r, None),
+            Slot::Interrupted => (not_started(), None),
+            Slot::BudgetSpent => (
+                NodeRun {
+                    error: Some(crate::fleet::NOTE_BUDGET_SPENT.into()),
+                    ..Default::default()
+                },
+                Some(crate::fleet::NOTE_BUDGET_SPENT),
+            ),
+            Slot::AlreadyDone => (
+                NodeRun {
+                    reports: (0..job.plan.items.len())
+                        .map(|idx| skipped_report(idx, "already done (resume file)"))
+                        .collect(),
+                    ..Default::default()
+                },
+                Some(crate::fleet::NOTE_ALREADY_DONE),
+            ),
+        })
+        .unzip();
 
     if mode == Mode::Apply {
         bus.emit(&Event::ApplyEnd {
@@ -285,23 +322,14 @@ fn run(
     out.finish();
     let rows: Vec<Row<'_>> = jobs
         .iter()
-        .zip(results.iter())
-        .map(|(j, run)| Row {
+        .zip(results.iter().zip(&notes))
+        .map(|(j, (run, note))| Row {
             node: j.node,
             items: j.plan.items.len(),
             run,
+            note: *note,
         })
         .collect();
-    out.summary(&rows);
-    if out.input_ended.load(Ordering::SeqCst) {
-        return Err(Error::Usage(
-            "apply -i: the input ended before every question was answered, so nothing more was \
-             changed; answer each question with y, n or q (on a terminal, or one answer per \
-             line on stdin)"
-                .into(),
-        ));
-    }
-
     let failed = results
         .iter()
         .any(|r| r.error.is_some() || r.count(Outcome::Failed) > 0);
@@ -316,14 +344,31 @@ fn run(
         }
     }
     let failed = failed || !plan_refusals.is_empty();
-    Ok(if crate::interrupt::requested() {
+    let code = if crate::interrupt::requested() {
         130
-    } else if failed || bus.had_errors() || (mode == Mode::Verify && drift) {
+    } else if failed
+        || bus.had_errors()
+        || resume_error.is_some()
+        || (mode == Mode::Verify && drift)
+    {
         1
     } else {
         // An interactive "quit" is the user's choice, not a failure.
         0
-    })
+    };
+    out.summary(&rows, code);
+    if let Some(e) = &resume_error {
+        out.line_err(&format!("error: {e}"));
+    }
+    if out.input_ended.load(Ordering::SeqCst) {
+        return Err(Error::Usage(
+            "apply -i: the input ended before every question was answered, so nothing more was \
+             changed; answer each question with y, n or q (on a terminal, or one answer per \
+             line on stdin)"
+                .into(),
+        ));
+    }
+    Ok(code)
 }
 
 /// A node Ctrl-C kept from starting.
@@ -683,6 +728,8 @@ struct Row<'a> {
     /// The node's items, also when it never reported them (unreachable, locked).
     items: usize,
     run: &'a NodeRun,
+    /// Why the rollout left the node alone (`--max-fail`, `--resume-file`).
+    note: Option<&'a str>,
 }
 
 /// Human output: progress bars, item lines, diffs, the summary table (and the JSON summary).
@@ -872,126 +919,83 @@ impl<'c> Reporter<'c> {
         }
     }
 
-    fn summary(&self, rows: &[Row<'_>]) {
-        let mut total = NodeRun::default();
-        let mut total_items = 0;
-        let mut json_nodes = Vec::new();
-        let mut table_rows = Vec::new();
+    fn summary(&self, rows: &[Row<'_>], exit_code: u8) {
         let verify = self.mode == Mode::Verify;
-        for Row {
-            node,
-            items,
-            run: r,
-        } in rows
-        {
-            total_items += items;
-            let fixed = if verify {
-                r.count(Outcome::WouldChange)
-            } else {
-                r.count(Outcome::Fixed)
-            };
-            let mut row = vec![
-                node.name.clone(),
-                items.to_string(),
-                r.count(Outcome::Ok).to_string(),
-                fixed.to_string(),
-                r.count(Outcome::Skipped).to_string(),
-                r.count(Outcome::Failed).to_string(),
-                fmt_duration(r.duration),
-            ];
-            if r.error.is_some() {
-                row[5] = format!("{} (node failed)", r.count(Outcome::Failed));
-            }
-            if self.stats {
-                row.extend([
-                    r.stats.commands.to_string(),
-                    r.stats.bytes_sent.to_string(),
-                    r.stats.bytes_received.to_string(),
-                ]);
-            }
-            table_rows.push(row);
-            json_nodes.push(json!({
-                "node": node.name, "items": items, "ok": r.count(Outcome::Ok),
-                if verify { "would_change" } else { "fixed" }: fixed,
-                "skipped": r.count(Outcome::Skipped), "failed": r.count(Outcome::Failed),
-                "duration": r.duration.as_secs_f64(), "error": r.error,
-                "commands": r.stats.commands, "bytes_sent": r.stats.bytes_sent,
-                "bytes_received": r.stats.bytes_received,
-            }));
-            total.reports.extend(r.reports.iter().cloned());
-            total.duration = total.duration.max(r.duration);
-            total.stats.commands += r.stats.commands;
-            total.stats.bytes_sent += r.stats.bytes_sent;
-            total.stats.bytes_received += r.stats.bytes_received;
-        }
-        let total_fixed = if verify {
-            total.count(Outcome::WouldChange)
-        } else {
-            total.count(Outcome::Fixed)
-        };
+        let table: Vec<ApplyRow> = rows
+            .iter()
+            .map(
+                |Row {
+                     node,
+                     items,
+                     run: r,
+                     note,
+                 }| ApplyRow {
+                    node: node.name.clone(),
+                    items: *items,
+                    ok: r.count(Outcome::Ok),
+                    fixed: if verify {
+                        r.count(Outcome::WouldChange)
+                    } else {
+                        r.count(Outcome::Fixed)
+                    },
+                    skipped: r.count(Outcome::Skipped),
+                    failed: r.count(Outcome::Failed),
+                    duration: r.duration.as_secs_f64(),
+                    error: r.error.clone(),
+                    commands: r.stats.commands,
+                    bytes_sent: r.stats.bytes_sent,
+                    bytes_received: r.stats.bytes_received,
+                    note: note.map(String::from),
+                },
+            )
+            .collect();
         if self.console.json() {
+            let fixed_key = if verify { "would_change" } else { "fixed" };
+            let mut json_nodes = Vec::new();
+            let mut total = ApplyRow::default();
+            for r in &table {
+                let mut v = json!({
+                    "node": r.node, "items": r.items, "ok": r.ok, fixed_key: r.fixed,
+                    "skipped": r.skipped, "failed": r.failed, "duration": r.duration,
+                    "error": r.error, "commands": r.commands, "bytes_sent": r.bytes_sent,
+                    "bytes_received": r.bytes_received,
+                });
+                if let Some(note) = &r.note {
+                    v["note"] = json!(note);
+                }
+                json_nodes.push(v);
+                total.items += r.items;
+                total.ok += r.ok;
+                total.fixed += r.fixed;
+                total.skipped += r.skipped;
+                total.failed += r.failed;
+                total.commands += r.commands;
+                total.bytes_sent += r.bytes_sent;
+                total.bytes_received += r.bytes_received;
+            }
             self.console.json_line(&json!({
                 "event": "summary",
                 "command": if verify { "verify" } else { "apply" },
                 "nodes": json_nodes,
                 "total": {
-                    "nodes": rows.len(), "items": total_items, "ok": total.count(Outcome::Ok),
-                    if verify { "would_change" } else { "fixed" }: total_fixed,
-                    "skipped": total.count(Outcome::Skipped), "failed": total.count(Outcome::Failed),
-                    "commands": total.stats.commands, "bytes_sent": total.stats.bytes_sent,
-                    "bytes_received": total.stats.bytes_received,
+                    "nodes": rows.len(), "items": total.items, "ok": total.ok,
+                    fixed_key: total.fixed,
+                    "skipped": total.skipped, "failed": total.failed,
+                    "commands": total.commands, "bytes_sent": total.bytes_sent,
+                    "bytes_received": total.bytes_received,
                 },
+                "rows": table,
+                "stats": self.stats,
                 "interrupted": crate::interrupt::requested(),
+                "exit_code": exit_code,
             }));
             return;
-        }
-        if rows.len() > 1 {
-            let mut row = vec![
-                format!("total ({} nodes)", rows.len()),
-                total_items.to_string(),
-                total.count(Outcome::Ok).to_string(),
-                total_fixed.to_string(),
-                total.count(Outcome::Skipped).to_string(),
-                total.count(Outcome::Failed).to_string(),
-                fmt_duration(total.duration),
-            ];
-            if self.stats {
-                row.extend([
-                    total.stats.commands.to_string(),
-                    total.stats.bytes_sent.to_string(),
-                    total.stats.bytes_received.to_string(),
-                ]);
-            }
-            table_rows.push(row);
-        }
-        let mut header = vec![
-            "node",
-            "items",
-            "ok",
-            if verify { "would change" } else { "fixed" },
-            "skipped",
-            "failed",
-            "duration",
-        ];
-        if self.stats {
-            header.extend(["commands", "bytes sent", "bytes received"]);
         }
         if crate::interrupt::requested() {
             self.console
                 .err("interrupted: no new work was started after Ctrl-C");
         }
-        self.console
-            .out(&crate::output::table(&header, &table_rows));
-    }
-}
-
-fn fmt_duration(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else {
-        let s = s as u64;
-        format!("{}m {}s", s / 60, s % 60)
+        self.console.out(&apply_table(&table, verify, self.stats));
     }
 }
 

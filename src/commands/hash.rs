@@ -10,7 +10,11 @@ use crate::settings::{HashSettings as HashArgs, Settings as Context};
 /// Runs `cinch hash`.
 pub fn cmd_hash(ctx: &Context, args: &HashArgs) -> Result<u8> {
     let repo = ctx.load_repo()?;
-    let nodes = repo.select(args.target.as_deref().unwrap_or("all"))?;
+    let nodes = crate::shard::filter(
+        repo.select(args.target.as_deref().unwrap_or("all"))?,
+        args.shard,
+        |n| &n.name,
+    );
     let states = node_states(&repo, &nodes)?;
     let hashes: Vec<(&str, String)> = states
         .iter()

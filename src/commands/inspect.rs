@@ -18,7 +18,11 @@ pub fn cmd_nodes(ctx: &Settings, args: &NodesSettings) -> Result<u8> {
         check_attr(attr)?;
     }
     let repo = ctx.load_repo()?;
-    let nodes = repo.select(args.target.as_deref().unwrap_or("all"))?;
+    let nodes = crate::shard::filter(
+        repo.select(args.target.as_deref().unwrap_or("all"))?,
+        args.shard,
+        |n| &n.name,
+    );
     if ctx.console.json() {
         for node in &nodes {
             let mut obj = serde_json::Map::new();

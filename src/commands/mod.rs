@@ -8,6 +8,7 @@ pub mod hash;
 pub mod inspect;
 pub mod items;
 pub mod lock;
+pub mod report;
 pub mod run;
 pub mod saved_plan;
 pub mod secret;

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::commands::report::{RunRow, run_table};
 use crate::console::Console;
 use crate::error::Result;
 use crate::events::{Event, Flow, Report, Subscriber};
-use crate::fleet::{Fleet, NotContacted};
+use crate::fleet::{Fleet, NotContacted, Slot};
 use crate::repo::Node;
 use crate::settings::{RunSettings, Settings};
 use crate::transport::{Command, Stream, TransportError};
@@ -23,7 +24,7 @@ const MAX_PENDING_LINE: usize = 64 * 1024;
 /// Runs `cinch run`.
 pub fn cmd_run(ctx: &Settings, args: &RunSettings) -> Result<u8> {
     let repo = ctx.load_repo()?;
-    let nodes = repo.select(&args.target)?;
+    let nodes = crate::shard::filter(repo.select(&args.target)?, args.shard, |n| &n.name);
     let mut bus = crate::hooks::command_bus(&ctx.console, &repo)?;
     if ctx.console.json() {
         bus.subscribe(Box::new(JsonEvents {
@@ -34,6 +35,7 @@ pub fn cmd_run(ctx: &Settings, args: &RunSettings) -> Result<u8> {
         target: &args.target,
         command: &args.command,
         timeout: args.timeout,
+        rollout: &args.rollout,
     };
     let fleet = Fleet::new(
         &bus,
@@ -48,6 +50,7 @@ pub struct RunPlan<'a> {
     pub target: &'a str,
     pub command: &'a str,
     pub timeout: Option<Duration>,
+    pub rollout: &'a crate::fleet::Rollout,
 }
 
 /// How one node's run ended.
@@ -63,21 +66,20 @@ pub enum NodeOutcome {
     Skipped(String),
     /// Ctrl-C came before this node started.
     NotStarted,
+    /// `--max-fail`: too many nodes had failed when this one's turn came.
+    BudgetSpent,
+    /// `--resume-file` lists this node as done.
+    AlreadyDone,
 }
 
 impl NodeOutcome {
     fn ok(&self) -> bool {
         matches!(
             self,
-            NodeOutcome::Finished { code: Some(0), .. } | NodeOutcome::Skipped(_)
+            NodeOutcome::Finished { code: Some(0), .. }
+                | NodeOutcome::Skipped(_)
+                | NodeOutcome::AlreadyDone
         )
-    }
-
-    fn code_cell(&self) -> String {
-        match self {
-            NodeOutcome::Finished { code: Some(c), .. } => c.to_string(),
-            _ => "-".into(),
-        }
     }
 
     fn note(&self) -> String {
@@ -91,6 +93,8 @@ impl NodeOutcome {
             NodeOutcome::Failed(r) => format!("failed: {r}"),
             NodeOutcome::Skipped(r) => format!("skipped: {r}"),
             NodeOutcome::NotStarted => "not started (interrupted)".into(),
+            NodeOutcome::BudgetSpent => crate::fleet::NOTE_BUDGET_SPENT.into(),
+            NodeOutcome::AlreadyDone => crate::fleet::NOTE_ALREADY_DONE.into(),
         }
     }
 }
@@ -113,11 +117,37 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
         .max()
         .unwrap_or(0);
     // First Ctrl-C: start nothing new, let running nodes finish.
-    let results = fleet.map(nodes, |node| {
-        let t0 = Instant::now();
-        let outcome = run_node(console, fleet, node, plan, width);
-        (outcome, t0.elapsed())
-    });
+    let rolled = fleet.roll(
+        nodes,
+        plan.rollout,
+        |n| &n.name,
+        |(outcome, _): &(NodeOutcome, Duration)| outcome.ok(),
+        |node| {
+            let t0 = Instant::now();
+            let outcome = run_node(console, fleet, node, plan, width);
+            (outcome, t0.elapsed())
+        },
+    );
+    let rolled = match rolled {
+        Ok(r) => r,
+        Err(e) => {
+            report_error(console, &e.to_string());
+            return 2;
+        }
+    };
+    if let Some(e) = &rolled.resume_error {
+        report_error(console, e);
+    }
+    let results: Vec<(NodeOutcome, Duration)> = rolled
+        .slots
+        .into_iter()
+        .map(|slot| match slot {
+            Slot::Done(r) => r,
+            Slot::Interrupted => (NodeOutcome::NotStarted, Duration::ZERO),
+            Slot::BudgetSpent => (NodeOutcome::BudgetSpent, Duration::ZERO),
+            Slot::AlreadyDone => (NodeOutcome::AlreadyDone, Duration::ZERO),
+        })
+        .collect();
     bus.emit(&Event::RunEnd {
         target: plan.target,
         nodes,
@@ -128,24 +158,37 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
     let mut rows = Vec::new();
     let mut failed = 0;
     for (node, res) in nodes.iter().zip(&results) {
-        let (outcome, dur) = res
-            .clone()
-            .unwrap_or((NodeOutcome::NotStarted, Duration::ZERO));
+        let (outcome, dur) = res.clone();
+        if console.json() && matches!(outcome, NodeOutcome::BudgetSpent | NodeOutcome::AlreadyDone)
+        {
+            let line = Report::NodeResult {
+                node: &node.name,
+                return_code: None,
+                timed_out: false,
+                ok: outcome.ok(),
+                note: &outcome.note(),
+                duration: 0.0,
+            };
+            console.json_line(&line.to_json());
+        }
         if !outcome.ok() {
             failed += 1;
         }
-        rows.push(vec![
-            node.name.clone(),
-            outcome.code_cell(),
-            format!("{:.2}s", dur.as_secs_f64()),
-            // Unreachable/failed notes may quote the node's or ssh's stderr.
-            crate::output::untrusted(&outcome.note(), crate::output::Lines::Escape).into_owned(),
-        ]);
+        rows.push(RunRow {
+            node: node.name.clone(),
+            return_code: match outcome {
+                NodeOutcome::Finished { code, .. } => code,
+                _ => None,
+            },
+            duration: dur.as_secs_f64(),
+            note: outcome.note(),
+            ok: outcome.ok(),
+        });
     }
     let interrupted = crate::interrupt::requested();
     let code = if interrupted {
         130
-    } else if failed > 0 || bus.had_errors() {
+    } else if failed > 0 || bus.had_errors() || rolled.resume_error.is_some() {
         1
     } else {
         0
@@ -159,12 +202,10 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
             "interrupted": interrupted,
             "duration": started.elapsed().as_secs_f64(),
             "exit_code": code,
+            "rows": rows,
         }));
     } else {
-        console.out(&crate::output::table(
-            &["node", "return code", "duration", "note"],
-            &rows,
-        ));
+        console.out(&run_table(&rows));
         if interrupted {
             console.err("interrupted: nodes not yet started were left alone");
         }

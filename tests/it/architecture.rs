@@ -4,7 +4,7 @@
 //! the graph of top-level modules must have no cycle):
 //!
 //! 0. foundation — `console`, `output`, `shell`, `diag`, `diff`, `budget`, `interrupt`,
-//!    `fanout`, `error`, `mask`: printing, quoting, diagnostics, errors and the masking of
+//!    `fanout`, `error`, `mask`, `shard`: printing, quoting, diagnostics, errors and the masking of
 //!    secret values on every output; no cinch concepts.
 //! 1. model — `repo`: the loaded, immutable repository, with its computed metadata
 //!    (`repo::computed`), its secrets vault (`repo::secrets`) and the sandboxed Rhai engine its
@@ -40,6 +40,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("fanout", 0),
     ("error", 0),
     ("mask", 0),
+    ("shard", 0),
     ("repo", 1),
     ("transport", 2),
     ("node_shell", 2),

@@ -5,6 +5,7 @@ mod apply;
 mod architecture;
 mod check;
 mod docs;
+mod fleet;
 mod harness;
 mod hooks;
 mod inspect;

@@ -465,7 +465,14 @@ fn staging_left_by_a_sigkilled_node_shell_is_removed_by_the_next_apply() {
             s.repo.path().join("locks").display()
         ),
     );
-    std::thread::sleep(Duration::from_millis(1100));
+    // A leftover counts as stale once untouched for an hour (a younger one may be another
+    // node's upload in progress): age it as time would.
+    let aged = Command::new("touch")
+        .args(["-h", "-d", "2 hours ago"])
+        .arg(&left[0])
+        .status()
+        .unwrap();
+    assert!(aged.success());
     let run = s.cinch(&["verify", "n1"]).expect_code(1);
     assert!(
         run.stdout.contains(left[0].to_str().unwrap()),
@@ -480,4 +487,41 @@ fn staging_left_by_a_sigkilled_node_shell_is_removed_by_the_next_apply() {
         staging(s.dir.path())
     );
     assert_eq!(std::fs::read(s.path("big")).unwrap(), big);
+}
+
+/// Two node names on one machine applying into the same directory at once: one node's probe
+/// removed the other's staging directory mid-upload ("still differs after the fix"), because
+/// "older than this run" is no proof that nobody is writing it.
+#[test]
+fn staging_of_a_concurrent_apply_into_the_same_directory_is_never_removed() {
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path().display().to_string();
+    let mut nodes = String::new();
+    for n in 0..8 {
+        nodes.push_str(&format!(
+            "[nodes.n{n}]\ntransport = \"local\"\nbundles = [\"b{n}\"]\nlock_dir = \"{root}/locks\"\n"
+        ));
+    }
+    let repo = crate::harness::TestRepo::new().file("nodes.toml", &nodes);
+    for n in 0..8 {
+        let mut files = String::new();
+        for f in 0..20 {
+            files.push_str(&format!(
+                "[files.\"{root}/shared/n{n}-{f}\"]\ncontent = \"{n} {f}\\n\"\n"
+            ));
+        }
+        repo.write(&format!("bundles/b{n}/items.toml"), &files);
+    }
+    std::fs::create_dir(scratch.path().join("shared")).unwrap();
+    for round in 0..3 {
+        let run = repo.cinch(&["apply", "all", "-p", "8"]);
+        assert_eq!(
+            run.code, 0,
+            "round {round}:\n{}\n{}",
+            run.stdout, run.stderr
+        );
+        for e in std::fs::read_dir(scratch.path().join("shared")).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+    }
 }
