@@ -86,6 +86,23 @@ impl ActionAttrs {
 pub struct Type;
 
 impl super::registry::ItemType for Type {
+    fn stateful<'a>(&self, _kind: &'a ItemKind) -> Option<&'a dyn super::state::Stateful> {
+        None
+    }
+
+    fn view(&self, kind: &ItemKind) -> Value {
+        let ItemKind::Action(a) = kind else {
+            return Value::Null;
+        };
+        serde_json::json!({
+            "command": a.command,
+            "expected_return_code": a.expected_return_code,
+            "expected_stdout": a.expected_stdout,
+            "expected_stderr": a.expected_stderr,
+            "interactive": a.interactive,
+        })
+    }
+
     fn name(&self) -> &'static str {
         "action"
     }

@@ -97,6 +97,31 @@ impl Stateful for DirectoryAttrs {
 pub struct Type;
 
 impl super::registry::ItemType for Type {
+    fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
+        match kind {
+            super::ItemKind::Directory(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn view(&self, kind: &super::ItemKind) -> serde_json::Value {
+        let super::ItemKind::Directory(a) = kind else {
+            return serde_json::Value::Null;
+        };
+        serde_json::json!({
+            "mode": super::registry::mode_view(a.mode), "owner": a.owner, "group": a.group, "purge": a.purge,
+            "delete": a.delete,
+        })
+    }
+
+    fn is_path(&self) -> bool {
+        true
+    }
+
+    fn deletes(&self, kind: &super::ItemKind) -> bool {
+        matches!(kind, super::ItemKind::Directory(a) if a.delete)
+    }
+
     fn name(&self) -> &'static str {
         "directory"
     }

@@ -372,6 +372,47 @@ fn is_file(change: &Change) -> bool {
 pub struct Type;
 
 impl super::registry::ItemType for Type {
+    fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
+        match kind {
+            super::ItemKind::File(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn view(&self, kind: &super::ItemKind) -> serde_json::Value {
+        let super::ItemKind::File(a) = kind else {
+            return serde_json::Value::Null;
+        };
+        // Keys in sorted order, as hooks and JSON have always seen them.
+        let mut m = serde_json::Map::new();
+        if let super::FileSource::Content(c) = &a.source
+            && !a.sensitive
+        {
+            m.insert("content".into(), serde_json::json!(c));
+        }
+        m.insert("content_type".into(), serde_json::json!(a.content_type));
+        m.insert("delete".into(), serde_json::json!(a.delete));
+        m.insert("group".into(), serde_json::json!(a.group));
+        m.insert(
+            "mode".into(),
+            serde_json::json!(super::registry::mode_view(a.mode)),
+        );
+        m.insert("owner".into(), serde_json::json!(a.owner));
+        m.insert("sensitive".into(), serde_json::json!(a.sensitive));
+        if let super::FileSource::Source(p) = &a.source {
+            m.insert("source".into(), serde_json::json!(p.to_string_lossy()));
+        }
+        serde_json::Value::Object(m)
+    }
+
+    fn is_path(&self) -> bool {
+        true
+    }
+
+    fn deletes(&self, kind: &super::ItemKind) -> bool {
+        matches!(kind, super::ItemKind::File(a) if a.delete)
+    }
+
     fn name(&self) -> &'static str {
         "file"
     }

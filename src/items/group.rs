@@ -79,6 +79,24 @@ impl GroupAttrs {
 pub struct Type;
 
 impl super::registry::ItemType for Type {
+    fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
+        match kind {
+            super::ItemKind::Group(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn view(&self, kind: &super::ItemKind) -> serde_json::Value {
+        let super::ItemKind::Group(a) = kind else {
+            return serde_json::Value::Null;
+        };
+        serde_json::json!({"gid": a.gid, "delete": a.delete})
+    }
+
+    fn deletes(&self, kind: &super::ItemKind) -> bool {
+        matches!(kind, super::ItemKind::Group(a) if a.delete)
+    }
+
     fn name(&self) -> &'static str {
         "group"
     }

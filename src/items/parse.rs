@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::diag::{Diagnostic, Location, did_you_mean};
 use crate::items::selector;
-use crate::items::{COMMON_ATTRS, Deps, ITEM_TYPES, Item};
+use crate::items::{COMMON_ATTRS, Deps, Item, item_types};
 use crate::repo::{Bundle, Node, Repo};
 
 /// What a bundle's item files turn into, computed once and shared by every node with the bundle
@@ -57,7 +57,7 @@ pub(crate) struct RawAttr {
 /// One item as written: its table (plural type), name and attributes.
 #[derive(Debug, Clone)]
 pub(crate) struct RawItem {
-    /// The singular type (`file`), already checked against [`ITEM_TYPES`].
+    /// The singular type (`file`), already checked against the registry.
     pub type_name: &'static str,
     pub name: String,
     pub loc: Location,
@@ -69,12 +69,10 @@ pub(crate) fn item_type(table: &str, loc: &Location) -> Result<&'static str, Dia
     if let Some(ty) = super::registry::by_table(table) {
         return Ok(ty.name());
     }
-    let plurals = ITEM_TYPES.iter().map(|(p, _)| *p);
+    let plurals = item_types().map(|(p, _)| p);
     // `[file."/x"]` is a common slip: map the singular to its table before guessing.
-    let guess = ITEM_TYPES
-        .iter()
-        .find(|(_, s)| *s == table)
-        .map(|(p, _)| *p)
+    let guess = super::registry::by_name(table)
+        .map(|t| t.table())
         .or_else(|| did_you_mean(table, plurals.clone()));
     let mut d = Diagnostic::at(loc.clone(), format!("unknown item type `{table}`"));
     d = match guess {

@@ -131,6 +131,24 @@ impl Stateful for PkgAptAttrs {
 pub struct Type;
 
 impl super::registry::ItemType for Type {
+    fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
+        match kind {
+            super::ItemKind::PkgApt(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn view(&self, kind: &super::ItemKind) -> serde_json::Value {
+        let super::ItemKind::PkgApt(a) = kind else {
+            return serde_json::Value::Null;
+        };
+        serde_json::json!({"installed": a.installed})
+    }
+
+    fn deletes(&self, kind: &super::ItemKind) -> bool {
+        matches!(kind, super::ItemKind::PkgApt(a) if !a.installed)
+    }
+
     fn name(&self) -> &'static str {
         "pkg_apt"
     }

@@ -1,14 +1,17 @@
 //! The item types: one `ItemType` per type, each in its own file, listed once in `TYPES`.
 //!
-//! Adding a type: its file (an `ItemType` for parsing, a `state::Stateful` for probing and
-//! fixing), one line in `TYPES`, one `ItemKind` variant, and its tests. The registry test
-//! checks every listed type parses a minimal item and is found by name and by table.
+//! Adding a type: its file (an `ItemType` naming the type, its attributes, parser, hook/JSON
+//! view, and handing out its `state::Stateful` for probing and fixing), one line in `TYPES`,
+//! one `ItemKind` variant with its arm in [`ItemKind::item_type`], and its tests. The registry
+//! tests check every listed type parses a minimal item, is found by name and by table, and
+//! that everything else (selectors, tables, `stateful`, canned actions) is derived from here.
 
-use super::ItemKind;
 use super::parse::{RawItem, Reader};
+use super::state::Stateful;
+use super::{Item, ItemKind};
 use crate::repo::Bundle;
 
-/// What the loader needs to know about one item type.
+/// Everything cinch knows about one item type, in the type's own file.
 pub(crate) trait ItemType: Sync {
     /// The singular name used in item ids (`file` in `file:/etc/motd`).
     fn name(&self) -> &'static str;
@@ -19,6 +22,30 @@ pub(crate) trait ItemType: Sync {
     fn attrs(&self) -> &'static [&'static str];
     /// Builds the item's typed attributes; problems go to `r` as diagnostics (`None` then).
     fn parse(&self, bundle: &Bundle, raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemKind>;
+    /// How items of this type are probed and fixed; `None` for types that only run (actions).
+    fn stateful<'a>(&self, kind: &'a ItemKind) -> Option<&'a dyn Stateful>;
+    /// The type-specific attributes as hooks and JSON see them (sensitive values left out).
+    fn view(&self, kind: &ItemKind) -> serde_json::Value;
+    /// Whether the name is a path on the node, giving the item automatic dependencies on its
+    /// parent directories.
+    fn is_path(&self) -> bool {
+        false
+    }
+    /// Whether the item removes what it names (`delete = true`, `installed = false`).
+    fn deletes(&self, kind: &ItemKind) -> bool {
+        let _ = kind;
+        false
+    }
+    /// The items this item brings along (`svc_systemd:nginx:restart`), ids `ITEM_ID:NAME`.
+    fn canned_actions(&self, item: &Item) -> Vec<Item> {
+        let _ = item;
+        Vec::new()
+    }
+}
+
+/// `mode` as users write it (`0644`), for attribute views.
+pub(crate) fn mode_view(mode: Option<u32>) -> Option<String> {
+    mode.map(|m| format!("{m:04o}"))
 }
 
 /// Every item type, in the order docs and `ITEM_TYPES` list them.
@@ -80,10 +107,24 @@ mod tests {
     }
 
     #[test]
-    fn item_types_listed_for_selectors_and_tables_are_exactly_the_registry() {
-        let listed: Vec<(&str, &str)> = super::super::ITEM_TYPES.to_vec();
-        let registered: Vec<(&str, &str)> = TYPES.iter().map(|t| (t.table(), t.name())).collect();
-        assert_eq!(listed, registered, "ITEM_TYPES and the registry must agree");
+    fn every_registered_item_type_is_its_kinds_type_and_hands_out_its_behaviour() {
+        for ty in TYPES {
+            let f = Fixture::new().toml("b", &minimal(ty.table()));
+            let item = &f.ok_items()[0];
+            assert!(
+                std::ptr::addr_eq(item.kind.item_type(), *ty),
+                "{}: ItemKind::item_type points at another type",
+                ty.name()
+            );
+            // Only actions run instead of being probed and fixed.
+            assert_eq!(
+                ty.stateful(&item.kind).is_some(),
+                ty.name() != "action",
+                "{}: stateful",
+                ty.name()
+            );
+            assert!(ty.view(&item.kind).is_object(), "{}: view", ty.name());
+        }
     }
 
     #[test]

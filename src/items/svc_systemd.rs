@@ -187,6 +187,26 @@ impl Stateful for SvcSystemdAttrs {
 pub struct Type;
 
 impl super::registry::ItemType for Type {
+    fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
+        match kind {
+            super::ItemKind::SvcSystemd(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn view(&self, kind: &super::ItemKind) -> serde_json::Value {
+        let super::ItemKind::SvcSystemd(a) = kind else {
+            return serde_json::Value::Null;
+        };
+        serde_json::json!({
+            "running": a.running, "enabled": a.enabled, "masked": a.masked,
+        })
+    }
+
+    fn canned_actions(&self, item: &Item) -> Vec<Item> {
+        canned_actions(item)
+    }
+
     fn name(&self) -> &'static str {
         "svc_systemd"
     }

@@ -82,6 +82,30 @@ impl Stateful for SymlinkAttrs {
 pub struct Type;
 
 impl super::registry::ItemType for Type {
+    fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
+        match kind {
+            super::ItemKind::Symlink(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn view(&self, kind: &super::ItemKind) -> serde_json::Value {
+        let super::ItemKind::Symlink(a) = kind else {
+            return serde_json::Value::Null;
+        };
+        serde_json::json!({
+            "target": a.target, "owner": a.owner, "group": a.group, "delete": a.delete,
+        })
+    }
+
+    fn is_path(&self) -> bool {
+        true
+    }
+
+    fn deletes(&self, kind: &super::ItemKind) -> bool {
+        matches!(kind, super::ItemKind::Symlink(a) if a.delete)
+    }
+
     fn name(&self) -> &'static str {
         "symlink"
     }

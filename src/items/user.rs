@@ -218,6 +218,27 @@ impl Stateful for UserAttrs {
 pub struct Type;
 
 impl super::registry::ItemType for Type {
+    fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
+        match kind {
+            super::ItemKind::User(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn view(&self, kind: &super::ItemKind) -> serde_json::Value {
+        let super::ItemKind::User(a) = kind else {
+            return serde_json::Value::Null;
+        };
+        serde_json::json!({
+            "uid": a.uid, "gid": a.gid, "groups": a.groups, "home": a.home, "shell": a.shell,
+            "full_name": a.full_name, "delete": a.delete,
+        })
+    }
+
+    fn deletes(&self, kind: &super::ItemKind) -> bool {
+        matches!(kind, super::ItemKind::User(a) if a.delete)
+    }
+
     fn name(&self) -> &'static str {
         "user"
     }
