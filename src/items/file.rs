@@ -31,6 +31,14 @@ pub fn parent_dir(path: &str) -> String {
 }
 
 impl Stateful for FileAttrs {
+    fn stages(&self) -> bool {
+        true
+    }
+
+    fn hides_content(&self) -> bool {
+        self.sensitive
+    }
+
     fn expected(&self, _item: &Item, local: &Local) -> Option<State> {
         if self.delete {
             return None;
@@ -371,6 +379,8 @@ fn is_file(change: &Change) -> bool {
 /// The `file` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
+use super::registry::Attr;
+
 impl super::registry::ItemType for Type {
     fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
         match kind {
@@ -421,16 +431,40 @@ impl super::registry::ItemType for Type {
         "files"
     }
 
-    fn attrs(&self) -> &'static [&'static str] {
+    fn attrs(&self) -> &'static [Attr] {
         &[
-            "content",
-            "source",
-            "content_type",
-            "mode",
-            "owner",
-            "group",
-            "delete",
-            "sensitive",
+            Attr {
+                name: "content",
+                doc: "the file's content, inline",
+            },
+            Attr {
+                name: "source",
+                doc: "a file under bundles/NAME/files/ (not with content)",
+            },
+            Attr {
+                name: "content_type",
+                doc: "text, jinja2, base64, binary or any",
+            },
+            Attr {
+                name: "mode",
+                doc: "permission bits, \"0644\"",
+            },
+            Attr {
+                name: "owner",
+                doc: "owning user, name or numeric id",
+            },
+            Attr {
+                name: "group",
+                doc: "owning group, name or numeric id",
+            },
+            Attr {
+                name: "delete",
+                doc: "true: the file must not exist",
+            },
+            Attr {
+                name: "sensitive",
+                doc: "true: never diff or log the content",
+            },
         ]
     }
 

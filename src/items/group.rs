@@ -78,6 +78,8 @@ impl GroupAttrs {
 /// The `group` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
+use super::registry::Attr;
+
 impl super::registry::ItemType for Type {
     fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
         match kind {
@@ -105,8 +107,17 @@ impl super::registry::ItemType for Type {
         "groups"
     }
 
-    fn attrs(&self) -> &'static [&'static str] {
-        &["gid", "delete"]
+    fn attrs(&self) -> &'static [Attr] {
+        &[
+            Attr {
+                name: "gid",
+                doc: "numeric group id",
+            },
+            Attr {
+                name: "delete",
+                doc: "true: the group must not exist",
+            },
+        ]
     }
 
     fn parse(

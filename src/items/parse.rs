@@ -230,6 +230,8 @@ fn describe(v: &Value) -> &'static str {
 
 /// Typed access to one item's attributes; every mismatch becomes a diagnostic.
 pub(crate) struct Reader<'a> {
+    /// The type's attribute definitions: the only type-specific keys a parser may read.
+    declared: &'static [super::registry::Attr],
     pub(crate) id: String,
     attrs: HashMap<&'a str, &'a RawAttr>,
     diags: &'a mut Vec<Diagnostic>,
@@ -237,6 +239,13 @@ pub(crate) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub(crate) fn get(&self, name: &str) -> Option<&'a RawAttr> {
+        // A parser reading a key its type does not declare would never see a value (the key
+        // is rejected as unknown first): a programming error, caught by every parse test.
+        debug_assert!(
+            COMMON_ATTRS.contains(&name) || self.declared.iter().any(|a| a.name == name),
+            "{}: the parser reads undeclared attribute `{name}`",
+            self.id
+        );
         self.attrs.get(name).copied().filter(|a| !a.value.is_null())
     }
 
@@ -495,7 +504,8 @@ pub(crate) fn build_item(
         diags.push(d);
     }
     let ty = super::registry::by_name(type_name);
-    let allowed = ty.map_or(&[][..], |t| t.attrs());
+    let declared = ty.map_or(&[][..], |t| t.attrs());
+    let allowed: Vec<&str> = declared.iter().map(|a| a.name).collect();
     for a in &raw.attrs {
         if COMMON_ATTRS.contains(&a.name.as_str()) || allowed.contains(&a.name.as_str()) {
             continue;
@@ -504,8 +514,12 @@ pub(crate) fn build_item(
             a.key_loc.clone(),
             format!("unknown attribute `{}` for {id}", a.name),
         );
-        if let Some(g) = did_you_mean(&a.name, COMMON_ATTRS.iter().chain(allowed).copied()) {
-            d = d.with_hint(format!("did you mean `{g}`?"));
+        if let Some(g) = did_you_mean(&a.name, COMMON_ATTRS.iter().chain(&allowed).copied()) {
+            let meaning = declared.iter().find(|d| d.name == g).map(|d| d.doc);
+            d = d.with_hint(match meaning {
+                Some(m) => format!("did you mean `{g}`? ({g}: {m})"),
+                None => format!("did you mean `{g}`?"),
+            });
         } else {
             d = d.with_hint(format!(
                 "{type_name} items take: {}, plus the dependency attributes ({})",
@@ -533,6 +547,7 @@ pub(crate) fn build_item(
         }
     }
     let mut r = Reader {
+        declared,
         id: id.clone(),
         attrs: resolved.iter().map(|a| (a.name.as_str(), a)).collect(),
         diags,
@@ -576,7 +591,9 @@ pub(crate) fn build_item(
         r.error(&a.value_loc, msg);
     }
     // `delete = true` says "make it absent": any other state attribute contradicts it.
-    if let Some(del) = r.get("delete").filter(|a| a.value == Value::Bool(true)) {
+    if allowed.contains(&"delete")
+        && let Some(del) = r.get("delete").filter(|a| a.value == Value::Bool(true))
+    {
         let others: Vec<&str> = allowed
             .iter()
             .copied()

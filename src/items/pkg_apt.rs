@@ -130,6 +130,8 @@ impl Stateful for PkgAptAttrs {
 /// The `pkg_apt` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
+use super::registry::Attr;
+
 impl super::registry::ItemType for Type {
     fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
         match kind {
@@ -157,8 +159,11 @@ impl super::registry::ItemType for Type {
         "pkg_apt"
     }
 
-    fn attrs(&self) -> &'static [&'static str] {
-        &["installed"]
+    fn attrs(&self) -> &'static [Attr] {
+        &[Attr {
+            name: "installed",
+            doc: "false: the package must not be installed",
+        }]
     }
 
     fn parse(

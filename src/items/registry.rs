@@ -18,8 +18,9 @@ pub(crate) trait ItemType: Sync {
     /// The items.toml table holding such items (`files`).
     fn table(&self) -> &'static str;
     /// Attributes of this type, besides the dependency attributes every item takes
-    /// ([`super::COMMON_ATTRS`]); anything else is reported as unknown.
-    fn attrs(&self) -> &'static [&'static str];
+    /// ([`super::COMMON_ATTRS`]); anything else is reported as unknown, and the parser may
+    /// read nothing else (checked in debug builds).
+    fn attrs(&self) -> &'static [Attr];
     /// Builds the item's typed attributes; problems go to `r` as diagnostics (`None` then).
     fn parse(&self, bundle: &Bundle, raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemKind>;
     /// How items of this type are probed and fixed; `None` for types that only run (actions).
@@ -36,11 +37,26 @@ pub(crate) trait ItemType: Sync {
         let _ = kind;
         false
     }
+    /// What the item runs, for types that run instead of being probed and fixed (actions).
+    fn run<'a>(&self, kind: &'a ItemKind) -> Option<&'a super::ActionAttrs> {
+        let _ = kind;
+        None
+    }
     /// The items this item brings along (`svc_systemd:nginx:restart`), ids `ITEM_ID:NAME`.
     fn canned_actions(&self, item: &Item) -> Vec<Item> {
         let _ = item;
         Vec::new()
     }
+}
+
+/// One attribute of an item type, defined once: its name (parsing, validation, the
+/// hook/JSON view) and a one-line meaning (hints; docs/items.md documents each, tested).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attr {
+    /// The key in items.toml / items.rhai.
+    pub name: &'static str,
+    /// What it means, in a few words, for "did you mean" hints.
+    pub doc: &'static str,
 }
 
 /// `mode` as users write it (`0644`), for attribute views.
@@ -128,6 +144,32 @@ mod tests {
     }
 
     #[test]
+    fn every_attribute_of_every_item_type_is_documented_in_items_md() {
+        let docs = include_str!("../../docs/items.md");
+        for ty in TYPES {
+            let heading = format!("## {} (`{}`)", ty.name(), ty.table());
+            let Some(start) = docs.find(&heading) else {
+                panic!("docs/items.md has no section `{heading}`");
+            };
+            let section = &docs[start + heading.len()..];
+            let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+            // A row's first cell names one or more attributes (`| `owner`, `group` | ...`).
+            let named: Vec<&str> = section
+                .lines()
+                .filter_map(|l| l.strip_prefix("| "))
+                .filter_map(|l| l.split(" |").next())
+                .collect();
+            for a in ty.attrs() {
+                let quoted = format!("`{}`", a.name);
+                assert!(
+                    named.iter().any(|cell| cell.contains(&quoted)),
+                    "docs/items.md `{heading}` has no table row for attribute {quoted}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn names_and_tables_are_unique_and_attributes_not_repeated() {
         let mut seen = std::collections::HashSet::new();
         for ty in TYPES {
@@ -135,7 +177,13 @@ mod tests {
             assert!(seen.insert(ty.table()) || ty.table() == ty.name());
             let mut attrs = std::collections::HashSet::new();
             for a in ty.attrs() {
-                assert!(attrs.insert(a), "{}: `{a}` twice", ty.name());
+                assert!(attrs.insert(a.name), "{}: `{}` twice", ty.name(), a.name);
+                assert!(
+                    !a.doc.is_empty(),
+                    "{}: `{}` has no doc line",
+                    ty.name(),
+                    a.name
+                );
             }
         }
     }

@@ -66,6 +66,23 @@ pub trait Stateful: Sync {
         let _ = (item, fields);
         None
     }
+    /// Whether this item is a symlink the repo keeps, so paths below it may go through it.
+    fn is_link(&self) -> bool {
+        false
+    }
+    /// Whether entries inside this directory that no item manages are removed (`purge`).
+    fn purges(&self) -> bool {
+        false
+    }
+    /// Whether this item writes through staging files (`.cinch-tmp-*`), whose leftovers of
+    /// interrupted applies are looked for in its directory.
+    fn stages(&self) -> bool {
+        false
+    }
+    /// Whether the item's content must never be shown (its hash is withheld too).
+    fn hides_content(&self) -> bool {
+        false
+    }
     /// State keys whose values must never be shown (diffs, events, JSON).
     fn hidden_keys(&self) -> &'static [&'static str] {
         &[]
@@ -224,6 +241,11 @@ pub fn show_keys(change: &Change, hidden: &[&str]) -> String {
 /// out by the kind's type unit (see [`super::registry`]).
 pub fn stateful(kind: &ItemKind) -> Option<&dyn Stateful> {
     kind.item_type().stateful(kind)
+}
+
+/// What `kind` runs, for types that run instead of being probed and fixed (actions).
+pub fn runnable(kind: &ItemKind) -> Option<&super::ActionAttrs> {
+    kind.item_type().run(kind)
 }
 
 /// The items an item brings along, with ids `ITEM_ID:NAME` (BundleWrap's canned actions such
