@@ -10,12 +10,14 @@ use crate::repo::Node;
 
 /// The outcome of one item on one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum ItemStatus {
     Ok,
     Fixed,
     Skipped,
     Failed,
+    /// Verify: the item differs (or a triggered action would run); not a failure.
+    WouldChange,
 }
 
 impl ItemStatus {
@@ -26,6 +28,7 @@ impl ItemStatus {
             ItemStatus::Fixed => "fixed",
             ItemStatus::Skipped => "skipped",
             ItemStatus::Failed => "failed",
+            ItemStatus::WouldChange => "would_change",
         }
     }
 }
