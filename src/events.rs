@@ -10,12 +10,14 @@ use crate::repo::Node;
 
 /// The outcome of one item on one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum ItemStatus {
     Ok,
     Fixed,
     Skipped,
     Failed,
+    /// Verify: the item differs (or a triggered action would run); not a failure.
+    WouldChange,
 }
 
 impl ItemStatus {
@@ -26,6 +28,7 @@ impl ItemStatus {
             ItemStatus::Fixed => "fixed",
             ItemStatus::Skipped => "skipped",
             ItemStatus::Failed => "failed",
+            ItemStatus::WouldChange => "would_change",
         }
     }
 }
@@ -147,31 +150,48 @@ pub enum Event<'a> {
     Test,
 }
 
-impl Event<'_> {
-    /// The hook function name for this point.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Event::ApplyStart { .. } => "apply_start",
-            Event::ApplyEnd { .. } => "apply_end",
-            Event::NodeApplyStart { .. } => "node_apply_start",
-            Event::NodeApplyEnd { .. } => "node_apply_end",
-            Event::ItemApplyStart { .. } => "item_apply_start",
-            Event::ItemApplyEnd { .. } => "item_apply_end",
-            Event::ActionRunStart { .. } => "action_run_start",
-            Event::ActionRunEnd { .. } => "action_run_end",
-            Event::RunStart { .. } => "run_start",
-            Event::RunEnd { .. } => "run_end",
-            Event::NodeRunStart { .. } => "node_run_start",
-            Event::NodeRunEnd { .. } => "node_run_end",
-            Event::LockAdd { .. } => "lock_add",
-            Event::LockRemove { .. } => "lock_remove",
-            Event::LockShow { .. } => "lock_show",
-            Event::NodeSshConnect { .. } => "node_ssh_connect",
-            Event::TestNode { .. } => "test_node",
-            Event::Test => "test",
+/// Declares every hook point once — the `Event` variant, its hook function name and its
+/// argument names — and generates [`Event::name`] and [`HOOK_POINTS`] from that one list.
+macro_rules! hook_points {
+    ($($variant:ident => $name:literal [$($arg:literal),* $(,)?],)*) => {
+        impl Event<'_> {
+            /// The hook function name for this point.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Event::$variant { .. } => $name,)*
+                }
+            }
         }
-    }
 
+        /// Every hook point with the arguments it provides, in order (the table in
+        /// hooks-examples/README.md, which a test keeps equal to this list). New arguments are only
+        /// ever appended, so hooks that declare fewer parameters keep working.
+        pub const HOOK_POINTS: &[(&str, &[&str])] = &[$(($name, &[$($arg),*]),)*];
+    };
+}
+
+hook_points! {
+    ApplyStart => "apply_start" ["repo", "target", "nodes", "interactive"],
+    ApplyEnd => "apply_end" ["repo", "target", "nodes", "duration"],
+    NodeApplyStart => "node_apply_start" ["repo", "node", "interactive"],
+    NodeApplyEnd => "node_apply_end" ["repo", "node", "duration", "interactive", "result"],
+    ItemApplyStart => "item_apply_start" ["repo", "node", "item"],
+    ItemApplyEnd => "item_apply_end" ["repo", "node", "item", "duration", "status_code", "status_before", "status_after", "reason"],
+    ActionRunStart => "action_run_start" ["repo", "node", "item"],
+    ActionRunEnd => "action_run_end" ["repo", "node", "item", "duration", "status"],
+    RunStart => "run_start" ["repo", "target", "nodes", "command"],
+    RunEnd => "run_end" ["repo", "target", "nodes", "command", "duration"],
+    NodeRunStart => "node_run_start" ["repo", "node", "command"],
+    NodeRunEnd => "node_run_end" ["repo", "node", "command", "duration", "return_code", "stdout", "stderr"],
+    LockAdd => "lock_add" ["repo", "node", "lock_id", "items", "expiry", "comment"],
+    LockRemove => "lock_remove" ["repo", "node", "lock_id"],
+    LockShow => "lock_show" ["repo", "node", "lock_info"],
+    NodeSshConnect => "node_ssh_connect" ["repo", "node"],
+    TestNode => "test_node" ["repo", "node"],
+    Test => "test" ["repo"],
+}
+
+impl Event<'_> {
     /// The event as one JSON object (`--json` output); hooks get the same fields.
     pub fn to_json(&self) -> Value {
         let names = |nodes: &[&Node]| nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>();

@@ -536,7 +536,8 @@ fn status_of(o: Outcome) -> ItemStatus {
         Outcome::Ok => ItemStatus::Ok,
         Outcome::Fixed => ItemStatus::Fixed,
         Outcome::Skipped => ItemStatus::Skipped,
-        Outcome::Failed | Outcome::WouldChange => ItemStatus::Failed,
+        Outcome::Failed => ItemStatus::Failed,
+        Outcome::WouldChange => ItemStatus::WouldChange,
     }
 }
 
@@ -627,11 +628,12 @@ impl Sink for NodeSink<'_> {
                 drift = Some(d);
             }
             if self.out.console.json() {
-                let status = if r.outcome == Outcome::WouldChange {
-                    "would_change"
-                } else {
-                    "ok"
-                };
+                // Verify reports every item as would_change or ok, whatever else it saw.
+                let status = match status_of(r.outcome) {
+                    ItemStatus::WouldChange => ItemStatus::WouldChange,
+                    _ => ItemStatus::Ok,
+                }
+                .as_str();
                 let line = Report::ItemVerify {
                     node: &node.name,
                     item: &item.id,
@@ -1098,4 +1100,26 @@ fn write_plan(
         nodes,
     };
     plan.write(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn would_change_is_its_own_status_not_failed() {
+        assert_eq!(status_of(Outcome::WouldChange), ItemStatus::WouldChange);
+        assert_eq!(status_of(Outcome::Failed), ItemStatus::Failed);
+        assert_eq!(ItemStatus::WouldChange.as_str(), "would_change");
+        // The serde payload and the word hooks see are the same.
+        for s in [
+            ItemStatus::Ok,
+            ItemStatus::Fixed,
+            ItemStatus::Skipped,
+            ItemStatus::Failed,
+            ItemStatus::WouldChange,
+        ] {
+            assert_eq!(serde_json::to_value(s).ok(), Some(s.as_str().into()));
+        }
+    }
 }

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::items::state::{Local, path_of};
-use crate::items::{Item, ItemKind};
+use crate::items::Item;
+use crate::items::state::{Local, path_of, stateful};
 
 use super::*;
 
@@ -17,7 +17,7 @@ pub fn locals(items: &[Item], contents: Vec<Option<Vec<u8>>>, diff_limit: u64) -
         .collect();
     let links: BTreeSet<String> = items
         .iter()
-        .filter(|i| matches!(&i.kind, ItemKind::Symlink(s) if !s.delete))
+        .filter(|i| stateful(&i.kind).is_some_and(|b| b.is_link()))
         .map(path_of)
         .collect();
     let mut scanned = BTreeSet::new();
@@ -27,9 +27,8 @@ pub fn locals(items: &[Item], contents: Vec<Option<Vec<u8>>>, diff_limit: u64) -
         .map(|(idx, content)| {
             let item = &items[idx];
             let mut managed_children = BTreeSet::new();
-            if let ItemKind::Directory(d) = &item.kind
-                && d.purge
-            {
+            let behaviour = stateful(&item.kind);
+            if behaviour.is_some_and(|b| b.purges()) {
                 let me = path_of(item);
                 let prefix = if me == "/" {
                     "/".to_string()
@@ -55,7 +54,7 @@ pub fn locals(items: &[Item], contents: Vec<Option<Vec<u8>>>, diff_limit: u64) -
                         link_parents.push(me[..at].to_string());
                     }
                 }
-                if let ItemKind::File(_) = &item.kind {
+                if behaviour.is_some_and(|b| b.stages()) {
                     staging_scan = scanned.insert(crate::items::file::parent_dir(&me));
                 }
             }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::items::state::{Change, Local, stateful};
-use crate::items::{Item, ItemKind};
+use crate::items::Item;
+use crate::items::state::{Change, Local, runnable, stateful};
 use crate::node_shell::{Fields, Record, Script};
 use crate::plan::Plan;
 use crate::repo::Node;
@@ -502,9 +502,10 @@ impl<'a, 'j> Exec<'a, 'j> {
         if self.static_skip(x).is_some() || unless_ok.contains(&x) {
             return false;
         }
-        match self.g.items[x].kind {
-            ItemKind::Action(_) => !self.g.items[x].deps.triggered || self.fired[x],
-            _ => self.change_of(x).is_some(),
+        if runnable(&self.g.items[x].kind).is_some() {
+            !self.g.items[x].deps.triggered || self.fired[x]
+        } else {
+            self.change_of(x).is_some()
         }
     }
 

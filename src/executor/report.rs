@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::items::ItemKind;
 use crate::items::state::{Change, State, stateful};
 
 use super::*;
@@ -74,10 +73,8 @@ impl Exec<'_, '_> {
             .content
             .as_deref()
             .is_some_and(|c| crate::mask::contains_secret(c));
-        if let ItemKind::File(f) = &item.kind
-            && (f.sensitive || secret_content)
-            && s.contains_key("content_hash")
-        {
+        let hides_content = stateful(&item.kind).is_some_and(|b| b.hides_content());
+        if (hides_content || secret_content) && s.contains_key("content_hash") {
             s.insert("content_hash".into(), Value::String("(hidden)".into()));
         }
         if item.is_path() {

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use super::*;
 use crate::diag::Location;
 use crate::items::{
-    ActionAttrs, ContentType, Deps, DirectoryAttrs, FileAttrs, FileSource, SymlinkAttrs,
+    ActionAttrs, ContentType, Deps, DirectoryAttrs, FileAttrs, FileSource, ItemKind, SymlinkAttrs,
 };
 use crate::repo::TransportKind;
 use crate::transport::local::LocalTransport;

@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::items::ItemKind;
 use crate::items::action::ActionOutcome;
 use crate::items::state::{Fixing, State, stateful};
 use crate::node_shell::{Record, Script};
@@ -104,16 +103,22 @@ impl Exec<'_, '_> {
                 self.skip(i, "not triggered", true);
                 continue;
             }
-            match &item.kind {
-                ItemKind::Action(_) if verify && item.deps.triggered => self.would_run(i),
-                ItemKind::Action(_) if verify => self.skip(i, "verify runs no actions", true),
-                ItemKind::Action(_) => match self.plan_check(i) {
-                    Some(PlanCheck::NotPlanned) => self.skip(i, "not in the plan", false),
-                    Some(PlanCheck::Changed(why)) => self.fail(i, why, Duration::ZERO),
-                    _ => actions.push(i),
-                },
-                k if stateful(k).is_some() => stateful_items.push(i),
-                _ => self.skip(i, "this item type is not supported yet", false),
+            if runnable(&item.kind).is_some() {
+                if verify && item.deps.triggered {
+                    self.would_run(i);
+                } else if verify {
+                    self.skip(i, "verify runs no actions", true);
+                } else {
+                    match self.plan_check(i) {
+                        Some(PlanCheck::NotPlanned) => self.skip(i, "not in the plan", false),
+                        Some(PlanCheck::Changed(why)) => self.fail(i, why, Duration::ZERO),
+                        _ => actions.push(i),
+                    }
+                }
+            } else if stateful(&item.kind).is_some() {
+                stateful_items.push(i);
+            } else {
+                self.skip(i, "this item type is not supported yet", false);
             }
         }
         if !stateful_items.is_empty() {
@@ -438,7 +443,7 @@ impl Exec<'_, '_> {
         let mut to_run = Vec::new();
         for &i in actions {
             let item = &self.g.items[i];
-            let ItemKind::Action(a) = &item.kind else {
+            let Some(a) = runnable(&item.kind) else {
                 continue;
             };
             if let Some(why) = self.redundant(i) {
@@ -485,7 +490,7 @@ impl Exec<'_, '_> {
                     .map(|&i| {
                         s.spawn(move || {
                             let item = &g.items[i];
-                            let ItemKind::Action(a) = &item.kind else {
+                            let Some(a) = runnable(&item.kind) else {
                                 return (
                                     i,
                                     ActionOutcome::Failed("not an action".into()),

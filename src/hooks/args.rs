@@ -1,11 +1,10 @@
 //! Argument building: each event's hook arguments (in [`HOOK_POINTS`] order) as Rhai values.
 
 use crate::events::Event;
-use crate::items::{ContentType, FileSource, Item, ItemKind};
+use crate::items::{Item, ItemKind};
 use crate::repo::Node;
 use rhai::{Dynamic, FLOAT, INT, Map};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 
 use super::*;
 
@@ -175,56 +174,7 @@ pub(super) fn item_value(item: &Item) -> Dynamic {
 }
 
 /// The type-specific attributes as written in items.toml; sensitive file content is left out.
+/// Each type describes its own view (`registry::ItemType::view`).
 pub(super) fn item_attributes(kind: &ItemKind) -> Value {
-    let mode = |m: Option<u32>| m.map(|m| format!("{m:04o}"));
-    match kind {
-        ItemKind::File(f) => {
-            let content_type = match f.content_type {
-                ContentType::Text => "text",
-                ContentType::Jinja2 => "jinja2",
-                ContentType::Base64 => "base64",
-                ContentType::Binary => "binary",
-                ContentType::Any => "any",
-            };
-            let mut m = BTreeMap::new();
-            match &f.source {
-                FileSource::Content(c) if !f.sensitive => {
-                    m.insert("content", json!(c));
-                }
-                FileSource::Source(p) => {
-                    m.insert("source", json!(p.to_string_lossy()));
-                }
-                _ => {}
-            }
-            m.insert("content_type", json!(content_type));
-            m.insert("mode", json!(mode(f.mode)));
-            m.insert("owner", json!(f.owner));
-            m.insert("group", json!(f.group));
-            m.insert("delete", json!(f.delete));
-            m.insert("sensitive", json!(f.sensitive));
-            json!(m)
-        }
-        ItemKind::Directory(d) => json!({
-            "mode": mode(d.mode), "owner": d.owner, "group": d.group, "purge": d.purge, "delete": d.delete,
-        }),
-        ItemKind::Symlink(s) => json!({
-            "target": s.target, "owner": s.owner, "group": s.group, "delete": s.delete,
-        }),
-        ItemKind::Action(a) => json!({
-            "command": a.command,
-            "expected_return_code": a.expected_return_code,
-            "expected_stdout": a.expected_stdout,
-            "expected_stderr": a.expected_stderr,
-            "interactive": a.interactive,
-        }),
-        ItemKind::User(u) => json!({
-            "uid": u.uid, "gid": u.gid, "groups": u.groups, "home": u.home, "shell": u.shell,
-            "full_name": u.full_name, "delete": u.delete,
-        }),
-        ItemKind::Group(g) => json!({"gid": g.gid, "delete": g.delete}),
-        ItemKind::PkgApt(p) => json!({"installed": p.installed}),
-        ItemKind::SvcSystemd(s) => json!({
-            "running": s.running, "enabled": s.enabled, "masked": s.masked,
-        }),
-    }
+    kind.item_type().view(kind)
 }

@@ -40,64 +40,7 @@ pub use api::RUN_LOCAL_TIMEOUT;
 use api::build_engine;
 use load::*;
 
-/// Every hook point with the arguments it provides, in order (the table in
-/// hooks-examples/README.md, which a test keeps equal to this list). New arguments are only
-/// ever appended, so hooks that declare fewer parameters keep working.
-pub const HOOK_POINTS: &[(&str, &[&str])] = &[
-    ("apply_start", &["repo", "target", "nodes", "interactive"]),
-    ("apply_end", &["repo", "target", "nodes", "duration"]),
-    ("node_apply_start", &["repo", "node", "interactive"]),
-    (
-        "node_apply_end",
-        &["repo", "node", "duration", "interactive", "result"],
-    ),
-    ("item_apply_start", &["repo", "node", "item"]),
-    (
-        "item_apply_end",
-        &[
-            "repo",
-            "node",
-            "item",
-            "duration",
-            "status_code",
-            "status_before",
-            "status_after",
-            "reason",
-        ],
-    ),
-    ("action_run_start", &["repo", "node", "item"]),
-    (
-        "action_run_end",
-        &["repo", "node", "item", "duration", "status"],
-    ),
-    ("run_start", &["repo", "target", "nodes", "command"]),
-    (
-        "run_end",
-        &["repo", "target", "nodes", "command", "duration"],
-    ),
-    ("node_run_start", &["repo", "node", "command"]),
-    (
-        "node_run_end",
-        &[
-            "repo",
-            "node",
-            "command",
-            "duration",
-            "return_code",
-            "stdout",
-            "stderr",
-        ],
-    ),
-    (
-        "lock_add",
-        &["repo", "node", "lock_id", "items", "expiry", "comment"],
-    ),
-    ("lock_remove", &["repo", "node", "lock_id"]),
-    ("lock_show", &["repo", "node", "lock_info"]),
-    ("node_ssh_connect", &["repo", "node"]),
-    ("test_node", &["repo", "node"]),
-    ("test", &["repo"]),
-];
+pub use crate::events::HOOK_POINTS;
 
 /// Environment variable that fixes `now()` (UNIX seconds), so time-dependent hooks are testable.
 pub const NOW_ENV: &str = "CINCH_HOOK_NOW";

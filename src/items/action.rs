@@ -85,7 +85,33 @@ impl ActionAttrs {
 /// The `action` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
+use super::registry::Attr;
+
 impl super::registry::ItemType for Type {
+    fn stateful<'a>(&self, _kind: &'a ItemKind) -> Option<&'a dyn super::state::Stateful> {
+        None
+    }
+
+    fn run<'a>(&self, kind: &'a ItemKind) -> Option<&'a ActionAttrs> {
+        match kind {
+            ItemKind::Action(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn view(&self, kind: &ItemKind) -> Value {
+        let ItemKind::Action(a) = kind else {
+            return Value::Null;
+        };
+        serde_json::json!({
+            "command": a.command,
+            "expected_return_code": a.expected_return_code,
+            "expected_stdout": a.expected_stdout,
+            "expected_stderr": a.expected_stderr,
+            "interactive": a.interactive,
+        })
+    }
+
     fn name(&self) -> &'static str {
         "action"
     }
@@ -94,14 +120,32 @@ impl super::registry::ItemType for Type {
         "actions"
     }
 
-    fn attrs(&self) -> &'static [&'static str] {
+    fn attrs(&self) -> &'static [Attr] {
         &[
-            "command",
-            "expected_return_code",
-            "expected_stdout",
-            "expected_stderr",
-            "data_stdin",
-            "interactive",
+            Attr {
+                name: "command",
+                doc: "shell command run on the node",
+            },
+            Attr {
+                name: "expected_return_code",
+                doc: "accepted exit codes (default any)",
+            },
+            Attr {
+                name: "expected_stdout",
+                doc: "output the command must print",
+            },
+            Attr {
+                name: "expected_stderr",
+                doc: "error output the command must print",
+            },
+            Attr {
+                name: "data_stdin",
+                doc: "text fed to the command's stdin",
+            },
+            Attr {
+                name: "interactive",
+                doc: "true: only in interactive runs; false: never ask",
+            },
         ]
     }
 

@@ -11,6 +11,10 @@ use crate::node_shell::{Fields, Script};
 use crate::shell::quote;
 
 impl Stateful for DirectoryAttrs {
+    fn purges(&self) -> bool {
+        self.purge
+    }
+
     fn expected(&self, _item: &Item, _local: &Local) -> Option<State> {
         if self.delete {
             return None;
@@ -96,7 +100,34 @@ impl Stateful for DirectoryAttrs {
 /// The `directory` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
+use super::registry::Attr;
+
 impl super::registry::ItemType for Type {
+    fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
+        match kind {
+            super::ItemKind::Directory(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn view(&self, kind: &super::ItemKind) -> serde_json::Value {
+        let super::ItemKind::Directory(a) = kind else {
+            return serde_json::Value::Null;
+        };
+        serde_json::json!({
+            "mode": super::registry::mode_view(a.mode), "owner": a.owner, "group": a.group, "purge": a.purge,
+            "delete": a.delete,
+        })
+    }
+
+    fn is_path(&self) -> bool {
+        true
+    }
+
+    fn deletes(&self, kind: &super::ItemKind) -> bool {
+        matches!(kind, super::ItemKind::Directory(a) if a.delete)
+    }
+
     fn name(&self) -> &'static str {
         "directory"
     }
@@ -105,8 +136,29 @@ impl super::registry::ItemType for Type {
         "directories"
     }
 
-    fn attrs(&self) -> &'static [&'static str] {
-        &["mode", "owner", "group", "purge", "delete"]
+    fn attrs(&self) -> &'static [Attr] {
+        &[
+            Attr {
+                name: "mode",
+                doc: "permission bits, \"0755\"",
+            },
+            Attr {
+                name: "owner",
+                doc: "owning user, name or numeric id",
+            },
+            Attr {
+                name: "group",
+                doc: "owning group, name or numeric id",
+            },
+            Attr {
+                name: "purge",
+                doc: "true: remove entries no item manages",
+            },
+            Attr {
+                name: "delete",
+                doc: "true: the directory must not exist",
+            },
+        ]
     }
 
     fn parse(

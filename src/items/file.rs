@@ -31,6 +31,14 @@ pub fn parent_dir(path: &str) -> String {
 }
 
 impl Stateful for FileAttrs {
+    fn stages(&self) -> bool {
+        true
+    }
+
+    fn hides_content(&self) -> bool {
+        self.sensitive
+    }
+
     fn expected(&self, _item: &Item, local: &Local) -> Option<State> {
         if self.delete {
             return None;
@@ -371,7 +379,50 @@ fn is_file(change: &Change) -> bool {
 /// The `file` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
+use super::registry::Attr;
+
 impl super::registry::ItemType for Type {
+    fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
+        match kind {
+            super::ItemKind::File(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn view(&self, kind: &super::ItemKind) -> serde_json::Value {
+        let super::ItemKind::File(a) = kind else {
+            return serde_json::Value::Null;
+        };
+        // Keys in sorted order, as hooks and JSON have always seen them.
+        let mut m = serde_json::Map::new();
+        if let super::FileSource::Content(c) = &a.source
+            && !a.sensitive
+        {
+            m.insert("content".into(), serde_json::json!(c));
+        }
+        m.insert("content_type".into(), serde_json::json!(a.content_type));
+        m.insert("delete".into(), serde_json::json!(a.delete));
+        m.insert("group".into(), serde_json::json!(a.group));
+        m.insert(
+            "mode".into(),
+            serde_json::json!(super::registry::mode_view(a.mode)),
+        );
+        m.insert("owner".into(), serde_json::json!(a.owner));
+        m.insert("sensitive".into(), serde_json::json!(a.sensitive));
+        if let super::FileSource::Source(p) = &a.source {
+            m.insert("source".into(), serde_json::json!(p.to_string_lossy()));
+        }
+        serde_json::Value::Object(m)
+    }
+
+    fn is_path(&self) -> bool {
+        true
+    }
+
+    fn deletes(&self, kind: &super::ItemKind) -> bool {
+        matches!(kind, super::ItemKind::File(a) if a.delete)
+    }
+
     fn name(&self) -> &'static str {
         "file"
     }
@@ -380,16 +431,40 @@ impl super::registry::ItemType for Type {
         "files"
     }
 
-    fn attrs(&self) -> &'static [&'static str] {
+    fn attrs(&self) -> &'static [Attr] {
         &[
-            "content",
-            "source",
-            "content_type",
-            "mode",
-            "owner",
-            "group",
-            "delete",
-            "sensitive",
+            Attr {
+                name: "content",
+                doc: "the file's content, inline",
+            },
+            Attr {
+                name: "source",
+                doc: "a file under bundles/NAME/files/ (not with content)",
+            },
+            Attr {
+                name: "content_type",
+                doc: "text, jinja2, base64, binary or any",
+            },
+            Attr {
+                name: "mode",
+                doc: "permission bits, \"0644\"",
+            },
+            Attr {
+                name: "owner",
+                doc: "owning user, name or numeric id",
+            },
+            Attr {
+                name: "group",
+                doc: "owning group, name or numeric id",
+            },
+            Attr {
+                name: "delete",
+                doc: "true: the file must not exist",
+            },
+            Attr {
+                name: "sensitive",
+                doc: "true: never diff or log the content",
+            },
         ]
     }
 

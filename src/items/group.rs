@@ -78,7 +78,27 @@ impl GroupAttrs {
 /// The `group` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
+use super::registry::Attr;
+
 impl super::registry::ItemType for Type {
+    fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
+        match kind {
+            super::ItemKind::Group(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn view(&self, kind: &super::ItemKind) -> serde_json::Value {
+        let super::ItemKind::Group(a) = kind else {
+            return serde_json::Value::Null;
+        };
+        serde_json::json!({"gid": a.gid, "delete": a.delete})
+    }
+
+    fn deletes(&self, kind: &super::ItemKind) -> bool {
+        matches!(kind, super::ItemKind::Group(a) if a.delete)
+    }
+
     fn name(&self) -> &'static str {
         "group"
     }
@@ -87,8 +107,17 @@ impl super::registry::ItemType for Type {
         "groups"
     }
 
-    fn attrs(&self) -> &'static [&'static str] {
-        &["gid", "delete"]
+    fn attrs(&self) -> &'static [Attr] {
+        &[
+            Attr {
+                name: "gid",
+                doc: "numeric group id",
+            },
+            Attr {
+                name: "delete",
+                doc: "true: the group must not exist",
+            },
+        ]
     }
 
     fn parse(

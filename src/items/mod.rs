@@ -17,32 +17,31 @@ pub enum ItemKind {
 }
 
 impl ItemKind {
+    /// The type unit that knows how to handle this kind (the only per-type match outside the
+    /// type files).
+    pub(crate) fn item_type(&self) -> &'static dyn registry::ItemType {
+        match self {
+            ItemKind::File(_) => &file::Type,
+            ItemKind::Directory(_) => &directory::Type,
+            ItemKind::Symlink(_) => &symlink::Type,
+            ItemKind::Action(_) => &action::Type,
+            ItemKind::User(_) => &user::Type,
+            ItemKind::Group(_) => &group::Type,
+            ItemKind::PkgApt(_) => &pkg_apt::Type,
+            ItemKind::SvcSystemd(_) => &svc_systemd::Type,
+        }
+    }
+
     /// The singular type name used in item ids (`file:/etc/motd`).
     pub fn type_name(&self) -> &'static str {
-        match self {
-            ItemKind::File(_) => "file",
-            ItemKind::Directory(_) => "directory",
-            ItemKind::Symlink(_) => "symlink",
-            ItemKind::Action(_) => "action",
-            ItemKind::User(_) => "user",
-            ItemKind::Group(_) => "group",
-            ItemKind::PkgApt(_) => "pkg_apt",
-            ItemKind::SvcSystemd(_) => "svc_systemd",
-        }
+        self.item_type().name()
     }
 }
 
-/// Every item type: (table name in items.toml, singular id prefix).
-pub const ITEM_TYPES: &[(&str, &str)] = &[
-    ("files", "file"),
-    ("directories", "directory"),
-    ("symlinks", "symlink"),
-    ("actions", "action"),
-    ("users", "user"),
-    ("groups", "group"),
-    ("pkg_apt", "pkg_apt"),
-    ("svc_systemd", "svc_systemd"),
-];
+/// Every item type as (table name in items.toml, singular id prefix), from the registry.
+pub fn item_types() -> impl Iterator<Item = (&'static str, &'static str)> + Clone {
+    registry::TYPES.iter().map(|t| (t.table(), t.name()))
+}
 
 /// How a file's content is produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -244,10 +243,7 @@ impl Item {
     /// Whether the name is a path on the node (file, directory, symlink), which gives the item
     /// automatic dependencies on its parent directories.
     pub fn is_path(&self) -> bool {
-        matches!(
-            self.kind,
-            ItemKind::File(_) | ItemKind::Directory(_) | ItemKind::Symlink(_)
-        )
+        self.kind.item_type().is_path()
     }
 
     /// Whether a failure or skip of this item skips the items that need it (docs/items.md): explicit
@@ -260,15 +256,7 @@ impl Item {
 
     /// Whether the item removes what it names (`delete = true`, `installed = false`).
     pub fn deletes(&self) -> bool {
-        match &self.kind {
-            ItemKind::File(a) => a.delete,
-            ItemKind::Directory(a) => a.delete,
-            ItemKind::Symlink(a) => a.delete,
-            ItemKind::User(a) => a.delete,
-            ItemKind::Group(a) => a.delete,
-            ItemKind::PkgApt(a) => !a.installed,
-            ItemKind::Action(_) | ItemKind::SvcSystemd(_) => false,
-        }
+        self.kind.item_type().deletes(&self.kind)
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::diag::{Diagnostic, Location, did_you_mean};
 use crate::items::selector;
-use crate::items::{COMMON_ATTRS, Deps, ITEM_TYPES, Item};
+use crate::items::{COMMON_ATTRS, Deps, Item, item_types};
 use crate::repo::{Bundle, Node, Repo};
 
 /// What a bundle's item files turn into, computed once and shared by every node with the bundle
@@ -57,7 +57,7 @@ pub(crate) struct RawAttr {
 /// One item as written: its table (plural type), name and attributes.
 #[derive(Debug, Clone)]
 pub(crate) struct RawItem {
-    /// The singular type (`file`), already checked against [`ITEM_TYPES`].
+    /// The singular type (`file`), already checked against the registry.
     pub type_name: &'static str,
     pub name: String,
     pub loc: Location,
@@ -69,12 +69,10 @@ pub(crate) fn item_type(table: &str, loc: &Location) -> Result<&'static str, Dia
     if let Some(ty) = super::registry::by_table(table) {
         return Ok(ty.name());
     }
-    let plurals = ITEM_TYPES.iter().map(|(p, _)| *p);
+    let plurals = item_types().map(|(p, _)| p);
     // `[file."/x"]` is a common slip: map the singular to its table before guessing.
-    let guess = ITEM_TYPES
-        .iter()
-        .find(|(_, s)| *s == table)
-        .map(|(p, _)| *p)
+    let guess = super::registry::by_name(table)
+        .map(|t| t.table())
         .or_else(|| did_you_mean(table, plurals.clone()));
     let mut d = Diagnostic::at(loc.clone(), format!("unknown item type `{table}`"));
     d = match guess {
@@ -232,6 +230,8 @@ fn describe(v: &Value) -> &'static str {
 
 /// Typed access to one item's attributes; every mismatch becomes a diagnostic.
 pub(crate) struct Reader<'a> {
+    /// The type's attribute definitions: the only type-specific keys a parser may read.
+    declared: &'static [super::registry::Attr],
     pub(crate) id: String,
     attrs: HashMap<&'a str, &'a RawAttr>,
     diags: &'a mut Vec<Diagnostic>,
@@ -239,6 +239,13 @@ pub(crate) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub(crate) fn get(&self, name: &str) -> Option<&'a RawAttr> {
+        // A parser reading a key its type does not declare would never see a value (the key
+        // is rejected as unknown first): a programming error, caught by every parse test.
+        debug_assert!(
+            COMMON_ATTRS.contains(&name) || self.declared.iter().any(|a| a.name == name),
+            "{}: the parser reads undeclared attribute `{name}`",
+            self.id
+        );
         self.attrs.get(name).copied().filter(|a| !a.value.is_null())
     }
 
@@ -497,7 +504,8 @@ pub(crate) fn build_item(
         diags.push(d);
     }
     let ty = super::registry::by_name(type_name);
-    let allowed = ty.map_or(&[][..], |t| t.attrs());
+    let declared = ty.map_or(&[][..], |t| t.attrs());
+    let allowed: Vec<&str> = declared.iter().map(|a| a.name).collect();
     for a in &raw.attrs {
         if COMMON_ATTRS.contains(&a.name.as_str()) || allowed.contains(&a.name.as_str()) {
             continue;
@@ -506,8 +514,12 @@ pub(crate) fn build_item(
             a.key_loc.clone(),
             format!("unknown attribute `{}` for {id}", a.name),
         );
-        if let Some(g) = did_you_mean(&a.name, COMMON_ATTRS.iter().chain(allowed).copied()) {
-            d = d.with_hint(format!("did you mean `{g}`?"));
+        if let Some(g) = did_you_mean(&a.name, COMMON_ATTRS.iter().chain(&allowed).copied()) {
+            let meaning = declared.iter().find(|d| d.name == g).map(|d| d.doc);
+            d = d.with_hint(match meaning {
+                Some(m) => format!("did you mean `{g}`? ({g}: {m})"),
+                None => format!("did you mean `{g}`?"),
+            });
         } else {
             d = d.with_hint(format!(
                 "{type_name} items take: {}, plus the dependency attributes ({})",
@@ -535,6 +547,7 @@ pub(crate) fn build_item(
         }
     }
     let mut r = Reader {
+        declared,
         id: id.clone(),
         attrs: resolved.iter().map(|a| (a.name.as_str(), a)).collect(),
         diags,
@@ -578,7 +591,9 @@ pub(crate) fn build_item(
         r.error(&a.value_loc, msg);
     }
     // `delete = true` says "make it absent": any other state attribute contradicts it.
-    if let Some(del) = r.get("delete").filter(|a| a.value == Value::Bool(true)) {
+    if allowed.contains(&"delete")
+        && let Some(del) = r.get("delete").filter(|a| a.value == Value::Bool(true))
+    {
         let others: Vec<&str> = allowed
             .iter()
             .copied()

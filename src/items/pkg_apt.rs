@@ -130,7 +130,27 @@ impl Stateful for PkgAptAttrs {
 /// The `pkg_apt` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
+use super::registry::Attr;
+
 impl super::registry::ItemType for Type {
+    fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
+        match kind {
+            super::ItemKind::PkgApt(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn view(&self, kind: &super::ItemKind) -> serde_json::Value {
+        let super::ItemKind::PkgApt(a) = kind else {
+            return serde_json::Value::Null;
+        };
+        serde_json::json!({"installed": a.installed})
+    }
+
+    fn deletes(&self, kind: &super::ItemKind) -> bool {
+        matches!(kind, super::ItemKind::PkgApt(a) if !a.installed)
+    }
+
     fn name(&self) -> &'static str {
         "pkg_apt"
     }
@@ -139,8 +159,11 @@ impl super::registry::ItemType for Type {
         "pkg_apt"
     }
 
-    fn attrs(&self) -> &'static [&'static str] {
-        &["installed"]
+    fn attrs(&self) -> &'static [Attr] {
+        &[Attr {
+            name: "installed",
+            doc: "false: the package must not be installed",
+        }]
     }
 
     fn parse(

@@ -1,24 +1,67 @@
 //! The item types: one `ItemType` per type, each in its own file, listed once in `TYPES`.
 //!
-//! Adding a type: its file (an `ItemType` for parsing, a `state::Stateful` for probing and
-//! fixing), one line in `TYPES`, one `ItemKind` variant, and its tests. The registry test
-//! checks every listed type parses a minimal item and is found by name and by table.
+//! Adding a type: its file (an `ItemType` naming the type, its attributes, parser, hook/JSON
+//! view, and handing out its `state::Stateful` for probing and fixing), one line in `TYPES`,
+//! one `ItemKind` variant with its arm in [`ItemKind::item_type`], and its tests. The registry
+//! tests check every listed type parses a minimal item, is found by name and by table, and
+//! that everything else (selectors, tables, `stateful`, canned actions) is derived from here.
 
-use super::ItemKind;
 use super::parse::{RawItem, Reader};
+use super::state::Stateful;
+use super::{Item, ItemKind};
 use crate::repo::Bundle;
 
-/// What the loader needs to know about one item type.
+/// Everything cinch knows about one item type, in the type's own file.
 pub(crate) trait ItemType: Sync {
     /// The singular name used in item ids (`file` in `file:/etc/motd`).
     fn name(&self) -> &'static str;
     /// The items.toml table holding such items (`files`).
     fn table(&self) -> &'static str;
     /// Attributes of this type, besides the dependency attributes every item takes
-    /// ([`super::COMMON_ATTRS`]); anything else is reported as unknown.
-    fn attrs(&self) -> &'static [&'static str];
+    /// ([`super::COMMON_ATTRS`]); anything else is reported as unknown, and the parser may
+    /// read nothing else (checked in debug builds).
+    fn attrs(&self) -> &'static [Attr];
     /// Builds the item's typed attributes; problems go to `r` as diagnostics (`None` then).
     fn parse(&self, bundle: &Bundle, raw: &RawItem, r: &mut Reader<'_>) -> Option<ItemKind>;
+    /// How items of this type are probed and fixed; `None` for types that only run (actions).
+    fn stateful<'a>(&self, kind: &'a ItemKind) -> Option<&'a dyn Stateful>;
+    /// The type-specific attributes as hooks and JSON see them (sensitive values left out).
+    fn view(&self, kind: &ItemKind) -> serde_json::Value;
+    /// Whether the name is a path on the node, giving the item automatic dependencies on its
+    /// parent directories.
+    fn is_path(&self) -> bool {
+        false
+    }
+    /// Whether the item removes what it names (`delete = true`, `installed = false`).
+    fn deletes(&self, kind: &ItemKind) -> bool {
+        let _ = kind;
+        false
+    }
+    /// What the item runs, for types that run instead of being probed and fixed (actions).
+    fn run<'a>(&self, kind: &'a ItemKind) -> Option<&'a super::ActionAttrs> {
+        let _ = kind;
+        None
+    }
+    /// The items this item brings along (`svc_systemd:nginx:restart`), ids `ITEM_ID:NAME`.
+    fn canned_actions(&self, item: &Item) -> Vec<Item> {
+        let _ = item;
+        Vec::new()
+    }
+}
+
+/// One attribute of an item type, defined once: its name (parsing, validation, the
+/// hook/JSON view) and a one-line meaning (hints; docs/items.md documents each, tested).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attr {
+    /// The key in items.toml / items.rhai.
+    pub name: &'static str,
+    /// What it means, in a few words, for "did you mean" hints.
+    pub doc: &'static str,
+}
+
+/// `mode` as users write it (`0644`), for attribute views.
+pub(crate) fn mode_view(mode: Option<u32>) -> Option<String> {
+    mode.map(|m| format!("{m:04o}"))
 }
 
 /// Every item type, in the order docs and `ITEM_TYPES` list them.
@@ -80,10 +123,50 @@ mod tests {
     }
 
     #[test]
-    fn item_types_listed_for_selectors_and_tables_are_exactly_the_registry() {
-        let listed: Vec<(&str, &str)> = super::super::ITEM_TYPES.to_vec();
-        let registered: Vec<(&str, &str)> = TYPES.iter().map(|t| (t.table(), t.name())).collect();
-        assert_eq!(listed, registered, "ITEM_TYPES and the registry must agree");
+    fn every_registered_item_type_is_its_kinds_type_and_hands_out_its_behaviour() {
+        for ty in TYPES {
+            let f = Fixture::new().toml("b", &minimal(ty.table()));
+            let item = &f.ok_items()[0];
+            assert!(
+                std::ptr::addr_eq(item.kind.item_type(), *ty),
+                "{}: ItemKind::item_type points at another type",
+                ty.name()
+            );
+            // Only actions run instead of being probed and fixed.
+            assert_eq!(
+                ty.stateful(&item.kind).is_some(),
+                ty.name() != "action",
+                "{}: stateful",
+                ty.name()
+            );
+            assert!(ty.view(&item.kind).is_object(), "{}: view", ty.name());
+        }
+    }
+
+    #[test]
+    fn every_attribute_of_every_item_type_is_documented_in_items_md() {
+        let docs = include_str!("../../docs/items.md");
+        for ty in TYPES {
+            let heading = format!("## {} (`{}`)", ty.name(), ty.table());
+            let Some(start) = docs.find(&heading) else {
+                panic!("docs/items.md has no section `{heading}`");
+            };
+            let section = &docs[start + heading.len()..];
+            let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+            // A row's first cell names one or more attributes (`| `owner`, `group` | ...`).
+            let named: Vec<&str> = section
+                .lines()
+                .filter_map(|l| l.strip_prefix("| "))
+                .filter_map(|l| l.split(" |").next())
+                .collect();
+            for a in ty.attrs() {
+                let quoted = format!("`{}`", a.name);
+                assert!(
+                    named.iter().any(|cell| cell.contains(&quoted)),
+                    "docs/items.md `{heading}` has no table row for attribute {quoted}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -94,7 +177,13 @@ mod tests {
             assert!(seen.insert(ty.table()) || ty.table() == ty.name());
             let mut attrs = std::collections::HashSet::new();
             for a in ty.attrs() {
-                assert!(attrs.insert(a), "{}: `{a}` twice", ty.name());
+                assert!(attrs.insert(a.name), "{}: `{}` twice", ty.name(), a.name);
+                assert!(
+                    !a.doc.is_empty(),
+                    "{}: `{}` has no doc line",
+                    ty.name(),
+                    a.name
+                );
             }
         }
     }

@@ -4,7 +4,7 @@
 //! `tag:` (every tagged item) and `*` (everything).
 
 use crate::diag::did_you_mean;
-use crate::items::{ITEM_TYPES, Item};
+use crate::items::{Item, item_types};
 
 /// A selector taken apart, so callers resolving many items parse it once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,13 +83,13 @@ pub fn validate(selector: &str) -> Result<(), String> {
         Selector::Type(ty) => ty,
         Selector::Id(id) => id.split_once(':').map_or(id, |(ty, _)| ty),
     };
-    if ITEM_TYPES.iter().any(|(_, singular)| *singular == ty) {
+    if crate::items::registry::by_name(ty).is_some() {
         return Ok(());
     }
     let mut msg = format!("`{selector}` names an unknown item type `{ty}`");
-    let candidates = ITEM_TYPES.iter().map(|(_, s)| *s).chain(["bundle", "tag"]);
+    let candidates = item_types().map(|(_, s)| s).chain(["bundle", "tag"]);
     // Users often write the plural table name (`files:`) where the singular id prefix belongs.
-    let plural = ITEM_TYPES.iter().find(|(p, _)| *p == ty).map(|(_, s)| *s);
+    let plural = crate::items::registry::by_table(ty).map(|t| t.name());
     if let Some(better) = plural.or_else(|| did_you_mean(ty, candidates)) {
         msg.push_str(&format!(" (did you mean `{better}:`?)"));
     }

@@ -1,7 +1,7 @@
 //! The shape every stateful item type shares (BundleWrap's model): an expected state computed
 //! locally, an actual state read from the node, and a fix driven by the keys that differ.
-//! Adding an item type (users, packages, services) is one file implementing [`Stateful`] and
-//! one arm in [`stateful`].
+//! An item type implements [`Stateful`] in its own file and hands it out from its
+//! `registry::ItemType::stateful`.
 
 use serde_json::{Map, Value};
 
@@ -65,6 +65,23 @@ pub trait Stateful: Sync {
     fn probe_error(&self, item: &Item, fields: &Fields) -> Option<String> {
         let _ = (item, fields);
         None
+    }
+    /// Whether this item is a symlink the repo keeps, so paths below it may go through it.
+    fn is_link(&self) -> bool {
+        false
+    }
+    /// Whether entries inside this directory that no item manages are removed (`purge`).
+    fn purges(&self) -> bool {
+        false
+    }
+    /// Whether this item writes through staging files (`.cinch-tmp-*`), whose leftovers of
+    /// interrupted applies are looked for in its directory.
+    fn stages(&self) -> bool {
+        false
+    }
+    /// Whether the item's content must never be shown (its hash is withheld too).
+    fn hides_content(&self) -> bool {
+        false
     }
     /// State keys whose values must never be shown (diffs, events, JSON).
     fn hidden_keys(&self) -> &'static [&'static str] {
@@ -220,28 +237,22 @@ pub fn show_keys(change: &Change, hidden: &[&str]) -> String {
     out
 }
 
-/// The behaviour of `kind`, or `None` for actions (which have no state, only a run).
+/// The behaviour of `kind`, or `None` for actions (which have no state, only a run); handed
+/// out by the kind's type unit (see [`super::registry`]).
 pub fn stateful(kind: &ItemKind) -> Option<&dyn Stateful> {
-    match kind {
-        ItemKind::File(a) => Some(a),
-        ItemKind::Directory(a) => Some(a),
-        ItemKind::Symlink(a) => Some(a),
-        ItemKind::User(a) => Some(a),
-        ItemKind::Group(a) => Some(a),
-        ItemKind::PkgApt(a) => Some(a),
-        ItemKind::SvcSystemd(a) => Some(a),
-        ItemKind::Action(_) => None,
-    }
+    kind.item_type().stateful(kind)
+}
+
+/// What `kind` runs, for types that run instead of being probed and fixed (actions).
+pub fn runnable(kind: &ItemKind) -> Option<&super::ActionAttrs> {
+    kind.item_type().run(kind)
 }
 
 /// The items an item brings along, with ids `ITEM_ID:NAME` (BundleWrap's canned actions such
 /// as `svc_systemd:nginx:restart`); [`crate::plan::Plan::build`] adds them before resolving
 /// dependencies so other items can trigger them.
 pub fn canned_actions(_node: &crate::repo::Node, item: &Item) -> Vec<Item> {
-    match &item.kind {
-        ItemKind::SvcSystemd(_) => super::svc_systemd::canned_actions(item),
-        _ => Vec::new(),
-    }
+    item.kind.item_type().canned_actions(item)
 }
 
 /// The node path an item manages, without trailing slashes (kept `/` for the root).

@@ -186,7 +186,29 @@ impl Stateful for SvcSystemdAttrs {
 /// The `svc_systemd` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
+use super::registry::Attr;
+
 impl super::registry::ItemType for Type {
+    fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
+        match kind {
+            super::ItemKind::SvcSystemd(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn view(&self, kind: &super::ItemKind) -> serde_json::Value {
+        let super::ItemKind::SvcSystemd(a) = kind else {
+            return serde_json::Value::Null;
+        };
+        serde_json::json!({
+            "running": a.running, "enabled": a.enabled, "masked": a.masked,
+        })
+    }
+
+    fn canned_actions(&self, item: &Item) -> Vec<Item> {
+        canned_actions(item)
+    }
+
     fn name(&self) -> &'static str {
         "svc_systemd"
     }
@@ -195,8 +217,21 @@ impl super::registry::ItemType for Type {
         "svc_systemd"
     }
 
-    fn attrs(&self) -> &'static [&'static str] {
-        &["running", "enabled", "masked"]
+    fn attrs(&self) -> &'static [Attr] {
+        &[
+            Attr {
+                name: "running",
+                doc: "whether the unit must be active",
+            },
+            Attr {
+                name: "enabled",
+                doc: "whether the unit starts at boot",
+            },
+            Attr {
+                name: "masked",
+                doc: "whether the unit is masked",
+            },
+        ]
     }
 
     fn parse(

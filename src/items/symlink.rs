@@ -8,6 +8,10 @@ use crate::node_shell::{Fields, Script};
 use crate::shell::quote;
 
 impl Stateful for SymlinkAttrs {
+    fn is_link(&self) -> bool {
+        !self.delete
+    }
+
     fn expected(&self, _item: &Item, _local: &Local) -> Option<State> {
         if self.delete {
             return None;
@@ -81,7 +85,33 @@ impl Stateful for SymlinkAttrs {
 /// The `symlink` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
+use super::registry::Attr;
+
 impl super::registry::ItemType for Type {
+    fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
+        match kind {
+            super::ItemKind::Symlink(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn view(&self, kind: &super::ItemKind) -> serde_json::Value {
+        let super::ItemKind::Symlink(a) = kind else {
+            return serde_json::Value::Null;
+        };
+        serde_json::json!({
+            "target": a.target, "owner": a.owner, "group": a.group, "delete": a.delete,
+        })
+    }
+
+    fn is_path(&self) -> bool {
+        true
+    }
+
+    fn deletes(&self, kind: &super::ItemKind) -> bool {
+        matches!(kind, super::ItemKind::Symlink(a) if a.delete)
+    }
+
     fn name(&self) -> &'static str {
         "symlink"
     }
@@ -90,8 +120,25 @@ impl super::registry::ItemType for Type {
         "symlinks"
     }
 
-    fn attrs(&self) -> &'static [&'static str] {
-        &["target", "owner", "group", "delete"]
+    fn attrs(&self) -> &'static [Attr] {
+        &[
+            Attr {
+                name: "target",
+                doc: "what the link points to",
+            },
+            Attr {
+                name: "owner",
+                doc: "owning user of the link",
+            },
+            Attr {
+                name: "group",
+                doc: "owning group of the link",
+            },
+            Attr {
+                name: "delete",
+                doc: "true: the link must not exist",
+            },
+        ]
     }
 
     fn parse(

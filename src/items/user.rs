@@ -217,7 +217,30 @@ impl Stateful for UserAttrs {
 /// The `user` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
+use super::registry::Attr;
+
 impl super::registry::ItemType for Type {
+    fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
+        match kind {
+            super::ItemKind::User(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn view(&self, kind: &super::ItemKind) -> serde_json::Value {
+        let super::ItemKind::User(a) = kind else {
+            return serde_json::Value::Null;
+        };
+        serde_json::json!({
+            "uid": a.uid, "gid": a.gid, "groups": a.groups, "home": a.home, "shell": a.shell,
+            "full_name": a.full_name, "delete": a.delete,
+        })
+    }
+
+    fn deletes(&self, kind: &super::ItemKind) -> bool {
+        matches!(kind, super::ItemKind::User(a) if a.delete)
+    }
+
     fn name(&self) -> &'static str {
         "user"
     }
@@ -226,16 +249,40 @@ impl super::registry::ItemType for Type {
         "users"
     }
 
-    fn attrs(&self) -> &'static [&'static str] {
+    fn attrs(&self) -> &'static [Attr] {
         &[
-            "uid",
-            "gid",
-            "groups",
-            "home",
-            "shell",
-            "full_name",
-            "password_hash",
-            "delete",
+            Attr {
+                name: "uid",
+                doc: "numeric user id",
+            },
+            Attr {
+                name: "gid",
+                doc: "primary group, name or number",
+            },
+            Attr {
+                name: "groups",
+                doc: "supplementary groups",
+            },
+            Attr {
+                name: "home",
+                doc: "home directory",
+            },
+            Attr {
+                name: "shell",
+                doc: "login shell",
+            },
+            Attr {
+                name: "full_name",
+                doc: "the GECOS full name",
+            },
+            Attr {
+                name: "password_hash",
+                doc: "crypt(3) hash of the password (never shown)",
+            },
+            Attr {
+                name: "delete",
+                doc: "true: the user must not exist",
+            },
         ]
     }
 
