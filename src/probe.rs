@@ -178,12 +178,11 @@ wz() { while [ $nk -gt 0 ]; do eval "s=\$sd$nk"; case $s in /*) rm -rf -- "$s";;
 wx() { eval "s=\$cs$1"; [ -z "$s" ] || rm -f -- "$s"; eval "cs$1="; f X; f "$1"; f "${3:-1}"; f "$2"; }
 wf() { umask 077; wf_ "$@"; umask "$cm"; }
 wf_() {
-  i=$1 p=$2 n=$3 x=$4 k=$5; shift 5
-  eval "cs$i= cl$i=$#"
-  if [ $bk = 1 ]; then take "$n" >/dev/null 2>&1; wx "$i" "not written: an earlier upload in this batch failed"; return; fi
+  i=$1 p=$2 x=$3 k=$4; shift 4
+  eval "cs$i= cl$i=$# ck$i=$k"
   d=${p%/*}; d=${d:-/}
-  if ! wl "$p" "$@"; then take "$n" >/dev/null; wx "$i" "$wlr"; return; fi
-  [ -d "$d" ] || { take "$n" >/dev/null; wx "$i" "parent directory $d does not exist (manage it with a directory item, or create it)"; return; }
+  if ! wl "$p" "$@"; then wx "$i" "$wlr"; return; fi
+  [ -d "$d" ] || { wx "$i" "parent directory $d does not exist (manage it with a directory item, or create it)"; return; }
   [ $k -le $nk ] || nk=$k
   eval "s=\$sd$k"
   if [ -z "$s" ]; then
@@ -191,14 +190,25 @@ wf_() {
     else eval "sd$k=- se$k=\$s"; s=-; fi
   fi
   if [ "$s" = - ]; then
-    take "$n" >/dev/null; eval "e=\$se$k"; wx "$i" "cannot create a private staging directory in $d: $e"; return
+    eval "e=\$se$k"; wx "$i" "cannot create a private staging directory in $d: $e"; return
   fi
   w=$s/${p##*/}
   if ! { true > "$w"; } 2>/dev/null; then
-    e=$( { true > "$w"; } 2>&1 ); take "$n" >/dev/null; wx "$i" "cannot create the file: ${e:-error}"; return
+    e=$( { true > "$w"; } 2>&1 ); wx "$i" "cannot create the file: ${e:-error}"; return
   fi
-  e=$(take "$n" 2>&1 > "$w") || { rm -f -- "$w"; bk=1; wx "$i" "upload interrupted${e:+: $e}" 3; return; }
   eval "cs$i=\$w cq$i=\$p cx$i=\$x"
+}
+wt() {
+  k=$1 n=$2; shift 2; eval "s=\$sd$k"
+  case $s in /*) ;; *) take "$n" >/dev/null 2>&1; return 0;; esac
+  if [ $bk = 1 ]; then
+    take "$n" >/dev/null 2>&1
+    for i do eval "w=\$cs$i"; [ -z "$w" ] || wx "$i" "not written: an earlier upload in this batch failed"; done
+    return 0
+  fi
+  umask 077
+  e=$(take "$n" | { tar -x -m -o -f - -C "$s" 2>&1 >/dev/null; cat >/dev/null; })
+  umask "$cm"; eval "te$k=\$e"
 }
 wv() {
   ids=$*; n0=$#; hr=1; nl=0
@@ -215,7 +225,7 @@ wvl() {
     eval "s=\$cs$i h=\$cx$i"; [ -n "$s" ] || continue
     if [ $hr = 0 ]; then IFS= read -r v <&3 || v=; v=${v#\\}
     else v=$(sha256sum 2>/dev/null < "$s") || v=; fi
-    [ "${v%% *}" = "$h" ] || { bk=1; wx "$i" "upload incomplete (checksum mismatch)" 3; }
+    [ "${v%% *}" = "$h" ] || { bk=1; eval "tk=\$ck$i"; eval "te=\$te$tk"; wx "$i" "upload incomplete (checksum mismatch)${te:+: $te}" 3; }
   done
 }
 wc_() {
@@ -236,10 +246,13 @@ wm() {
 }
 wo() { wc_ chown "$@"; }
 wy() {
-  n0=$#
-  for i do eval "s=\$cs$i"; [ -z "$s" ] || set -- "$@" "$s"; done
+  n0=$#; ld=
+  for i do
+    eval "s=\$cs$i"; [ -n "$s" ] && [ "${s%/*}" != "$ld" ] || continue
+    ld=${s%/*}; set -- "$@" "$s"
+  done
   shift $n0
-  [ $# = 0 ] || sync "$@" 2>/dev/null || sync
+  [ $# = 0 ] || sync -f "$@" 2>/dev/null || sync
 }
 wr() {
   k=$1; shift; ids=$*; n0=$#; d=
@@ -252,11 +265,13 @@ wr() {
   shift $n0; e=
   [ $# = 0 ] || e=$(mv -f -- "$@" "$d/" 2>&1)
   for i in $ids; do
-    eval "s=\$cs$i"; [ -n "$s" ] || continue
-    if [ -e "$s" ] || [ -L "$s" ]; then wx "$i" "${e:-could not rename the new file into place}"
-    else eval "cs$i="; f X; f "$i"; f 0; f ''; fi
+    eval "s=\$cs$i"
+    if [ -z "$s" ]; then :
+    elif [ -e "$s" ] || [ -L "$s" ]; then wx "$i" "${e:-could not rename the new file into place}"
+    else f X; f "$i"; f 0; f ''; fi
+    unset "cs$i" "cq$i" "cx$i" "cl$i" "ck$i"
   done
-  eval "s=\$sd$k"; case $s in /*) rm -rf -- "$s";; esac; eval "sd$k=-"
+  eval "s=\$sd$k"; case $s in /*) rm -rf -- "$s";; esac; eval "sd$k= se$k= te$k="
 }
 rmu() { rm -rf -- "$1"; }
 "#;

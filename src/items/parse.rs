@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::diag::{Diagnostic, Location, did_you_mean};
+use crate::diag::{Diagnostic, LineIndex, Location, did_you_mean};
 use crate::items::selector;
 use crate::items::{
     ActionAttrs, COMMON_ATTRS, ContentType, Deps, DirectoryAttrs, FileAttrs, FileSource,
@@ -104,8 +104,9 @@ pub(crate) fn parse_toml(path: &Path, text: &str) -> (Vec<RawItem>, Vec<Diagnost
             return (Vec::new(), vec![d.as_root_cause()]);
         }
     };
+    let lines = LineIndex::new(text);
     let at = |span: Option<std::ops::Range<usize>>| match span {
-        Some(s) => Location::from_offset(path, text, s.start),
+        Some(s) => lines.location(path, s.start),
         None => Location::file(path),
     };
     let root = doc.as_table();
