@@ -48,19 +48,19 @@ cs1() { stat -c '%a/%u/%g/%U/%G/%s' -- "$1" 2>/dev/null; }
 czl() {
   j=1; while [ $j -le $cn ]; do
     eval "i=\$ci$j p=\$cp$j h=\$ch$j lm=\$cl$j k=\$cf$j"
-    f Q; f "$i"
     if [ $sr = 0 ]; then IFS= read -r s <&3 || s=; else s=$(cs1 "$p") || s=; fi
-    [ -z "$s" ] || { f stat; f "$s"; }
+    r="1:Q,${#i}:$i,"
+    [ -z "$s" ] || r="${r}4:stat,${#s}:$s,"
     if [ "$k" = 1 ]; then
       if [ $hr = 0 ]; then IFS= read -r v <&4 || v=; v=${v#\\}
       else v=$(sha256sum 2>/dev/null < "$p") || v=; fi
       v=${v%% *}
       if [ -n "$v" ]; then
-        f sha256; f "$v"
-        if [ "$lm" -gt 0 ] && [ "$v" != "$h" ] && [ -n "$s" ] && [ "${s##*/}" -le "$lm" ]; then f content; fc "$p"; fi
+        r="${r}6:sha256,${#v}:$v,"
+        if [ "$lm" -gt 0 ] && [ "$v" != "$h" ] && [ -n "$s" ] && [ "${s##*/}" -le "$lm" ]; then printf '%s7:content,' "$r"; r=; fc "$p"; fi
       fi
     fi
-    f ''
+    printf '%s0:,' "$r"
     j=$((j+1))
   done
 }
@@ -123,17 +123,16 @@ st() {
   done
 }
 pf() {
-  f P; f "$1"
+  printf '1:P,%s:%s,' "${#1}" "$1"
   a1=$1 a2=$2 a3=$3 a4=$4 a5=$5; shift 5
-  if ! wl "$a2" "$@"; then f unsafe; f "$wlr"
+  if ! wl "$a2" "$@"; then f unsafe; f "$wlr"; f ''
   else
     [ "$a5" = 0 ] || { a6=${a2%/*}; st "$a5" "${a6:-/}"; }
     if ty "$a2"; then
-      f type; f "$t"
+      printf '4:type,%s:%s,0:,' "${#t}" "$t"
       if [ "$t" = file ]; then cg "$a1" "$a2" "$a3" "$a4"; else cg "$a1" "$a2"; fi
-    fi
+    else f ''; fi
   fi
-  f ''
 }
 pe() { f extra; f "$2"; }
 pd() {
