@@ -145,10 +145,14 @@ fn run(
         crate::items::selector::validate(sel)
             .map_err(|e| Error::Usage(format!("bad item selector '{sel}': {e}")))?;
     }
-    let node_workers = select
-        .node_workers
-        .unwrap_or(repo.settings.node_workers)
-        .max(1);
+    let node_workers = crate::limits::cap_node_workers(
+        select
+            .node_workers
+            .unwrap_or(repo.settings.node_workers)
+            .max(1),
+        nodes.len(),
+        &ctx.console,
+    );
     let item_workers = select
         .item_workers
         .unwrap_or(repo.settings.item_workers)

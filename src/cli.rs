@@ -296,6 +296,8 @@ pub fn main() -> ExitCode {
         verbose: cli.verbose,
         color: cli.color,
     }));
+    // Large -p needs descriptors; the hard limit is ours to use.
+    crate::limits::raise_open_files();
     let ctx = Context {
         console: console.clone(),
         repo_path: cli.repo.clone(),

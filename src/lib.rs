@@ -19,6 +19,7 @@ pub mod hooks;
 pub mod inspect;
 pub mod interrupt;
 pub mod items;
+pub mod limits;
 pub mod lock;
 pub mod man;
 pub mod output;

@@ -978,7 +978,8 @@ pub fn cmd_lock(ctx: &Context, cmd: &LockCommand) -> Result<u8> {
         _ => None,
     };
 
-    let workers = repo.settings.node_workers;
+    let workers =
+        crate::limits::cap_node_workers(repo.settings.node_workers, nodes.len(), &ctx.console);
     let outcomes =
         crate::fanout::map_bounded(&nodes, workers, crate::interrupt::requested, |node| {
             if node.dummy {

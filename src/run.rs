@@ -51,10 +51,13 @@ pub fn cmd_run(ctx: &Context, args: &RunArgs) -> Result<u8> {
         target: &args.target,
         command: &command,
         timeout,
-        workers: args
-            .node_workers
-            .unwrap_or(repo.settings.node_workers)
-            .max(1),
+        workers: crate::limits::cap_node_workers(
+            args.node_workers
+                .unwrap_or(repo.settings.node_workers)
+                .max(1),
+            nodes.len(),
+            &ctx.console,
+        ),
         connect: ConnectOptions::from_settings(&repo.path, &repo.settings.ssh, ctx.add_host_keys),
     };
     Ok(run_on(&ctx.console, &bus, &nodes, &plan))
