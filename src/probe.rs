@@ -34,6 +34,7 @@ f() { printf '%s:%s,' "${#1}" "$1"; }
 fc() { n=$(wc -c < "$1" | tr -d ' ') && printf '%s:' "$n" && cat -- "$1" && printf ','; }
 cn=0; cT=; cN='
 '
+aw=0; command -v awk >/dev/null 2>&1 && aw=1
 trap '[ -z "$cT" ] || rm -rf -- "$cT"' EXIT
 ctmp() { [ -n "$cT" ] || cT=$(mktemp -d 2>/dev/null) || cT=; [ -n "$cT" ]; }
 ty() {
@@ -64,6 +65,30 @@ czl() {
     j=$((j+1))
   done
 }
+cza() {
+  j=1; while [ $j -le $cn ]; do
+    eval "printf '%s %s %s %s\n' \"\$ci$j\" \"\${cf$j:-0}\" \"\${cl$j:-0}\" \"\${ch$j:--}\""
+    j=$((j+1))
+  done > "$cT/l"
+  awk -v S="$cT/s" -v H="$cT/h" -v C="$cT/c" '
+    { s = ""; if ((getline s < S) <= 0) s = ""
+      r = "1:Q," length($1) ":" $1 ","
+      if (s != "") r = r "4:stat," length(s) ":" s ","
+      if ($2 == 1) {
+        v = ""; if ((getline v < H) <= 0) v = ""
+        sub(/^\\/, "", v); sub(/ .*/, "", v)
+        if (v != "") {
+          r = r "6:sha256," length(v) ":" v ","
+          n = s; sub(/.*\//, "", n)
+          if ($3 + 0 > 0 && v != $4 && s != "" && n + 0 <= $3 + 0) print NR > C
+        }
+      }
+      printf "%s0:,", r }' "$cT/l"
+  if [ -s "$cT/c" ]; then
+    while IFS= read -r j; do eval "i=\$ci$j p=\$cp$j"; f Q; f "$i"; f content; fc "$p"; f ''; done < "$cT/c"
+    true > "$cT/c"
+  fi
+}
 cz() {
   [ $cn -gt 0 ] || return 0
   sr=1; hr=1; set --
@@ -82,7 +107,8 @@ cz() {
     if [ $# = 0 ]; then true > "$cT/h" && hr=0
     else sha256sum -- "$@" > "$cT/h" 2>/dev/null && hr=0; fi
   fi
-  if [ $sr = 0 ] || [ $hr = 0 ]; then
+  if [ $sr = 0 ] && [ $hr = 0 ] && [ $aw = 1 ]; then cza
+  elif [ $sr = 0 ] || [ $hr = 0 ]; then
     if [ $sr = 1 ]; then true > "$cT/s"; fi
     if [ $hr = 1 ]; then true > "$cT/h"; fi
     czl 3< "$cT/s" 4< "$cT/h"
