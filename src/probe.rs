@@ -314,7 +314,7 @@ pub struct Script {
 
 /// Path probes per `cz`: bounds the argument list of `stat`/`sha256sum` (ARG_MAX) and the
 /// quadratic cost of growing `"$@"` in the shell.
-const BATCH: usize = 512;
+const BATCH: usize = 256;
 
 impl Script {
     /// A script that can probe items.

@@ -316,7 +316,7 @@ fn ids(members: &[&Upload]) -> Vec<String> {
 /// Uploads per batch of a wave. Each batch is a complete write (stage, verify, chmod, chown,
 /// sync, rename): the shell's argument lists and per-item variables then stay this small, as
 /// their cost in dash and bash grows with their number, and a wave of 100,000 files is linear.
-const CHUNK: usize = 512;
+const CHUNK: usize = 256;
 
 /// The shell of a wave's uploads (see the fix prelude in [`crate::probe`]), in batches of
 /// [`CHUNK`]: register every file of the batch (`wf`, which prepares a private staging
