@@ -21,6 +21,10 @@ use crate::shell::quote;
 /// of interrupted applies beside PATH: `.cinch-tmp-*` entries owned by this user and older
 /// than this script. Both cost no process unless there is something to report.
 ///
+/// Records go out in as few writes as possible (one `printf` per record where the fields are
+/// known), and `cza` turns a batch's stat and sha256sum lines into `Q` records with one `awk`
+/// (dash's `read` costs a system call per byte); without awk, `czl` reads them in the shell.
+///
 /// Path probes (`pf`, `pd`, `ps`) cost no process each: they classify the path with test
 /// builtins, print the `P` record at once and register the path (`cg`). `cz` then reads the
 /// stat of every registered path with ONE `stat` and the sha256 of every regular file with ONE
@@ -181,19 +185,21 @@ ps() {
 
 /// Extra helpers for fix scripts: exact-length reads from stdin and atomic file writes.
 ///
-/// A wave's uploads cost one `head` per file and a constant number of processes per target
-/// directory: `wf` stages each file in a private directory beside its target that `mktemp -d`
-/// makes fresh (0700, never one that already exists: a planted one would let its owner read
-/// or swap what is staged), under umask 077 so nothing staged is readable by anyone else, and
-/// refuses a target behind a symlinked parent the repo does not manage (`wl`). Then `wv`
+/// A batch of uploads costs a constant number of processes per target directory, none per
+/// file: `wf` registers each file and prepares a private staging directory beside its target
+/// that `mktemp -d` makes fresh (0700, never one that already exists: a planted one would let
+/// its owner read or swap what is staged), creating the empty staged file under umask 077 so a
+/// bad name fails that file only, and refuses a target behind a symlinked parent the repo does
+/// not manage (`wl`). `wt` then unpacks the directory's files from one tar archive read from
+/// stdin (exactly its length, with `head -c`; `tar -o -m`, mode 0600, under umask 077). `wv`
 /// checks every upload with one `sha256sum`, `wm`/`wo` chmod/chown per distinct mode/owner
 /// (still inside the private directory, so the final mode is set before the file appears),
-/// `wy` fsyncs them with one `sync`, and `wr` renames them into place with one `mv` per
-/// directory (each rename atomic) and removes the staging directory. Every file gets exactly
-/// one `X` record; a problem of one file (a name too long, an unwritable directory) fails that
-/// file only, and a batch command that fails is retried file by file so the failure lands on
-/// the right item. Staging directories still there when the script is stopped by a signal are
-/// removed on exit; after SIGKILL the next probe finds them (`st`).
+/// `wy` flushes each staging directory's file system with one `sync -f` (syncfs; plain `sync`
+/// where `-f` is missing), and `wr` renames them into place with one `mv` per directory (each
+/// rename atomic) and removes the staging directory. Every file gets exactly one `X` record; a
+/// batch command that fails is retried file by file so the failure lands on the right item.
+/// Staging directories still there when the script is stopped by a signal are removed on exit;
+/// after SIGKILL the next probe finds them (`st`).
 const FIX_PRELUDE: &str = r#"g=0; head --version 2>/dev/null | grep -q GNU && g=1
 take() { if [ $g = 1 ]; then head -c "$1"; else dd bs=1 count="$1" 2>/dev/null; fi; }
 bk=0; cm=$(umask); nk=0
