@@ -430,6 +430,15 @@ mod tests {
     /// Runs one fix wave writing `files` (path, content, managed symlinked parents) with
     /// `shell`, and returns each item's `X` record (rc, message).
     fn wave(shell: &str, files: &[(String, &str, Vec<String>)]) -> Vec<(i32, String)> {
+        wave_with_path(shell, files, None)
+    }
+
+    /// [`wave`] with `$PATH` set to `path` for the script (to count the programs it starts).
+    fn wave_with_path(
+        shell: &str,
+        files: &[(String, &str, Vec<String>)],
+        path: Option<&str>,
+    ) -> Vec<(i32, String)> {
         let items: Vec<(Item, FileAttrs)> = files.iter().map(|(p, _, _)| file_item(p)).collect();
         let locals: Vec<Local> = files
             .iter()
@@ -460,7 +469,11 @@ mod tests {
         let mut script = Script::fix();
         items[0].1.fix_wave(&fixing, &mut script);
         let cmd = script.into_command();
-        let mut child = std::process::Command::new(shell)
+        let mut command = std::process::Command::new(shell);
+        if let Some(p) = path {
+            command.env("PATH", p);
+        }
+        let mut child = command
             .arg("-c")
             .arg(&cmd.script)
             .stdin(std::process::Stdio::piped())
@@ -486,6 +499,68 @@ mod tests {
                     .unwrap_or_else(|| panic!("{shell}: no X record for {i}: {recs:?}"))
             })
             .collect()
+    }
+
+    /// A first apply of 20,000 files took ~485 s: every file was read from stdin by a `head`
+    /// of its own and fsynced on its own. Now a directory's files arrive as one tar archive:
+    /// 600 files in one directory start `head` once per batch (plus the GNU check), not 600
+    /// times, and all arrive intact.
+    #[test]
+    fn uploading_many_files_starts_no_process_per_file_in_dash_and_bash() {
+        for shell in ["dash", "bash"] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let d = dir.path().to_str().expect("utf-8").to_string();
+            // A `head` that counts its calls, then runs the real one.
+            let bin = dir.path().join("bin");
+            std::fs::create_dir(&bin).expect("mkdir");
+            let real = String::from_utf8(
+                std::process::Command::new("sh")
+                    .args(["-c", "command -v head"])
+                    .output()
+                    .expect("sh")
+                    .stdout,
+            )
+            .expect("utf-8");
+            let counter = dir.path().join("calls");
+            let shim = bin.join("head");
+            std::fs::write(
+                &shim,
+                format!(
+                    "#!/bin/sh\necho x >> {}\nexec {} \"$@\"\n",
+                    quote(counter.to_str().expect("utf-8")),
+                    quote(real.trim())
+                ),
+            )
+            .expect("shim");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            let path = format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            );
+            std::fs::create_dir(dir.path().join("out")).expect("mkdir");
+            let contents: Vec<String> = (0..600).map(|i| format!("file {i}\n")).collect();
+            let files: Vec<(String, &str, Vec<String>)> = contents
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("{d}/out/f{i}"), c.as_str(), vec![]))
+                .collect();
+            let got = wave_with_path(shell, &files, Some(&path));
+            assert!(
+                got.iter().all(|r| *r == (0, String::new())),
+                "{shell}: {got:?}"
+            );
+            for (i, c) in contents.iter().enumerate() {
+                let p = dir.path().join(format!("out/f{i}"));
+                assert_eq!(&std::fs::read_to_string(&p).expect("read"), c, "{shell}");
+            }
+            let calls = std::fs::read_to_string(&counter)
+                .unwrap_or_default()
+                .lines()
+                .count();
+            assert!(calls <= 4, "{shell}: head ran {calls} times for 600 files");
+        }
     }
 
     /// A 256-byte name used to fail its whole wave with "upload interrupted" on every apply;
