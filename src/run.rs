@@ -274,8 +274,12 @@ fn execute(
     {
         return NodeOutcome::Failed(reason);
     }
-    if let Err(e) = t.connect() {
-        return NodeOutcome::Unreachable(connect_reason(e));
+    // Only ssh's own refusal means the node is unreachable; running out of descriptors or
+    // processes here is this machine's problem and says so.
+    match t.connect() {
+        Err(TransportError::Connect { reason, .. }) => return NodeOutcome::Unreachable(reason),
+        Err(e) => return NodeOutcome::Failed(e.reason()),
+        Ok(()) => {}
     }
     let cmd = Command {
         script: plan.command.to_string(),
@@ -293,13 +297,6 @@ fn execute(
         },
         Err(TransportError::Connect { reason, .. }) => NodeOutcome::Unreachable(reason),
         Err(e) => NodeOutcome::Failed(e.reason()),
-    }
-}
-
-fn connect_reason(e: TransportError) -> String {
-    match e {
-        TransportError::Connect { reason, .. } => reason,
-        other => other.reason(),
     }
 }
 
