@@ -37,6 +37,40 @@ impl Location {
     }
 }
 
+/// Where each line of one text starts, so a file with 100,000 items maps every key to its
+/// line and column in O(log n) instead of rescanning the text from the start each time.
+#[derive(Debug, Clone)]
+pub struct LineIndex {
+    starts: Vec<usize>,
+    len: usize,
+}
+
+impl LineIndex {
+    /// Indexes the line starts of `text` once.
+    pub fn new(text: &str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex {
+            starts,
+            len: text.len(),
+        }
+    }
+
+    /// The same 1-based line and column as [`Location::from_offset`] gives for this text.
+    pub fn location(&self, path: &Path, offset: usize) -> Location {
+        let offset = offset.min(self.len);
+        // Lines starting at or before the offset; the first always does.
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        let column = offset - self.starts[line - 1] + 1;
+        Location {
+            file: path.to_path_buf(),
+            line,
+            column,
+        }
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Shown relative to the current directory when inside it, as compilers do, so
@@ -163,6 +197,20 @@ pub fn dedup_sorted(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_index_agrees_with_from_offset_at_every_offset() {
+        let text = "a = 1\n\n[files.\"/x\"]\nmode = \"0644\"\nno newline at end";
+        let index = LineIndex::new(text);
+        let path = Path::new("items.toml");
+        for offset in 0..=text.len() + 3 {
+            assert_eq!(
+                index.location(path, offset),
+                Location::from_offset(path, text, offset),
+                "offset {offset}"
+            );
+        }
+    }
 
     #[test]
     fn locations_inside_the_current_directory_are_shown_relative() {

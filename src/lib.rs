@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod hooks;
 pub mod interrupt;
 pub mod items;
+pub mod limits;
 pub mod lock;
 pub mod mask;
 pub mod node_shell;

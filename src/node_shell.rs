@@ -22,6 +22,10 @@ use crate::shell::quote;
 /// for an hour (a younger one may belong to an apply of another node name on the same machine
 /// that is writing it right now). Both cost no process unless there is something to report.
 ///
+/// Records go out in as few writes as possible (one `printf` per record where the fields are
+/// known), and `cza` turns a batch's stat and sha256sum lines into `Q` records with one `awk`
+/// (dash's `read` costs a system call per byte); without awk, `czl` reads them in the shell.
+///
 /// Path probes (`pf`, `pd`, `ps`) cost no process each: they classify the path with test
 /// builtins, print the `P` record at once and register the path (`cg`). `cz` then reads the
 /// stat of every registered path with ONE `stat` and the sha256 of every regular file with ONE
@@ -35,6 +39,7 @@ f() { printf '%s:%s,' "${#1}" "$1"; }
 fc() { n=$(wc -c < "$1" | tr -d ' ') && printf '%s:' "$n" && cat -- "$1" && printf ','; }
 cn=0; cT=; cN='
 '
+aw=0; command -v awk >/dev/null 2>&1 && aw=1
 trap '[ -z "$cT" ] || rm -rf -- "$cT"' EXIT
 ctmp() { [ -n "$cT" ] || cT=$(mktemp -d 2>/dev/null) || cT=; [ -n "$cT" ]; }
 ty() {
@@ -49,21 +54,45 @@ cs1() { stat -c '%a/%u/%g/%U/%G/%s' -- "$1" 2>/dev/null; }
 czl() {
   j=1; while [ $j -le $cn ]; do
     eval "i=\$ci$j p=\$cp$j h=\$ch$j lm=\$cl$j k=\$cf$j"
-    f Q; f "$i"
     if [ $sr = 0 ]; then IFS= read -r s <&3 || s=; else s=$(cs1 "$p") || s=; fi
-    [ -z "$s" ] || { f stat; f "$s"; }
+    r="1:Q,${#i}:$i,"
+    [ -z "$s" ] || r="${r}4:stat,${#s}:$s,"
     if [ "$k" = 1 ]; then
       if [ $hr = 0 ]; then IFS= read -r v <&4 || v=; v=${v#\\}
       else v=$(sha256sum 2>/dev/null < "$p") || v=; fi
       v=${v%% *}
       if [ -n "$v" ]; then
-        f sha256; f "$v"
-        if [ "$lm" -gt 0 ] && [ "$v" != "$h" ] && [ -n "$s" ] && [ "${s##*/}" -le "$lm" ]; then f content; fc "$p"; fi
+        r="${r}6:sha256,${#v}:$v,"
+        if [ "$lm" -gt 0 ] && [ "$v" != "$h" ] && [ -n "$s" ] && [ "${s##*/}" -le "$lm" ]; then printf '%s7:content,' "$r"; r=; fc "$p"; fi
       fi
     fi
-    f ''
+    printf '%s0:,' "$r"
     j=$((j+1))
   done
+}
+cza() {
+  j=1; while [ $j -le $cn ]; do
+    eval "printf '%s %s %s %s\n' \"\$ci$j\" \"\${cf$j:-0}\" \"\${cl$j:-0}\" \"\${ch$j:--}\""
+    j=$((j+1))
+  done > "$cT/l"
+  awk -v S="$cT/s" -v H="$cT/h" -v C="$cT/c" '
+    { s = ""; if ((getline s < S) <= 0) s = ""
+      r = "1:Q," length($1) ":" $1 ","
+      if (s != "") r = r "4:stat," length(s) ":" s ","
+      if ($2 == 1) {
+        v = ""; if ((getline v < H) <= 0) v = ""
+        sub(/^\\/, "", v); sub(/ .*/, "", v)
+        if (v != "") {
+          r = r "6:sha256," length(v) ":" v ","
+          n = s; sub(/.*\//, "", n)
+          if ($3 + 0 > 0 && v != $4 && s != "" && n + 0 <= $3 + 0) print NR > C
+        }
+      }
+      printf "%s0:,", r }' "$cT/l"
+  if [ -s "$cT/c" ]; then
+    while IFS= read -r j; do eval "i=\$ci$j p=\$cp$j"; f Q; f "$i"; f content; fc "$p"; f ''; done < "$cT/c"
+    true > "$cT/c"
+  fi
 }
 cz() {
   [ $cn -gt 0 ] || return 0
@@ -83,7 +112,8 @@ cz() {
     if [ $# = 0 ]; then true > "$cT/h" && hr=0
     else sha256sum -- "$@" > "$cT/h" 2>/dev/null && hr=0; fi
   fi
-  if [ $sr = 0 ] || [ $hr = 0 ]; then
+  if [ $sr = 0 ] && [ $hr = 0 ] && [ $aw = 1 ]; then cza
+  elif [ $sr = 0 ] || [ $hr = 0 ]; then
     if [ $sr = 1 ]; then true > "$cT/s"; fi
     if [ $hr = 1 ]; then true > "$cT/h"; fi
     czl 3< "$cT/s" 4< "$cT/h"
@@ -124,17 +154,16 @@ st() {
   done
 }
 pf() {
-  f P; f "$1"
+  printf '1:P,%s:%s,' "${#1}" "$1"
   a1=$1 a2=$2 a3=$3 a4=$4 a5=$5; shift 5
-  if ! wl "$a2" "$@"; then f unsafe; f "$wlr"
+  if ! wl "$a2" "$@"; then f unsafe; f "$wlr"; f ''
   else
     [ "$a5" = 0 ] || { a6=${a2%/*}; st "$a5" "${a6:-/}"; }
     if ty "$a2"; then
-      f type; f "$t"
+      printf '4:type,%s:%s,0:,' "${#t}" "$t"
       if [ "$t" = file ]; then cg "$a1" "$a2" "$a3" "$a4"; else cg "$a1" "$a2"; fi
-    fi
+    else f ''; fi
   fi
-  f ''
 }
 pe() { f extra; f "$2"; }
 pd() {
@@ -157,19 +186,21 @@ ps() {
 
 /// Extra helpers for fix scripts: exact-length reads from stdin and atomic file writes.
 ///
-/// A wave's uploads cost one `head` per file and a constant number of processes per target
-/// directory: `wf` stages each file in a private directory beside its target that `mktemp -d`
-/// makes fresh (0700, never one that already exists: a planted one would let its owner read
-/// or swap what is staged), under umask 077 so nothing staged is readable by anyone else, and
-/// refuses a target behind a symlinked parent the repo does not manage (`wl`). Then `wv`
+/// A batch of uploads costs a constant number of processes per target directory, none per
+/// file: `wf` registers each file and prepares a private staging directory beside its target
+/// that `mktemp -d` makes fresh (0700, never one that already exists: a planted one would let
+/// its owner read or swap what is staged), creating the empty staged file under umask 077 so a
+/// bad name fails that file only, and refuses a target behind a symlinked parent the repo does
+/// not manage (`wl`). `wt` then unpacks the directory's files from one tar archive read from
+/// stdin (exactly its length, with `head -c`; `tar -o -m`, mode 0600, under umask 077). `wv`
 /// checks every upload with one `sha256sum`, `wm`/`wo` chmod/chown per distinct mode/owner
 /// (still inside the private directory, so the final mode is set before the file appears),
-/// `wy` fsyncs them with one `sync`, and `wr` renames them into place with one `mv` per
-/// directory (each rename atomic) and removes the staging directory. Every file gets exactly
-/// one `X` record; a problem of one file (a name too long, an unwritable directory) fails that
-/// file only, and a batch command that fails is retried file by file so the failure lands on
-/// the right item. Staging directories still there when the script is stopped by a signal are
-/// removed on exit; after SIGKILL the next probe finds them (`st`).
+/// `wy` flushes each staging directory's file system with one `sync -f` (syncfs; plain `sync`
+/// where `-f` is missing), and `wr` renames them into place with one `mv` per directory (each
+/// rename atomic) and removes the staging directory. Every file gets exactly one `X` record; a
+/// batch command that fails is retried file by file so the failure lands on the right item.
+/// Staging directories still there when the script is stopped by a signal are removed on exit;
+/// after SIGKILL the next probe finds them (`st`).
 const FIX_PRELUDE: &str = r#"g=0; head --version 2>/dev/null | grep -q GNU && g=1
 take() { if [ $g = 1 ]; then head -c "$1"; else dd bs=1 count="$1" 2>/dev/null; fi; }
 bk=0; cm=$(umask); nk=0
@@ -179,12 +210,11 @@ wz() { while [ $nk -gt 0 ]; do eval "s=\$sd$nk"; case $s in /*) rm -rf -- "$s";;
 wx() { eval "s=\$cs$1"; [ -z "$s" ] || rm -f -- "$s"; eval "cs$1="; f X; f "$1"; f "${3:-1}"; f "$2"; }
 wf() { umask 077; wf_ "$@"; umask "$cm"; }
 wf_() {
-  i=$1 p=$2 n=$3 x=$4 k=$5; shift 5
-  eval "cs$i= cl$i=$#"
-  if [ $bk = 1 ]; then take "$n" >/dev/null 2>&1; wx "$i" "not written: an earlier upload in this batch failed"; return; fi
+  i=$1 p=$2 x=$3 k=$4; shift 4
+  eval "cs$i= cl$i=$# ck$i=$k"
   d=${p%/*}; d=${d:-/}
-  if ! wl "$p" "$@"; then take "$n" >/dev/null; wx "$i" "$wlr"; return; fi
-  [ -d "$d" ] || { take "$n" >/dev/null; wx "$i" "parent directory $d does not exist (manage it with a directory item, or create it)"; return; }
+  if ! wl "$p" "$@"; then wx "$i" "$wlr"; return; fi
+  [ -d "$d" ] || { wx "$i" "parent directory $d does not exist (manage it with a directory item, or create it)"; return; }
   [ $k -le $nk ] || nk=$k
   eval "s=\$sd$k"
   if [ -z "$s" ]; then
@@ -192,14 +222,25 @@ wf_() {
     else eval "sd$k=- se$k=\$s"; s=-; fi
   fi
   if [ "$s" = - ]; then
-    take "$n" >/dev/null; eval "e=\$se$k"; wx "$i" "cannot create a private staging directory in $d: $e"; return
+    eval "e=\$se$k"; wx "$i" "cannot create a private staging directory in $d: $e"; return
   fi
   w=$s/${p##*/}
   if ! { true > "$w"; } 2>/dev/null; then
-    e=$( { true > "$w"; } 2>&1 ); take "$n" >/dev/null; wx "$i" "cannot create the file: ${e:-error}"; return
+    e=$( { true > "$w"; } 2>&1 ); wx "$i" "cannot create the file: ${e:-error}"; return
   fi
-  e=$(take "$n" 2>&1 > "$w") || { rm -f -- "$w"; bk=1; wx "$i" "upload interrupted${e:+: $e}" 3; return; }
   eval "cs$i=\$w cq$i=\$p cx$i=\$x"
+}
+wt() {
+  k=$1 n=$2; shift 2; eval "s=\$sd$k"
+  case $s in /*) ;; *) take "$n" >/dev/null 2>&1; return 0;; esac
+  if [ $bk = 1 ]; then
+    take "$n" >/dev/null 2>&1
+    for i do eval "w=\$cs$i"; [ -z "$w" ] || wx "$i" "not written: an earlier upload in this batch failed"; done
+    return 0
+  fi
+  umask 077
+  e=$(take "$n" | { tar -x -m -o -f - -C "$s" 2>&1 >/dev/null; cat >/dev/null; })
+  umask "$cm"; eval "te$k=\$e"
 }
 wv() {
   ids=$*; n0=$#; hr=1; nl=0
@@ -216,7 +257,7 @@ wvl() {
     eval "s=\$cs$i h=\$cx$i"; [ -n "$s" ] || continue
     if [ $hr = 0 ]; then IFS= read -r v <&3 || v=; v=${v#\\}
     else v=$(sha256sum 2>/dev/null < "$s") || v=; fi
-    [ "${v%% *}" = "$h" ] || { bk=1; wx "$i" "upload incomplete (checksum mismatch)" 3; }
+    [ "${v%% *}" = "$h" ] || { bk=1; eval "tk=\$ck$i"; eval "te=\$te$tk"; wx "$i" "upload incomplete (checksum mismatch)${te:+: $te}" 3; }
   done
 }
 wc_() {
@@ -237,10 +278,13 @@ wm() {
 }
 wo() { wc_ chown "$@"; }
 wy() {
-  n0=$#
-  for i do eval "s=\$cs$i"; [ -z "$s" ] || set -- "$@" "$s"; done
+  n0=$#; ld=
+  for i do
+    eval "s=\$cs$i"; [ -n "$s" ] && [ "${s%/*}" != "$ld" ] || continue
+    ld=${s%/*}; set -- "$@" "$s"
+  done
   shift $n0
-  [ $# = 0 ] || sync "$@" 2>/dev/null || sync
+  [ $# = 0 ] || sync -f "$@" 2>/dev/null || sync
 }
 wr() {
   k=$1; shift; ids=$*; n0=$#; d=
@@ -253,11 +297,13 @@ wr() {
   shift $n0; e=
   [ $# = 0 ] || e=$(mv -f -- "$@" "$d/" 2>&1)
   for i in $ids; do
-    eval "s=\$cs$i"; [ -n "$s" ] || continue
-    if [ -e "$s" ] || [ -L "$s" ]; then wx "$i" "${e:-could not rename the new file into place}"
-    else eval "cs$i="; f X; f "$i"; f 0; f ''; fi
+    eval "s=\$cs$i"
+    if [ -z "$s" ]; then :
+    elif [ -e "$s" ] || [ -L "$s" ]; then wx "$i" "${e:-could not rename the new file into place}"
+    else f X; f "$i"; f 0; f ''; fi
+    unset "cs$i" "cq$i" "cx$i" "cl$i" "ck$i"
   done
-  eval "s=\$sd$k"; case $s in /*) rm -rf -- "$s";; esac; eval "sd$k=-"
+  eval "s=\$sd$k"; case $s in /*) rm -rf -- "$s";; esac; eval "sd$k= se$k= te$k="
 }
 rmu() { rm -rf -- "$1"; }
 "#;
@@ -275,7 +321,7 @@ pub struct Script {
 
 /// Path probes per `cz`: bounds the argument list of `stat`/`sha256sum` (ARG_MAX) and the
 /// quadratic cost of growing `"$@"` in the shell.
-const BATCH: usize = 512;
+const BATCH: usize = 256;
 
 impl Script {
     /// A script that can probe items.

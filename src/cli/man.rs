@@ -670,7 +670,8 @@ mod tests {
     use super::*;
 
     /// Variables read only by cinch's own tests, not by the binary.
-    const TEST_ONLY: &[&str] = &["CINCH_BLESS", "CINCH_UPDATE_MAN"];
+    // PATH: read by a unit test that puts a counting `head` first on it.
+    const TEST_ONLY: &[&str] = &["CINCH_BLESS", "CINCH_UPDATE_MAN", "PATH"];
 
     fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
         for entry in std::fs::read_dir(dir).expect("read src/") {

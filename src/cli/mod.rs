@@ -545,6 +545,8 @@ pub fn main() -> ExitCode {
         verbose: cli.verbose,
         color: cli.color.into(),
     }));
+    // Large -p needs descriptors; the hard limit is ours to use.
+    crate::limits::raise_open_files();
     let ctx = Settings {
         console: console.clone(),
         repo_path: cli.repo.clone(),

@@ -192,7 +192,11 @@ fn run(
             )));
         }
     }
-    let node_workers = select.node_workers.resolve(repo.settings.node_workers);
+    let node_workers = crate::limits::cap_node_workers(
+        select.node_workers.resolve(repo.settings.node_workers),
+        nodes.len(),
+        &ctx.console,
+    );
     let item_workers = select.item_workers.resolve(repo.settings.item_workers);
     // Hooks load (and their top level runs) once, before anything else, so a broken hook is
     // reported together with every other repo problem. verify fires only node_ssh_connect

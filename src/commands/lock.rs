@@ -54,7 +54,9 @@ pub fn cmd_lock(ctx: &Settings, cmd: &LockAction) -> Result<u8> {
         _ => None,
     };
 
-    let fleet = Fleet::new(&bus, connect, repo.settings.node_workers);
+    let workers =
+        crate::limits::cap_node_workers(repo.settings.node_workers, nodes.len(), &ctx.console);
+    let fleet = Fleet::new(&bus, connect, workers);
     let outcomes = fleet.map(&nodes, |node| {
         let transport = match fleet.open(node) {
             Ok(t) => t,

@@ -37,11 +37,12 @@ pub fn cmd_run(ctx: &Settings, args: &RunSettings) -> Result<u8> {
         timeout: args.timeout,
         rollout: &args.rollout,
     };
-    let fleet = Fleet::new(
-        &bus,
-        ctx.connect_options(&repo),
+    let workers = crate::limits::cap_node_workers(
         args.node_workers.resolve(repo.settings.node_workers),
+        nodes.len(),
+        &ctx.console,
     );
+    let fleet = Fleet::new(&bus, ctx.connect_options(&repo), workers);
     Ok(run_on(&ctx.console, &fleet, &nodes, &plan))
 }
 
@@ -295,8 +296,12 @@ fn execute(
         Err(NotContacted::Dummy) => return NodeOutcome::Skipped("dummy node".into()),
         Err(NotContacted::Refused(reason)) => return NodeOutcome::Failed(reason),
     };
-    if let Err(e) = t.connect() {
-        return NodeOutcome::Unreachable(connect_reason(e));
+    // Only ssh's own refusal means the node is unreachable; running out of descriptors or
+    // processes here is this machine's problem and says so.
+    match t.connect() {
+        Err(TransportError::Connect { reason, .. }) => return NodeOutcome::Unreachable(reason),
+        Err(e) => return NodeOutcome::Failed(e.reason()),
+        Ok(()) => {}
     }
     let cmd = Command {
         script: plan.command.to_string(),
@@ -314,13 +319,6 @@ fn execute(
         },
         Err(TransportError::Connect { reason, .. }) => NodeOutcome::Unreachable(reason),
         Err(e) => NodeOutcome::Failed(e.reason()),
-    }
-}
-
-fn connect_reason(e: TransportError) -> String {
-    match e {
-        TransportError::Connect { reason, .. } => reason,
-        other => other.reason(),
     }
 }
 

@@ -29,6 +29,41 @@ pub struct SshSettings {
     pub known_hosts_file: Option<PathBuf>,
     /// Seconds before a connection attempt gives up.
     pub connect_timeout: Option<u64>,
+    /// Passed to ssh as `-o KexAlgorithms=`: a cheaper key exchange for large fleets.
+    pub kex_algorithms: Option<String>,
+    /// Seconds an idle master stays up for the next invocation (`ControlPersist`); `None`
+    /// closes it when cinch ends.
+    pub persist: Option<u64>,
+}
+
+/// `KexAlgorithms` as ssh_config writes it: names, commas and the `+`/`-`/`^` prefixes only,
+/// so the value can never smuggle another option into ssh's command line.
+fn valid_kex(value: &str) -> bool {
+    let names = value.strip_prefix(['+', '-', '^']).unwrap_or(value);
+    !names.is_empty()
+        && names.split(',').all(|n| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '@'))
+        })
+}
+
+/// ControlPersist time (`600`, `10m`, `1h`, `30s`) in seconds, within 1 s and one week.
+pub fn parse_persist(value: &str) -> Option<u64> {
+    let (digits, unit) = match value.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&value[..i], c),
+        _ => (value, 's'),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let secs = n.checked_mul(match unit.to_ascii_lowercase() {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        'w' => 604_800,
+        _ => return None,
+    })?;
+    (1..=604_800).contains(&secs).then_some(secs)
 }
 
 impl Default for Settings {
@@ -88,7 +123,13 @@ impl Settings {
                 what: "[ssh]".into(),
             };
             f.check_keys(
-                &["config_file", "known_hosts_file", "connect_timeout"],
+                &[
+                    "config_file",
+                    "known_hosts_file",
+                    "connect_timeout",
+                    "kex_algorithms",
+                    "persist",
+                ],
                 diags,
             );
             let mut file_setting = |key: &str| {
@@ -123,6 +164,33 @@ impl Settings {
             settings.ssh.connect_timeout = f
                 .integer("connect_timeout", 1..=3600, diags)
                 .map(|n| n as u64);
+            if let Some(kex) = f.string("kex_algorithms", diags) {
+                if valid_kex(&kex.value) {
+                    settings.ssh.kex_algorithms = Some(kex.value);
+                } else {
+                    diags.push(
+                        Diagnostic::at(
+                            kex.location,
+                            format!("[ssh] kex_algorithms `{}` is not a list of key exchange names", kex.value),
+                        )
+                        .with_hint("write names separated by commas, e.g. \"curve25519-sha256\" (see `ssh -Q kex`)"),
+                    );
+                }
+            }
+            if let Some(persist) = f.string("persist", diags) {
+                match parse_persist(&persist.value) {
+                    Some(secs) => settings.ssh.persist = Some(secs),
+                    None => diags.push(
+                        Diagnostic::at(
+                            persist.location,
+                            format!("[ssh] persist `{}` is not a time", persist.value),
+                        )
+                        .with_hint(
+                            "write seconds or a unit: \"600\", \"10m\", \"1h\" (at most a week)",
+                        ),
+                    ),
+                }
+            }
         }
         if let Some(section) = section(&file, "repo", diags) {
             let f = Fields {

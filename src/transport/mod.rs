@@ -128,6 +128,10 @@ pub struct ConnectOptions {
     pub known_hosts_file: Option<PathBuf>,
     /// `ConnectTimeout`; `None` leaves it to the ssh config.
     pub connect_timeout: Option<Duration>,
+    /// `KexAlgorithms`; `None` leaves it to the ssh config.
+    pub kex_algorithms: Option<String>,
+    /// `ControlPersist` seconds of a master kept for the next invocation; `None` closes it.
+    pub persist: Option<u64>,
     /// `--add-host-keys`: accept (and remember) unknown host keys; changed keys stay refused.
     pub add_host_keys: bool,
     /// Where control sockets live; default `/tmp/cinch-UID` (`$CINCH_SSH_CONTROL_DIR`
@@ -153,6 +157,8 @@ impl ConnectOptions {
             config_file: ssh.config_file.as_ref().map(abs),
             known_hosts_file: ssh.known_hosts_file.as_ref().map(abs),
             connect_timeout: ssh.connect_timeout.map(Duration::from_secs),
+            kex_algorithms: ssh.kex_algorithms.clone(),
+            persist: ssh.persist,
             add_host_keys,
             control_dir: std::env::var_os("CINCH_SSH_CONTROL_DIR")
                 .filter(|v| !v.is_empty())

@@ -29,6 +29,9 @@ pub const MAX_IN_FLIGHT: usize = 8;
 const KILL_SLOTS: usize = 2;
 /// A master left behind by a killed cinch exits after this long without clients.
 const CONTROL_PERSIST_SECS: usize = 60;
+/// Connection attempts after the first when sshd refuses under load (MaxStartups) or this
+/// machine is short of descriptors or processes; with [`backoff`] about 15 s in all.
+const CONNECT_RETRIES: u32 = 6;
 /// How often a running command checks its deadline and the interrupt counter.
 const TICK: Duration = Duration::from_millis(100);
 /// After asking the node to kill a command, how long we still wait for its end.
@@ -97,6 +100,9 @@ pub struct SshTransport {
     control_dir: Option<PathBuf>,
     become_: Option<String>,
     conn: tokio::sync::Mutex<Conn>,
+    /// Set when cinch.toml asks for `kex_algorithms` or `persist`: cinch then starts the
+    /// master itself (openssh's builder cannot pass those options).
+    own: Option<OwnMaster>,
     slots: Semaphore,
     kill_slots: Arc<Semaphore>,
     stats: Mutex<Stats>,
@@ -129,9 +135,19 @@ impl SshTransport {
         if let Some(t) = opts.connect_timeout {
             b.connect_timeout(t);
         }
+        let own = (opts.kex_algorithms.is_some() || opts.persist.is_some()).then(|| OwnMaster {
+            kex_algorithms: opts.kex_algorithms.clone(),
+            persist: opts.persist,
+            user: node.username.clone(),
+            port: node.port,
+            config_file: opts.config_file.clone(),
+            known_hosts_file: opts.known_hosts_file.clone(),
+            connect_timeout: opts.connect_timeout,
+        });
         SshTransport {
             node: node.name.clone(),
             destination: node.hostname.clone(),
+            own,
             builder: b,
             add_host_keys: opts.add_host_keys,
             control_dir: opts.control_dir.clone(),
@@ -168,19 +184,47 @@ impl SshTransport {
             Conn::Idle => {}
         }
         let dir = control_dir(self.control_dir.as_deref()).map_err(|r| self.connect_error(r))?;
-        let mut b = self.builder.clone();
-        b.control_directory(&dir);
-        match b.connect_mux(&self.destination).await {
-            Ok(s) => {
-                let s = Arc::new(s);
-                *conn = Conn::Up(s.clone());
-                Ok(s)
+        let mut attempt = 0;
+        loop {
+            let result = match &self.own {
+                Some(own) => {
+                    own.connect(&dir, &self.destination, self.add_host_keys)
+                        .await
+                }
+                None => {
+                    let mut b = self.builder.clone();
+                    b.control_directory(&dir);
+                    b.connect_mux(&self.destination)
+                        .await
+                        .map_err(|e| Refusal::of(&e, self.add_host_keys))
+                }
+            };
+            let refusal = match result {
+                Ok(s) => {
+                    let s = Arc::new(s);
+                    *conn = Conn::Up(s.clone());
+                    return Ok(s);
+                }
+                Err(r) => r,
+            };
+            let retry = refusal.busy() || refusal.local().is_some();
+            if retry && attempt < CONNECT_RETRIES && !crate::interrupt::requested() {
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+                continue;
             }
-            Err(e) => {
-                let reason = connect_reason(&e, self.add_host_keys);
-                *conn = Conn::Failed(reason.clone());
-                Err(self.connect_error(reason))
+            // Out of descriptors or processes here: this machine's problem, not the node's.
+            if let Some(source) = refusal.local() {
+                let e = TransportError::Io {
+                    node: self.node.clone(),
+                    context: "connecting (a resource limit on this machine, not the node)".into(),
+                    source,
+                };
+                *conn = Conn::Failed(e.reason());
+                return Err(e);
             }
+            *conn = Conn::Failed(refusal.reason.clone());
+            return Err(self.connect_error(refusal.reason));
         }
     }
 
@@ -344,6 +388,23 @@ impl SshTransport {
     }
 }
 
+impl Drop for SshTransport {
+    /// A master cinch started itself is not ended by openssh when its session drops: end it
+    /// here on error paths too (a persistent one is meant to stay).
+    fn drop(&mut self) {
+        if self.own.as_ref().is_none_or(|o| o.persist.is_some()) {
+            return;
+        }
+        if let Conn::Up(session) = std::mem::replace(self.conn.get_mut(), Conn::Closed) {
+            let ctl = session.control_socket().to_path_buf();
+            let _ = openssh_mux_client::shutdown_mux_master(&ctl);
+            if let Some(dir) = ctl.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
 impl Transport for SshTransport {
     fn node(&self) -> &str {
         &self.node
@@ -368,6 +429,10 @@ impl Transport for SshTransport {
             let Conn::Up(session) = std::mem::replace(&mut *conn, Conn::Closed) else {
                 return Ok(());
             };
+            // `[ssh] persist`: the master stays for the next invocation (ControlPersist).
+            if self.own.as_ref().is_some_and(|o| o.persist.is_some()) {
+                return Ok(());
+            }
             let ctl = session.control_socket().to_path_buf();
             let pid = master_pid(&ctl).await;
             // A kill still in flight may hold a reference for a moment.
@@ -463,6 +528,203 @@ impl PgidFilter {
             self.pending.clear();
         }
         self.done = true;
+    }
+}
+
+/// Wait before connection attempt `attempt + 1`: doubling from 250 ms up to 4 s, with
+/// jitter so hundreds of refused nodes do not come back in step.
+fn backoff(attempt: u32) -> Duration {
+    let base = 250u64.saturating_mul(1 << attempt.min(4));
+    Duration::from_millis(base + fastrand::u64(0..=base / 2))
+}
+
+/// A failed connection attempt: what ssh said, and the error for telling local resource
+/// exhaustion and a busy sshd apart from a node that is really unreachable.
+#[derive(Debug)]
+struct Refusal {
+    reason: String,
+    /// The OS error of a local failure (starting ssh, opening its socket), when there was one.
+    errno: Option<i32>,
+}
+
+impl Refusal {
+    fn of(e: &openssh::Error, add_host_keys: bool) -> Self {
+        let mut errno = None;
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = cur {
+            if let Some(io) = err.downcast_ref::<std::io::Error>()
+                && let Some(n) = io.raw_os_error()
+            {
+                errno = Some(n);
+            }
+            cur = err.source();
+        }
+        Refusal {
+            reason: connect_reason(e, add_host_keys),
+            errno,
+        }
+    }
+
+    /// sshd dropped the connection before the key exchange: MaxStartups under load (or
+    /// MaxSessions), which passes.
+    fn busy(&self) -> bool {
+        is_busy_refusal(&self.reason)
+    }
+
+    /// The local resource error (EMFILE, ENFILE, EAGAIN, ENOMEM) behind this failure.
+    fn local(&self) -> Option<std::io::Error> {
+        const LOCAL: [i32; 4] = [libc::EMFILE, libc::ENFILE, libc::EAGAIN, libc::ENOMEM];
+        if let Some(n) = self.errno.filter(|n| LOCAL.contains(n)) {
+            return Some(std::io::Error::from_raw_os_error(n));
+        }
+        // ssh itself ran out: it says so in its log.
+        LOCAL
+            .iter()
+            .map(|&n| std::io::Error::from_raw_os_error(n))
+            .find(|e| {
+                let text = e.to_string();
+                let text = text.split(" (os error").next().unwrap_or_default();
+                self.reason.contains(text)
+            })
+    }
+}
+
+/// Whether ssh's words mean sshd refused a new connection under load rather than the node
+/// being down or refusing us: `kex_exchange_identification: read: Connection reset by peer`,
+/// `kex_exchange_identification: Connection closed by remote host`, `Connection closed by
+/// 127.0.0.1 port 22` before any authentication.
+pub fn is_busy_refusal(reason: &str) -> bool {
+    reason.contains("kex_exchange_identification")
+        || (reason.contains("Connection closed by")
+            && !reason.contains("Permission denied")
+            && !reason.contains("Authentication"))
+}
+
+/// A master cinch starts itself, for settings openssh's builder cannot pass: a key exchange
+/// (`-o KexAlgorithms=`) and a master that outlives the invocation (`ControlPersist`). The
+/// user's ssh_config still applies to everything else.
+#[derive(Debug, Clone)]
+struct OwnMaster {
+    kex_algorithms: Option<String>,
+    persist: Option<u64>,
+    user: Option<String>,
+    port: Option<u16>,
+    config_file: Option<PathBuf>,
+    known_hosts_file: Option<PathBuf>,
+    connect_timeout: Option<Duration>,
+}
+
+impl OwnMaster {
+    /// A persistent master's socket: the same for the same destination and options, so the
+    /// next invocation finds it; a fresh private directory otherwise.
+    fn socket(&self, dir: &Path, destination: &str) -> PathBuf {
+        if self.persist.is_some() {
+            let key = format!(
+                "{destination}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}",
+                self.user,
+                self.port,
+                self.config_file,
+                self.known_hosts_file,
+                self.kex_algorithms,
+                self.persist
+            );
+            let hash = crate::diff::sha256_hex(key.as_bytes());
+            dir.join(format!("p-{}", &hash[..20]))
+        } else {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            dir.join(format!("k-{}-{n}", std::process::id()))
+        }
+    }
+
+    /// Reuses a live persistent master, or starts one (`ssh -M -f -N`) and attaches to it.
+    async fn connect(
+        &self,
+        dir: &Path,
+        destination: &str,
+        add_host_keys: bool,
+    ) -> Result<Session, Refusal> {
+        let local = |e: std::io::Error, what: &str| Refusal {
+            reason: format!("{what}: {e}"),
+            errno: e.raw_os_error(),
+        };
+        let home = self.socket(dir, destination);
+        let ctl = home.join("master");
+        let log = home.join("log");
+        if self.persist.is_some() && master_pid(&ctl).await.is_some() {
+            return Ok(Session::resume_mux(ctl.into_boxed_path(), None));
+        }
+        // A dead persistent master leaves its socket: start over in the same place.
+        let _ = std::fs::remove_dir_all(&home);
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&home)
+                .map_err(|e| local(e, "creating the control directory"))?;
+        }
+        let mut ssh = tokio::process::Command::new("ssh");
+        ssh.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .arg("-E")
+            .arg(&log)
+            .arg("-S")
+            .arg(&ctl)
+            .args(["-M", "-f", "-N", "-o", "BatchMode=yes"])
+            .arg("-o")
+            .arg(format!(
+                "ControlPersist={}",
+                self.persist.unwrap_or(CONTROL_PERSIST_SECS as u64)
+            ))
+            .arg("-o")
+            .arg(if add_host_keys {
+                "StrictHostKeyChecking=accept-new"
+            } else {
+                "StrictHostKeyChecking=yes"
+            });
+        if let Some(kex) = &self.kex_algorithms {
+            ssh.arg("-o").arg(format!("KexAlgorithms={kex}"));
+        }
+        if let Some(t) = self.connect_timeout {
+            ssh.arg("-o")
+                .arg(format!("ConnectTimeout={}", t.as_secs().max(1)));
+        }
+        if let Some(p) = self.port {
+            ssh.arg("-p").arg(p.to_string());
+        }
+        if let Some(u) = &self.user {
+            ssh.arg("-l").arg(u);
+        }
+        if let Some(f) = &self.config_file {
+            ssh.arg("-F").arg(f);
+        }
+        if let Some(f) = &self.known_hosts_file {
+            ssh.arg("-o")
+                .arg(format!("UserKnownHostsFile={}", f.display()));
+        }
+        // `--` keeps a hostname starting with `-` from being read as an option.
+        ssh.arg("--").arg(destination);
+        let status = ssh.status().await.map_err(|e| local(e, "starting ssh"))?;
+        if !status.success() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_dir_all(&home);
+            let mut reason = condense_ssh_log(&text);
+            if reason.is_empty() {
+                reason = "ssh failed without saying why".into();
+            }
+            if !add_host_keys && reason.contains("you have requested strict checking") {
+                reason.push_str(" (to accept an unknown host key once, use --add-host-keys)");
+            }
+            return Err(Refusal {
+                reason,
+                errno: None,
+            });
+        }
+        Ok(Session::resume_mux(
+            ctl.into_boxed_path(),
+            Some(log.into_boxed_path()),
+        ))
     }
 }
 

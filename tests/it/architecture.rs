@@ -40,6 +40,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("fanout", 0),
     ("error", 0),
     ("mask", 0),
+    ("limits", 0),
     ("shard", 0),
     ("repo", 1),
     ("transport", 2),

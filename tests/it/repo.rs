@@ -41,6 +41,28 @@ fn unknown_key_suggests_the_close_one() {
 }
 
 #[test]
+fn kex_algorithms_or_persist_that_ssh_would_misread_are_errors_with_file_and_line() {
+    base()
+        .file("nodes.toml", "[nodes.web1]\n")
+        .file(
+            "cinch.toml",
+            "[ssh]\nkex_algorithms = \"curve25519-sha256 -oProxyCommand=x\"\npersist = \"10 minutes\"\n",
+        )
+        .cinch(&["nodes"])
+        .expect_code(2)
+        .stderr_has("cinch.toml:2:18: [ssh] kex_algorithms `curve25519-sha256 -oProxyCommand=x` is not a list")
+        .stderr_has("cinch.toml:3:11: [ssh] persist `10 minutes` is not a time");
+    base()
+        .file("nodes.toml", "[nodes.web1]\n")
+        .file(
+            "cinch.toml",
+            "[ssh]\nkex_algorithms = \"+curve25519-sha256,curve25519-sha256@libssh.org\"\npersist = \"10m\"\n",
+        )
+        .cinch(&["nodes"])
+        .expect_code(0);
+}
+
+#[test]
 fn unknown_key_in_group_and_settings() {
     base()
         .file("nodes.toml", "[nodes.web1]\n")

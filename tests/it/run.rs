@@ -681,3 +681,33 @@ fn completions_are_listed_in_help() {
         .expect_code(0)
         .stdout_has("_cinch()");
 }
+
+/// `-p 1000` under the common open-files limit of 1,024 failed a quarter of the nodes with
+/// "unreachable: Too many open files": cinch never raised its limit nor capped `-p`. Now
+/// nodes in flight are capped to what the (hard) limit allows, said once, and all succeed.
+#[test]
+fn more_node_workers_than_open_files_allow_are_capped_not_failed_as_unreachable() {
+    let nodes: String = (1..=60)
+        .map(|i| format!("[nodes.l{i}]\ntransport = \"local\"\n"))
+        .collect();
+    let repo = TestRepo::new().file("nodes.toml", &nodes);
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -n 128 && exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_cinch"))
+        .arg("-r")
+        .arg(repo.path())
+        .args(["run", "-p", "200", "all", "sleep 0.1; echo ok-$((40+2))"])
+        .env_remove("CINCH_REPO")
+        .env("NO_COLOR", "1");
+    let r = crate::harness::run(cmd).expect_code(0);
+    assert_eq!(r.stdout.matches("| ok-42").count(), 60, "{}", r.stdout);
+    assert_eq!(
+        r.stderr.matches("nodes at once instead of").count(),
+        1,
+        "said once: {}",
+        r.stderr
+    );
+    assert!(!r.stdout.contains("unreachable"), "{}", r.stdout);
+}

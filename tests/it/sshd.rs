@@ -71,6 +71,12 @@ fn current_user() -> String {
 impl Sshd {
     /// Starts an sshd with `nodes` aliases. Panics (never skips) when sshd is missing.
     pub fn start(nodes: usize) -> Sshd {
+        Self::start_with(nodes, "")
+    }
+
+    /// Like [`Sshd::start`] with `extra` lines first in sshd_config (the first value of an
+    /// option wins there), e.g. a tight `MaxStartups`.
+    pub fn start_with(nodes: usize, extra: &str) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: install openssh-server (apt-get install -y openssh-server)"
@@ -79,14 +85,14 @@ impl Sshd {
         let _ = std::fs::create_dir_all("/run/sshd");
         // A port can be taken between probing and binding by a parallel test: retry.
         for _attempt in 0..8 {
-            if let Some(sshd) = Self::try_start(nodes) {
+            if let Some(sshd) = Self::try_start(nodes, extra) {
                 return sshd;
             }
         }
         panic!("sshd could not bind a free port in 8 attempts");
     }
 
-    fn try_start(nodes: usize) -> Option<Sshd> {
+    fn try_start(nodes: usize, extra: &str) -> Option<Sshd> {
         let dir = tempfile::Builder::new()
             .prefix("cinch-sshd")
             .tempdir()
@@ -103,7 +109,7 @@ impl Sshd {
         std::fs::write(
             &config,
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\n\
+                "{extra}Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\n\
                  AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
                  PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nMaxSessions 20\nMaxStartups 100:30:200\n\

@@ -1,0 +1,77 @@
+#!/bin/sh
+# N node aliases on one private sshd (MaxStartups/MaxSessions raised): `run all true` and a
+# steady-state apply of F files per node, with -p 100 and -p 500, with the default key
+# exchange, with kex_algorithms = curve25519-sha256, and with persist. Reports wall time,
+# peak RSS and the most descriptors cinch held. See bench/README.md.
+# Usage: bench/scale/fleet.sh CINCH [NODES] [FILES] [WORKERS...]
+set -eu
+cinch=$1 nodes=${2:-1000} files=${3:-20}; shift 3 2>/dev/null || shift $#
+workers=${*:-100 500}
+w=/tmp/cinch-bench-fleet
+rm -rf "$w" && mkdir -p "$w/home" "$w/nodes"
+ssh-keygen -q -t ed25519 -N '' -f "$w/host_key"; ssh-keygen -q -t ed25519 -N '' -f "$w/client_key"
+cp "$w/client_key.pub" "$w/authorized_keys"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$w/sshd_config" <<CFG
+Port $port
+ListenAddress 127.0.0.1
+HostKey $w/host_key
+AuthorizedKeysFile $w/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+MaxStartups 2000:30:4000
+MaxSessions 50
+PidFile none
+LogLevel ERROR
+CFG
+/usr/sbin/sshd -D -e -f "$w/sshd_config" 2>"$w/sshd.log" &
+sshd=$!
+trap 'kill $sshd 2>/dev/null || true' EXIT
+sleep 1
+echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$w/host_key.pub")" > "$w/known_hosts"
+printf 'Host n*\n  HostName 127.0.0.1\n  Port %s\n  User %s\n  IdentityFile %s/client_key\n  IdentitiesOnly yes\n  UserKnownHostsFile %s/known_hosts\n  GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n' \
+  "$port" "$(id -un)" "$w" "$w" > "$w/ssh_config"
+python3 - "$w" "$nodes" "$files" <<'PY'
+import sys, os
+w, n, f = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+r = f"{w}/repo"; os.makedirs(f"{r}/bundles/b", exist_ok=True)
+with open(f"{r}/nodes.toml", "w") as o:
+    for i in range(1, n + 1):
+        o.write(f'[nodes.n{i}]\nbundles = ["b"]\nlock_dir = "{w}/nodes/n{i}/locks"\nmetadata = {{ dir = "{w}/nodes/n{i}" }}\n')
+with open(f"{r}/bundles/b/items.rhai", "w") as o:
+    o.write('let d = node.metadata.dir;\nlet items = #{ directories: #{}, files: #{} };\n'
+            'items.directories[d] = #{ mode: "0755" };\n'
+            f'for i in 0..{f} {{ items.files[`${{d}}/f${{i}}.conf`] = #{{ content: `file ${{i}} of ${{node.name}}\\n`, mode: "0644" }}; }}\n'
+            'items\n')
+PY
+base="[ssh]\nconfig_file = \"$w/ssh_config\"\n"
+measure() { # label, cinch args...
+  label=$1; shift
+  "$@" >"$w/out" 2>"$w/err" &
+  pid=$! peak=0
+  while kill -0 $pid 2>/dev/null; do
+    c=$(pgrep -P $pid | head -1 || true)   # cinch, under /usr/bin/time
+    fds=$(ls /proc/${c:-$pid}/fd 2>/dev/null | wc -l); [ "$fds" -gt "$peak" ] && peak=$fds
+    sleep 0.2
+  done
+  wait $pid && rc=0 || rc=$?
+  echo "$label | exit $rc | $(tail -1 "$w/time") | max fds $peak | load $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+for settings in default kex persist; do
+  case $settings in
+    default) printf "$base" > "$w/repo/cinch.toml";;
+    kex) printf "$base""kex_algorithms = \"curve25519-sha256\"\n" > "$w/repo/cinch.toml";;
+    persist) printf "$base""kex_algorithms = \"curve25519-sha256\"\npersist = \"10m\"\n" > "$w/repo/cinch.toml";;
+  esac
+  export CINCH_SSH_CONTROL_DIR=$w/ctl-$settings
+  "$cinch" -q -r "$w/repo" apply -p 200 all >/dev/null 2>&1 || true   # converge (untimed)
+  for p in $workers; do
+    measure "$settings run all true -p $p" /usr/bin/time -o "$w/time" -f "%e s, %M KB peak RSS" "$cinch" -q -r "$w/repo" run -p "$p" all true
+    measure "$settings steady apply ($files files/node) -p $p" /usr/bin/time -o "$w/time" -f "%e s, %M KB peak RSS" "$cinch" -q -r "$w/repo" apply -p "$p" all
+  done
+  if [ $settings = persist ]; then
+    for s in "$w"/ctl-persist/p-*/master; do ssh -S "$s" -O exit x 2>/dev/null || true; done
+  fi
+done
