@@ -519,11 +519,17 @@ impl Fleet {
                 .map(|((br, i), o)| (br.reactors[*i].clone(), o.clone()))
                 .collect();
             let mut problems = st.fatal.clone();
-            let cycle = session.cycle_from(name);
-            let cycle_note = cycle
-                .as_ref()
-                .map(|c| format!("; nodes whose reactors read each other: {}", c.join(" -> ")))
-                .unwrap_or_default();
+            // Searching the reads for a cycle costs a walk over every node of the session, and
+            // its only use is a note on an error: look only when there is one to annotate.
+            let has_failure = st.failures.iter().any(Option::is_some);
+            let cycle_note = if has_failure || session.oscillated {
+                session
+                    .cycle_from(name)
+                    .map(|c| format!("; nodes whose reactors read each other: {}", c.join(" -> ")))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
             for (((br, i), failure), _) in st.reactors.iter().zip(&st.failures).zip(&st.outputs) {
                 let r = &br.reactors[*i];
                 match failure {
