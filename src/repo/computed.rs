@@ -785,8 +785,25 @@ fn position_location(path: &std::path::Path, pos: Position) -> Location {
     }
 }
 
+/// A JSON value as scripts see it. Built directly rather than through `rhai::serde`, whose
+/// serializer allocates per value: every `node_metadata()` read goes through here. Numbers
+/// that are not an `i64` still take the serde path, so the result is the same either way.
 fn to_dynamic(v: &Value) -> Dynamic {
-    rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
+    match v {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from_int(i),
+            None => rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT),
+        },
+        Value::String(s) => Dynamic::from(rhai::ImmutableString::from(s.as_str())),
+        Value::Array(a) => Dynamic::from_array(a.iter().map(to_dynamic).collect()),
+        Value::Object(o) => Dynamic::from_map(
+            o.iter()
+                .map(|(k, v)| (k.as_str().into(), to_dynamic(v)))
+                .collect(),
+        ),
+    }
 }
 
 /// A node as scripts see it: name, hostname, groups, bundles and every attribute.
@@ -985,11 +1002,11 @@ impl Session {
             };
             now == dep.value.as_ref()
         };
-        if dep.node != node {
+        if &*dep.node != node {
             // A node outside the computation is finished and cannot change any more.
             return self
                 .states
-                .get(&dep.node)
+                .get(&*dep.node)
                 .is_none_or(|st| current(&st.merged));
         }
         let Some(st) = self.states.get(node) else {
@@ -1219,7 +1236,7 @@ impl NodeMeta {
             with_session(|s| {
                 if s.current.is_some() {
                     s.current_deps.push(Dep {
-                        node: node.to_string(),
+                        node: node.clone(),
                         path: path.map(str::to_string),
                         value: found.cloned(),
                     });
@@ -1233,7 +1250,7 @@ impl NodeMeta {
 /// One value a reactor read: node, dotted path (`None`: all of it) and what it was.
 #[derive(Debug, Clone)]
 struct Dep {
-    node: String,
+    node: Arc<str>,
     path: Option<String>,
     value: Option<Value>,
 }
@@ -1369,4 +1386,25 @@ fn listed(node: &rhai::Map, key: &str, name: &str) -> bool {
             })
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The direct conversion must give scripts exactly what `rhai::serde` would.
+    #[test]
+    fn direct_json_to_dynamic_matches_rhai_serde() {
+        let v = serde_json::json!({
+            "s": "text", "n": -3, "big": u64::MAX, "f": 1.5, "t": true, "z": null,
+            "list": [1, "two", [3], {"four": 4}], "map": {"b": {"c": []}, "a": {}},
+        });
+        let direct = to_dynamic(&v);
+        let serde = rhai::serde::to_dynamic(&v).unwrap_or(Dynamic::UNIT);
+        assert_eq!(format!("{direct:?}"), format!("{serde:?}"));
+        let back: Value = rhai::serde::from_dynamic(&direct).unwrap_or(Value::Null);
+        let again: Value = rhai::serde::from_dynamic(&serde).unwrap_or(Value::Null);
+        assert_eq!(back, again);
+        assert_eq!(back["s"], "text");
+    }
 }
