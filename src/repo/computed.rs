@@ -106,6 +106,9 @@ pub struct Fleet {
     reversed_cells: HashMap<String, OnceLock<Arc<Outcome>>>,
     /// Each node as scripts see it (attributes, no metadata).
     summaries: HashMap<String, Dynamic>,
+    /// What `nodes(selector)` returned for each selector so far: the repo does not change,
+    /// and a reactor in every node of a group selects the same group again and again.
+    selections: std::sync::Mutex<HashMap<String, Arc<rhai::Array>>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -143,6 +146,7 @@ impl Fleet {
             cells,
             reversed_cells,
             summaries,
+            selections: Default::default(),
         }
     }
 
@@ -689,11 +693,24 @@ impl Fleet {
 
     /// `nodes(selector)`: the selected nodes as scripts see them, sorted by name.
     fn select(&self, target: &str) -> Result<rhai::Array, String> {
+        let cached = self
+            .selections
+            .lock()
+            .ok()
+            .and_then(|m| m.get(target).cloned());
+        if let Some(hit) = cached {
+            // A copy: scripts may change what they get without changing what others see.
+            return Ok((*hit).clone());
+        }
         let nodes = self.repo.select(target).map_err(|e| e.to_string())?;
-        Ok(nodes
+        let fresh: rhai::Array = nodes
             .iter()
             .filter_map(|n| self.summaries.get(&n.name).cloned())
-            .collect())
+            .collect();
+        if let Ok(mut m) = self.selections.lock() {
+            m.insert(target.to_string(), Arc::new(fresh.clone()));
+        }
+        Ok(fresh)
     }
 }
 
