@@ -106,6 +106,9 @@ pub struct Fleet {
     reversed_cells: HashMap<String, OnceLock<Arc<Outcome>>>,
     /// Each node as scripts see it (attributes, no metadata).
     summaries: HashMap<String, Dynamic>,
+    /// What `nodes(selector)` returned for each selector so far: the repo does not change,
+    /// and a reactor in every node of a group selects the same group again and again.
+    selections: std::sync::Mutex<HashMap<String, Arc<rhai::Array>>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -143,6 +146,7 @@ impl Fleet {
             cells,
             reversed_cells,
             summaries,
+            selections: Default::default(),
         }
     }
 
@@ -519,11 +523,17 @@ impl Fleet {
                 .map(|((br, i), o)| (br.reactors[*i].clone(), o.clone()))
                 .collect();
             let mut problems = st.fatal.clone();
-            let cycle = session.cycle_from(name);
-            let cycle_note = cycle
-                .as_ref()
-                .map(|c| format!("; nodes whose reactors read each other: {}", c.join(" -> ")))
-                .unwrap_or_default();
+            // Searching the reads for a cycle costs a walk over every node of the session, and
+            // its only use is a note on an error: look only when there is one to annotate.
+            let has_failure = st.failures.iter().any(Option::is_some);
+            let cycle_note = if has_failure || session.oscillated {
+                session
+                    .cycle_from(name)
+                    .map(|c| format!("; nodes whose reactors read each other: {}", c.join(" -> ")))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
             for (((br, i), failure), _) in st.reactors.iter().zip(&st.failures).zip(&st.outputs) {
                 let r = &br.reactors[*i];
                 match failure {
@@ -683,11 +693,24 @@ impl Fleet {
 
     /// `nodes(selector)`: the selected nodes as scripts see them, sorted by name.
     fn select(&self, target: &str) -> Result<rhai::Array, String> {
+        let cached = self
+            .selections
+            .lock()
+            .ok()
+            .and_then(|m| m.get(target).cloned());
+        if let Some(hit) = cached {
+            // A copy: scripts may change what they get without changing what others see.
+            return Ok((*hit).clone());
+        }
         let nodes = self.repo.select(target).map_err(|e| e.to_string())?;
-        Ok(nodes
+        let fresh: rhai::Array = nodes
             .iter()
             .filter_map(|n| self.summaries.get(&n.name).cloned())
-            .collect())
+            .collect();
+        if let Ok(mut m) = self.selections.lock() {
+            m.insert(target.to_string(), Arc::new(fresh.clone()));
+        }
+        Ok(fresh)
     }
 }
 
@@ -779,8 +802,25 @@ fn position_location(path: &std::path::Path, pos: Position) -> Location {
     }
 }
 
+/// A JSON value as scripts see it. Built directly rather than through `rhai::serde`, whose
+/// serializer allocates per value: every `node_metadata()` read goes through here. Numbers
+/// that are not an `i64` still take the serde path, so the result is the same either way.
 fn to_dynamic(v: &Value) -> Dynamic {
-    rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
+    match v {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from_int(i),
+            None => rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT),
+        },
+        Value::String(s) => Dynamic::from(rhai::ImmutableString::from(s.as_str())),
+        Value::Array(a) => Dynamic::from_array(a.iter().map(to_dynamic).collect()),
+        Value::Object(o) => Dynamic::from_map(
+            o.iter()
+                .map(|(k, v)| (k.as_str().into(), to_dynamic(v)))
+                .collect(),
+        ),
+    }
 }
 
 /// A node as scripts see it: name, hostname, groups, bundles and every attribute.
@@ -979,11 +1019,11 @@ impl Session {
             };
             now == dep.value.as_ref()
         };
-        if dep.node != node {
+        if &*dep.node != node {
             // A node outside the computation is finished and cannot change any more.
             return self
                 .states
-                .get(&dep.node)
+                .get(&*dep.node)
                 .is_none_or(|st| current(&st.merged));
         }
         let Some(st) = self.states.get(node) else {
@@ -1213,7 +1253,7 @@ impl NodeMeta {
             with_session(|s| {
                 if s.current.is_some() {
                     s.current_deps.push(Dep {
-                        node: node.to_string(),
+                        node: node.clone(),
                         path: path.map(str::to_string),
                         value: found.cloned(),
                     });
@@ -1227,7 +1267,7 @@ impl NodeMeta {
 /// One value a reactor read: node, dotted path (`None`: all of it) and what it was.
 #[derive(Debug, Clone)]
 struct Dep {
-    node: String,
+    node: Arc<str>,
     path: Option<String>,
     value: Option<Value>,
 }
@@ -1363,4 +1403,25 @@ fn listed(node: &rhai::Map, key: &str, name: &str) -> bool {
             })
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The direct conversion must give scripts exactly what `rhai::serde` would.
+    #[test]
+    fn direct_json_to_dynamic_matches_rhai_serde() {
+        let v = serde_json::json!({
+            "s": "text", "n": -3, "big": u64::MAX, "f": 1.5, "t": true, "z": null,
+            "list": [1, "two", [3], {"four": 4}], "map": {"b": {"c": []}, "a": {}},
+        });
+        let direct = to_dynamic(&v);
+        let serde = rhai::serde::to_dynamic(&v).unwrap_or(Dynamic::UNIT);
+        assert_eq!(format!("{direct:?}"), format!("{serde:?}"));
+        let back: Value = rhai::serde::from_dynamic(&direct).unwrap_or(Value::Null);
+        let again: Value = rhai::serde::from_dynamic(&serde).unwrap_or(Value::Null);
+        assert_eq!(back, again);
+        assert_eq!(back["s"], "text");
+    }
 }

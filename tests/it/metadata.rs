@@ -429,3 +429,24 @@ fn other_nodes_metadata_cannot_be_changed_by_a_reactor() {
     let b = metadata_json(&r, "b");
     assert_eq!(b["ip"], "10.0.0.2", "{b}");
 }
+
+#[test]
+fn changing_what_nodes_returned_does_not_change_it_for_the_next_reactor() {
+    // nodes() results are cached per selector; each call must still hand out its own copy.
+    let r = TestRepo::new()
+        .file(
+            "nodes.toml",
+            "[nodes.a]\nbundles = [\"p\"]\n[nodes.b]\nbundles = [\"p\"]\n",
+        )
+        .file(
+            "bundles/p/metadata.rhai",
+            "fn spoil(node, metadata) {\n  let all = nodes(\"all\");\n  all[0].name = \"spoiled\";\n  \
+             all.push(#{ name: \"extra\" });\n  #{}\n}\n\
+             fn names(node, metadata) {\n  let out = [];\n  for n in nodes(\"all\") { out.push(n.name); }\n  #{ names: out }\n}\n",
+        );
+    for node in ["a", "b"] {
+        let m = metadata_json(&r, node);
+        assert_eq!(m["names"], serde_json::json!(["a", "b"]), "{m}");
+    }
+    r.cinch(&["test"]).expect_code(0);
+}
