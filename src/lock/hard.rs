@@ -30,10 +30,7 @@ pub(super) fn acquire_script(
 ) -> String {
     let hd = hard_dir(node);
     let h = quote(&hd);
-    let take = format!(
-        "mkdir {h} 2>/dev/null && printf '%s\\n' {} > {h}/info",
-        quote(info_json)
-    );
+    let info = quote(info_json);
     let mut script = ensure_lock_dir(node);
     script.push_str(&check_access(&hd, Access::Write));
     if force {
@@ -57,9 +54,16 @@ fi
             info = quote(&t.info_line),
         ));
     }
+    // The info is written right after the mkdir: a lock whose info cannot be written (a full
+    // disk) is removed again instead of being left behind nameless, and a concurrent applier
+    // that finds the directory before its info gives the holder a moment to write it.
     script.push_str(&format!(
-        r#"if {take}; then echo acquired
+        r#"if mkdir {h} 2>/dev/null; then
+  if printf '%s\n' {info} > {h}/info; then echo acquired
+  else rm -rf {h}; echo "cannot write the hard lock's info in" {h} >&2; exit 1
+  fi
 else
+  [ -s {h}/info ] || sleep 1
   n=$(date +%s); m=$(stat -c %Y {h} 2>/dev/null) || m=$n
   echo "held $((n - m)) $m"; head -n 1 {h}/info 2>/dev/null | head -c 4096; echo
   exit {HELD_EXIT}

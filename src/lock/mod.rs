@@ -472,6 +472,35 @@ mod tests {
         assert_eq!(left.len(), 1, "nothing moved aside is left behind");
     }
 
+    /// A full disk let the hard lock's mkdir succeed and its info write fail: the nameless
+    /// lock stayed behind and refused every later apply as "locked by someone".
+    #[test]
+    fn hard_lock_whose_info_cannot_be_written_is_not_left_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut n = node();
+        n.lock_dir = dir.path().display().to_string();
+        let (mine, _) = new_info("me", "cinch apply");
+        for shell in ["dash", "bash"] {
+            // A file size limit of 0 makes the info write fail as a full disk would.
+            let out = std::process::Command::new(shell)
+                .arg("-c")
+                .arg(format!(
+                    "trap '' XFSZ; ulimit -f 0\n{}",
+                    acquire_script(&n, &mine, false, None)
+                ))
+                .output()
+                .expect("dash and bash (apt-get install dash bash)");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{shell}: {stderr}");
+            assert!(
+                stderr.contains("cannot write the hard lock's info"),
+                "{shell}: {stderr}"
+            );
+            assert!(!String::from_utf8_lossy(&out.stdout).contains("acquired"));
+            assert!(!dir.path().join("hard-web1").exists(), "{shell}");
+        }
+    }
+
     #[test]
     fn remaining_time_is_short_and_readable() {
         assert_eq!(format_remaining(45), "45s");
