@@ -272,7 +272,7 @@ fn warn(ctx: &Settings, warnings: &[Diagnostic]) {
                 "hint": w.hint,
             }));
         } else {
-            ctx.console.err(&format!("warning: {w}"));
+            ctx.console.err(&crate::output::test::warning(w));
         }
     }
 }
@@ -322,22 +322,8 @@ fn report(ctx: &Settings, problems: &[Problem]) {
             }));
             continue;
         }
-        let mut line = String::from("error: ");
-        if let Some(loc) = &p.diag.location {
-            line.push_str(&format!("{loc}: "));
-        }
-        line.push_str(&p.diag.message);
-        match p.nodes.as_slice() {
-            [] => {}
-            [one] => line.push_str(&format!(" (node {one})")),
-            [first, rest @ ..] => {
-                line.push_str(&format!(" (nodes {first} and {} more)", rest.len()))
-            }
-        }
-        if let Some(hint) = &p.diag.hint {
-            line.push_str(&format!("\n  hint: {hint}"));
-        }
-        ctx.console.err(&line);
+        ctx.console
+            .err(&crate::output::test::problem(&p.diag, &p.nodes));
     }
 }
 
@@ -359,28 +345,10 @@ fn summary(
         }));
         return;
     }
-    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let line = crate::output::test::summary(nodes, bad_nodes, items, problems, why);
     if problems == 0 {
-        ctx.console.out(&format!(
-            "{} OK ({})",
-            plural(nodes, "node"),
-            plural(items, "item")
-        ));
-    } else if !why.is_empty() {
-        ctx.console
-            .err(&format!("{} found: {why}", plural(problems, "problem")));
-    } else if bad_nodes == 0 {
-        ctx.console.err(&format!(
-            "{} found (none on a node; {} checked)",
-            plural(problems, "problem"),
-            plural(nodes, "node")
-        ));
+        ctx.console.out(&line);
     } else {
-        ctx.console.err(&format!(
-            "{} found on {} of {}",
-            plural(problems, "problem"),
-            bad_nodes,
-            plural(nodes, "node")
-        ));
+        ctx.console.err(&line);
     }
 }

@@ -208,12 +208,8 @@ fn report(ctx: &Settings, node: &Node, status: &str, why: Option<&str>) {
         };
         ctx.console.json_line(&line.to_json());
     } else {
-        ctx.console.err(&format!(
-            "{}  {status}{}",
-            node.name,
-            why.map(|w| format!(": {}", untrusted(w, Lines::Keep)))
-                .unwrap_or_default()
-        ));
+        ctx.console
+            .err(&crate::output::lock::node_line(&node.name, status, why));
     }
 }
 

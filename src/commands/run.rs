@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::commands::report::{RunRow, run_table};
 use crate::console::Console;
 use crate::error::Result;
 use crate::events::{Event, Flow, Report, Subscriber};
 use crate::fleet::{Fleet, NotContacted, Slot};
+use crate::output::run::{RunRow, prefixed_lines, run_table};
 use crate::repo::Node;
 use crate::settings::{RunSettings, Settings};
 use crate::transport::{Command, Stream, TransportError};
@@ -393,22 +393,8 @@ impl<'a> NodePrinter<'a> {
             }
             return;
         }
-        let marker = match (stream, self.console.color()) {
-            (Stream::Stdout, _) => "|".to_string(),
-            (Stream::Stderr, false) => "!".to_string(),
-            (Stream::Stderr, true) => console::style("!").red().bold().to_string(),
-        };
-        // Deliberately not passed through `output::untrusted`: this is the output the user asked
-        // `cinch run` for, shown raw like ssh would (progress or colours of the remote command
-        // stay intact). Everything else a node says is sanitised before it is printed.
-        let mut buf = String::with_capacity(text.len() + 64);
-        for line in lines {
-            buf.push_str(&format!(
-                "{:<w$} {marker} {line}\n",
-                self.name,
-                w = self.width
-            ));
-        }
+        let stderr = matches!(stream, Stream::Stderr);
+        let buf = prefixed_lines(self.name, self.width, stderr, self.console.color(), lines);
         self.console.out_raw(buf.as_bytes());
     }
 }
