@@ -2,11 +2,11 @@
 //! every problem (not only the first), each with its file and line.
 
 use rayon::prelude::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
-use crate::events::Flow;
+use crate::events::{Flow, Report};
 use crate::repo::Node;
 use crate::settings::{Settings, TestSettings};
 
@@ -263,14 +263,14 @@ fn warn(ctx: &Settings, warnings: &[Diagnostic]) {
     for w in warnings {
         if ctx.console.json() {
             let loc = w.location.as_ref();
-            ctx.console.json_line(&json!({
-                "event": "test_warning",
-                "file": loc.map(|l| l.file.display().to_string()),
-                "line": loc.map(|l| l.line),
-                "column": loc.map(|l| l.column),
-                "message": w.message,
-                "hint": w.hint,
-            }));
+            let line = Report::TestWarning {
+                file: loc.map(|l| l.file.display().to_string()),
+                line: loc.map(|l| l.line),
+                column: loc.map(|l| l.column),
+                message: &w.message,
+                hint: w.hint.as_deref(),
+            };
+            ctx.console.json_line(&line.to_json());
         } else {
             ctx.console.err(&crate::output::test::warning(w));
         }
@@ -311,15 +311,15 @@ fn report(ctx: &Settings, problems: &[Problem]) {
     for p in problems {
         if ctx.console.json() {
             let loc = p.diag.location.as_ref();
-            ctx.console.json_line(&json!({
-                "event": "test_problem",
-                "file": loc.map(|l| l.file.display().to_string()),
-                "line": loc.map(|l| l.line),
-                "column": loc.map(|l| l.column),
-                "message": p.diag.message,
-                "hint": p.diag.hint,
-                "nodes": p.nodes,
-            }));
+            let line = Report::TestProblem {
+                file: loc.map(|l| l.file.display().to_string()),
+                line: loc.map(|l| l.line),
+                column: loc.map(|l| l.column),
+                message: &p.diag.message,
+                hint: p.diag.hint.as_deref(),
+                nodes: &p.nodes,
+            };
+            ctx.console.json_line(&line.to_json());
             continue;
         }
         ctx.console
@@ -336,13 +336,13 @@ fn summary(
     why: &str,
 ) {
     if ctx.console.json() {
-        ctx.console.json_line(&json!({
-            "event": "test_summary",
-            "nodes": nodes,
-            "nodes_with_problems": bad_nodes,
-            "items": items,
-            "problems": problems,
-        }));
+        let line = Report::TestSummary {
+            nodes,
+            nodes_with_problems: bad_nodes,
+            items,
+            problems,
+        };
+        ctx.console.json_line(&line.to_json());
         return;
     }
     let line = crate::output::test::summary(nodes, bad_nodes, items, problems, why);

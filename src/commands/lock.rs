@@ -180,10 +180,14 @@ pub fn cmd_lock(ctx: &Settings, cmd: &LockAction) -> Result<u8> {
             LockAction::Show { .. } => "lock show",
             LockAction::Remove { .. } => "lock remove",
         };
-        ctx.console.json_line(&serde_json::json!({
-            "event": "summary", "command": command, "nodes": nodes.len(), "failed": failed,
-            "interrupted": interrupted, "exit_code": code,
-        }));
+        let line = Report::LockSummary {
+            command,
+            nodes: nodes.len(),
+            failed,
+            interrupted,
+            exit_code: code,
+        };
+        ctx.console.json_line(&line.to_json());
     }
     Ok(code)
 }

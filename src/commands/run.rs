@@ -195,16 +195,16 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
         0
     };
     if console.json() {
-        console.json_line(&json!({
-            "event": "summary",
-            "command": "run",
-            "nodes": nodes.len(),
-            "failed": failed,
-            "interrupted": interrupted,
-            "duration": started.elapsed().as_secs_f64(),
-            "exit_code": code,
-            "rows": rows,
-        }));
+        let line = Report::RunSummary {
+            command: "run",
+            nodes: nodes.len(),
+            failed,
+            interrupted,
+            duration: started.elapsed().as_secs_f64(),
+            exit_code: code,
+            rows: &rows,
+        };
+        console.json_line(&line.to_json());
     } else {
         console.out(&run_table(&rows));
         if interrupted {
