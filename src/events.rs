@@ -476,6 +476,12 @@ pub enum Report<'a> {
         file: Option<&'a str>,
         message: &'a str,
     },
+    /// Something went wrong outside an item or node (`exit_code` when the command ends on it).
+    Error {
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<u8>,
+    },
 }
 
 impl Report<'_> {
@@ -525,6 +531,26 @@ mod tests {
         assert_eq!(
             summary.to_json().to_string(),
             r#"{"event":"test_summary","nodes":3,"nodes_with_problems":1,"items":7,"problems":2}"#
+        );
+    }
+
+    #[test]
+    fn error_lines_keep_their_bytes_when_built_from_report() {
+        let plain = Report::Error {
+            message: "no \"x\"",
+            exit_code: None,
+        };
+        assert_eq!(
+            plain.to_json().to_string(),
+            r#"{"event":"error","message":"no \"x\""}"#
+        );
+        let fatal = Report::Error {
+            message: "m",
+            exit_code: Some(2),
+        };
+        assert_eq!(
+            fatal.to_json().to_string(),
+            r#"{"event":"error","message":"m","exit_code":2}"#
         );
     }
 

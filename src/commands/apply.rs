@@ -792,8 +792,13 @@ impl<'c> Reporter<'c> {
 
     fn line_err(&self, s: &str) {
         if self.console.json() {
-            self.console
-                .json_line(&json!({"event": "error", "message": console::strip_ansi_codes(s)}));
+            self.console.json_line(
+                &Report::Error {
+                    message: &console::strip_ansi_codes(s),
+                    exit_code: None,
+                }
+                .to_json(),
+            );
         } else {
             self.console.err(s);
         }

@@ -7,8 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use crate::console::Console;
 use crate::error::Result;
 use crate::events::{Event, Flow, Report, Subscriber};
@@ -216,7 +214,11 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
 
 fn report_error(console: &Console, msg: &str) {
     if console.json() {
-        console.json_line(&json!({"event": "error", "message": msg}));
+        let line = Report::Error {
+            message: msg,
+            exit_code: None,
+        };
+        console.json_line(&line.to_json());
     } else {
         console.err(&format!("error: {msg}"));
     }
