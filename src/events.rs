@@ -380,6 +380,51 @@ pub enum Report<'a> {
         /// Why it drifted, against the node's record of the last apply (`null`: no record).
         drift: Option<&'a Drift>,
     },
+    /// test: a hook lint finding (never fatal).
+    TestWarning {
+        file: Option<String>,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: &'a str,
+        hint: Option<&'a str>,
+    },
+    /// test: one problem, with every node it was found on.
+    TestProblem {
+        file: Option<String>,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: &'a str,
+        hint: Option<&'a str>,
+        nodes: &'a [String],
+    },
+    /// test: the closing counts.
+    TestSummary {
+        nodes: usize,
+        nodes_with_problems: usize,
+        items: usize,
+        problems: usize,
+    },
+    /// run: the closing line (`cinch report` reads its rows back).
+    #[serde(rename = "summary")]
+    RunSummary {
+        command: &'a str,
+        nodes: usize,
+        failed: usize,
+        interrupted: bool,
+        /// Seconds.
+        duration: f64,
+        exit_code: u8,
+        rows: &'a [crate::output::run::RunRow],
+    },
+    /// lock add, show or remove: the closing line.
+    #[serde(rename = "summary")]
+    LockSummary {
+        command: &'a str,
+        nodes: usize,
+        failed: bool,
+        interrupted: bool,
+        exit_code: u8,
+    },
     /// run: how one node's command ended.
     NodeResult {
         node: &'a str,
@@ -431,6 +476,12 @@ pub enum Report<'a> {
         file: Option<&'a str>,
         message: &'a str,
     },
+    /// Something went wrong outside an item or node (`exit_code` when the command ends on it).
+    Error {
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<u8>,
+    },
 }
 
 impl Report<'_> {
@@ -438,5 +489,103 @@ impl Report<'_> {
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self)
             .unwrap_or_else(|e| json!({"event": "error", "message": e.to_string()}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_json_lines_keep_their_bytes_when_built_from_report() {
+        let nodes = vec!["web1".to_string(), "web2".to_string()];
+        let problem = Report::TestProblem {
+            file: Some("nodes.toml".into()),
+            line: Some(2),
+            column: None,
+            message: "bad \"port\"",
+            hint: None,
+            nodes: &nodes,
+        };
+        assert_eq!(
+            problem.to_json().to_string(),
+            r#"{"event":"test_problem","file":"nodes.toml","line":2,"column":null,"message":"bad \"port\"","hint":null,"nodes":["web1","web2"]}"#
+        );
+        let warning = Report::TestWarning {
+            file: None,
+            line: None,
+            column: None,
+            message: "m",
+            hint: Some("h"),
+        };
+        assert_eq!(
+            warning.to_json().to_string(),
+            r#"{"event":"test_warning","file":null,"line":null,"column":null,"message":"m","hint":"h"}"#
+        );
+        let summary = Report::TestSummary {
+            nodes: 3,
+            nodes_with_problems: 1,
+            items: 7,
+            problems: 2,
+        };
+        assert_eq!(
+            summary.to_json().to_string(),
+            r#"{"event":"test_summary","nodes":3,"nodes_with_problems":1,"items":7,"problems":2}"#
+        );
+    }
+
+    #[test]
+    fn error_lines_keep_their_bytes_when_built_from_report() {
+        let plain = Report::Error {
+            message: "no \"x\"",
+            exit_code: None,
+        };
+        assert_eq!(
+            plain.to_json().to_string(),
+            r#"{"event":"error","message":"no \"x\""}"#
+        );
+        let fatal = Report::Error {
+            message: "m",
+            exit_code: Some(2),
+        };
+        assert_eq!(
+            fatal.to_json().to_string(),
+            r#"{"event":"error","message":"m","exit_code":2}"#
+        );
+    }
+
+    #[test]
+    fn run_and_lock_summaries_keep_their_bytes_when_built_from_report() {
+        let rows = vec![crate::output::run::RunRow {
+            node: "web1".into(),
+            return_code: Some(0),
+            duration: 0.5,
+            note: String::new(),
+            ok: true,
+        }];
+        let run = Report::RunSummary {
+            command: "run",
+            nodes: 1,
+            failed: 0,
+            interrupted: false,
+            duration: 1.5,
+            exit_code: 0,
+            rows: &rows,
+        };
+        assert_eq!(
+            run.to_json().to_string(),
+            r#"{"event":"summary","command":"run","nodes":1,"failed":0,"interrupted":false,"duration":1.5,"exit_code":0,"rows":[{"node":"web1","return_code":0,"duration":0.5,"note":"","ok":true}]}"#
+        );
+        let lock = Report::LockSummary {
+            command: "lock show",
+            nodes: 2,
+            failed: true,
+            interrupted: false,
+            exit_code: 1,
+        };
+        assert_eq!(
+            lock.to_json().to_string(),
+            r#"{"event":"summary","command":"lock show","nodes":2,"failed":true,"interrupted":false,"exit_code":1}"#
+        );
     }
 }

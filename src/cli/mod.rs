@@ -563,7 +563,11 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if console.json() {
-                console.json_line(&serde_json::json!({"event": "error", "message": e.to_string(), "exit_code": e.exit_code()}));
+                let line = crate::events::Report::Error {
+                    message: &e.to_string(),
+                    exit_code: Some(e.exit_code()),
+                };
+                console.json_line(&line.to_json());
             } else {
                 console.err(&format!("error: {e}"));
             }

@@ -14,7 +14,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::commands::report::{ApplyRow, apply_table};
 use crate::console::{Console, Reply};
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
@@ -25,6 +24,7 @@ use crate::fleet::{Fleet, NotContacted, Slot};
 use crate::items::Item;
 use crate::items::state::Local;
 use crate::lock::Records;
+use crate::output::apply::{self as output, ApplyRow, apply_table};
 use crate::output::{Lines, untrusted};
 use crate::plan::Plan;
 use crate::repo::{Node, Repo};
@@ -545,6 +545,17 @@ fn status_of(o: Outcome) -> ItemStatus {
     }
 }
 
+/// The executor's outcome as the item line names it.
+fn verdict_of(o: Outcome) -> output::Verdict {
+    match o {
+        Outcome::Ok => output::Verdict::Ok,
+        Outcome::Fixed => output::Verdict::Fixed,
+        Outcome::Skipped => output::Verdict::Skipped,
+        Outcome::Failed => output::Verdict::Failed,
+        Outcome::WouldChange => output::Verdict::WouldChange,
+    }
+}
+
 /// Turns executor reports into bus events (hooks, JSON) and terminal lines.
 struct NodeSink<'a> {
     bus: &'a Bus,
@@ -573,19 +584,9 @@ impl NodeSink<'_> {
     }
 }
 
-/// The drift attribution in words: "changed on the node since alice's apply at …", "repo
-/// changed", or both.
+/// The drift attribution in words.
 fn drift_words(d: &Drift) -> String {
-    let since = format!(
-        "since {}'s apply at {}",
-        untrusted(&d.applied_by, Lines::Escape),
-        untrusted(&d.applied_at, Lines::Escape)
-    );
-    match (d.node_changed, d.repo_changed) {
-        (true, true) => format!("changed on the node {since}; repo changed"),
-        (true, false) => format!("changed on the node {since}"),
-        _ => format!("repo changed {since}"),
-    }
+    output::drift_words(&d.applied_by, &d.applied_at, d.node_changed, d.repo_changed)
 }
 
 /// A refusal from a `*_start` hook, as the failure reason of the item it stops.
@@ -683,11 +684,7 @@ impl Sink for NodeSink<'_> {
         if self.out.quit.load(Ordering::SeqCst) {
             return Answer::Quit;
         }
-        let mut q = format!("{} {}  {}\n", style("?").cyan(), node.name, item.id);
-        for line in diff.lines() {
-            q.push_str(&format!("│ {line}\n"));
-        }
-        q.push_str(&format!("{} {}? [Y/n/q] ", capitalise(verb), item.id));
+        let q = output::question(&node.name, &item.id, verb, diff);
         let reply = self.out.console.ask(&q, &['\n', 'y', 'n', 'q']);
         let answer = match reply {
             Reply::Key('\n' | 'y') => Answer::Yes,
@@ -707,14 +704,6 @@ impl Sink for NodeSink<'_> {
             self.out.quit.store(true, Ordering::SeqCst);
         }
         answer
-    }
-}
-
-fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
     }
 }
 
@@ -803,8 +792,13 @@ impl<'c> Reporter<'c> {
 
     fn line_err(&self, s: &str) {
         if self.console.json() {
-            self.console
-                .json_line(&json!({"event": "error", "message": console::strip_ansi_codes(s)}));
+            self.console.json_line(
+                &Report::Error {
+                    message: &console::strip_ansi_codes(s),
+                    exit_code: None,
+                }
+                .to_json(),
+            );
         } else {
             self.console.err(s);
         }
@@ -814,12 +808,11 @@ impl<'c> Reporter<'c> {
         if !self.human() {
             return;
         }
+        let line = output::node_line(&node.name, msg, error);
         if error {
-            self.console
-                .err(&format!("{} {}  {msg}", style("!").red().bold(), node.name));
+            self.console.err(&line);
         } else if !self.console.quiet() {
-            self.console
-                .out(&format!("{} {}  {msg}", style("»").yellow(), node.name));
+            self.console.out(&line);
         }
     }
 
@@ -849,72 +842,25 @@ impl<'c> Reporter<'c> {
         if !self.human() {
             return;
         }
-        let quiet = self.console.quiet();
-        let (mark, word, to_err) = match r.outcome {
-            Outcome::Ok => {
-                if self.console.verbose() == 0 {
-                    return;
-                }
-                (style("✓").green(), "ok".to_string(), false)
-            }
-            Outcome::Fixed => (
-                style("✓").green().bold(),
-                match r.verb {
-                    Some("create") => "created".into(),
-                    Some("delete") => "deleted".into(),
-                    Some("run") => "succeeded".into(),
-                    _ => "fixed".into(),
-                },
-                false,
-            ),
-            Outcome::Skipped => {
-                if r.quiet && self.console.verbose() == 0
-                    || r.reason.as_deref() == Some("cmdline") && self.console.verbose() == 0
-                {
-                    return;
-                }
-                (
-                    style("»").yellow(),
-                    format!("skipped ({})", r.reason.as_deref().unwrap_or("")),
-                    false,
-                )
-            }
-            Outcome::Failed => (style("✘").red().bold(), "failed".into(), true),
-            Outcome::WouldChange => (
-                style("✘").yellow().bold(),
-                match &r.reason {
-                    // Drift under someone else's soft lock: apply would skip it, verify says so.
-                    Some(why) => format!("would {} ({why})", r.verb.unwrap_or("fix")),
-                    None => format!("would {}", r.verb.unwrap_or("fix")),
-                },
-                false,
-            ),
+        let result = output::ItemResult {
+            node: &node.name,
+            bundle: &item.bundle,
+            id: &item.id,
+            verdict: verdict_of(r.outcome),
+            verb: r.verb,
+            reason: r.reason.as_deref(),
+            diff: r.diff.as_deref(),
+            quiet: r.quiet,
         };
-        if quiet && !to_err {
-            return;
-        }
-        let mut text = format!("{mark} {}  {}  {}  {word}", node.name, item.bundle, item.id);
-        if r.outcome == Outcome::Failed {
-            if let Some(reason) = &r.reason {
-                // Failure reasons carry the node's stderr.
-                for l in untrusted(reason, Lines::Keep).lines() {
-                    text.push_str(&format!("\n│ {l}"));
-                }
-                text.push_str("\n╵");
-            }
-        } else if let Some(diff) = r.diff.as_deref().filter(|d| !d.is_empty())
-            // In -i the question showed the diff already.
-            && !(self.interactive && r.outcome == Outcome::Fixed)
-        {
-            for l in diff.lines() {
-                text.push_str(&format!("\n│ {l}"));
-            }
-            text.push_str("\n╵");
-        }
-        if to_err {
-            self.console.err(&text);
-        } else {
-            self.console.out(&text);
+        let verbosity = output::Verbosity {
+            verbose: self.console.verbose(),
+            quiet: self.console.quiet(),
+            interactive: self.interactive,
+        };
+        match output::item_line(&result, verbosity) {
+            Some((text, true)) => self.console.err(&text),
+            Some((text, false)) => self.console.out(&text),
+            None => {}
         }
     }
 

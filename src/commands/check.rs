@@ -2,11 +2,11 @@
 //! every problem (not only the first), each with its file and line.
 
 use rayon::prelude::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
-use crate::events::Flow;
+use crate::events::{Flow, Report};
 use crate::repo::Node;
 use crate::settings::{Settings, TestSettings};
 
@@ -263,16 +263,16 @@ fn warn(ctx: &Settings, warnings: &[Diagnostic]) {
     for w in warnings {
         if ctx.console.json() {
             let loc = w.location.as_ref();
-            ctx.console.json_line(&json!({
-                "event": "test_warning",
-                "file": loc.map(|l| l.file.display().to_string()),
-                "line": loc.map(|l| l.line),
-                "column": loc.map(|l| l.column),
-                "message": w.message,
-                "hint": w.hint,
-            }));
+            let line = Report::TestWarning {
+                file: loc.map(|l| l.file.display().to_string()),
+                line: loc.map(|l| l.line),
+                column: loc.map(|l| l.column),
+                message: &w.message,
+                hint: w.hint.as_deref(),
+            };
+            ctx.console.json_line(&line.to_json());
         } else {
-            ctx.console.err(&format!("warning: {w}"));
+            ctx.console.err(&crate::output::test::warning(w));
         }
     }
 }
@@ -311,33 +311,19 @@ fn report(ctx: &Settings, problems: &[Problem]) {
     for p in problems {
         if ctx.console.json() {
             let loc = p.diag.location.as_ref();
-            ctx.console.json_line(&json!({
-                "event": "test_problem",
-                "file": loc.map(|l| l.file.display().to_string()),
-                "line": loc.map(|l| l.line),
-                "column": loc.map(|l| l.column),
-                "message": p.diag.message,
-                "hint": p.diag.hint,
-                "nodes": p.nodes,
-            }));
+            let line = Report::TestProblem {
+                file: loc.map(|l| l.file.display().to_string()),
+                line: loc.map(|l| l.line),
+                column: loc.map(|l| l.column),
+                message: &p.diag.message,
+                hint: p.diag.hint.as_deref(),
+                nodes: &p.nodes,
+            };
+            ctx.console.json_line(&line.to_json());
             continue;
         }
-        let mut line = String::from("error: ");
-        if let Some(loc) = &p.diag.location {
-            line.push_str(&format!("{loc}: "));
-        }
-        line.push_str(&p.diag.message);
-        match p.nodes.as_slice() {
-            [] => {}
-            [one] => line.push_str(&format!(" (node {one})")),
-            [first, rest @ ..] => {
-                line.push_str(&format!(" (nodes {first} and {} more)", rest.len()))
-            }
-        }
-        if let Some(hint) = &p.diag.hint {
-            line.push_str(&format!("\n  hint: {hint}"));
-        }
-        ctx.console.err(&line);
+        ctx.console
+            .err(&crate::output::test::problem(&p.diag, &p.nodes));
     }
 }
 
@@ -350,37 +336,19 @@ fn summary(
     why: &str,
 ) {
     if ctx.console.json() {
-        ctx.console.json_line(&json!({
-            "event": "test_summary",
-            "nodes": nodes,
-            "nodes_with_problems": bad_nodes,
-            "items": items,
-            "problems": problems,
-        }));
+        let line = Report::TestSummary {
+            nodes,
+            nodes_with_problems: bad_nodes,
+            items,
+            problems,
+        };
+        ctx.console.json_line(&line.to_json());
         return;
     }
-    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let line = crate::output::test::summary(nodes, bad_nodes, items, problems, why);
     if problems == 0 {
-        ctx.console.out(&format!(
-            "{} OK ({})",
-            plural(nodes, "node"),
-            plural(items, "item")
-        ));
-    } else if !why.is_empty() {
-        ctx.console
-            .err(&format!("{} found: {why}", plural(problems, "problem")));
-    } else if bad_nodes == 0 {
-        ctx.console.err(&format!(
-            "{} found (none on a node; {} checked)",
-            plural(problems, "problem"),
-            plural(nodes, "node")
-        ));
+        ctx.console.out(&line);
     } else {
-        ctx.console.err(&format!(
-            "{} found on {} of {}",
-            plural(problems, "problem"),
-            bad_nodes,
-            plural(nodes, "node")
-        ));
+        ctx.console.err(&line);
     }
 }

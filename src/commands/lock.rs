@@ -8,6 +8,7 @@ use crate::lock::{
     SoftLock, add_soft, format_remaining, format_time, identity, new_soft_lock, now, read_soft,
     remove_soft, rfc3339,
 };
+use crate::output::lock::LockRow;
 use crate::output::{Lines, untrusted};
 use crate::repo::{Node, Repo};
 use crate::settings::{LockAction, Settings};
@@ -98,11 +99,10 @@ pub fn cmd_lock(ctx: &Settings, cmd: &LockAction) -> Result<u8> {
                 } else if ctx.console.quiet() {
                     ctx.console.out(&lock.id);
                 } else {
-                    ctx.console.out(&format!(
-                        "{}  added soft lock {} (expires {})",
-                        node.name,
-                        lock.id,
-                        format_time(lock.expiry)
+                    ctx.console.out(&crate::output::lock::added(
+                        &node.name,
+                        &lock.id,
+                        &format_time(lock.expiry),
                     ));
                 }
             }
@@ -118,15 +118,15 @@ pub fn cmd_lock(ctx: &Settings, cmd: &LockAction) -> Result<u8> {
                         };
                         ctx.console.json_line(&line.to_json());
                     }
-                    rows.push(vec![
-                        node.name.clone(),
-                        l.id.clone(),
-                        untrusted(&l.user, Lines::Escape).into_owned(),
-                        format_time(l.date),
-                        format_remaining(l.expiry - now()),
-                        untrusted(&l.items.join(", "), Lines::Escape).into_owned(),
-                        untrusted(&l.comment, Lines::Escape).into_owned(),
-                    ]);
+                    rows.push(LockRow {
+                        node: node.name.clone(),
+                        id: l.id.clone(),
+                        owner: l.user.clone(),
+                        created: format_time(l.date),
+                        expires_in: format_remaining(l.expiry - now()),
+                        items: l.items.join(", "),
+                        comment: l.comment.clone(),
+                    });
                 }
             }
             NodeOutcome::Removed(id) => {
@@ -140,7 +140,7 @@ pub fn cmd_lock(ctx: &Settings, cmd: &LockAction) -> Result<u8> {
                     );
                 } else {
                     ctx.console
-                        .out(&format!("{}  removed soft lock {id}", node.name));
+                        .out(&crate::output::lock::removed(&node.name, &id));
                 }
             }
             NodeOutcome::Skipped(why) => report(ctx, node, "skipped", Some(&why)),
@@ -164,18 +164,7 @@ pub fn cmd_lock(ctx: &Settings, cmd: &LockAction) -> Result<u8> {
                     .out(&format!("{what} on the nodes that answered"));
             }
         } else {
-            ctx.console.out(&crate::output::table(
-                &[
-                    "node",
-                    "id",
-                    "owner",
-                    "created",
-                    "expires in",
-                    "items",
-                    "comment",
-                ],
-                &rows,
-            ));
+            ctx.console.out(&crate::output::lock::table(&rows));
         }
     }
     let interrupted = crate::interrupt::requested();
@@ -191,10 +180,14 @@ pub fn cmd_lock(ctx: &Settings, cmd: &LockAction) -> Result<u8> {
             LockAction::Show { .. } => "lock show",
             LockAction::Remove { .. } => "lock remove",
         };
-        ctx.console.json_line(&serde_json::json!({
-            "event": "summary", "command": command, "nodes": nodes.len(), "failed": failed,
-            "interrupted": interrupted, "exit_code": code,
-        }));
+        let line = Report::LockSummary {
+            command,
+            nodes: nodes.len(),
+            failed,
+            interrupted,
+            exit_code: code,
+        };
+        ctx.console.json_line(&line.to_json());
     }
     Ok(code)
 }
@@ -208,12 +201,8 @@ fn report(ctx: &Settings, node: &Node, status: &str, why: Option<&str>) {
         };
         ctx.console.json_line(&line.to_json());
     } else {
-        ctx.console.err(&format!(
-            "{}  {status}{}",
-            node.name,
-            why.map(|w| format!(": {}", untrusted(w, Lines::Keep)))
-                .unwrap_or_default()
-        ));
+        ctx.console
+            .err(&crate::output::lock::node_line(&node.name, status, why));
     }
 }
 

@@ -1,161 +1,20 @@
 //! `cinch report FILE…`: the summary of several `--json` runs (shards of one fleet) as one.
 //!
-//! The summary tables of apply, verify and run are rendered here from plain rows, both by
-//! the commands themselves and by `report` from the rows their JSON summaries carry, so a
+//! The summary tables of apply, verify and run are rendered by `output::apply` and
+//! `output::run` from plain rows, both for the commands themselves and for `report` from the
+//! rows their JSON summaries carry, so a
 //! run split over N shards and reported together prints the table (and gives the exit code)
 //! the unsplit run would have.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 
-/// One node's line of the apply/verify summary.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct ApplyRow {
-    /// The node's name.
-    pub node: String,
-    /// Its items, also when it never reported them.
-    pub items: usize,
-    /// Items already right.
-    pub ok: usize,
-    /// Items fixed (apply) or that would change (verify).
-    #[serde(alias = "would_change")]
-    pub fixed: usize,
-    /// Items skipped.
-    pub skipped: usize,
-    /// Items failed.
-    pub failed: usize,
-    /// Seconds the node took.
-    pub duration: f64,
-    /// Why the node as a whole failed.
-    pub error: Option<String>,
-    /// Remote commands.
-    pub commands: u64,
-    /// Bytes sent to the node.
-    pub bytes_sent: u64,
-    /// Bytes received from the node.
-    pub bytes_received: u64,
-    /// Why the rollout left the node alone.
-    pub note: Option<String>,
-}
-
-/// One node's line of the run summary.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct RunRow {
-    /// The node's name.
-    pub node: String,
-    /// The command's exit status, when it finished.
-    pub return_code: Option<i32>,
-    /// Seconds the node took.
-    pub duration: f64,
-    /// What happened besides an exit status (unreachable, skipped, not started).
-    pub note: String,
-    /// Whether the node counts as a success.
-    pub ok: bool,
-}
-
-/// The apply (or verify) summary table.
-pub fn apply_table(rows: &[ApplyRow], verify: bool, stats: bool) -> String {
-    // Only a rollout that left nodes alone adds the column, so other tables stay as they were.
-    let notes = rows.iter().any(|r| r.note.is_some());
-    let mut total = ApplyRow::default();
-    let mut table = Vec::new();
-    for r in rows {
-        let mut row = cells(r, stats);
-        if r.error.is_some() {
-            row[5] = format!("{} (node failed)", r.failed);
-        }
-        if notes {
-            row.push(r.note.clone().unwrap_or_default());
-        }
-        table.push(row);
-        total.items += r.items;
-        total.ok += r.ok;
-        total.fixed += r.fixed;
-        total.skipped += r.skipped;
-        total.failed += r.failed;
-        total.duration = total.duration.max(r.duration);
-        total.commands += r.commands;
-        total.bytes_sent += r.bytes_sent;
-        total.bytes_received += r.bytes_received;
-    }
-    if rows.len() > 1 {
-        total.node = format!("total ({} nodes)", rows.len());
-        let mut row = cells(&total, stats);
-        if notes {
-            row.push(String::new());
-        }
-        table.push(row);
-    }
-    let mut header = vec![
-        "node",
-        "items",
-        "ok",
-        if verify { "would change" } else { "fixed" },
-        "skipped",
-        "failed",
-        "duration",
-    ];
-    if stats {
-        header.extend(["commands", "bytes sent", "bytes received"]);
-    }
-    if notes {
-        header.push("note");
-    }
-    crate::output::table(&header, &table)
-}
-
-fn cells(r: &ApplyRow, stats: bool) -> Vec<String> {
-    let mut row = vec![
-        r.node.clone(),
-        r.items.to_string(),
-        r.ok.to_string(),
-        r.fixed.to_string(),
-        r.skipped.to_string(),
-        r.failed.to_string(),
-        fmt_duration(Duration::from_secs_f64(r.duration.max(0.0))),
-    ];
-    if stats {
-        row.extend([
-            r.commands.to_string(),
-            r.bytes_sent.to_string(),
-            r.bytes_received.to_string(),
-        ]);
-    }
-    row
-}
-
-/// A node's duration as the summary shows it.
-pub fn fmt_duration(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else {
-        let s = s as u64;
-        format!("{}m {}s", s / 60, s % 60)
-    }
-}
-
-/// The run summary table.
-pub fn run_table(rows: &[RunRow]) -> String {
-    let table: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            vec![
-                r.node.clone(),
-                r.return_code.map_or("-".into(), |c| c.to_string()),
-                format!("{:.2}s", r.duration),
-                // Unreachable/failed notes may quote the node's or ssh's stderr.
-                crate::output::untrusted(&r.note, crate::output::Lines::Escape).into_owned(),
-            ]
-        })
-        .collect();
-    crate::output::table(&["node", "return code", "duration", "note"], &table)
-}
+pub use crate::output::apply::{ApplyRow, apply_table, fmt_duration};
+pub use crate::output::run::{RunRow, run_table};
 
 /// `cinch report`: the files to read.
 #[derive(Debug, Clone)]

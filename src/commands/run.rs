@@ -7,13 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use crate::commands::report::{RunRow, run_table};
 use crate::console::Console;
 use crate::error::Result;
 use crate::events::{Event, Flow, Report, Subscriber};
 use crate::fleet::{Fleet, NotContacted, Slot};
+use crate::output::run::{RunRow, prefixed_lines, run_table};
 use crate::repo::Node;
 use crate::settings::{RunSettings, Settings};
 use crate::transport::{Command, Stream, TransportError};
@@ -195,16 +193,16 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
         0
     };
     if console.json() {
-        console.json_line(&json!({
-            "event": "summary",
-            "command": "run",
-            "nodes": nodes.len(),
-            "failed": failed,
-            "interrupted": interrupted,
-            "duration": started.elapsed().as_secs_f64(),
-            "exit_code": code,
-            "rows": rows,
-        }));
+        let line = Report::RunSummary {
+            command: "run",
+            nodes: nodes.len(),
+            failed,
+            interrupted,
+            duration: started.elapsed().as_secs_f64(),
+            exit_code: code,
+            rows: &rows,
+        };
+        console.json_line(&line.to_json());
     } else {
         console.out(&run_table(&rows));
         if interrupted {
@@ -216,7 +214,11 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
 
 fn report_error(console: &Console, msg: &str) {
     if console.json() {
-        console.json_line(&json!({"event": "error", "message": msg}));
+        let line = Report::Error {
+            message: msg,
+            exit_code: None,
+        };
+        console.json_line(&line.to_json());
     } else {
         console.err(&format!("error: {msg}"));
     }
@@ -393,22 +395,8 @@ impl<'a> NodePrinter<'a> {
             }
             return;
         }
-        let marker = match (stream, self.console.color()) {
-            (Stream::Stdout, _) => "|".to_string(),
-            (Stream::Stderr, false) => "!".to_string(),
-            (Stream::Stderr, true) => console::style("!").red().bold().to_string(),
-        };
-        // Deliberately not passed through `output::untrusted`: this is the output the user asked
-        // `cinch run` for, shown raw like ssh would (progress or colours of the remote command
-        // stay intact). Everything else a node says is sanitised before it is printed.
-        let mut buf = String::with_capacity(text.len() + 64);
-        for line in lines {
-            buf.push_str(&format!(
-                "{:<w$} {marker} {line}\n",
-                self.name,
-                w = self.width
-            ));
-        }
+        let stderr = matches!(stream, Stream::Stderr);
+        let buf = prefixed_lines(self.name, self.width, stderr, self.console.color(), lines);
         self.console.out_raw(buf.as_bytes());
     }
 }

@@ -1,4 +1,12 @@
-//! Shared pieces of human output: tables, and making node-controlled text safe to print.
+//! Human output: one module per command (`apply`, `run`, `lock`, `test`) rendering plain
+//! values into the lines a person reads, and the shared pieces: tables, and making
+//! node-controlled text safe to print. Foundation layer: it sees no command, event or
+//! transport type, so every command can hand it what to show.
+
+pub mod apply;
+pub mod lock;
+pub mod run;
+pub mod test;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
