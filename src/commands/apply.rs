@@ -18,7 +18,9 @@ use crate::console::{Console, Reply};
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
 use crate::events::{Bus, Drift, Event, Flow, ItemStatus, NodeResult, Report};
-use crate::executor::{self, Answer, ItemReport, Job, Mode, NodeRun, Options, Outcome, Sink};
+use crate::executor::{
+    self, Answer, ItemReport, Job, Mode, NodeRun, Options, Outcome, Sink, status_of,
+};
 use crate::executor::{CHANGED_SINCE_PLAN, PlanCheck};
 use crate::fleet::{Fleet, NotContacted, Slot};
 use crate::items::Item;
@@ -453,7 +455,6 @@ fn run_node(
         .collect();
     let seen = std::sync::OnceLock::new();
     let sink = NodeSink {
-        bus,
         out,
         mode,
         bar: &bar,
@@ -477,6 +478,7 @@ fn run_node(
                 plan: &job.plan,
                 locals: &job.locals,
                 options: &job.options,
+                bus,
                 sink: &sink,
             };
             let mut guard = crate::lock::ApplyGuard::new(
@@ -535,16 +537,6 @@ fn skipped_report(idx: usize, reason: &str) -> ItemReport {
     }
 }
 
-fn status_of(o: Outcome) -> ItemStatus {
-    match o {
-        Outcome::Ok => ItemStatus::Ok,
-        Outcome::Fixed => ItemStatus::Fixed,
-        Outcome::Skipped => ItemStatus::Skipped,
-        Outcome::Failed => ItemStatus::Failed,
-        Outcome::WouldChange => ItemStatus::WouldChange,
-    }
-}
-
 /// The executor's outcome as the item line names it.
 fn verdict_of(o: Outcome) -> output::Verdict {
     match o {
@@ -556,9 +548,9 @@ fn verdict_of(o: Outcome) -> output::Verdict {
     }
 }
 
-/// Turns executor reports into bus events (hooks, JSON) and terminal lines.
+/// Turns executor results into terminal lines and verify's JSON lines (apply's item events
+/// reach hooks and JSON through the bus, from the executor itself).
 struct NodeSink<'a> {
-    bus: &'a Bus,
     out: &'a Reporter<'a>,
     mode: Mode,
     bar: &'a ProgressBar,
@@ -589,36 +581,11 @@ fn drift_words(d: &Drift) -> String {
     output::drift_words(&d.applied_by, &d.applied_at, d.node_changed, d.repo_changed)
 }
 
-/// A refusal from a `*_start` hook, as the failure reason of the item it stops.
-fn refused(flow: Flow) -> std::result::Result<(), String> {
-    match flow {
-        Flow::Continue => Ok(()),
-        Flow::Abort(reason) | Flow::SkipNode(reason) => Err(reason),
-    }
-}
-
 impl Sink for NodeSink<'_> {
-    fn item_start(&self, node: &Node, item: &Item) -> std::result::Result<(), String> {
-        if self.mode != Mode::Apply {
-            return Ok(());
-        }
-        refused(self.bus.emit(&Event::ItemApplyStart { node, item }))
-    }
-
     fn item_end(&self, node: &Node, item: &Item, r: &ItemReport) {
         let mut attributed = None;
         let mut drift = None;
-        if self.mode == Mode::Apply {
-            self.bus.emit(&Event::ItemApplyEnd {
-                node,
-                item,
-                duration: r.duration,
-                status: status_of(r.outcome),
-                status_before: r.before.as_ref(),
-                status_after: r.after.as_ref(),
-                reason: r.reason.as_deref(),
-            });
-        } else {
+        if self.mode != Mode::Apply {
             if r.outcome == Outcome::WouldChange
                 && let Some(d) = self.drift(item, r)
             {
@@ -656,25 +623,6 @@ impl Sink for NodeSink<'_> {
         self.bar.inc(1);
         self.out
             .item_line(node, item, attributed.as_ref().unwrap_or(r));
-    }
-
-    fn action_start(&self, node: &Node, item: &Item) -> std::result::Result<(), String> {
-        if self.mode != Mode::Apply {
-            return Ok(());
-        }
-        refused(self.bus.emit(&Event::ActionRunStart { node, item }))
-    }
-
-    fn action_end(&self, node: &Node, item: &Item, duration: Duration, outcome: Outcome) {
-        if self.mode != Mode::Apply {
-            return;
-        }
-        self.bus.emit(&Event::ActionRunEnd {
-            node,
-            item,
-            duration,
-            status: status_of(outcome),
-        });
     }
 
     fn ask(&self, node: &Node, item: &Item, verb: &str, diff: &str) -> Answer {

@@ -3,8 +3,9 @@
 //! all its fixes and re-reads exactly those items. Actions cost one command each, only when
 //! they run. Steady state is therefore one command per node, whatever the number of items.
 //!
-//! The executor knows nothing about output: it reports every step to a [`Sink`], which turns
-//! them into events (hooks, terminal, JSON). Locks plug in through [`Guard`].
+//! The executor knows nothing about output: in apply it emits item and action events on the
+//! [`Bus`] (hooks, JSON), and hands each item's result to a [`Sink`] for the terminal (and
+//! asks its `-i` questions there). Locks plug in through [`Guard`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::events::{Bus, Event, Flow, ItemStatus};
 use crate::items::Item;
 use crate::items::state::{Change, Local, runnable, stateful};
 use crate::node_shell::{Fields, Record, Script};
@@ -136,47 +138,37 @@ const QUIT: &str = "quit interactively";
 /// Why the rest of a node is left alone when the answers ran out.
 const NO_ANSWER: &str = "no answer: input ended";
 
-/// Where the executor reports; implemented by the apply command (events, terminal, JSON).
+/// Where the executor's item results go besides the bus: the terminal lines (implemented by
+/// the apply command) and the interactive question, which must return an answer.
 pub trait Sink: Sync {
-    /// An item is about to be considered; `Err(reason)` (a failed `item_apply_start` hook)
-    /// fails the item without touching it.
-    fn item_start(&self, node: &Node, item: &Item) -> Result<(), String>;
-    /// An item is done.
+    /// An item is done (after its `item_apply_end` event, if any, was emitted).
     fn item_end(&self, node: &Node, item: &Item, report: &ItemReport);
-    /// An action's command is about to run; `Err(reason)` (a failed `action_run_start` hook)
-    /// fails the action without running it (`action_end` still follows).
-    fn action_start(&self, node: &Node, item: &Item) -> Result<(), String>;
-    /// An action's command ended.
-    fn action_end(&self, node: &Node, item: &Item, duration: Duration, outcome: Outcome);
     /// Interactive mode: should this change be made?
     fn ask(&self, node: &Node, item: &Item, verb: &str, diff: &str) -> Answer;
 }
 
-/// The seam for locks: shell riding on the node's first command (take the hard lock, read
-/// soft locks), a verdict on its output, per-item soft-lock skips, and shell for the end.
-pub trait Guard: Send {
-    /// Shell run before the probe in the first command; non-zero exit stops the node.
-    fn prologue(&self) -> Option<String>;
-    /// Judges the prologue's exit code and output: `Err(reason)` stops the node.
-    fn accept(&mut self, rc: i32, output: &[u8]) -> Result<(), String>;
-    /// Why `item` must be skipped (soft locked by someone else), if it must.
-    fn soft_locked(&self, item: &Item) -> Option<String>;
-    /// Shell run at the very end (release the hard lock).
-    fn epilogue(&self) -> Option<String>;
-    /// After an apply's walk, before the epilogue: the items now as the repo says (ok or
-    /// fixed) by plan index, each with the [`actual_hash`] of its state, for drift records.
-    fn applied(&mut self, _items: Vec<(usize, String)>) {}
-    /// After `accept` refused: whether the first command should be sent once more (its
-    /// prologue now takes over a lock whose holder is gone).
-    fn retry(&self) -> bool {
-        false
-    }
-    /// Silent shell put in front of every later command and sent on its own at the interval
-    /// given with it, so others can tell the lock holder is alive.
-    fn heartbeat(&self) -> Option<(String, Duration)> {
-        None
+/// The hook/JSON status word of an executor outcome.
+pub fn status_of(o: Outcome) -> ItemStatus {
+    match o {
+        Outcome::Ok => ItemStatus::Ok,
+        Outcome::Fixed => ItemStatus::Fixed,
+        Outcome::Skipped => ItemStatus::Skipped,
+        Outcome::Failed => ItemStatus::Failed,
+        Outcome::WouldChange => ItemStatus::WouldChange,
     }
 }
+
+/// A refusal from a `*_start` hook, as the failure reason of the item it stops.
+fn refused(flow: Flow) -> Result<(), String> {
+    match flow {
+        Flow::Continue => Ok(()),
+        Flow::Abort(reason) | Flow::SkipNode(reason) => Err(reason),
+    }
+}
+
+/// The seam for locks, defined beside its implementation in `lock` (which must not import
+/// the executor: `events` already imports `lock`, and the executor emits `events`).
+pub use crate::lock::Guard;
 
 /// Everything a node run produced.
 #[derive(Debug, Default)]
@@ -203,6 +195,8 @@ pub struct Job<'a> {
     pub plan: &'a Plan,
     pub locals: &'a [Local],
     pub options: &'a Options,
+    /// Where apply's item and action events go (hooks, `--json`); verify emits none.
+    pub bus: &'a Bus,
     pub sink: &'a dyn Sink,
 }
 

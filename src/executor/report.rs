@@ -1,5 +1,5 @@
-//! Reporting: every item's outcome goes to the [`Sink`] once, with its diff and the public
-//! (hook/JSON) view of its state.
+//! Reporting: every item's outcome goes once to the bus (apply) and to the [`Sink`], with its
+//! diff and the public (hook/JSON) view of its state.
 
 use std::time::Duration;
 
@@ -13,7 +13,19 @@ impl Exec<'_, '_> {
     pub(super) fn report(&mut self, i: usize, mut r: ItemReport) {
         r.idx = i;
         self.done[i] = Some(r.outcome);
-        self.job.sink.item_end(self.node(), &self.g.items[i], &r);
+        let (node, item) = (self.node(), &self.g.items[i]);
+        if self.job.options.mode == Mode::Apply {
+            self.job.bus.emit(&Event::ItemApplyEnd {
+                node,
+                item,
+                duration: r.duration,
+                status: status_of(r.outcome),
+                status_before: r.before.as_ref(),
+                status_after: r.after.as_ref(),
+                reason: r.reason.as_deref(),
+            });
+        }
+        self.job.sink.item_end(node, item, &r);
         self.run.reports.push(r);
     }
 

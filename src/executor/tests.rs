@@ -86,9 +86,6 @@ struct Rec {
 }
 
 impl Sink for Rec {
-    fn item_start(&self, _: &Node, _: &Item) -> Result<(), String> {
-        Ok(())
-    }
     fn item_end(&self, _: &Node, item: &Item, r: &ItemReport) {
         self.ends.lock().unwrap().push((
             item.id.clone(),
@@ -97,10 +94,6 @@ impl Sink for Rec {
             r.diff.clone(),
         ));
     }
-    fn action_start(&self, _: &Node, _: &Item) -> Result<(), String> {
-        Ok(())
-    }
-    fn action_end(&self, _: &Node, _: &Item, _: Duration, _: Outcome) {}
     fn ask(&self, _: &Node, _: &Item, _: &str, _: &str) -> Answer {
         Answer::Yes
     }
@@ -144,6 +137,7 @@ impl Fixture {
             plan: &self.graph,
             locals: &self.locals,
             options: &self.opts,
+            bus: &crate::events::Bus::new(),
             sink: &sink,
         };
         let r = run(&job, &t, None);

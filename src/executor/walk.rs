@@ -46,7 +46,15 @@ impl Exec<'_, '_> {
     /// Announces item `i`; if the sink refuses it (a failed start hook, fail closed), the item
     /// is reported failed and `false` says not to go on with it.
     pub(super) fn begin(&mut self, i: usize) -> bool {
-        match self.job.sink.item_start(self.node(), &self.g.items[i]) {
+        let started = if self.job.options.mode == Mode::Apply {
+            refused(self.job.bus.emit(&Event::ItemApplyStart {
+                node: self.node(),
+                item: &self.g.items[i],
+            }))
+        } else {
+            Ok(())
+        };
+        match started {
             Ok(()) => true,
             Err(reason) => {
                 self.fail(i, reason, Duration::ZERO);
@@ -477,7 +485,8 @@ impl Exec<'_, '_> {
         self.stale = true;
         let workers = self.job.options.item_workers.max(1);
         let g = self.g;
-        let sink = self.job.sink;
+        let bus = self.job.bus;
+        let apply = self.job.options.mode == Mode::Apply;
         let t = self.t;
         let heartbeat = self.heartbeat.as_deref();
         let mut results: Vec<(usize, ActionOutcome, Duration)> = Vec::new();
@@ -498,7 +507,12 @@ impl Exec<'_, '_> {
                                 );
                             };
                             let started = Instant::now();
-                            let outcome = match sink.action_start(node, item) {
+                            let start = if apply {
+                                refused(bus.emit(&Event::ActionRunStart { node, item }))
+                            } else {
+                                Ok(())
+                            };
+                            let outcome = match start {
                                 Err(reason) => ActionOutcome::Failed(reason),
                                 Ok(()) => match t.run(&with_heartbeat(
                                     a.command(item.deps.unless.as_deref()),
@@ -514,7 +528,14 @@ impl Exec<'_, '_> {
                                 ActionOutcome::Unless => Outcome::Skipped,
                                 ActionOutcome::Failed(_) => Outcome::Failed,
                             };
-                            sink.action_end(node, item, d, o);
+                            if apply {
+                                bus.emit(&Event::ActionRunEnd {
+                                    node,
+                                    item,
+                                    duration: d,
+                                    status: status_of(o),
+                                });
+                            }
                             (i, outcome, d)
                         })
                     })

@@ -1,7 +1,35 @@
-//! The apply guard: how the executor's [`crate::executor::Guard`] seam uses the hard and soft
-//! lock protocols during one node's apply.
+//! The apply guard: the executor's [`Guard`] seam, and how [`ApplyGuard`] uses the hard and
+//! soft lock protocols through it during one node's apply.
+
+use std::time::Duration;
 
 use super::*;
+
+/// The seam for locks: shell riding on the node's first command (take the hard lock, read
+/// soft locks), a verdict on its output, per-item soft-lock skips, and shell for the end.
+pub trait Guard: Send {
+    /// Shell run before the probe in the first command; non-zero exit stops the node.
+    fn prologue(&self) -> Option<String>;
+    /// Judges the prologue's exit code and output: `Err(reason)` stops the node.
+    fn accept(&mut self, rc: i32, output: &[u8]) -> Result<(), String>;
+    /// Why `item` must be skipped (soft locked by someone else), if it must.
+    fn soft_locked(&self, item: &Item) -> Option<String>;
+    /// Shell run at the very end (release the hard lock).
+    fn epilogue(&self) -> Option<String>;
+    /// After an apply's walk, before the epilogue: the items now as the repo says (ok or
+    /// fixed) by plan index, each with the `executor::actual_hash` of its state, for drift records.
+    fn applied(&mut self, _items: Vec<(usize, String)>) {}
+    /// After `accept` refused: whether the first command should be sent once more (its
+    /// prologue now takes over a lock whose holder is gone).
+    fn retry(&self) -> bool {
+        false
+    }
+    /// Silent shell put in front of every later command and sent on its own at the interval
+    /// given with it, so others can tell the lock holder is alive.
+    fn heartbeat(&self) -> Option<(String, Duration)> {
+        None
+    }
+}
 
 /// The apply engine's view of locks: the hard lock rides on the first command, soft locks decide
 /// item skips, every command beats the heartbeat, and the release rides on the last command.
@@ -88,7 +116,7 @@ impl<'a> ApplyGuard<'a> {
     }
 }
 
-impl crate::executor::Guard for ApplyGuard<'_> {
+impl Guard for ApplyGuard<'_> {
     fn prologue(&self) -> Option<String> {
         Some(if self.take_hard {
             acquire_script(self.node, &self.info, self.force, self.takeover.as_ref())
