@@ -129,6 +129,11 @@ impl Fixture {
     }
 
     fn run(&self) -> (NodeRun, Vec<End>) {
+        self.run_on(&crate::events::Bus::new())
+    }
+
+    /// Runs with `bus` receiving the executor's events.
+    fn run_on(&self, bus: &crate::events::Bus) -> (NodeRun, Vec<End>) {
         let n = node();
         let sink = Rec::default();
         let t = LocalTransport::new(&n);
@@ -137,7 +142,7 @@ impl Fixture {
             plan: &self.graph,
             locals: &self.locals,
             options: &self.opts,
-            bus: &crate::events::Bus::new(),
+            bus,
             sink: &sink,
         };
         let r = run(&job, &t, None);
@@ -458,4 +463,103 @@ fn unless_and_only_and_skip() {
         Outcome::Skipped
     );
     assert!(!a.exists() && !b.exists() && !c.exists());
+}
+
+/// Records `(event name, item id)` of item and action events; refuses the start of `refuse`.
+struct Heard {
+    seen: std::sync::Arc<Mutex<Vec<(String, String)>>>,
+    refuse: String,
+}
+
+impl crate::events::Subscriber for Heard {
+    fn on_event(&self, event: &crate::events::Event<'_>) -> Flow {
+        use crate::events::Event as E;
+        let id = match event {
+            E::ItemApplyStart { item, .. }
+            | E::ItemApplyEnd { item, .. }
+            | E::ActionRunStart { item, .. }
+            | E::ActionRunEnd { item, .. } => item.id.clone(),
+            _ => return Flow::Continue,
+        };
+        self.seen
+            .lock()
+            .unwrap()
+            .push((event.name().to_string(), id.clone()));
+        if matches!(event, E::ItemApplyStart { .. }) && id == self.refuse {
+            return Flow::Abort("refused by hook".into());
+        }
+        Flow::Continue
+    }
+}
+
+#[test]
+fn executor_emits_item_and_action_events_on_the_bus_and_a_refused_start_fails_the_item() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_str().unwrap();
+    let kept = format!("{root}/kept");
+    let refused = format!("{root}/refused");
+    let mut fx = Fixture::new(vec![
+        file(&kept, "k\n"),
+        file(&refused, "r\n"),
+        action("act", "true"),
+    ]);
+    let (kept_i, act_i) = (fx.idx(&format!("file:{kept}")), fx.idx("action:act"));
+    fx.graph.needs[act_i].push(kept_i);
+    let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let mut bus = crate::events::Bus::new();
+    bus.subscribe(Box::new(Heard {
+        seen: seen.clone(),
+        refuse: format!("file:{refused}"),
+    }));
+    let (r, ends) = fx.run_on(&bus);
+    assert_eq!(outcome_of(&ends, &format!("file:{kept}")), Outcome::Fixed);
+    assert_eq!(
+        outcome_of(&ends, &format!("file:{refused}")),
+        Outcome::Failed
+    );
+    assert_eq!(outcome_of(&ends, "action:act"), Outcome::Fixed, "{r:?}");
+    assert!(
+        !d.path().join("refused").exists(),
+        "a refused item is never touched"
+    );
+    let seen = seen.lock().unwrap().clone();
+    let of = |id: &str| -> Vec<String> {
+        seen.iter()
+            .filter(|(_, i)| i == id)
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    assert_eq!(
+        of(&format!("file:{kept}")),
+        ["item_apply_start", "item_apply_end"]
+    );
+    assert_eq!(
+        of(&format!("file:{refused}")),
+        ["item_apply_start", "item_apply_end"]
+    );
+    assert_eq!(
+        of("action:act"),
+        [
+            "item_apply_start",
+            "action_run_start",
+            "action_run_end",
+            "item_apply_end"
+        ]
+    );
+
+    // verify emits no apply events.
+    fx.opts.mode = Mode::Verify;
+    let quiet = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let mut bus = crate::events::Bus::new();
+    bus.subscribe(Box::new(Heard {
+        seen: quiet.clone(),
+        refuse: String::new(),
+    }));
+    let (r, _) = fx.run_on(&bus);
+    assert_eq!(r.error, None);
+    assert!(
+        quiet.lock().unwrap().is_empty(),
+        "{:?}",
+        quiet.lock().unwrap()
+    );
 }
