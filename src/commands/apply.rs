@@ -19,7 +19,7 @@ use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
 use crate::events::{Bus, Drift, Event, Flow, ItemStatus, NodeResult, Report};
 use crate::executor::{
-    self, Answer, ItemReport, Job, Mode, NodeRun, Options, Outcome, Sink, status_of,
+    self, Answer, Asker, ItemReport, Job, Mode, NodeRun, Options, Outcome, Sink, status_of,
 };
 use crate::executor::{CHANGED_SINCE_PLAN, PlanCheck};
 use crate::fleet::{Fleet, NotContacted, Slot};
@@ -480,6 +480,7 @@ fn run_node(
                 options: &job.options,
                 bus,
                 sink: &sink,
+                asker: &sink,
             };
             let mut guard = crate::lock::ApplyGuard::new(
                 node,
@@ -624,7 +625,9 @@ impl Sink for NodeSink<'_> {
         self.out
             .item_line(node, item, attributed.as_ref().unwrap_or(r));
     }
+}
 
+impl Asker for NodeSink<'_> {
     fn ask(&self, node: &Node, item: &Item, verb: &str, diff: &str) -> Answer {
         // One question at a time across nodes, and the answer recorded before the next node
         // may ask: once anyone quit, no node asks again.

@@ -4,8 +4,8 @@
 //! they run. Steady state is therefore one command per node, whatever the number of items.
 //!
 //! The executor knows nothing about output: in apply it emits item and action events on the
-//! [`Bus`] (hooks, JSON), and hands each item's result to a [`Sink`] for the terminal (and
-//! asks its `-i` questions there). Locks plug in through [`Guard`].
+//! [`Bus`] (hooks, JSON), and hands each item's result to a [`Sink`] for the terminal; its
+//! `-i` questions go to an [`Asker`]. Locks plug in through [`Guard`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -138,11 +138,15 @@ const QUIT: &str = "quit interactively";
 /// Why the rest of a node is left alone when the answers ran out.
 const NO_ANSWER: &str = "no answer: input ended";
 
-/// Where the executor's item results go besides the bus: the terminal lines (implemented by
-/// the apply command) and the interactive question, which must return an answer.
+/// Where each item's result goes besides the bus: the terminal line (implemented by the apply
+/// command).
 pub trait Sink: Sync {
     /// An item is done (after its `item_apply_end` event, if any, was emitted).
     fn item_end(&self, node: &Node, item: &Item, report: &ItemReport);
+}
+
+/// The `-i` question: a direct callback, not an event, because the walk waits for its answer.
+pub trait Asker: Sync {
     /// Interactive mode: should this change be made?
     fn ask(&self, node: &Node, item: &Item, verb: &str, diff: &str) -> Answer;
 }
@@ -198,6 +202,7 @@ pub struct Job<'a> {
     /// Where apply's item and action events go (hooks, `--json`); verify emits none.
     pub bus: &'a Bus,
     pub sink: &'a dyn Sink,
+    pub asker: &'a dyn Asker,
 }
 
 /// Runs a node: returns every item's outcome (a node-level failure leaves items unreported).
@@ -334,7 +339,7 @@ impl<'a, 'j> Exec<'a, 'j> {
     /// "quit" everything after it). True when the item may go ahead.
     fn confirm(&mut self, i: usize, verb: &str, text: &str) -> bool {
         let item = &self.g.items[i];
-        let answer = self.job.sink.ask(self.node(), item, verb, text);
+        let answer = self.job.asker.ask(self.node(), item, verb, text);
         match answer {
             Answer::Yes => true,
             Answer::No => {

@@ -94,6 +94,9 @@ impl Sink for Rec {
             r.diff.clone(),
         ));
     }
+}
+
+impl Asker for Rec {
     fn ask(&self, _: &Node, _: &Item, _: &str, _: &str) -> Answer {
         Answer::Yes
     }
@@ -144,6 +147,7 @@ impl Fixture {
             options: &self.opts,
             bus,
             sink: &sink,
+            asker: &sink,
         };
         let r = run(&job, &t, None);
         let ends = sink.ends.into_inner().unwrap();
