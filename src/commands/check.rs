@@ -305,8 +305,6 @@ fn merge_by_place(found: Vec<(&str, &Diagnostic)>) -> Vec<Problem> {
     problems
 }
 
-pub use crate::diag::dedup_sorted;
-
 fn report(ctx: &Settings, problems: &[Problem]) {
     for p in problems {
         if ctx.console.json() {

@@ -233,6 +233,19 @@ fn a_stale_hard_lock_is_taken_over_with_a_warning() {
     assert!(out.stderr.contains("stale"), "{}", out.stderr);
     assert!(!hard.exists());
 }
+/// One local node `n1` with bundle `b` and its locks under the repo; returns the repo and its
+/// path, for tests that write `bundles/b/items.toml` around files under that path.
+fn local_node_repo() -> (TestRepo, String) {
+    let r = TestRepo::new();
+    let root = r.path().display().to_string();
+    r.write(
+        "nodes.toml",
+        &format!(
+            "[nodes.n1]\ntransport = \"local\"\nlock_dir = \"{root}/locks\"\nbundles = [\"b\"]\n"
+        ),
+    );
+    (r, root)
+}
 
 /// A repo whose single node runs a slow action, so an apply holds its hard lock for a while.
 fn slow_repo(secs: f64) -> TestRepo {
@@ -578,14 +591,7 @@ fn hard_lock_from_another_host_is_taken_over_only_after_a_long_silence() {
 
 #[test]
 fn a_running_apply_keeps_its_hard_lock_heartbeat_fresh() {
-    let r = TestRepo::new();
-    let root = r.path().display().to_string();
-    r.write(
-        "nodes.toml",
-        &format!(
-            "[nodes.n1]\ntransport = \"local\"\nlock_dir = \"{root}/locks\"\nbundles = [\"b\"]\n"
-        ),
-    );
+    let (r, root) = local_node_repo();
     r.write(
         "bundles/b/items.toml",
         &format!(
@@ -840,14 +846,7 @@ fn node_controlled_lock_fields_cannot_clear_the_screen_or_forge_lines() {
 
 #[test]
 fn node_stderr_in_failure_reasons_and_node_state_in_diffs_are_sanitised() {
-    let r = TestRepo::new();
-    let root = r.path().display().to_string();
-    r.write(
-        "nodes.toml",
-        &format!(
-            "[nodes.n1]\ntransport = \"local\"\nlock_dir = \"{root}/locks\"\nbundles = [\"b\"]\n"
-        ),
-    );
+    let (r, root) = local_node_repo();
     r.write(
         "bundles/b/items.toml",
         &format!(
