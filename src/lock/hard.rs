@@ -17,6 +17,11 @@ pub const DEAD_HOLDER_SECS: i64 = 3 * 60;
 /// cannot be checked from here, so only a long silence (30 missed beats) says it is gone.
 pub const SILENT_HOLDER_SECS: i64 = 30 * 60;
 
+/// A hard lock with no `info` at all is taken over once this old: the holder writes its info
+/// in the same command right after the `mkdir`, so a lock still nameless after a minute was
+/// left by an acquire that was cut in between (its holder never got "acquired" and went on).
+pub const NAMELESS_LOCK_SECS: i64 = 60;
+
 /// Shell that takes the node's hard lock and lists its soft locks, in one round trip. When
 /// someone holds it, prints `held AGE MTIME` (AGE = seconds since the holder's last heartbeat
 /// by the node's clock) and the holder's info line, and exits [`HELD_EXIT`]: the caller decides
@@ -165,11 +170,17 @@ pub(super) fn parse_acquire(
         let mtime = nums.next().flatten().unwrap_or(0);
         let info_line = lines.next().unwrap_or_default().to_string();
         let info = serde_json::from_str::<HardLockInfo>(&info_line).ok();
+        let nameless = (info_line.trim().is_empty() && age >= NAMELESS_LOCK_SECS).then(|| {
+            format!(
+                "nameless (no holder info for {}: an interrupted acquire)",
+                format_remaining(age)
+            )
+        });
         let who = info.as_ref().map_or_else(
             || "someone (its lock info is missing or unreadable)".to_string(),
             HardLockInfo::holder,
         );
-        if let Some(why) = holder_gone(info.as_ref(), age, now(), my_host) {
+        if let Some(why) = nameless.or_else(|| holder_gone(info.as_ref(), age, now(), my_host)) {
             let since = info
                 .as_ref()
                 .map_or_else(|| format_time(mtime), |i| format_time(i.date));

@@ -1061,3 +1061,25 @@ fn hard_lock_is_released_when_the_link_is_lost_during_the_first_command() {
     );
     let _ = std::fs::remove_dir_all(&control);
 }
+
+/// Seen in the 40-node fleet benchmark: an acquire cut between its `mkdir` and writing `info`
+/// left a nameless hard lock that refused every later apply for 8 hours.
+#[test]
+fn nameless_hard_lock_left_by_an_interrupted_acquire_is_taken_over() {
+    let r = repo();
+    let hard = r.path().join("locks/hard-n1");
+    std::fs::create_dir_all(&hard).unwrap();
+
+    // Fresh: a holder may be between its mkdir and its info, so it is still respected.
+    let out = r.cinch(&["apply", "n1"]).expect_code(1);
+    assert!(
+        out.stderr.contains("locked") || out.stdout.contains("locked"),
+        "{out:?}"
+    );
+    assert!(hard.exists());
+
+    backdate(&hard, 2 * 60);
+    let out = r.cinch(&["apply", "n1"]).expect_code(0);
+    assert!(out.stderr.contains("nameless"), "{}", out.stderr);
+    assert!(!hard.exists(), "the lock is released after the apply");
+}
