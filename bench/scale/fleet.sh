@@ -2,8 +2,10 @@
 # N node aliases on one private sshd (MaxStartups/MaxSessions raised): `run all true` and a
 # steady-state apply of F files per node, with -p 100 and -p 500, with the default key
 # exchange, with kex_algorithms = curve25519-sha256, and with persist. Reports wall time,
-# peak RSS and the most descriptors cinch held. See bench/README.md.
-# Usage: bench/scale/fleet.sh CINCH [NODES] [FILES] [WORKERS...]
+# peak RSS and the most descriptors cinch held. With BW=path/to/bw (BundleWrap), the same
+# `run all true` and steady apply by BundleWrap (ssh multiplexed, as in bench.py), each cut
+# at 10 minutes. SETTINGS="default kex persist" picks the cinch rows. See bench/README.md.
+# Usage: [BW=bench/.work/venv/bin/bw] bench/scale/fleet.sh CINCH [NODES] [FILES] [WORKERS...]
 set -eu
 cinch=$1 nodes=${2:-1000} files=${3:-20}; shift 3 2>/dev/null || shift $#
 workers=${*:-100 500}
@@ -23,6 +25,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 MaxStartups 2000:30:4000
 MaxSessions 50
+Subsystem sftp internal-sftp
 PidFile none
 LogLevel ERROR
 CFG
@@ -59,7 +62,7 @@ measure() { # label, cinch args...
   wait $pid && rc=0 || rc=$?
   echo "$label | exit $rc | $(tail -1 "$w/time") | max fds $peak | load $(cut -d' ' -f1-3 /proc/loadavg)"
 }
-for settings in default kex persist; do
+for settings in ${SETTINGS:-default kex persist}; do
   case $settings in
     default) printf "$base" > "$w/repo/cinch.toml";;
     kex) printf "$base""kex_algorithms = \"curve25519-sha256\"\n" > "$w/repo/cinch.toml";;
@@ -75,3 +78,35 @@ for settings in default kex persist; do
     for s in "$w"/ctl-persist/p-*/master; do ssh -S "$s" -O exit x 2>/dev/null || true; done
   fi
 done
+
+if [ -n "${BW:-}" ]; then
+  # BundleWrap: its own nodes and the same 20 files per node, written as a converged apply
+  # would leave them, so every timed apply is a steady state.
+  python3 - "$w" "$nodes" "$files" <<'PY'
+import sys, os
+w, n, f = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+r = f"{w}/bw"; os.makedirs(f"{r}/bundles/b", exist_ok=True)
+nodes = {f"n{i}": {"hostname": f"n{i}", "bundles": ["b"], "cmd_wrapper_outer": "sh -c {0}"} for i in range(1, n + 1)}
+open(f"{r}/nodes.py", "w").write(f"nodes = {nodes!r}\n")
+open(f"{r}/groups.py", "w").write("groups = {'all': {'member_patterns': [r'.*']}}\n")
+open(f"{r}/bundles/b/items.py", "w").write(
+    f"d = '{w}/bwnodes/' + node.name\n"
+    "directories = {d: {'mode': '0755', 'owner': 'root', 'group': 'root'}}\n"
+    f"files = {{f'{{d}}/f{{i}}.conf': {{'content': f'file {{i}} of {{node.name}}\\n', 'mode': '0644', 'owner': 'root', 'group': 'root'}} for i in range({f})}}\n")
+for i in range(1, n + 1):
+    d = f"{w}/bwnodes/n{i}"; os.makedirs(d, exist_ok=True); os.chmod(d, 0o755)
+    for j in range(f):
+        p = f"{d}/f{j}.conf"
+        with open(p, "w") as o:
+            o.write(f"file {j} of n{i}\n")
+        os.chmod(p, 0o644)
+PY
+  mkdir -p "$w/bwcm"; rm -rf /var/lib/bundlewrap/hard-n[0-9]*   # left by an earlier, cut run
+  export BW_SSH_ARGS="-F $w/ssh_config -o ControlMaster=auto -o ControlPath=$w/bwcm/%C -o ControlPersist=60"
+  export BW_SCP_ARGS="$BW_SSH_ARGS" BW_IDENTITY=bench BW_COLORS=0 BW_TABLE_STYLE=grep
+  for p in $workers; do
+    measure "BundleWrap run all true -p $p" /usr/bin/time -o "$w/time" -f "%e s, %M KB peak RSS" timeout 600 "$BW" -r "$w/bw" run -p "$p" all true
+    measure "BundleWrap steady apply ($files files/node) -p $p" /usr/bin/time -o "$w/time" -f "%e s, %M KB peak RSS" timeout 600 "$BW" -r "$w/bw" apply -p "$p" all
+  done
+  for s in "$w"/bwcm/*; do ssh -S "$s" -O exit x 2>/dev/null || true; done
+fi
