@@ -104,7 +104,7 @@ PY
   mkdir -p "$w/bwcm"; rm -rf /var/lib/bundlewrap/hard-n[0-9]*   # left by an earlier, cut run
   export BW_SSH_ARGS="-F $w/ssh_config -o ControlMaster=auto -o ControlPath=$w/bwcm/%C -o ControlPersist=60"
   export BW_SCP_ARGS="$BW_SSH_ARGS" BW_IDENTITY=bench BW_COLORS=0 BW_TABLE_STYLE=grep
-  for p in $workers; do
+  for p in ${BW_WORKERS:-$workers}; do
     measure "BundleWrap run all true -p $p" /usr/bin/time -o "$w/time" -f "%e s, %M KB peak RSS" timeout 600 "$BW" -r "$w/bw" run -p "$p" all true
     measure "BundleWrap steady apply ($files files/node) -p $p" /usr/bin/time -o "$w/time" -f "%e s, %M KB peak RSS" timeout 600 "$BW" -r "$w/bw" apply -p "$p" all
   done
