@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::error::Result;
-use crate::review::expected::{NodeState, node_states, selection_hash};
+use crate::review::expected::{NodeState, map_node_states, selection_hash};
 use crate::settings::{HashSettings as HashArgs, Settings as Context};
 
 /// Runs `cinch hash`.
@@ -15,10 +15,18 @@ pub fn cmd_hash(ctx: &Context, args: &HashArgs) -> Result<u8> {
         args.shard,
         |n| &n.name,
     );
-    let states = node_states(&repo, &nodes)?;
+    let states = map_node_states(&repo, &nodes, |s| Hashed {
+        hash: s.hash(args.metadata),
+        items: if args.items {
+            item_hashes(&s)
+        } else {
+            Vec::new()
+        },
+        name: s.name,
+    })?;
     let hashes: Vec<(&str, String)> = states
         .iter()
-        .map(|s| (s.name.as_str(), s.hash(args.metadata)))
+        .map(|s| (s.name.as_str(), s.hash.clone()))
         .collect();
     let total = selection_hash(&hashes);
     let c = &ctx.console;
@@ -26,7 +34,13 @@ pub fn cmd_hash(ctx: &Context, args: &HashArgs) -> Result<u8> {
         for (state, (_, hash)) in states.iter().zip(&hashes) {
             let mut line = json!({"event": "node_hash", "node": state.name, "hash": hash});
             if args.items {
-                line["items"] = item_hashes(state);
+                line["items"] = serde_json::Value::Object(
+                    state
+                        .items
+                        .iter()
+                        .map(|(id, h)| (id.clone(), json!(h)))
+                        .collect(),
+                );
             }
             c.json_line(&line);
         }
@@ -42,8 +56,8 @@ pub fn cmd_hash(ctx: &Context, args: &HashArgs) -> Result<u8> {
         for (state, (name, hash)) in states.iter().zip(&hashes) {
             c.out(&format!("{hash}  {name}"));
             if args.items {
-                for item in &state.items {
-                    c.out(&format!("  {}  {}", item.hash, item.id));
+                for (id, hash) in &state.items {
+                    c.out(&format!("  {hash}  {id}"));
                 }
             }
         }
@@ -62,12 +76,18 @@ pub fn cmd_hash(ctx: &Context, args: &HashArgs) -> Result<u8> {
 }
 
 /// `{item id: hash}` of one node, in id order.
-fn item_hashes(state: &NodeState) -> serde_json::Value {
-    serde_json::Value::Object(
-        state
-            .items
-            .iter()
-            .map(|i| (i.id.clone(), json!(i.hash)))
-            .collect(),
-    )
+/// What `hash` keeps of a node once its state is hashed.
+struct Hashed {
+    name: String,
+    hash: String,
+    /// Item id and item hash, with `--items`.
+    items: Vec<(String, String)>,
+}
+
+fn item_hashes(state: &NodeState) -> Vec<(String, String)> {
+    state
+        .items
+        .iter()
+        .map(|i| (i.id.clone(), i.hash.clone()))
+        .collect()
 }

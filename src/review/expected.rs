@@ -225,8 +225,20 @@ pub fn node_state(repo: &Repo, node: &Node) -> Result<NodeState, Vec<Diagnostic>
 /// [`node_state`] of every node, in parallel, in the order given; all problems of all nodes
 /// (once each, in fixing order) when any node does not build.
 pub fn node_states(repo: &Repo, nodes: &[&Node]) -> crate::error::Result<Vec<NodeState>> {
-    let results: Vec<Result<NodeState, Vec<Diagnostic>>> =
-        nodes.par_iter().map(|n| node_state(repo, n)).collect();
+    map_node_states(repo, nodes, |s| s)
+}
+
+/// [`node_states`] that keeps only `keep(state)` of each node as soon as it is built, so a
+/// 10,000-node `hash` never holds every node's rendered contents at once.
+pub fn map_node_states<T: Send>(
+    repo: &Repo,
+    nodes: &[&Node],
+    keep: impl Fn(NodeState) -> T + Sync,
+) -> crate::error::Result<Vec<T>> {
+    let results: Vec<Result<T, Vec<Diagnostic>>> = nodes
+        .par_iter()
+        .map(|n| node_state(repo, n).map(&keep))
+        .collect();
     if crate::interrupt::requested() {
         return Err(crate::error::Error::Interrupted);
     }
