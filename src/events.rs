@@ -268,11 +268,24 @@ mod ser {
 
     thread_local! {
         /// Set while [`super::Event::hook_payload`] serialises on this thread.
-        pub(super) static WHOLE: Cell<bool> = const { Cell::new(false) };
+        static WHOLE: Cell<bool> = const { Cell::new(false) };
     }
 
     fn whole() -> bool {
         WHOLE.with(Cell::get)
+    }
+
+    /// Runs `f` with nodes and items serialised whole on this thread; the flag is cleared
+    /// again however `f` ends.
+    pub(super) fn whole_while<R>(f: impl FnOnce() -> R) -> R {
+        struct Reset(bool);
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                WHOLE.with(|w| w.set(self.0));
+            }
+        }
+        let _reset = Reset(WHOLE.with(|w| w.replace(true)));
+        f()
     }
 
     pub fn node<S: Serializer>(node: &&Node, s: S) -> Result<S::Ok, S::Error> {
@@ -387,9 +400,7 @@ impl Event<'_> {
     /// The payload hooks get their arguments from: the same serde payload as the JSON line,
     /// but with nodes and items whole (as hooks see them), keyed by field name.
     pub fn hook_payload(&self) -> serde_json::Map<String, Value> {
-        ser::WHOLE.with(|w| w.set(true));
-        let value = serde_json::to_value(self);
-        ser::WHOLE.with(|w| w.set(false));
+        let value = ser::whole_while(|| serde_json::to_value(self));
         match value {
             Ok(Value::Object(m)) => m,
             _ => serde_json::Map::new(),
@@ -821,6 +832,63 @@ mod tests {
         assert_eq!(
             fatal.to_json().to_string(),
             r#"{"event":"error","message":"m","exit_code":2}"#
+        );
+    }
+
+    #[test]
+    fn apply_and_verify_summaries_keep_their_bytes_when_built_from_serde() {
+        let row = |node: &str, note: Option<&str>| crate::output::apply::ApplyRow {
+            node: node.into(),
+            items: 3,
+            ok: 1,
+            fixed: 2,
+            skipped: 0,
+            failed: 0,
+            duration: 0.5,
+            error: None,
+            commands: 1,
+            bytes_sent: 10,
+            bytes_received: 20,
+            note: note.map(String::from),
+        };
+        let rows = vec![row("web1", None), row("web2", Some("already done"))];
+        let rows_json = serde_json::to_string(&rows).unwrap_or_default();
+        let node = |name: &str, key: &str, note: &str| {
+            format!(
+                r#"{{"node":"{name}","items":3,"ok":1,"{key}":2,"skipped":0,"failed":0,"duration":0.5,"error":null,"commands":1,"bytes_sent":10,"bytes_received":20{note}}}"#
+            )
+        };
+        for (verify, command, key, code) in [
+            (false, "apply", "fixed", 0),
+            (true, "verify", "would_change", 1),
+        ] {
+            let summary = ApplySummary::new(rows.clone(), verify, true, false, code);
+            assert_eq!(summary.verify(), verify);
+            let line = Event::Report(Report::ApplySummary(&summary)).to_json();
+            let expected = format!(
+                r#"{{"event":"summary","command":"{command}","nodes":[{},{}],"total":{{"nodes":2,"items":6,"ok":2,"{key}":4,"skipped":0,"failed":0,"commands":2,"bytes_sent":20,"bytes_received":40}},"rows":{rows_json},"stats":true,"interrupted":false,"exit_code":{code}}}"#,
+                node("web1", key, ""),
+                node("web2", key, r#","note":"already done""#),
+            );
+            assert_eq!(line.map(|l| l.to_string()), Some(expected));
+        }
+    }
+
+    #[test]
+    fn terminal_notes_are_no_json_line_and_no_hook_point() {
+        let note = Event::Note(Note::NodeFinished { node: "web1" });
+        assert_eq!(note.to_json(), None);
+        assert_eq!(note.hook_point(), None);
+        let output = Event::Report(Report::Output {
+            node: "web1",
+            stream: "stdout",
+            line: "hi",
+        });
+        assert_eq!(output.hook_point(), None);
+        assert_eq!(output.name(), "output");
+        assert_eq!(
+            output.to_json().map(|l| l.to_string()),
+            Some(r#"{"event":"output","node":"web1","stream":"stdout","line":"hi"}"#.into())
         );
     }
 

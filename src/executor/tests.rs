@@ -576,3 +576,63 @@ fn executor_emits_item_and_action_events_on_the_bus_and_a_refused_start_fails_th
         quiet.lock().unwrap()
     );
 }
+
+/// One `item_verify` line: (item, status, change).
+type Verdict = (String, String, Option<String>);
+
+/// Records verify's `item_verify` lines.
+#[derive(Clone, Default)]
+struct Verdicts(std::sync::Arc<Mutex<Vec<Verdict>>>);
+
+impl crate::events::Subscriber for Verdicts {
+    fn on_event(&self, event: &crate::events::Event<'_>) -> Flow {
+        if let crate::events::Event::Report(crate::events::Report::ItemVerify {
+            item,
+            status,
+            change,
+            ..
+        }) = event
+        {
+            self.0.lock().unwrap().push((
+                item.to_string(),
+                status.to_string(),
+                change.map(String::from),
+            ));
+        }
+        Flow::Continue
+    }
+}
+
+#[test]
+fn verify_emits_each_verdict_and_its_item_result_on_the_bus() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_str().unwrap();
+    let same = format!("{root}/same");
+    let missing = format!("{root}/missing");
+    std::fs::write(&same, "s\n").unwrap();
+    let mut fx = Fixture::new(vec![file(&same, "s\n"), file(&missing, "m\n")]);
+    fx.opts.mode = Mode::Verify;
+    // The file's mode is part of its state: make `same` already right.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&same, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let verdicts = Verdicts::default();
+    let mut bus = crate::events::Bus::new();
+    bus.subscribe(Box::new(verdicts.clone()));
+    let (r, ends) = fx.run_on(bus);
+    assert_eq!(r.error, None);
+    let verdicts = verdicts.0.lock().unwrap().clone();
+    let of = |id: &str| verdicts.iter().find(|v| v.0 == id).cloned();
+    let (_, status, change) = of(&format!("file:{missing}")).expect("missing file's verdict");
+    assert_eq!(
+        (status.as_str(), change.as_deref()),
+        ("would_change", Some("create"))
+    );
+    assert_eq!(
+        outcome_of(&ends, &format!("file:{missing}")),
+        Outcome::WouldChange
+    );
+    let (_, status, _) = of(&format!("file:{same}")).expect("unchanged file's verdict");
+    assert_eq!(status, "ok", "{verdicts:?} {ends:?}");
+    assert_eq!(verdicts.len(), 2, "one verdict per item: {verdicts:?}");
+    assert!(!d.path().join("missing").exists(), "verify changes nothing");
+}
