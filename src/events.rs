@@ -331,7 +331,7 @@ mod ser {
 }
 
 /// Declares every hook point once — the `Event` variant, its hook function name and its
-/// argument names — and generates [`Event::name`] and [`HOOK_POINTS`] from that one list.
+/// argument names — and generates [`Event::hook_point`] and [`HOOK_POINTS`] from that one list.
 macro_rules! hook_points {
     ($($variant:ident => $name:literal [$($arg:literal),* $(,)?],)*) => {
         impl Event<'_> {

@@ -251,7 +251,7 @@ fn run(
         force,
     };
     if console.json() {
-        bus.subscribe(Box::new(crate::render::json::JsonLines::new(
+        bus.subscribe(Box::new(crate::render::json::JsonSubscriber::new(
             ctx.console.clone(),
         )));
     }

@@ -25,7 +25,7 @@ pub fn cmd_run(ctx: &Settings, args: &RunSettings) -> Result<u8> {
     let nodes = crate::shard::filter(repo.select(&args.target)?, args.shard, |n| &n.name);
     let mut bus = crate::hooks::command_bus(&ctx.console, &repo)?;
     if ctx.console.json() {
-        bus.subscribe(Box::new(crate::render::json::JsonLines::new(
+        bus.subscribe(Box::new(crate::render::json::JsonSubscriber::new(
             ctx.console.clone(),
         )));
     }

@@ -7,18 +7,18 @@ use crate::events::{Event, Flow, Subscriber};
 
 /// The JSON subscriber of apply, verify and run: hook points and [`crate::events::Report`]
 /// lines are printed, terminal-only notes are not.
-pub struct JsonLines {
+pub struct JsonSubscriber {
     console: Arc<Console>,
 }
 
-impl JsonLines {
+impl JsonSubscriber {
     /// A subscriber printing on `console` (which masks every secret value).
     pub fn new(console: Arc<Console>) -> Self {
-        JsonLines { console }
+        JsonSubscriber { console }
     }
 }
 
-impl Subscriber for JsonLines {
+impl Subscriber for JsonSubscriber {
     fn on_event(&self, event: &Event<'_>) -> Flow {
         let Some(mut line) = event.to_json() else {
             return Flow::Continue;
