@@ -56,36 +56,51 @@ pub enum Flow {
     Abort(String),
 }
 
-/// One lifecycle point (hooks-examples/README.md). Borrowed, so emitting costs no copies.
-#[derive(Debug, Clone)]
+/// Everything observable a command does: the hook points (hooks-examples/README.md), the
+/// JSON-only lines ([`Report`]) and the terminal-only moments ([`Note`]). Borrowed, so
+/// emitting costs no copies. The hook points serialise (serde) to their payload: the JSON line
+/// names nodes and items, the hook arguments ([`Event::hook_payload`]) get them whole.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event<'a> {
     ApplyStart {
         target: &'a str,
+        #[serde(serialize_with = "ser::nodes")]
         nodes: &'a [&'a Node],
         interactive: bool,
     },
     ApplyEnd {
         target: &'a str,
+        #[serde(serialize_with = "ser::nodes")]
         nodes: &'a [&'a Node],
+        #[serde(serialize_with = "ser::secs")]
         duration: Duration,
     },
     NodeApplyStart {
+        #[serde(serialize_with = "ser::node")]
         node: &'a Node,
         interactive: bool,
     },
     NodeApplyEnd {
+        #[serde(serialize_with = "ser::node")]
         node: &'a Node,
+        #[serde(serialize_with = "ser::secs")]
         duration: Duration,
         interactive: bool,
         result: &'a NodeResult,
     },
     ItemApplyStart {
+        #[serde(serialize_with = "ser::node")]
         node: &'a Node,
+        #[serde(flatten, serialize_with = "ser::item")]
         item: &'a Item,
     },
     ItemApplyEnd {
+        #[serde(serialize_with = "ser::node")]
         node: &'a Node,
+        #[serde(flatten, serialize_with = "ser::item")]
         item: &'a Item,
+        #[serde(serialize_with = "ser::secs")]
         duration: Duration,
         status: ItemStatus,
         status_before: Option<&'a Value>,
@@ -94,39 +109,53 @@ pub enum Event<'a> {
         reason: Option<&'a str>,
     },
     ActionRunStart {
+        #[serde(serialize_with = "ser::node")]
         node: &'a Node,
+        #[serde(flatten, serialize_with = "ser::item")]
         item: &'a Item,
     },
     ActionRunEnd {
+        #[serde(serialize_with = "ser::node")]
         node: &'a Node,
+        #[serde(flatten, serialize_with = "ser::item")]
         item: &'a Item,
+        #[serde(serialize_with = "ser::secs")]
         duration: Duration,
         status: ItemStatus,
     },
     RunStart {
         target: &'a str,
+        #[serde(serialize_with = "ser::nodes")]
         nodes: &'a [&'a Node],
         command: &'a str,
     },
     RunEnd {
         target: &'a str,
+        #[serde(serialize_with = "ser::nodes")]
         nodes: &'a [&'a Node],
         command: &'a str,
+        #[serde(serialize_with = "ser::secs")]
         duration: Duration,
     },
     NodeRunStart {
+        #[serde(serialize_with = "ser::node")]
         node: &'a Node,
         command: &'a str,
     },
     NodeRunEnd {
+        #[serde(serialize_with = "ser::node")]
         node: &'a Node,
         command: &'a str,
+        #[serde(serialize_with = "ser::secs")]
         duration: Duration,
         return_code: Option<i32>,
+        #[serde(serialize_with = "ser::lossy")]
         stdout: &'a [u8],
+        #[serde(serialize_with = "ser::lossy")]
         stderr: &'a [u8],
     },
     LockAdd {
+        #[serde(serialize_with = "ser::node")]
         node: &'a Node,
         lock_id: &'a str,
         items: &'a [String],
@@ -134,31 +163,184 @@ pub enum Event<'a> {
         comment: &'a str,
     },
     LockRemove {
+        #[serde(serialize_with = "ser::node")]
         node: &'a Node,
         lock_id: &'a str,
     },
     LockShow {
+        #[serde(serialize_with = "ser::node")]
         node: &'a Node,
         lock_info: &'a Value,
     },
     NodeSshConnect {
+        #[serde(serialize_with = "ser::node")]
         node: &'a Node,
     },
     TestNode {
+        #[serde(serialize_with = "ser::node")]
         node: &'a Node,
     },
     Test,
+    /// Not a hook point: a JSON-only line (a verify verdict, run output, a summary, …).
+    #[serde(skip)]
+    Report(Report<'a>),
+    /// Not a hook point and no JSON line: a moment only the terminal shows.
+    #[serde(skip)]
+    Note(Note<'a>),
+}
+
+/// The terminal-only events: what the human renderer shows besides the hook points and the
+/// JSON lines (item lines with their diffs and drift words, node lines, progress).
+#[derive(Debug, Clone)]
+pub enum Note<'a> {
+    /// apply/verify: a node's items are about to be read (its progress bar starts).
+    NodeStarted { node: &'a str, items: usize },
+    /// apply/verify: a line about a whole node ("not run: …", "skipped by hook (…)", its
+    /// error); `error` lines go to stderr.
+    NodeLine {
+        node: &'a str,
+        message: &'a str,
+        error: bool,
+    },
+    /// apply/verify: a node is done (its progress bar ends).
+    NodeFinished { node: &'a str },
+    /// apply/verify: one item's result, after its `item_apply_end` (apply) or `item_verify`
+    /// (verify) line, with what only the terminal shows: verb, diff, quiet skips, and verify's
+    /// drift attribution.
+    ItemResult {
+        node: &'a str,
+        item: &'a Item,
+        report: &'a ItemReport,
+        drift: Option<&'a Drift>,
+    },
+    /// A styled error line for the terminal; the same error reaches JSON as a
+    /// [`Report::Error`] emitted beside it.
+    ErrorLine { text: &'a str },
+}
+
+/// What happened to one item on one node: the executor's result, emitted (as
+/// [`Note::ItemResult`]) and kept for the summary and plans.
+#[derive(Debug, Clone)]
+pub struct ItemReport {
+    /// The item's index in the node's plan.
+    pub idx: usize,
+    pub outcome: ItemStatus,
+    /// Skip reason or failure message.
+    pub reason: Option<String>,
+    /// create / fix / delete / run, for changed items.
+    pub verb: Option<&'static str>,
+    /// The change in words (never contains sensitive content).
+    pub diff: Option<String>,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub duration: Duration,
+    /// Skips users do not need to see ("not triggered", "unless").
+    pub quiet: bool,
+    /// verify: the hash of the drifted state it read (drift attribution, plans).
+    pub actual_hash: Option<String>,
+}
+
+/// An item as hooks see it: id, type, name, bundle, attributes (each type's own view, which
+/// leaves out sensitive content), tags and comment.
+pub fn item_view(item: &Item) -> Value {
+    json!({
+        "id": item.id,
+        "type": item.type_name(),
+        "name": item.name,
+        "bundle": item.bundle,
+        "attributes": item.kind.item_type().view(&item.kind),
+        "tags": item.deps.tags,
+        "comment": item.deps.comment,
+    })
+}
+
+/// How event fields serialise: nodes and items by name in JSON lines, whole (as hooks see
+/// them) inside [`Event::hook_payload`].
+mod ser {
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    use serde::Serialize;
+    use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+
+    use crate::items::Item;
+    use crate::repo::Node;
+
+    thread_local! {
+        /// Set while [`super::Event::hook_payload`] serialises on this thread.
+        static WHOLE: Cell<bool> = const { Cell::new(false) };
+    }
+
+    fn whole() -> bool {
+        WHOLE.with(Cell::get)
+    }
+
+    /// Runs `f` with nodes and items serialised whole on this thread; the flag is cleared
+    /// again however `f` ends.
+    pub(super) fn whole_while<R>(f: impl FnOnce() -> R) -> R {
+        struct Reset(bool);
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                WHOLE.with(|w| w.set(self.0));
+            }
+        }
+        let _reset = Reset(WHOLE.with(|w| w.replace(true)));
+        f()
+    }
+
+    pub fn node<S: Serializer>(node: &&Node, s: S) -> Result<S::Ok, S::Error> {
+        if whole() {
+            node.serialize(s)
+        } else {
+            s.serialize_str(&node.name)
+        }
+    }
+
+    pub fn nodes<S: Serializer>(nodes: &&[&Node], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(nodes.len()))?;
+        for n in nodes.iter() {
+            if whole() {
+                seq.serialize_element(*n)?;
+            } else {
+                seq.serialize_element(&n.name)?;
+            }
+        }
+        seq.end()
+    }
+
+    /// Flattened: `item` (its id) and `bundle` in JSON lines; `item` as hooks see it
+    /// (id, type, name, bundle, attributes, tags, comment) in the hook payload.
+    pub fn item<S: Serializer>(item: &&Item, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        if whole() {
+            m.serialize_entry("item", &super::item_view(item))?;
+        } else {
+            m.serialize_entry("item", &item.id)?;
+            m.serialize_entry("bundle", &item.bundle)?;
+        }
+        m.end()
+    }
+
+    pub fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn lossy<S: Serializer>(bytes: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(bytes))
+    }
 }
 
 /// Declares every hook point once — the `Event` variant, its hook function name and its
-/// argument names — and generates [`Event::name`] and [`HOOK_POINTS`] from that one list.
+/// argument names — and generates [`Event::hook_point`] and [`HOOK_POINTS`] from that one list.
 macro_rules! hook_points {
     ($($variant:ident => $name:literal [$($arg:literal),* $(,)?],)*) => {
         impl Event<'_> {
-            /// The hook function name for this point.
-            pub fn name(&self) -> &'static str {
+            /// The hook function name for this point; `None` for the events that are not hook
+            /// points ([`Report`] lines and [`Note`]s).
+            pub fn hook_point(&self) -> Option<&'static str> {
                 match self {
-                    $(Event::$variant { .. } => $name,)*
+                    $(Event::$variant { .. } => Some($name),)*
+                    Event::Report(_) | Event::Note(_) => None,
                 }
             }
         }
@@ -192,107 +374,46 @@ hook_points! {
 }
 
 impl Event<'_> {
-    /// The event as one JSON object (`--json` output); hooks get the same fields.
-    pub fn to_json(&self) -> Value {
-        let names = |nodes: &[&Node]| nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
-        let secs = |d: &Duration| d.as_secs_f64();
-        let body = match self {
-            Event::ApplyStart {
-                target,
-                nodes,
-                interactive,
-            } => {
-                json!({"target": target, "nodes": names(nodes), "interactive": interactive})
-            }
-            Event::ApplyEnd {
-                target,
-                nodes,
-                duration,
-            } => {
-                json!({"target": target, "nodes": names(nodes), "duration": secs(duration)})
-            }
-            Event::NodeApplyStart { node, interactive } => {
-                json!({"node": node.name, "interactive": interactive})
-            }
-            Event::NodeApplyEnd {
-                node,
-                duration,
-                interactive,
-                result,
-            } => json!({
-                "node": node.name, "duration": secs(duration), "interactive": interactive, "result": result
-            }),
-            Event::ItemApplyStart { node, item } | Event::ActionRunStart { node, item } => {
-                json!({"node": node.name, "item": item.id, "bundle": item.bundle})
-            }
-            Event::ItemApplyEnd {
-                node,
-                item,
-                duration,
-                status,
-                status_before,
-                status_after,
-                reason,
-            } => json!({
-                "node": node.name, "item": item.id, "bundle": item.bundle, "duration": secs(duration),
-                "status": status, "status_before": status_before, "status_after": status_after, "reason": reason,
-            }),
-            Event::ActionRunEnd {
-                node,
-                item,
-                duration,
-                status,
-            } => json!({
-                "node": node.name, "item": item.id, "bundle": item.bundle, "duration": secs(duration), "status": status
-            }),
-            Event::RunStart {
-                target,
-                nodes,
-                command,
-            } => {
-                json!({"target": target, "nodes": names(nodes), "command": command})
-            }
-            Event::RunEnd {
-                target,
-                nodes,
-                command,
-                duration,
-            } => json!({
-                "target": target, "nodes": names(nodes), "command": command, "duration": secs(duration)
-            }),
-            Event::NodeRunStart { node, command } => json!({"node": node.name, "command": command}),
-            Event::NodeRunEnd {
-                node,
-                command,
-                duration,
-                return_code,
-                stdout,
-                stderr,
-            } => json!({
-                "node": node.name, "command": command, "duration": secs(duration), "return_code": return_code,
-                "stdout": String::from_utf8_lossy(stdout), "stderr": String::from_utf8_lossy(stderr),
-            }),
-            Event::LockAdd {
-                node,
-                lock_id,
-                items,
-                expiry,
-                comment,
-            } => json!({
-                "node": node.name, "lock_id": lock_id, "items": items, "expiry": expiry, "comment": comment
-            }),
-            Event::LockRemove { node, lock_id } => json!({"node": node.name, "lock_id": lock_id}),
-            Event::LockShow { node, lock_info } => {
-                json!({"node": node.name, "lock_info": lock_info})
-            }
-            Event::NodeSshConnect { node } | Event::TestNode { node } => json!({"node": node.name}),
-            Event::Test => json!({}),
-        };
-        let mut obj = json!({"event": self.name()});
-        if let (Some(o), Value::Object(b)) = (obj.as_object_mut(), body) {
-            o.extend(b);
+    /// The event's name: its hook point, or the `event` field of its JSON line, or (for a
+    /// terminal-only [`Note`]) `note`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Report(r) => r.name(),
+            Event::Note(_) => "note",
+            e => e.hook_point().unwrap_or("note"),
         }
-        obj
+    }
+
+    /// The event as one JSON object (`--json` output), from its serde payload; `None` for a
+    /// terminal-only [`Note`].
+    pub fn to_json(&self) -> Option<Value> {
+        match self {
+            Event::Report(r) => Some(r.to_json()),
+            Event::Note(_) => None,
+            e => Some(
+                serde_json::to_value(e)
+                    .unwrap_or_else(|err| json!({"event": "error", "message": err.to_string()})),
+            ),
+        }
+    }
+
+    /// The payload hooks get their arguments from: the same serde payload as the JSON line,
+    /// but with nodes and items whole (as hooks see them), keyed by field name.
+    pub fn hook_payload(&self) -> serde_json::Map<String, Value> {
+        let value = ser::whole_while(|| serde_json::to_value(self));
+        match value {
+            Ok(Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+}
+
+/// The payload field a hook argument is read from: the names are the same except where the
+/// hook argument's name predates the JSON field's (`status_code` is `status` in JSON).
+pub fn payload_field(argument: &str) -> &str {
+    match argument {
+        "status_code" => "status",
+        other => other,
     }
 }
 
@@ -305,6 +426,16 @@ pub trait Subscriber: Send + Sync {
     /// at a point that does not stop the command).
     fn had_errors(&self) -> bool {
         false
+    }
+}
+
+impl<T: Subscriber> Subscriber for std::sync::Arc<T> {
+    fn on_event(&self, event: &Event<'_>) -> Flow {
+        T::on_event(self, event)
+    }
+
+    fn had_errors(&self) -> bool {
+        T::had_errors(self)
     }
 }
 
@@ -344,9 +475,6 @@ impl Bus {
     }
 }
 
-/// The JSON-only lines commands print besides the hook events above, each described once
-/// here (serde) instead of being built by hand at the call site: the `event` field names the
-/// kind, the other fields follow in declaration order.
 /// Drift attribution of one verify item: what changed since the last apply recorded on the
 /// node, so a dashboard can tell hand edits from repo changes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -361,7 +489,10 @@ pub struct Drift {
     pub applied_at: String,
 }
 
-#[derive(Debug, serde::Serialize)]
+/// The JSON-only lines commands emit besides the hook events above (as [`Event::Report`]),
+/// each described once here (serde) instead of being built by hand at the call site: the
+/// `event` field names the kind, the other fields follow in declaration order.
+#[derive(Debug, Clone, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Report<'a> {
     /// apply: a hook's `skip_node` at `node_apply_start`.
@@ -416,6 +547,9 @@ pub enum Report<'a> {
         exit_code: u8,
         rows: &'a [crate::output::run::RunRow],
     },
+    /// apply and verify: the closing line (the terminal shows it as the summary table).
+    #[serde(rename = "summary")]
+    ApplySummary(&'a ApplySummary),
     /// lock add, show or remove: the closing line.
     #[serde(rename = "summary")]
     LockSummary {
@@ -484,7 +618,154 @@ pub enum Report<'a> {
     },
 }
 
+/// apply's and verify's closing line: per-node and total counts, the table's rows, and how
+/// the command ended. The changed count is keyed `fixed` for apply and `would_change` for
+/// verify.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApplySummary {
+    /// `apply` or `verify`.
+    pub command: &'static str,
+    pub nodes: Vec<ApplyNodeCounts>,
+    pub total: ApplyTotal,
+    /// The summary table's rows (`cinch report` reads them back).
+    pub rows: Vec<crate::output::apply::ApplyRow>,
+    /// `--stats`: the table shows commands and bytes.
+    pub stats: bool,
+    pub interrupted: bool,
+    pub exit_code: u8,
+}
+
+/// The items changed (apply) or that would change (verify), under the command's own key.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub enum Changed {
+    #[serde(rename = "fixed")]
+    Fixed(usize),
+    #[serde(rename = "would_change")]
+    WouldChange(usize),
+}
+
+/// One node's counts in [`ApplySummary`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApplyNodeCounts {
+    pub node: String,
+    pub items: usize,
+    pub ok: usize,
+    #[serde(flatten)]
+    pub changed: Changed,
+    pub skipped: usize,
+    pub failed: usize,
+    /// Seconds.
+    pub duration: f64,
+    pub error: Option<String>,
+    pub commands: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Why the rollout left the node alone (`--max-fail`, `--resume-file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The fleet's totals in [`ApplySummary`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApplyTotal {
+    pub nodes: usize,
+    pub items: usize,
+    pub ok: usize,
+    #[serde(flatten)]
+    pub changed: Changed,
+    pub skipped: usize,
+    pub failed: usize,
+    pub commands: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+impl ApplySummary {
+    /// The summary of the table `rows` (`verify`: changed items are would-change).
+    pub fn new(
+        rows: Vec<crate::output::apply::ApplyRow>,
+        verify: bool,
+        stats: bool,
+        interrupted: bool,
+        exit_code: u8,
+    ) -> Self {
+        let changed = |n| {
+            if verify {
+                Changed::WouldChange(n)
+            } else {
+                Changed::Fixed(n)
+            }
+        };
+        let nodes = rows
+            .iter()
+            .map(|r| ApplyNodeCounts {
+                node: r.node.clone(),
+                items: r.items,
+                ok: r.ok,
+                changed: changed(r.fixed),
+                skipped: r.skipped,
+                failed: r.failed,
+                duration: r.duration,
+                error: r.error.clone(),
+                commands: r.commands,
+                bytes_sent: r.bytes_sent,
+                bytes_received: r.bytes_received,
+                note: r.note.clone(),
+            })
+            .collect();
+        let sum = |f: fn(&crate::output::apply::ApplyRow) -> u64| rows.iter().map(f).sum::<u64>();
+        let total = ApplyTotal {
+            nodes: rows.len(),
+            items: rows.iter().map(|r| r.items).sum(),
+            ok: rows.iter().map(|r| r.ok).sum(),
+            changed: changed(rows.iter().map(|r| r.fixed).sum()),
+            skipped: rows.iter().map(|r| r.skipped).sum(),
+            failed: rows.iter().map(|r| r.failed).sum(),
+            commands: sum(|r| r.commands),
+            bytes_sent: sum(|r| r.bytes_sent),
+            bytes_received: sum(|r| r.bytes_received),
+        };
+        ApplySummary {
+            command: if verify { "verify" } else { "apply" },
+            nodes,
+            total,
+            rows,
+            stats,
+            interrupted,
+            exit_code,
+        }
+    }
+
+    /// Whether this is verify's summary.
+    pub fn verify(&self) -> bool {
+        self.command == "verify"
+    }
+}
+
 impl Report<'_> {
+    /// The line's `event` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Report::NodeSkipped { .. } => "node_skipped",
+            Report::ItemVerify { .. } => "item_verify",
+            Report::TestWarning { .. } => "test_warning",
+            Report::TestProblem { .. } => "test_problem",
+            Report::TestSummary { .. } => "test_summary",
+            Report::RunSummary { .. } | Report::ApplySummary(_) | Report::LockSummary { .. } => {
+                "summary"
+            }
+            Report::NodeResult { .. } => "node_result",
+            Report::Output { .. } => "output",
+            Report::LockAdded { .. } => "lock_added",
+            Report::Lock { .. } => "lock",
+            Report::LockRemoved { .. } => "lock_removed",
+            Report::LockNode { .. } => "lock_node",
+            Report::HookError { .. } => "hook_error",
+            Report::HookLog { .. } => "hook_log",
+            Report::Error { .. } => "error",
+        }
+    }
+
     /// The JSON line's value.
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self)
@@ -551,6 +832,63 @@ mod tests {
         assert_eq!(
             fatal.to_json().to_string(),
             r#"{"event":"error","message":"m","exit_code":2}"#
+        );
+    }
+
+    #[test]
+    fn apply_and_verify_summaries_keep_their_bytes_when_built_from_serde() {
+        let row = |node: &str, note: Option<&str>| crate::output::apply::ApplyRow {
+            node: node.into(),
+            items: 3,
+            ok: 1,
+            fixed: 2,
+            skipped: 0,
+            failed: 0,
+            duration: 0.5,
+            error: None,
+            commands: 1,
+            bytes_sent: 10,
+            bytes_received: 20,
+            note: note.map(String::from),
+        };
+        let rows = vec![row("web1", None), row("web2", Some("already done"))];
+        let rows_json = serde_json::to_string(&rows).unwrap_or_default();
+        let node = |name: &str, key: &str, note: &str| {
+            format!(
+                r#"{{"node":"{name}","items":3,"ok":1,"{key}":2,"skipped":0,"failed":0,"duration":0.5,"error":null,"commands":1,"bytes_sent":10,"bytes_received":20{note}}}"#
+            )
+        };
+        for (verify, command, key, code) in [
+            (false, "apply", "fixed", 0),
+            (true, "verify", "would_change", 1),
+        ] {
+            let summary = ApplySummary::new(rows.clone(), verify, true, false, code);
+            assert_eq!(summary.verify(), verify);
+            let line = Event::Report(Report::ApplySummary(&summary)).to_json();
+            let expected = format!(
+                r#"{{"event":"summary","command":"{command}","nodes":[{},{}],"total":{{"nodes":2,"items":6,"ok":2,"{key}":4,"skipped":0,"failed":0,"commands":2,"bytes_sent":20,"bytes_received":40}},"rows":{rows_json},"stats":true,"interrupted":false,"exit_code":{code}}}"#,
+                node("web1", key, ""),
+                node("web2", key, r#","note":"already done""#),
+            );
+            assert_eq!(line.map(|l| l.to_string()), Some(expected));
+        }
+    }
+
+    #[test]
+    fn terminal_notes_are_no_json_line_and_no_hook_point() {
+        let note = Event::Note(Note::NodeFinished { node: "web1" });
+        assert_eq!(note.to_json(), None);
+        assert_eq!(note.hook_point(), None);
+        let output = Event::Report(Report::Output {
+            node: "web1",
+            stream: "stdout",
+            line: "hi",
+        });
+        assert_eq!(output.hook_point(), None);
+        assert_eq!(output.name(), "output");
+        assert_eq!(
+            output.to_json().map(|l| l.to_string()),
+            Some(r#"{"event":"output","node":"web1","stream":"stdout","line":"hi"}"#.into())
         );
     }
 

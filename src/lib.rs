@@ -27,6 +27,7 @@ pub mod node_shell;
 pub mod output;
 pub mod plan;
 pub mod prepare;
+pub mod render;
 pub mod repo;
 pub mod review;
 pub mod settings;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::console::Console;
 use crate::error::Result;
-use crate::events::{Event, Flow, Report, Subscriber};
+use crate::events::{Bus, Event, Flow, Report};
 use crate::fleet::{Fleet, NotContacted, Slot};
 use crate::output::run::{RunRow, prefixed_lines, run_table};
 use crate::repo::Node;
@@ -25,9 +25,9 @@ pub fn cmd_run(ctx: &Settings, args: &RunSettings) -> Result<u8> {
     let nodes = crate::shard::filter(repo.select(&args.target)?, args.shard, |n| &n.name);
     let mut bus = crate::hooks::command_bus(&ctx.console, &repo)?;
     if ctx.console.json() {
-        bus.subscribe(Box::new(JsonEvents {
-            console: ctx.console.clone(),
-        }));
+        bus.subscribe(Box::new(crate::render::json::JsonSubscriber::new(
+            ctx.console.clone(),
+        )));
     }
     let plan = RunPlan {
         target: &args.target,
@@ -107,7 +107,7 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
         nodes,
         command: plan.command,
     }) {
-        report_error(console, &format!("run aborted by a hook: {reason}"));
+        report_error(console, bus, &format!("run aborted by a hook: {reason}"));
         return 1;
     }
     let width = nodes
@@ -130,12 +130,12 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
     let rolled = match rolled {
         Ok(r) => r,
         Err(e) => {
-            report_error(console, &e.to_string());
+            report_error(console, bus, &e.to_string());
             return 2;
         }
     };
     if let Some(e) = &rolled.resume_error {
-        report_error(console, e);
+        report_error(console, bus, e);
     }
     let results: Vec<(NodeOutcome, Duration)> = rolled
         .slots
@@ -158,17 +158,15 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
     let mut failed = 0;
     for (node, res) in nodes.iter().zip(&results) {
         let (outcome, dur) = res.clone();
-        if console.json() && matches!(outcome, NodeOutcome::BudgetSpent | NodeOutcome::AlreadyDone)
-        {
-            let line = Report::NodeResult {
+        if matches!(outcome, NodeOutcome::BudgetSpent | NodeOutcome::AlreadyDone) {
+            bus.emit(&Event::Report(Report::NodeResult {
                 node: &node.name,
                 return_code: None,
                 timed_out: false,
                 ok: outcome.ok(),
                 note: &outcome.note(),
                 duration: 0.0,
-            };
-            console.json_line(&line.to_json());
+            }));
         }
         if !outcome.ok() {
             failed += 1;
@@ -192,18 +190,16 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
     } else {
         0
     };
-    if console.json() {
-        let line = Report::RunSummary {
-            command: "run",
-            nodes: nodes.len(),
-            failed,
-            interrupted,
-            duration: started.elapsed().as_secs_f64(),
-            exit_code: code,
-            rows: &rows,
-        };
-        console.json_line(&line.to_json());
-    } else {
+    bus.emit(&Event::Report(Report::RunSummary {
+        command: "run",
+        nodes: nodes.len(),
+        failed,
+        interrupted,
+        duration: started.elapsed().as_secs_f64(),
+        exit_code: code,
+        rows: &rows,
+    }));
+    if !console.json() {
         console.out(&run_table(&rows));
         if interrupted {
             console.err("interrupted: nodes not yet started were left alone");
@@ -212,14 +208,13 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
     code
 }
 
-fn report_error(console: &Console, msg: &str) {
-    if console.json() {
-        let line = Report::Error {
-            message: msg,
-            exit_code: None,
-        };
-        console.json_line(&line.to_json());
-    } else {
+/// An error line: on the bus (the JSON subscriber prints it), and on the terminal.
+fn report_error(console: &Console, bus: &Bus, msg: &str) {
+    bus.emit(&Event::Report(Report::Error {
+        message: msg,
+        exit_code: None,
+    }));
+    if !console.json() {
         console.err(&format!("error: {msg}"));
     }
 }
@@ -239,7 +234,7 @@ fn run_node(
     }
     // Hooks see the node's metadata, which is not what the repo means while it conflicts.
     if let Some(reason) = node.problem_summary() {
-        report_error(console, &format!("{}: {reason}", node.name));
+        report_error(console, fleet.bus, &format!("{}: {reason}", node.name));
         return NodeOutcome::Failed(reason);
     }
     if let Err(reason) = fleet.start(&Event::NodeRunStart {
@@ -249,11 +244,15 @@ fn run_node(
         return NodeOutcome::Skipped(reason);
     }
     let t0 = Instant::now();
-    let mut printer = NodePrinter::new(console, &node.name, width);
+    let mut printer = NodePrinter::new(console, fleet.bus, &node.name, width);
     let outcome = execute(fleet, node, plan, &mut printer);
     printer.finish();
     if let NodeOutcome::Unreachable(_) | NodeOutcome::Failed(_) = &outcome {
-        report_error(console, &format!("{}: {}", node.name, outcome.note()));
+        report_error(
+            console,
+            fleet.bus,
+            &format!("{}: {}", node.name, outcome.note()),
+        );
     }
     let code = match &outcome {
         NodeOutcome::Finished { code, .. } => *code,
@@ -267,23 +266,20 @@ fn run_node(
         stdout: &printer.stdout,
         stderr: &printer.stderr,
     });
-    if console.json() {
-        let line = Report::NodeResult {
-            node: &node.name,
-            return_code: code,
-            timed_out: matches!(
-                outcome,
-                NodeOutcome::Finished {
-                    timed_out: true,
-                    ..
-                }
-            ),
-            ok: outcome.ok(),
-            note: &outcome.note(),
-            duration: t0.elapsed().as_secs_f64(),
-        };
-        console.json_line(&line.to_json());
-    }
+    fleet.bus.emit(&Event::Report(Report::NodeResult {
+        node: &node.name,
+        return_code: code,
+        timed_out: matches!(
+            outcome,
+            NodeOutcome::Finished {
+                timed_out: true,
+                ..
+            }
+        ),
+        ok: outcome.ok(),
+        note: &outcome.note(),
+        duration: t0.elapsed().as_secs_f64(),
+    }));
     outcome
 }
 
@@ -327,6 +323,8 @@ fn execute(
 /// Prints one node's output as whole prefixed lines, and keeps it for `node_run_end`.
 struct NodePrinter<'a> {
     console: &'a Console,
+    /// Where each line goes as an `output` event (the JSON subscriber prints it).
+    bus: &'a Bus,
     name: &'a str,
     width: usize,
     pending_out: Vec<u8>,
@@ -336,9 +334,10 @@ struct NodePrinter<'a> {
 }
 
 impl<'a> NodePrinter<'a> {
-    fn new(console: &'a Console, name: &'a str, width: usize) -> Self {
+    fn new(console: &'a Console, bus: &'a Bus, name: &'a str, width: usize) -> Self {
         NodePrinter {
             console,
+            bus,
             name,
             width,
             pending_out: Vec::new(),
@@ -380,41 +379,24 @@ impl<'a> NodePrinter<'a> {
     fn emit(&self, stream: Stream, bytes: &[u8]) {
         let text = String::from_utf8_lossy(bytes);
         let lines = text.strip_suffix('\n').unwrap_or(&text).split('\n');
+        let name = match stream {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        };
+        // Every line is an `output` event (the JSON subscriber prints it); the terminal gets
+        // the node's lines prefixed, in one write.
+        for line in lines.clone() {
+            self.bus.emit(&Event::Report(Report::Output {
+                node: self.name,
+                stream: name,
+                line,
+            }));
+        }
         if self.console.json() {
-            let name = match stream {
-                Stream::Stdout => "stdout",
-                Stream::Stderr => "stderr",
-            };
-            for line in lines {
-                let report = Report::Output {
-                    node: self.name,
-                    stream: name,
-                    line,
-                };
-                self.console.json_line(&report.to_json());
-            }
             return;
         }
         let stderr = matches!(stream, Stream::Stderr);
         let buf = prefixed_lines(self.name, self.width, stderr, self.console.color(), lines);
         self.console.out_raw(buf.as_bytes());
-    }
-}
-
-/// `--json`: every lifecycle event as one JSON line. Output is streamed as `output` lines, so
-/// `node_run_end` leaves out the (possibly large) captured stdout and stderr.
-struct JsonEvents {
-    console: std::sync::Arc<Console>,
-}
-
-impl Subscriber for JsonEvents {
-    fn on_event(&self, event: &Event<'_>) -> Flow {
-        let mut v = event.to_json();
-        if let Some(o) = v.as_object_mut() {
-            o.remove("stdout");
-            o.remove("stderr");
-        }
-        self.console.json_line(&v);
-        Flow::Continue
     }
 }

@@ -3,9 +3,10 @@
 //! all its fixes and re-reads exactly those items. Actions cost one command each, only when
 //! they run. Steady state is therefore one command per node, whatever the number of items.
 //!
-//! The executor knows nothing about output: in apply it emits item and action events on the
-//! [`Bus`] (hooks, JSON), and hands each item's result to a [`Sink`] for the terminal; its
-//! `-i` questions go to an [`Asker`]. Locks plug in through [`Guard`].
+//! The executor knows nothing about output: it emits every item's result on the [`Bus`] (in
+//! apply the item and action hook points, in verify the `item_verify` verdict, in both a
+//! [`Note::ItemResult`] for the terminal), and subscribers render it; its `-i` questions go
+//! to an [`Asker`]. Locks plug in through [`Guard`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::events::{Bus, Event, Flow, ItemStatus};
+use crate::events::{Bus, Event, Flow, Note};
 use crate::items::Item;
 use crate::items::state::{Change, Local, runnable, stateful};
 use crate::node_shell::{Fields, Record, Script};
@@ -91,36 +92,10 @@ fn sort_keys(v: Value) -> Value {
     }
 }
 
-/// The result of one item, as reported to the user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    Fixed,
-    Skipped,
-    Failed,
-    /// Verify only: the item is not as the repo describes.
-    WouldChange,
-}
-
-/// What happened to one item.
-#[derive(Debug, Clone)]
-pub struct ItemReport {
-    pub idx: usize,
-    pub outcome: Outcome,
-    /// Skip reason or failure message.
-    pub reason: Option<String>,
-    /// create / fix / delete / run, for changed items.
-    pub verb: Option<&'static str>,
-    /// The change in words (never contains sensitive content).
-    pub diff: Option<String>,
-    pub before: Option<Value>,
-    pub after: Option<Value>,
-    pub duration: Duration,
-    /// Skips users do not need to see ("not triggered", "unless").
-    pub quiet: bool,
-    /// verify: [`actual_hash`] of the drifted state it read (drift attribution, plans).
-    pub actual_hash: Option<String>,
-}
+/// What happened to one item (defined with the events that carry it).
+pub use crate::events::ItemReport;
+/// The result of one item: the one status word of output, JSON and hooks.
+pub use crate::events::ItemStatus as Outcome;
 
 /// The user's answer to an interactive question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,28 +113,10 @@ const QUIT: &str = "quit interactively";
 /// Why the rest of a node is left alone when the answers ran out.
 const NO_ANSWER: &str = "no answer: input ended";
 
-/// Where each item's result goes besides the bus: the terminal line (implemented by the apply
-/// command).
-pub trait Sink: Sync {
-    /// An item is done (after its `item_apply_end` event, if any, was emitted).
-    fn item_end(&self, node: &Node, item: &Item, report: &ItemReport);
-}
-
 /// The `-i` question: a direct callback, not an event, because the walk waits for its answer.
 pub trait Asker: Sync {
     /// Interactive mode: should this change be made?
     fn ask(&self, node: &Node, item: &Item, verb: &str, diff: &str) -> Answer;
-}
-
-/// The hook/JSON status word of an executor outcome.
-pub fn status_of(o: Outcome) -> ItemStatus {
-    match o {
-        Outcome::Ok => ItemStatus::Ok,
-        Outcome::Fixed => ItemStatus::Fixed,
-        Outcome::Skipped => ItemStatus::Skipped,
-        Outcome::Failed => ItemStatus::Failed,
-        Outcome::WouldChange => ItemStatus::WouldChange,
-    }
 }
 
 /// A refusal from a `*_start` hook, as the failure reason of the item it stops.
@@ -199,10 +156,20 @@ pub struct Job<'a> {
     pub plan: &'a Plan,
     pub locals: &'a [Local],
     pub options: &'a Options,
-    /// Where apply's item and action events go (hooks, `--json`); verify emits none.
+    /// Where every item's result goes (apply's item and action hook points, verify's
+    /// verdicts, and each item's terminal line as a [`Note::ItemResult`]).
     pub bus: &'a Bus,
-    pub sink: &'a dyn Sink,
     pub asker: &'a dyn Asker,
+    /// verify: what drift is attributed against (`None`: no attribution).
+    pub drift: Option<DriftBase<'a>>,
+}
+
+/// verify's drift attribution inputs: every item's `(id, expected-state hash)` by plan index,
+/// and the node's records of its last apply, filled by the guard once the node answered.
+#[derive(Clone, Copy)]
+pub struct DriftBase<'a> {
+    pub expected: &'a [(String, String)],
+    pub seen: &'a std::sync::OnceLock<crate::lock::Records>,
 }
 
 /// Runs a node: returns every item's outcome (a node-level failure leaves items unreported).

@@ -1,10 +1,12 @@
-//! Reporting: every item's outcome goes once to the bus (apply) and to the [`Sink`], with its
-//! diff and the public (hook/JSON) view of its state.
+//! Reporting: every item's outcome goes once to the bus — apply's `item_apply_end` or
+//! verify's `item_verify` verdict, then the terminal's [`Note::ItemResult`] — with its diff,
+//! its drift attribution and the public (hook/JSON) view of its state.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::events::{Drift, Report};
 use crate::items::state::{Change, State, stateful};
 
 use super::*;
@@ -14,19 +16,64 @@ impl Exec<'_, '_> {
         r.idx = i;
         self.done[i] = Some(r.outcome);
         let (node, item) = (self.node(), &self.g.items[i]);
-        if self.job.options.mode == Mode::Apply {
-            self.job.bus.emit(&Event::ItemApplyEnd {
-                node,
-                item,
-                duration: r.duration,
-                status: status_of(r.outcome),
-                status_before: r.before.as_ref(),
-                status_after: r.after.as_ref(),
-                reason: r.reason.as_deref(),
-            });
+        let bus = self.job.bus;
+        let mut drift = None;
+        match self.job.options.mode {
+            Mode::Apply => {
+                bus.emit(&Event::ItemApplyEnd {
+                    node,
+                    item,
+                    duration: r.duration,
+                    status: r.outcome,
+                    status_before: r.before.as_ref(),
+                    status_after: r.after.as_ref(),
+                    reason: r.reason.as_deref(),
+                });
+            }
+            Mode::Verify => {
+                if r.outcome == Outcome::WouldChange {
+                    drift = self.drift(item, &r);
+                }
+                // Verify reports every item as would_change or ok, whatever else it saw.
+                let status = match r.outcome {
+                    Outcome::WouldChange => Outcome::WouldChange,
+                    _ => Outcome::Ok,
+                };
+                bus.emit(&Event::Report(Report::ItemVerify {
+                    node: &node.name,
+                    item: &item.id,
+                    bundle: &item.bundle,
+                    status: status.as_str(),
+                    change: r.verb,
+                    reason: r.reason.as_deref(),
+                    status_before: r.before.as_ref(),
+                    status_expected: r.after.as_ref(),
+                    drift: drift.as_ref(),
+                }));
+            }
         }
-        self.job.sink.item_end(node, item, &r);
+        bus.emit(&Event::Note(Note::ItemResult {
+            node: &node.name,
+            item,
+            report: &r,
+            drift: drift.as_ref(),
+        }));
         self.run.reports.push(r);
+    }
+
+    /// Why item `r` drifted, against the node's record of its last apply (verify).
+    fn drift(&self, item: &crate::items::Item, r: &ItemReport) -> Option<Drift> {
+        let base = self.job.drift?;
+        let record = base.seen.get()?.get(&item.id)?;
+        let (_, expected) = base.expected.get(r.idx)?;
+        let node_changed = r.actual_hash.as_deref() != Some(record.hash.as_str());
+        let repo_changed = *expected != record.expected;
+        (node_changed || repo_changed).then(|| Drift {
+            node_changed,
+            repo_changed,
+            applied_by: record.by.clone(),
+            applied_at: crate::lock::rfc3339(record.at),
+        })
     }
 
     pub(super) fn skip(&mut self, i: usize, reason: &str, quiet: bool) {

@@ -80,19 +80,26 @@ fn action(name: &str, command: &str) -> (Item, Option<Vec<u8>>) {
 /// (item id, outcome, reason, diff) per reported item.
 type End = (String, Outcome, Option<String>, Option<String>);
 
-#[derive(Default)]
+/// Records every item result the executor emits on the bus (its terminal note).
+#[derive(Default, Clone)]
 struct Rec {
-    ends: Mutex<Vec<End>>,
+    ends: std::sync::Arc<Mutex<Vec<End>>>,
 }
 
-impl Sink for Rec {
-    fn item_end(&self, _: &Node, item: &Item, r: &ItemReport) {
-        self.ends.lock().unwrap().push((
-            item.id.clone(),
-            r.outcome,
-            r.reason.clone(),
-            r.diff.clone(),
-        ));
+impl crate::events::Subscriber for Rec {
+    fn on_event(&self, event: &crate::events::Event<'_>) -> Flow {
+        if let crate::events::Event::Note(crate::events::Note::ItemResult {
+            item, report: r, ..
+        }) = event
+        {
+            self.ends.lock().unwrap().push((
+                item.id.clone(),
+                r.outcome,
+                r.reason.clone(),
+                r.diff.clone(),
+            ));
+        }
+        Flow::Continue
     }
 }
 
@@ -132,13 +139,15 @@ impl Fixture {
     }
 
     fn run(&self) -> (NodeRun, Vec<End>) {
-        self.run_on(&crate::events::Bus::new())
+        self.run_on(crate::events::Bus::new())
     }
 
-    /// Runs with `bus` receiving the executor's events.
-    fn run_on(&self, bus: &crate::events::Bus) -> (NodeRun, Vec<End>) {
+    /// Runs with `bus` receiving the executor's events (and a recorder of item results).
+    fn run_on(&self, mut bus: crate::events::Bus) -> (NodeRun, Vec<End>) {
         let n = node();
         let sink = Rec::default();
+        bus.subscribe(Box::new(sink.clone()));
+        let bus = &bus;
         let t = LocalTransport::new(&n);
         let job = Job {
             node: &n,
@@ -146,11 +155,11 @@ impl Fixture {
             locals: &self.locals,
             options: &self.opts,
             bus,
-            sink: &sink,
             asker: &sink,
+            drift: None,
         };
         let r = run(&job, &t, None);
-        let ends = sink.ends.into_inner().unwrap();
+        let ends = sink.ends.lock().unwrap().clone();
         (r, ends)
     }
 }
@@ -515,7 +524,7 @@ fn executor_emits_item_and_action_events_on_the_bus_and_a_refused_start_fails_th
         seen: seen.clone(),
         refuse: format!("file:{refused}"),
     }));
-    let (r, ends) = fx.run_on(&bus);
+    let (r, ends) = fx.run_on(bus);
     assert_eq!(outcome_of(&ends, &format!("file:{kept}")), Outcome::Fixed);
     assert_eq!(
         outcome_of(&ends, &format!("file:{refused}")),
@@ -559,11 +568,71 @@ fn executor_emits_item_and_action_events_on_the_bus_and_a_refused_start_fails_th
         seen: quiet.clone(),
         refuse: String::new(),
     }));
-    let (r, _) = fx.run_on(&bus);
+    let (r, _) = fx.run_on(bus);
     assert_eq!(r.error, None);
     assert!(
         quiet.lock().unwrap().is_empty(),
         "{:?}",
         quiet.lock().unwrap()
     );
+}
+
+/// One `item_verify` line: (item, status, change).
+type Verdict = (String, String, Option<String>);
+
+/// Records verify's `item_verify` lines.
+#[derive(Clone, Default)]
+struct Verdicts(std::sync::Arc<Mutex<Vec<Verdict>>>);
+
+impl crate::events::Subscriber for Verdicts {
+    fn on_event(&self, event: &crate::events::Event<'_>) -> Flow {
+        if let crate::events::Event::Report(crate::events::Report::ItemVerify {
+            item,
+            status,
+            change,
+            ..
+        }) = event
+        {
+            self.0.lock().unwrap().push((
+                item.to_string(),
+                status.to_string(),
+                change.map(String::from),
+            ));
+        }
+        Flow::Continue
+    }
+}
+
+#[test]
+fn verify_emits_each_verdict_and_its_item_result_on_the_bus() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_str().unwrap();
+    let same = format!("{root}/same");
+    let missing = format!("{root}/missing");
+    std::fs::write(&same, "s\n").unwrap();
+    let mut fx = Fixture::new(vec![file(&same, "s\n"), file(&missing, "m\n")]);
+    fx.opts.mode = Mode::Verify;
+    // The file's mode is part of its state: make `same` already right.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&same, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let verdicts = Verdicts::default();
+    let mut bus = crate::events::Bus::new();
+    bus.subscribe(Box::new(verdicts.clone()));
+    let (r, ends) = fx.run_on(bus);
+    assert_eq!(r.error, None);
+    let verdicts = verdicts.0.lock().unwrap().clone();
+    let of = |id: &str| verdicts.iter().find(|v| v.0 == id).cloned();
+    let (_, status, change) = of(&format!("file:{missing}")).expect("missing file's verdict");
+    assert_eq!(
+        (status.as_str(), change.as_deref()),
+        ("would_change", Some("create"))
+    );
+    assert_eq!(
+        outcome_of(&ends, &format!("file:{missing}")),
+        Outcome::WouldChange
+    );
+    let (_, status, _) = of(&format!("file:{same}")).expect("unchanged file's verdict");
+    assert_eq!(status, "ok", "{verdicts:?} {ends:?}");
+    assert_eq!(verdicts.len(), 2, "one verdict per item: {verdicts:?}");
+    assert!(!d.path().join("missing").exists(), "verify changes nothing");
 }

@@ -43,7 +43,7 @@ impl Exec<'_, '_> {
         }
     }
 
-    /// Announces item `i`; if the sink refuses it (a failed start hook, fail closed), the item
+    /// Announces item `i`; if a subscriber refuses it (a failed start hook, fail closed), the item
     /// is reported failed and `false` says not to go on with it.
     pub(super) fn begin(&mut self, i: usize) -> bool {
         let started = if self.job.options.mode == Mode::Apply {
@@ -533,7 +533,7 @@ impl Exec<'_, '_> {
                                     node,
                                     item,
                                     duration: d,
-                                    status: status_of(o),
+                                    status: o,
                                 });
                             }
                             (i, outcome, d)

@@ -17,7 +17,7 @@
 //! - everything else: always `Continue`; failures show up in [`Hooks::had_errors`].
 //!
 //! Here: the hook points, dispatch and fail-closed flows; `load` (finding and compiling the
-//! files), `args` (each event's arguments as Rhai values) and `api` (the engine and the
+//! files), `args` (each event's arguments as Rhai values, from its serde payload) and `api` (the engine and the
 //! functions hooks get).
 
 use std::collections::HashMap;
@@ -189,7 +189,9 @@ impl Hooks {
 
     /// Calls `name` in every file defining it, stopping at the first file that changes the flow.
     fn dispatch(&self, event: &Event<'_>) -> Flow {
-        let name = event.name();
+        let Some(name) = event.hook_point() else {
+            return Flow::Continue;
+        };
         let Some(targets) = self.calls.get(name) else {
             return Flow::Continue;
         };
@@ -274,16 +276,6 @@ impl Hooks {
 }
 
 impl Subscriber for Hooks {
-    fn on_event(&self, event: &Event<'_>) -> Flow {
-        self.dispatch(event)
-    }
-
-    fn had_errors(&self) -> bool {
-        Hooks::had_errors(self)
-    }
-}
-
-impl Subscriber for Arc<Hooks> {
     fn on_event(&self, event: &Event<'_>) -> Flow {
         self.dispatch(event)
     }

@@ -1,7 +1,8 @@
 //! Human output: one module per command (`apply`, `run`, `lock`, `test`) rendering plain
 //! values into the lines a person reads, and the shared pieces: tables, and making
 //! node-controlled text safe to print. Foundation layer: it sees no command, event or
-//! transport type, so every command can hand it what to show.
+//! transport type, so every command and the bus subscribers in `render/` can hand it what to
+//! show.
 
 pub mod apply;
 pub mod lock;

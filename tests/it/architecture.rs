@@ -17,7 +17,8 @@
 //! 5. engine — `executor` (walks a plan on a node), `lock` (lock protocols and the apply
 //!    guard), `events` (the event bus), `review` (an item's canonical expected state and its
 //!    hash; the repo at a git revision).
-//! 6. hooks and fleet — `hooks` (repo hooks, a subscriber of the event bus) and `fleet` (the
+//! 6. subscribers and fleet — `hooks` (repo hooks), `render` (the JSON lines and the terminal
+//!    renderer of apply and verify), each a subscriber of the event bus, and `fleet` (the
 //!    per-node scaffold: fan-out, interrupts, hook skips, dummy nodes, node_ssh_connect).
 //! 7. settings — `settings`: the validated command-line values commands consume.
 //! 8. commands — `commands`: apply, verify, run, lock, test and the inspection commands.
@@ -54,6 +55,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("review", 5),
     ("hooks", 6),
     ("fleet", 6),
+    ("render", 6),
     ("settings", 7),
     ("commands", 8),
     ("cli", 9),
