@@ -8,6 +8,8 @@
 //! - `X IDX RC MESSAGE`       result of the fix of item IDX
 //! - `U IDX RC`               exit code of item IDX's `unless` command
 //! - `L RC OUTPUT`            result of the caller's prologue (e.g. taking a lock)
+//! - `D DIGEST RELEASED`      SHA-256 of the prologue and probe output (empty: no digest tool
+//!   or no temp file) and whether the caller's steady check released the lock (`1`)
 //!
 //! Every user string reaches the script through [`crate::shell::quote`].
 
@@ -308,6 +310,31 @@ wr() {
 rmu() { rm -rf -- "$1"; }
 "#;
 
+/// Start of a first command that may settle a steady node in one round trip: the probe output
+/// goes to a private temp file (in the `mktemp -d` directory of the prelude) so it can be
+/// digested before it is sent. Without a temp directory the probe prints as usual.
+const STEADY_HEAD: &str = r#"zo=0
+if ctmp && { : > "$cT/o"; } 2>/dev/null; then exec 5>&1 >>"$cT/o"; zo=1; fi
+"#;
+
+/// Digests stdin with whichever SHA-256 tool the node has (GNU/busybox, Perl, OpenSSL, BSD).
+const STEADY_DIGEST: &str = r#"zdg() {
+  if command -v sha256sum >/dev/null 2>&1; then sha256sum
+  elif command -v shasum >/dev/null 2>&1; then shasum -a 256
+  elif command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r
+  elif command -v sha256 >/dev/null 2>&1; then sha256 -q
+  else return 1; fi
+}
+zd=; zs=0
+if [ $zo = 1 ]; then
+  exec 1>&5 5>&-
+  zd=$( { printf '%s' "$o"; cat -- "$cT/o"; } | zdg 2>/dev/null ) || zd=
+  zd=${zd%% *}
+  case $zd in *[!0-9a-f]*) zd=;; esac
+  [ ${#zd} = 64 ] || zd=
+fi
+"#;
+
 /// A generated script plus the bytes to feed it on stdin.
 #[derive(Debug, Default)]
 pub struct Script {
@@ -436,6 +463,31 @@ impl Script {
             .push_str("\n} 2>&1 ); r=$?; f L; f \"$r\"; f \"$o\"; [ \"$r\" = 0 ] || exit 0\n");
     }
 
+    /// Starts capturing the probe output (call right after [`Script::prologue`]); finish
+    /// with [`Script::steady_end`].
+    pub fn steady_begin(&mut self) {
+        self.flush();
+        self.text.push_str(STEADY_HEAD);
+    }
+
+    /// Reads the pending probes, digests the prologue's and the probe's output (`$zd`, empty
+    /// when the node cannot), runs `check` (caller shell that sets `zs=1` when it released
+    /// the lock; only when there is a digest and awk), then prints the `D` record and the
+    /// captured probe output.
+    pub fn steady_end(&mut self, check: &str) {
+        self.flush();
+        self.text.push_str(STEADY_DIGEST);
+        self.text
+            .push_str("if [ -n \"$zd\" ] && [ $aw = 1 ]; then\n");
+        self.text.push_str(check);
+        if !check.ends_with('\n') {
+            self.text.push('\n');
+        }
+        self.text.push_str(
+            "fi\nf D; f \"$zd\"; f \"$zs\"\nif [ $zo = 1 ]; then cat -- \"$cT/o\"; rm -f -- \"$cT/o\"; fi\n",
+        );
+    }
+
     /// The script so far (path probes still pending are not read yet: see [`Script::finish`]).
     pub fn text(&self) -> &str {
         &self.text
@@ -495,6 +547,13 @@ pub enum Record {
     Unless { idx: usize, rc: i32 },
     /// Result of the prologue.
     Prologue { rc: i32, output: Vec<u8> },
+    /// The steady check of a first command ([`Script::steady_end`]): the digest of its
+    /// prologue and probe output (`None`: the node could not make one) and whether the
+    /// check released the lock.
+    Steady {
+        digest: Option<String>,
+        released: bool,
+    },
 }
 
 /// The (key, value) fields of a probe record; keys may repeat (`extra` per unmanaged entry).
@@ -638,6 +697,14 @@ pub fn parse(stdout: &[u8]) -> Result<Vec<Record>, ParseError> {
                 let rc = r.num()?;
                 let output = r.next()?.to_vec();
                 out.push(Record::Prologue { rc, output });
+            }
+            b"D" => {
+                let digest = r.text()?;
+                let released: u8 = r.num()?;
+                out.push(Record::Steady {
+                    digest: (!digest.is_empty()).then_some(digest),
+                    released: released == 1,
+                });
             }
             other => {
                 return Err(r.err(&format!(

@@ -23,6 +23,7 @@ use crate::transport::{Stats, Transport, TransportError};
 
 mod locals;
 mod report;
+mod steady;
 mod walk;
 
 pub use locals::locals;
@@ -214,6 +215,7 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
     if started.is_err() && guard.as_ref().is_some_and(|g| g.retry()) {
         started = ex.start(&mut guard);
     }
+    let sent = transport.stats().commands;
     match started {
         Err(e) => ex.run.error = Some(e),
         Ok(()) => {
@@ -251,6 +253,7 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
             .filter_map(|i| ex.actual_state(i).map(|s| (i, actual_hash(&s))))
             .collect();
         g.applied(applied);
+        g.settled(ex.unchanged(sent));
     }
     if ex.reached.get()
         && let Some(epi) = guard.as_ref().and_then(|g| g.epilogue())
@@ -289,6 +292,8 @@ struct Exec<'a, 'j> {
     quit: Option<&'static str>,
     /// A command reached the node, answered or cut off (so a lock may have been taken).
     reached: std::cell::Cell<bool>,
+    /// The first command's steady check gave the lock back: nothing more may be sent.
+    released: bool,
     /// The guard's heartbeat, put in front of every command once the lock is held.
     heartbeat: Option<String>,
     /// verify: why an item would have been skipped by apply (someone else's soft lock).
@@ -329,6 +334,7 @@ impl<'a, 'j> Exec<'a, 'j> {
             stale: false,
             quit: None,
             reached: std::cell::Cell::new(false),
+            released: false,
             heartbeat: None,
             locked_by: vec![None; n],
             run: NodeRun::default(),
@@ -388,6 +394,9 @@ impl<'a, 'j> Exec<'a, 'j> {
     }
 
     fn send(&self, mut script: Script) -> ExecResult<Vec<Record>> {
+        if self.released {
+            return Err(steady::STEADY_CONTRADICTED.into());
+        }
         if let Some(beat) = &self.heartbeat {
             script.raw(beat);
         }
@@ -446,7 +455,21 @@ impl<'a, 'j> Exec<'a, 'j> {
         if let Some(p) = &prologue {
             script.prologue(p);
         }
+        // apply (without a saved plan) may settle an unchanged node in this one command.
+        let steady = prologue.is_some()
+            && self.job.options.mode == Mode::Apply
+            && self.job.options.plan.is_none();
+        if steady {
+            script.steady_begin();
+        }
+        let from = script.text().len();
         self.probe_into(&mut script, &wanted);
+        if steady {
+            script.finish();
+            let judged = self.judged_digest(&script.text()[from..]);
+            let check = guard.as_mut().and_then(|g| g.steady(&judged));
+            script.steady_end(check.as_deref().unwrap_or(":"));
+        }
         let records = self.send(script)?;
         if let Some(g) = guard.as_mut() {
             let (rc, out) = records
@@ -457,6 +480,13 @@ impl<'a, 'j> Exec<'a, 'j> {
                 })
                 .ok_or("the node did not answer the lock check")?;
             g.accept(rc, out)?;
+            if let Some((digest, released)) = records.iter().find_map(|r| match r {
+                Record::Steady { digest, released } => Some((digest.clone(), *released)),
+                _ => None,
+            }) {
+                g.probed(digest, released);
+                self.released = released;
+            }
         }
         self.absorb(&records);
         Ok(())

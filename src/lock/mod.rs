@@ -28,6 +28,7 @@ mod guard;
 mod hard;
 mod identity;
 mod soft;
+mod steady;
 
 pub use applied::{Applied, Records};
 pub use guard::*;
