@@ -215,6 +215,17 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
     if started.is_err() && guard.as_ref().is_some_and(|g| g.retry()) {
         started = ex.start(&mut guard);
     }
+    // A node that gave its lock back on its steady marker while its answer shows work to do
+    // (a wrong marker): nothing was judged yet, so take the lock again the usual way.
+    if started.is_ok() && ex.released && ex.contradicted(guard.as_deref()) {
+        ex.released = false;
+        ex.steady_off = true;
+        ex.actual = vec![None; ex.g.items.len()];
+        if let Some(g) = guard.as_deref_mut() {
+            g.distrust();
+        }
+        started = ex.start(&mut guard);
+    }
     let sent = transport.stats().commands;
     match started {
         Err(e) => ex.run.error = Some(e),
@@ -294,6 +305,8 @@ struct Exec<'a, 'j> {
     reached: std::cell::Cell<bool>,
     /// The first command's steady check gave the lock back: nothing more may be sent.
     released: bool,
+    /// The steady marker was found wrong: the first command is sent without its check.
+    steady_off: bool,
     /// The guard's heartbeat, put in front of every command once the lock is held.
     heartbeat: Option<String>,
     /// verify: why an item would have been skipped by apply (someone else's soft lock).
@@ -335,6 +348,7 @@ impl<'a, 'j> Exec<'a, 'j> {
             quit: None,
             reached: std::cell::Cell::new(false),
             released: false,
+            steady_off: false,
             heartbeat: None,
             locked_by: vec![None; n],
             run: NodeRun::default(),
@@ -457,6 +471,7 @@ impl<'a, 'j> Exec<'a, 'j> {
         }
         // apply (without a saved plan) may settle an unchanged node in this one command.
         let steady = prologue.is_some()
+            && !self.steady_off
             && self.job.options.mode == Mode::Apply
             && self.job.options.plan.is_none();
         if steady {

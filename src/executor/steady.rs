@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use sha2::{Digest, Sha256};
 
 use super::*;
+use crate::items::state::stateful;
 
 /// Why nothing is changed after the node's first command already released its lock.
 pub(super) const STEADY_CONTRADICTED: &str = "not changed: the node's steady marker said it was \
@@ -51,6 +52,24 @@ impl Exec<'_, '_> {
         );
         w.0.update(probe.as_bytes());
         hex::encode(w.0.finalize())
+    }
+
+    /// Whether the first command's answer shows anything to do (before any event): an item
+    /// that differs or cannot be read, an untriggered action (it always runs), a soft lock.
+    pub(super) fn contradicted(&self, guard: Option<&dyn Guard>) -> bool {
+        (0..self.g.items.len())
+            .filter(|&i| self.static_skip(i).is_none())
+            .any(|i| {
+                let item = &self.g.items[i];
+                if guard.is_some_and(|g| g.soft_locked(item).is_some()) {
+                    return true;
+                }
+                if stateful(&item.kind).is_some() {
+                    self.probe_error(i).is_some() || self.change_of(i).is_some()
+                } else {
+                    !item.deps.triggered
+                }
+            })
     }
 
     /// Whether the run found the node as the repo describes it and sent nothing besides the

@@ -34,6 +34,9 @@ pub trait Guard: Send {
     /// What the first command's steady check answered: the node's digest of its lock and
     /// probe output (`None`: it could not make one) and whether it released the lock.
     fn probed(&mut self, _digest: Option<String>, _released: bool) {}
+    /// The node released its lock on a steady marker that its own answer contradicts: forget
+    /// that answer (the first command is sent again, without the check) and drop the marker.
+    fn distrust(&mut self) {}
     /// After the walk, before the epilogue: whether the node was found unchanged without any
     /// command besides the first, so the release may write the steady marker.
     fn settled(&mut self, _unchanged: bool) {}
@@ -77,6 +80,8 @@ pub struct ApplyGuard<'a> {
     unchanged: bool,
     /// A dead holder's lock was taken over (time-dependent: no steady marker).
     took_over: bool,
+    /// The node's steady marker was found wrong: the release removes it.
+    distrusted: bool,
 }
 
 impl<'a> ApplyGuard<'a> {
@@ -109,6 +114,7 @@ impl<'a> ApplyGuard<'a> {
             released: false,
             unchanged: false,
             took_over: false,
+            distrusted: false,
         }
     }
 
@@ -267,6 +273,13 @@ impl Guard for ApplyGuard<'_> {
         self.released = released && self.take_hard;
     }
 
+    fn distrust(&mut self) {
+        self.released = false;
+        self.digest = None;
+        self.steady_e = None;
+        self.distrusted = true;
+    }
+
     fn settled(&mut self, unchanged: bool) {
         self.unchanged = unchanged;
     }
@@ -284,6 +297,8 @@ impl Guard for ApplyGuard<'_> {
             script.push_str(&applied::write_script(self.node, &self.to_record));
             if let (Some(e), Some(d), true) = (&self.steady_e, &self.digest, self.marker_ok()) {
                 script.push_str(&steady::write_script(self.node, e, d, &self.to_record));
+            } else if self.distrusted {
+                script.push_str(&steady::remove_script(self.node));
             }
             script.push_str(&release_hard_script(self.node, &self.token));
         }

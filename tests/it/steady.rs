@@ -335,3 +335,62 @@ fn soft_lock_added_after_the_steady_marker_is_honoured() {
         "a soft-locked file is left alone"
     );
 }
+
+#[test]
+fn steady_marker_that_the_answer_contradicts_is_caught_and_the_node_fixed() {
+    // A node whose digest tool lies (the same digest whatever it reads) matches its marker
+    // even after a hand edit; the controller still judges the full answer it gets back.
+    let real = ["/usr/bin/sha256sum", "/bin/sha256sum"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("sha256sum is needed: install coreutils");
+    let s = Scene::new(ITEMS);
+    let bin = s.repo.path().join("lying-bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let tool = bin.join("sha256sum");
+    std::fs::write(
+        &tool,
+        format!(
+            "#!/bin/sh\nif [ $# = 0 ]; then cat >/dev/null; echo '{}  -'; else exec {real} \"$@\"; fi\n",
+            "a".repeat(64)
+        ),
+    )
+    .expect("write tool");
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let apply = || {
+        let run = s
+            .repo
+            .cinch_env(&[("PATH", path.as_str())], &["--json", "apply", "n1"]);
+        run.json_lines()
+            .into_iter()
+            .find(|l| l["event"] == "summary")
+            .unwrap_or_else(|| panic!("no summary\n{}\n{}", run.stdout, run.stderr))
+    };
+    apply();
+    std::fs::remove_file(s.path("app/ran")).expect("the first apply ran the action");
+    assert_eq!(commands(&apply()), 2);
+    assert_eq!(commands(&apply()), 1);
+    std::fs::write(s.path("app/a.conf"), "a = 2\n").expect("edit");
+    let summary = apply();
+    let n = &summary["nodes"][0];
+    assert_eq!(n["failed"], 0, "{summary}");
+    assert_eq!(n["fixed"], 2, "file and action: {summary}");
+    assert_eq!(
+        commands(&summary),
+        5,
+        "the released first command, the lock again, the fix, the action, the release: {summary}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.path("app/a.conf")).expect("read"),
+        "a = 1\n"
+    );
+    assert!(s.path("app/ran").exists(), "the fix triggered the action");
+    assert!(!marker(&s).exists(), "the wrong marker is removed");
+    assert!(!locks(&s).join("hard-n1").exists(), "hard lock left behind");
+}
