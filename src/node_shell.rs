@@ -988,4 +988,43 @@ mod tests {
         assert!(parse(b"x").is_err());
         assert_eq!(parse(b"").unwrap(), vec![]);
     }
+
+    #[test]
+    fn steady_envelope_digests_exactly_the_lock_and_probe_answer_in_dash_and_bash() {
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        let f = dir.path().join("f");
+        for shell in ["dash", "bash"] {
+            let mut s = Script::probe();
+            s.prologue("echo acquired");
+            s.steady_begin();
+            s.call("pf", &["0", f.to_str().unwrap(), "nohash", "100", "0"]);
+            s.steady_end("zs=1");
+            let out = run_sh(shell, &mut s);
+            let recs = parse(&out).unwrap();
+            let Some(Record::Steady {
+                digest: Some(d),
+                released: true,
+            }) = recs.iter().find(|r| matches!(r, Record::Steady { .. }))
+            else {
+                panic!("{shell}: no steady record: {recs:?}");
+            };
+            assert!(
+                recs.iter()
+                    .any(|r| matches!(r, Record::Probe { idx: 0, .. }))
+            );
+            // The answer after the D record is the probe output the digest covers, with the
+            // prologue's output in front.
+            let mark = format!("1:D,64:{d},1:1,");
+            let at = out
+                .windows(mark.len())
+                .position(|w| w == mark.as_bytes())
+                .unwrap();
+            let mut h = Sha256::new();
+            h.update(b"acquired");
+            h.update(&out[at + mark.len()..]);
+            assert_eq!(*d, hex::encode(h.finalize()), "{shell}");
+        }
+    }
 }

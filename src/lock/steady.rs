@@ -115,7 +115,7 @@ pub(super) fn write_script(node: &Node, e: &str, d: &str, records: &[applied::Ap
         };
         lines.push(format!("{} {prefix}", applied::record_name(&r.item)));
     }
-    let mut s = format!("(umask 077; printf '%s\\n'");
+    let mut s = String::from("(umask 077; printf '%s\\n'");
     for l in &lines {
         s.push(' ');
         s.push_str(&quote(l));

@@ -394,3 +394,24 @@ fn steady_marker_that_the_answer_contradicts_is_caught_and_the_node_fixed() {
     assert!(!marker(&s).exists(), "the wrong marker is removed");
     assert!(!locks(&s).join("hard-n1").exists(), "hard lock left behind");
 }
+
+#[test]
+fn staging_leftovers_are_removed_by_the_one_command_of_a_steady_apply() {
+    let s = settled();
+    assert_eq!(commands(&s.apply_json(&[]).1), 1);
+    // What a SIGKILL mid-upload leaves beside a managed file, an hour old.
+    let leftover = s.path("app/.cinch-tmp-0123456789abcdef");
+    std::fs::create_dir(&leftover).expect("mkdir");
+    std::fs::write(leftover.join("a.conf"), "a = 1\n").expect("write");
+    let aged = std::process::Command::new("touch")
+        .args(["-h", "-d", "2 hours ago"])
+        .arg(&leftover)
+        .status()
+        .expect("touch (coreutils) is needed");
+    assert!(aged.success());
+    let (_, summary) = s.apply_json(&[]);
+    assert_eq!(summary["nodes"][0]["failed"], 0, "{summary}");
+    // apply's probe removes old leftovers itself, under the lock, before anything is digested.
+    assert_eq!(commands(&summary), 1, "{summary}");
+    assert!(!leftover.exists(), "the leftover is cleaned up");
+}
