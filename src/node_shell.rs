@@ -1027,4 +1027,77 @@ mod tests {
             assert_eq!(*d, hex::encode(h.finalize()), "{shell}");
         }
     }
+
+    /// Runs a steady envelope (prologue `echo acquired`, one file probe, check `zs=1`) in sh
+    /// with only the basic tools and `extra` on PATH; returns its stdout.
+    fn envelope_with_tools(extra: &[&str]) -> Vec<u8> {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        for tool in ["mktemp", "cat", "stat", "rm", "awk"].iter().chain(extra) {
+            let real = ["/usr/bin", "/bin"]
+                .iter()
+                .map(|d| std::path::Path::new(d).join(tool))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| panic!("{tool} is needed (coreutils, mawk, openssl, perl)"));
+            std::os::unix::fs::symlink(real, bin.join(tool)).unwrap();
+        }
+        let f = dir.path().join("f");
+        std::fs::write(&f, "x").unwrap();
+        let mut s = Script::probe();
+        s.prologue("echo acquired");
+        s.steady_begin();
+        s.call("pf", &["0", f.to_str().unwrap(), "", "0", "0"]);
+        s.steady_end("zs=1");
+        s.finish();
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(s.text())
+            .env("PATH", &bin)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"").unwrap();
+        child.wait_with_output().unwrap().stdout
+    }
+
+    #[test]
+    fn steady_envelope_digests_with_openssl_or_shasum_and_without_any_tool_keeps_the_lock() {
+        use sha2::{Digest, Sha256};
+        let out = envelope_with_tools(&[]);
+        let recs = parse(&out).unwrap();
+        assert!(
+            recs.contains(&Record::Steady {
+                digest: None,
+                released: false
+            }),
+            "no digest tool: {recs:?}"
+        );
+        assert!(
+            recs.iter()
+                .any(|r| matches!(r, Record::Probe { idx: 0, .. }))
+        );
+        for tool in ["openssl", "shasum"] {
+            let out = envelope_with_tools(&[tool]);
+            let recs = parse(&out).unwrap();
+            let Some(Record::Steady {
+                digest: Some(d),
+                released: true,
+            }) = recs.iter().find(|r| matches!(r, Record::Steady { .. }))
+            else {
+                panic!("{tool}: {recs:?}");
+            };
+            let mark = format!("1:D,64:{d},1:1,");
+            let at = out
+                .windows(mark.len())
+                .position(|w| w == mark.as_bytes())
+                .unwrap();
+            let mut h = Sha256::new();
+            h.update(b"acquired");
+            h.update(&out[at + mark.len()..]);
+            assert_eq!(*d, hex::encode(h.finalize()), "{tool}");
+        }
+    }
 }
