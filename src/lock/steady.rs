@@ -115,14 +115,15 @@ pub(super) fn write_script(node: &Node, e: &str, d: &str, records: &[applied::Ap
         };
         lines.push(format!("{} {prefix}", applied::record_name(&r.item)));
     }
-    let mut s = String::from("(umask 077; printf '%s\\n'");
+    let t = quote(&format!("{mk}.tmp"));
+    // A fresh file (noclobber): never written through whatever is planted at that name.
+    let mut s = format!("rm -f {t} 2>/dev/null; (umask 077; set -C; printf '%s\\n'");
     for l in &lines {
         s.push(' ');
         s.push_str(&quote(l));
     }
     s.push_str(&format!(
         " > {t}) 2>/dev/null && mv -f {t} {m} 2>/dev/null\n",
-        t = quote(&format!("{mk}.tmp")),
         m = quote(&mk)
     ));
     s

@@ -415,3 +415,20 @@ fn staging_leftovers_are_removed_by_the_one_command_of_a_steady_apply() {
     assert_eq!(commands(&summary), 1, "{summary}");
     assert!(!leftover.exists(), "the leftover is cleaned up");
 }
+
+#[test]
+fn planted_steady_marker_temp_file_is_never_written_through() {
+    let s = Scene::new(ITEMS);
+    s.cinch(&["apply", "n1"]).expect_code(0);
+    let victim = s.path("victim");
+    std::fs::write(&victim, "precious\n").expect("victim");
+    std::os::unix::fs::symlink(&victim, locks(&s).join("steady-n1.tmp")).expect("plant");
+    let (_, summary) = s.apply_json(&[]);
+    assert_eq!(commands(&summary), 2, "{summary}");
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("read"),
+        "precious\n"
+    );
+    assert!(marker(&s).is_file() && !marker(&s).is_symlink());
+    assert_eq!(commands(&s.apply_json(&[]).1), 1);
+}
