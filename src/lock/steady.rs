@@ -85,14 +85,16 @@ pub(super) fn record_suffix(by: &str, at: i64) -> Option<String> {
 
 /// Shell for the end of the first command, run with `$zd` set to the node's digest: when the
 /// marker says exactly `E $zd` and the hard lock is still ours, rewrites the drift records
-/// from the marker with `suffix`, releases the lock and sets `zs=1`. Prints nothing.
+/// from the marker with `suffix` (only in a records directory that is ours and writable by no
+/// one else, where nothing can be planted to write through), releases the lock and sets
+/// `zs=1`. Prints nothing.
 pub(super) fn check_script(node: &Node, e: &str, token: &str, suffix: &str) -> String {
     let mk = quote(&marker(node));
     let h = quote(&hard_dir(node));
     let ad = quote(&applied::dir(node));
     format!(
         r#"if [ -f {mk} ] && [ ! -L {mk} ] && IFS= read -r zl < {mk} && [ "$zl" = {e}" $zd" ] && grep -qF {token} {h}/info 2>/dev/null; then
-  if (umask 077; mkdir -p {ad}) 2>/dev/null; then
+  if (umask 077; mkdir -p {ad}) 2>/dev/null && [ ! -L {ad} ] && [ -O {ad} ] && zm=$(stat -c %a {ad} 2>/dev/null) && case $zm in *[2367]?|*[2367]) false;; esac; then
     zD={ad} zS={suffix} awk 'NR > 1 && $1 ~ /^[0-9a-f]+$/ {{ f = ENVIRON["zD"] "/" $1; print substr($0, length($1) + 2) ENVIRON["zS"] > f; close(f) }}' {mk} 2>/dev/null
   fi
   rm -rf {h}; zs=1

@@ -432,3 +432,28 @@ fn planted_steady_marker_temp_file_is_never_written_through() {
     assert!(marker(&s).is_file() && !marker(&s).is_symlink());
     assert_eq!(commands(&s.apply_json(&[]).1), 1);
 }
+
+#[test]
+fn steady_records_are_never_written_through_a_shared_records_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = settled();
+    let dir = locks(&s).join("applied-n1");
+    let victim = s.path("victim");
+    std::fs::write(&victim, "precious\n").expect("victim");
+    // Someone else could plant a record name there once the directory is world-writable.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let planted = std::fs::read_dir(&dir)
+        .expect("records")
+        .next()
+        .expect("a record")
+        .expect("entry")
+        .path();
+    std::fs::remove_file(&planted).expect("rm");
+    std::os::unix::fs::symlink(&victim, &planted).expect("plant");
+    let (_, summary) = s.apply_json(&[]);
+    assert_eq!(commands(&summary), 1, "{summary}");
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("read"),
+        "precious\n"
+    );
+}
