@@ -8,6 +8,8 @@
 //! - `X IDX RC MESSAGE`       result of the fix of item IDX
 //! - `U IDX RC`               exit code of item IDX's `unless` command
 //! - `L RC OUTPUT`            result of the caller's prologue (e.g. taking a lock)
+//! - `D DIGEST RELEASED`      SHA-256 of the prologue and probe output (empty: no digest tool
+//!   or no temp file) and whether the caller's steady check released the lock (`1`)
 //!
 //! Every user string reaches the script through [`crate::shell::quote`].
 
@@ -308,6 +310,31 @@ wr() {
 rmu() { rm -rf -- "$1"; }
 "#;
 
+/// Start of a first command that may settle a steady node in one round trip: the probe output
+/// goes to a private temp file (in the `mktemp -d` directory of the prelude) so it can be
+/// digested before it is sent. Without a temp directory the probe prints as usual.
+const STEADY_HEAD: &str = r#"zo=0
+if ctmp && { : > "$cT/o"; } 2>/dev/null; then exec 5>&1 >>"$cT/o"; zo=1; fi
+"#;
+
+/// Digests stdin with whichever SHA-256 tool the node has (GNU/busybox, Perl, OpenSSL, BSD).
+const STEADY_DIGEST: &str = r#"zdg() {
+  if command -v sha256sum >/dev/null 2>&1; then sha256sum
+  elif command -v shasum >/dev/null 2>&1; then shasum -a 256
+  elif command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r
+  elif command -v sha256 >/dev/null 2>&1; then sha256 -q
+  else return 1; fi
+}
+zd=; zs=0
+if [ $zo = 1 ]; then
+  exec 1>&5 5>&-
+  zd=$( { printf '%s' "$o"; cat -- "$cT/o"; } | zdg 2>/dev/null ) || zd=
+  zd=${zd%% *}
+  case $zd in *[!0-9a-f]*) zd=;; esac
+  [ ${#zd} = 64 ] || zd=
+fi
+"#;
+
 /// A generated script plus the bytes to feed it on stdin.
 #[derive(Debug, Default)]
 pub struct Script {
@@ -436,6 +463,31 @@ impl Script {
             .push_str("\n} 2>&1 ); r=$?; f L; f \"$r\"; f \"$o\"; [ \"$r\" = 0 ] || exit 0\n");
     }
 
+    /// Starts capturing the probe output (call right after [`Script::prologue`]); finish
+    /// with [`Script::steady_end`].
+    pub fn steady_begin(&mut self) {
+        self.flush();
+        self.text.push_str(STEADY_HEAD);
+    }
+
+    /// Reads the pending probes, digests the prologue's and the probe's output (`$zd`, empty
+    /// when the node cannot), runs `check` (caller shell that sets `zs=1` when it released
+    /// the lock; only when there is a digest and awk), then prints the `D` record and the
+    /// captured probe output.
+    pub fn steady_end(&mut self, check: &str) {
+        self.flush();
+        self.text.push_str(STEADY_DIGEST);
+        self.text
+            .push_str("if [ -n \"$zd\" ] && [ $aw = 1 ]; then\n");
+        self.text.push_str(check);
+        if !check.ends_with('\n') {
+            self.text.push('\n');
+        }
+        self.text.push_str(
+            "fi\nf D; f \"$zd\"; f \"$zs\"\nif [ $zo = 1 ]; then cat -- \"$cT/o\"; rm -f -- \"$cT/o\"; fi\n",
+        );
+    }
+
     /// The script so far (path probes still pending are not read yet: see [`Script::finish`]).
     pub fn text(&self) -> &str {
         &self.text
@@ -495,6 +547,13 @@ pub enum Record {
     Unless { idx: usize, rc: i32 },
     /// Result of the prologue.
     Prologue { rc: i32, output: Vec<u8> },
+    /// The steady check of a first command ([`Script::steady_end`]): the digest of its
+    /// prologue and probe output (`None`: the node could not make one) and whether the
+    /// check released the lock.
+    Steady {
+        digest: Option<String>,
+        released: bool,
+    },
 }
 
 /// The (key, value) fields of a probe record; keys may repeat (`extra` per unmanaged entry).
@@ -638,6 +697,14 @@ pub fn parse(stdout: &[u8]) -> Result<Vec<Record>, ParseError> {
                 let rc = r.num()?;
                 let output = r.next()?.to_vec();
                 out.push(Record::Prologue { rc, output });
+            }
+            b"D" => {
+                let digest = r.text()?;
+                let released: u8 = r.num()?;
+                out.push(Record::Steady {
+                    digest: (!digest.is_empty()).then_some(digest),
+                    released: released == 1,
+                });
             }
             other => {
                 return Err(r.err(&format!(
@@ -920,5 +987,117 @@ mod tests {
         assert!(parse(b"1:P,1:0,4:ty").is_err());
         assert!(parse(b"x").is_err());
         assert_eq!(parse(b"").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn steady_envelope_digests_exactly_the_lock_and_probe_answer_in_dash_and_bash() {
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        let f = dir.path().join("f");
+        for shell in ["dash", "bash"] {
+            let mut s = Script::probe();
+            s.prologue("echo acquired");
+            s.steady_begin();
+            s.call("pf", &["0", f.to_str().unwrap(), "nohash", "100", "0"]);
+            s.steady_end("zs=1");
+            let out = run_sh(shell, &mut s);
+            let recs = parse(&out).unwrap();
+            let Some(Record::Steady {
+                digest: Some(d),
+                released: true,
+            }) = recs.iter().find(|r| matches!(r, Record::Steady { .. }))
+            else {
+                panic!("{shell}: no steady record: {recs:?}");
+            };
+            assert!(
+                recs.iter()
+                    .any(|r| matches!(r, Record::Probe { idx: 0, .. }))
+            );
+            // The answer after the D record is the probe output the digest covers, with the
+            // prologue's output in front.
+            let mark = format!("1:D,64:{d},1:1,");
+            let at = out
+                .windows(mark.len())
+                .position(|w| w == mark.as_bytes())
+                .unwrap();
+            let mut h = Sha256::new();
+            h.update(b"acquired");
+            h.update(&out[at + mark.len()..]);
+            assert_eq!(*d, hex::encode(h.finalize()), "{shell}");
+        }
+    }
+
+    /// Runs a steady envelope (prologue `echo acquired`, one file probe, check `zs=1`) in sh
+    /// with only the basic tools and `extra` on PATH; returns its stdout.
+    fn envelope_with_tools(extra: &[&str]) -> Vec<u8> {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        for tool in ["mktemp", "cat", "stat", "rm", "awk"].iter().chain(extra) {
+            let real = ["/usr/bin", "/bin"]
+                .iter()
+                .map(|d| std::path::Path::new(d).join(tool))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| panic!("{tool} is needed (coreutils, mawk, openssl, perl)"));
+            std::os::unix::fs::symlink(real, bin.join(tool)).unwrap();
+        }
+        let f = dir.path().join("f");
+        std::fs::write(&f, "x").unwrap();
+        let mut s = Script::probe();
+        s.prologue("echo acquired");
+        s.steady_begin();
+        s.call("pf", &["0", f.to_str().unwrap(), "", "0", "0"]);
+        s.steady_end("zs=1");
+        s.finish();
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(s.text())
+            .env("PATH", &bin)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"").unwrap();
+        child.wait_with_output().unwrap().stdout
+    }
+
+    #[test]
+    fn steady_envelope_digests_with_openssl_or_shasum_and_without_any_tool_keeps_the_lock() {
+        use sha2::{Digest, Sha256};
+        let out = envelope_with_tools(&[]);
+        let recs = parse(&out).unwrap();
+        assert!(
+            recs.contains(&Record::Steady {
+                digest: None,
+                released: false
+            }),
+            "no digest tool: {recs:?}"
+        );
+        assert!(
+            recs.iter()
+                .any(|r| matches!(r, Record::Probe { idx: 0, .. }))
+        );
+        for tool in ["openssl", "shasum"] {
+            let out = envelope_with_tools(&[tool]);
+            let recs = parse(&out).unwrap();
+            let Some(Record::Steady {
+                digest: Some(d),
+                released: true,
+            }) = recs.iter().find(|r| matches!(r, Record::Steady { .. }))
+            else {
+                panic!("{tool}: {recs:?}");
+            };
+            let mark = format!("1:D,64:{d},1:1,");
+            let at = out
+                .windows(mark.len())
+                .position(|w| w == mark.as_bytes())
+                .unwrap();
+            let mut h = Sha256::new();
+            h.update(b"acquired");
+            h.update(&out[at + mark.len()..]);
+            assert_eq!(*d, hex::encode(h.finalize()), "{tool}");
+        }
     }
 }

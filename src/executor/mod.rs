@@ -24,6 +24,7 @@ use crate::transport::{Stats, Transport, TransportError};
 
 mod locals;
 mod report;
+mod steady;
 mod walk;
 
 pub use locals::locals;
@@ -181,6 +182,18 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
     if started.is_err() && guard.as_ref().is_some_and(|g| g.retry()) {
         started = ex.start(&mut guard);
     }
+    // A node that gave its lock back on its steady marker while its answer shows work to do
+    // (a wrong marker): nothing was judged yet, so take the lock again the usual way.
+    if started.is_ok() && ex.released && ex.contradicted(guard.as_deref()) {
+        ex.released = false;
+        ex.steady_off = true;
+        ex.actual = vec![None; ex.g.items.len()];
+        if let Some(g) = guard.as_deref_mut() {
+            g.distrust();
+        }
+        started = ex.start(&mut guard);
+    }
+    let sent = transport.stats().commands;
     match started {
         Err(e) => ex.run.error = Some(e),
         Ok(()) => {
@@ -218,6 +231,7 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
             .filter_map(|i| ex.actual_state(i).map(|s| (i, actual_hash(&s))))
             .collect();
         g.applied(applied);
+        g.settled(ex.unchanged(sent));
     }
     if ex.reached.get()
         && let Some(epi) = guard.as_ref().and_then(|g| g.epilogue())
@@ -256,6 +270,10 @@ struct Exec<'a, 'j> {
     quit: Option<&'static str>,
     /// A command reached the node, answered or cut off (so a lock may have been taken).
     reached: std::cell::Cell<bool>,
+    /// The first command's steady check gave the lock back: nothing more may be sent.
+    released: bool,
+    /// The steady marker was found wrong: the first command is sent without its check.
+    steady_off: bool,
     /// The guard's heartbeat, put in front of every command once the lock is held.
     heartbeat: Option<String>,
     /// verify: why an item would have been skipped by apply (someone else's soft lock).
@@ -296,6 +314,8 @@ impl<'a, 'j> Exec<'a, 'j> {
             stale: false,
             quit: None,
             reached: std::cell::Cell::new(false),
+            released: false,
+            steady_off: false,
             heartbeat: None,
             locked_by: vec![None; n],
             run: NodeRun::default(),
@@ -355,6 +375,9 @@ impl<'a, 'j> Exec<'a, 'j> {
     }
 
     fn send(&self, mut script: Script) -> ExecResult<Vec<Record>> {
+        if self.released {
+            return Err(steady::STEADY_CONTRADICTED.into());
+        }
         if let Some(beat) = &self.heartbeat {
             script.raw(beat);
         }
@@ -413,7 +436,22 @@ impl<'a, 'j> Exec<'a, 'j> {
         if let Some(p) = &prologue {
             script.prologue(p);
         }
+        // apply (without a saved plan) may settle an unchanged node in this one command.
+        let steady = prologue.is_some()
+            && !self.steady_off
+            && self.job.options.mode == Mode::Apply
+            && self.job.options.plan.is_none();
+        if steady {
+            script.steady_begin();
+        }
+        let from = script.text().len();
         self.probe_into(&mut script, &wanted);
+        if steady {
+            script.finish();
+            let judged = self.judged_digest(&script.text()[from..]);
+            let check = guard.as_mut().and_then(|g| g.steady(&judged));
+            script.steady_end(check.as_deref().unwrap_or(":"));
+        }
         let records = self.send(script)?;
         if let Some(g) = guard.as_mut() {
             let (rc, out) = records
@@ -424,6 +462,13 @@ impl<'a, 'j> Exec<'a, 'j> {
                 })
                 .ok_or("the node did not answer the lock check")?;
             g.accept(rc, out)?;
+            if let Some((digest, released)) = records.iter().find_map(|r| match r {
+                Record::Steady { digest, released } => Some((digest.clone(), *released)),
+                _ => None,
+            }) {
+                g.probed(digest, released);
+                self.released = released;
+            }
         }
         self.absorb(&records);
         Ok(())

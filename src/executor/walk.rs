@@ -482,6 +482,12 @@ impl Exec<'_, '_> {
         if to_run.is_empty() {
             return;
         }
+        if self.released {
+            for i in to_run {
+                self.fail(i, super::steady::STEADY_CONTRADICTED.into(), Duration::ZERO);
+            }
+            return;
+        }
         self.stale = true;
         let workers = self.job.options.item_workers.max(1);
         let g = self.g;

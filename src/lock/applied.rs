@@ -32,7 +32,8 @@ pub struct Applied {
 /// The drift records read from a node, by item id.
 pub type Records = HashMap<String, Applied>;
 
-fn applied_dir(node: &Node) -> String {
+/// Where a node's drift records live.
+pub(super) fn dir(node: &Node) -> String {
     format!(
         "{}/applied-{}",
         node.lock_dir.trim_end_matches('/'),
@@ -41,7 +42,7 @@ fn applied_dir(node: &Node) -> String {
 }
 
 /// The record file of an item: a hash of its id, so any id makes a safe file name.
-fn record_name(item: &str) -> String {
+pub(super) fn record_name(item: &str) -> String {
     hex::encode(&Sha256::digest(item.as_bytes())[..16])
 }
 
@@ -51,7 +52,7 @@ pub(super) fn write_script(node: &Node, records: &[Applied]) -> String {
     if records.is_empty() {
         return String::new();
     }
-    let dir = applied_dir(node);
+    let dir = dir(node);
     let mut s = format!(
         "if (umask 077; mkdir -p {d}) 2>/dev/null; then\n",
         d = quote(&dir)
@@ -78,7 +79,7 @@ pub(super) fn read_script(node: &Node) -> String {
     format!(
         "printf '%s\\n' {sec}\nfor f in {d}/*; do [ -f \"$f\" ] || continue; printf '\\037\\n'; head -c {RECORD_LIMIT} \"$f\"; echo; done\n",
         sec = quote(APPLIED_SECTION),
-        d = quote(&applied_dir(node)),
+        d = quote(&dir(node)),
     )
 }
 

@@ -24,6 +24,22 @@ pub trait Guard: Send {
     fn retry(&self) -> bool {
         false
     }
+    /// Shell for the end of the first command ([`crate::node_shell::Script::steady_end`]):
+    /// given a digest of everything the executor's judgment depends on, checks the node's
+    /// steady marker and, when it matches, gives the lock back in that same command (sets
+    /// `zs=1`). `None`: this guard has no one-round-trip path.
+    fn steady(&mut self, _judged: &str) -> Option<String> {
+        None
+    }
+    /// What the first command's steady check answered: the node's digest of its lock and
+    /// probe output (`None`: it could not make one) and whether it released the lock.
+    fn probed(&mut self, _digest: Option<String>, _released: bool) {}
+    /// The node released its lock on a steady marker that its own answer contradicts: forget
+    /// that answer (the first command is sent again, without the check) and drop the marker.
+    fn distrust(&mut self) {}
+    /// After the walk, before the epilogue: whether the node was found unchanged without any
+    /// command besides the first, so the release may write the steady marker.
+    fn settled(&mut self, _unchanged: bool) {}
     /// Silent shell put in front of every later command and sent on its own at the interval
     /// given with it, so others can tell the lock holder is alive.
     fn heartbeat(&self) -> Option<(String, Duration)> {
@@ -54,6 +70,18 @@ pub struct ApplyGuard<'a> {
     to_record: Vec<applied::Applied>,
     /// verify: where the node's drift records go once read.
     seen: Option<&'a std::sync::OnceLock<applied::Records>>,
+    /// apply: E of the steady marker, once the first command was built.
+    steady_e: Option<String>,
+    /// The node's digest of its lock and probe output (D of the steady marker).
+    digest: Option<String>,
+    /// The first command's steady check already released the lock and wrote the records.
+    released: bool,
+    /// The walk found nothing to do and sent nothing besides the first command.
+    unchanged: bool,
+    /// A dead holder's lock was taken over (time-dependent: no steady marker).
+    took_over: bool,
+    /// The node's steady marker was found wrong: the release removes it.
+    distrusted: bool,
 }
 
 impl<'a> ApplyGuard<'a> {
@@ -81,6 +109,12 @@ impl<'a> ApplyGuard<'a> {
             expected: Vec::new(),
             to_record: Vec::new(),
             seen: None,
+            steady_e: None,
+            digest: None,
+            released: false,
+            unchanged: false,
+            took_over: false,
+            distrusted: false,
         }
     }
 
@@ -94,6 +128,16 @@ impl<'a> ApplyGuard<'a> {
         self.expected = expected;
         self.seen = Some(seen);
         self
+    }
+
+    /// Whether this apply may write the steady marker: nothing to do, and nothing seen whose
+    /// meaning changes with time (soft locks, expired ones, warnings, a takeover).
+    fn marker_ok(&self) -> bool {
+        self.unchanged
+            && !self.took_over
+            && self.acquired.as_ref().is_some_and(|l| {
+                l.soft_locks.is_empty() && l.expired.is_empty() && l.warnings.is_empty()
+            })
     }
 
     /// One note per node when the identity's own soft locks were ignored.
@@ -167,6 +211,7 @@ impl Guard for ApplyGuard<'_> {
         };
         let mut warnings = lock.warnings.clone();
         if let Some(w) = self.takeover_warning.take() {
+            self.took_over = true;
             warnings.insert(0, w);
         }
         for w in &warnings {
@@ -212,11 +257,49 @@ impl Guard for ApplyGuard<'_> {
             .collect();
     }
 
+    fn steady(&mut self, judged: &str) -> Option<String> {
+        if !self.take_hard {
+            return None;
+        }
+        let e = steady::expected_digest(self.node, judged, self.force, &self.expected);
+        let suffix = steady::record_suffix(&self.me, now())?;
+        let check = steady::check_script(self.node, &e, &self.token, &suffix);
+        self.steady_e = Some(e);
+        Some(check)
+    }
+
+    fn probed(&mut self, digest: Option<String>, released: bool) {
+        self.digest = digest;
+        self.released = released && self.take_hard;
+    }
+
+    fn distrust(&mut self) {
+        self.released = false;
+        self.digest = None;
+        self.steady_e = None;
+        self.distrusted = true;
+    }
+
+    fn settled(&mut self, unchanged: bool) {
+        self.unchanged = unchanged;
+    }
+
     fn epilogue(&self) -> Option<String> {
         let mut script = String::new();
-        if self.take_hard {
+        if self.take_hard && self.released {
+            // The first command already released the lock and wrote the records; a walk
+            // that disagreed with the marker changed nothing, and the marker goes.
+            if !self.unchanged {
+                script.push_str(&steady::remove_script(self.node));
+            }
+        } else if self.take_hard {
             // Before the release: the records belong to this apply.
             script.push_str(&applied::write_script(self.node, &self.to_record));
+            if let (Some(e), Some(d), true) = (&self.steady_e, &self.digest, self.marker_ok()) {
+                script.push_str(&steady::write_script(self.node, e, d, &self.to_record));
+            } else if self.distrusted {
+                script.push_str(&steady::remove_script(self.node));
+            }
             script.push_str(&release_hard_script(self.node, &self.token));
         }
         if let Some(lock) = &self.acquired {

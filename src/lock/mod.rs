@@ -8,10 +8,13 @@
 //!   command of the apply, so a lock whose holder died can be told from a busy one;
 //! - `soft-NODE/ID`, one line of JSON per soft lock;
 //! - `applied-NODE/`, the drift records of the last apply per item (`applied`).
+//! - `steady-NODE`, the steady marker that lets an unchanged node's first command also release
+//!   the lock (`steady`).
 //!
 //! Here: the stored types, errors, ids, durations and lock-dir shell shared by the parts:
 //! `soft` (the soft-lock protocol), `hard` (taking, beating and releasing the hard
-//! lock), `guard` (the executor's view during an apply) and `identity` (who holds a lock).
+//! lock), `guard` (the executor's view during an apply), `identity` (who holds a lock) and
+//! `steady` (the one-round-trip steady state).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,6 +31,7 @@ mod guard;
 mod hard;
 mod identity;
 mod soft;
+mod steady;
 
 pub use applied::{Applied, Records};
 pub use guard::*;

@@ -120,7 +120,7 @@ fn second_apply_fixes_nothing_and_touches_nothing() {
     assert_eq!(n["skipped"], 1, "the action is not triggered: {summary}");
     assert_eq!(
         n["commands"], 2,
-        "steady state is two remote commands (lock + probe, release): {summary}"
+        "the first unchanged apply is two remote commands (lock + probe, release + steady marker; later ones are one, tests/it/steady.rs): {summary}"
     );
     assert_eq!(mtime(&s.path("app/a.conf")), before);
 }
@@ -806,7 +806,7 @@ fn over_ssh_steady_state_is_two_commands_and_a_dead_node_does_not_stop_others() 
         assert_eq!(n["ok"], 31, "{summary}");
         assert_eq!(
             n["commands"], 2,
-            "steady state over ssh is two remote commands (lock + probe, release): {summary}"
+            "the first unchanged apply over ssh is two remote commands (lock + probe, release + steady marker): {summary}"
         );
     }
     assert_eq!(mtime(&f), before);

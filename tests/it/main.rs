@@ -20,6 +20,7 @@ mod saved_plan;
 mod secrets;
 mod snapshots;
 mod sshd;
+mod steady;
 mod sysitems;
 mod transport;
 mod verify;
