@@ -63,8 +63,10 @@ pub(super) fn write_script(node: &Node, records: &[Applied]) -> String {
         };
         let file = format!("{dir}/{}", record_name(&r.item));
         let tmp = format!("{file}.tmp");
+        // A fresh file (noclobber, after removing whatever is there): never written through a
+        // symlink planted at that name in a lock directory other users can write to.
         s.push_str(&format!(
-            "printf '%s\\n' {l} >{t} 2>/dev/null && mv -f {t} {f} 2>/dev/null\n",
+            "rm -f {t} 2>/dev/null; (set -C; printf '%s\\n' {l} >{t}) 2>/dev/null && mv -f {t} {f} 2>/dev/null\n",
             l = quote(&line),
             t = quote(&tmp),
             f = quote(&file)

@@ -457,3 +457,40 @@ fn steady_records_are_never_written_through_a_shared_records_directory() {
         "precious\n"
     );
 }
+
+/// Found while reviewing the steady path: the normal release wrote each drift record through
+/// `RECORD.tmp` with a plain `>`, so a symlink planted at that name (in a lock directory other
+/// users can write to) had the record written through it into the symlink's target.
+#[test]
+fn drift_record_is_never_written_through_a_planted_tmp_symlink() {
+    let s = Scene::new(ITEMS);
+    s.cinch(&["apply", "n1"]).expect_code(0);
+    let dir = locks(&s).join("applied-n1");
+    let victim = s.path("victim");
+    std::fs::write(&victim, "precious\n").expect("victim");
+    let names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("drift records")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert!(!names.is_empty(), "the first apply wrote no drift records");
+    for record in &names {
+        let tmp = PathBuf::from(format!("{}.tmp", record.display()));
+        std::os::unix::fs::symlink(&victim, &tmp).expect("plant");
+    }
+    std::fs::remove_file(s.path("app/a.conf")).expect("drift");
+    let (_, summary) = s.apply_json(&[]);
+    assert_eq!(
+        summary["nodes"][0]["fixed"], 2,
+        "the file and its action: {summary}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("read"),
+        "precious\n",
+        "a drift record was written through a planted symlink"
+    );
+    assert_eq!(
+        records(&s).len(),
+        names.len(),
+        "records are still rewritten"
+    );
+}
