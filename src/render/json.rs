@@ -5,21 +5,40 @@ use std::sync::Arc;
 use crate::console::Console;
 use crate::events::{Event, Flow, Subscriber};
 
-/// The JSON subscriber of apply, verify and run: hook points and [`crate::events::Report`]
-/// lines are printed, terminal-only notes are not.
+/// The one JSON subscriber of every command: [`crate::events::Report`] lines are printed,
+/// hook points too where the command's JSON output has them (apply, verify, run), and
+/// terminal-only notes never.
 pub struct JsonSubscriber {
     console: Arc<Console>,
+    /// Whether hook points are JSON lines (not for `lock` and `test`, whose lines are their
+    /// reports only).
+    hook_points: bool,
 }
 
 impl JsonSubscriber {
-    /// A subscriber printing on `console` (which masks every secret value).
+    /// A subscriber printing every hook point and report on `console` (which masks every
+    /// secret value).
     pub fn new(console: Arc<Console>) -> Self {
-        JsonSubscriber { console }
+        JsonSubscriber {
+            console,
+            hook_points: true,
+        }
+    }
+
+    /// A subscriber printing only [`crate::events::Report`] lines (`lock`, `test`).
+    pub fn reports_only(console: Arc<Console>) -> Self {
+        JsonSubscriber {
+            console,
+            hook_points: false,
+        }
     }
 }
 
 impl Subscriber for JsonSubscriber {
     fn on_event(&self, event: &Event<'_>) -> Flow {
+        if !self.hook_points && event.hook_point().is_some() {
+            return Flow::Continue;
+        }
         let Some(mut line) = event.to_json() else {
             return Flow::Continue;
         };
