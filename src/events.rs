@@ -1034,4 +1034,74 @@ mod tests {
             r#"{"event":"summary","command":"lock show","nodes":2,"failed":true,"interrupted":false,"exit_code":1}"#
         );
     }
+
+    /// Records the names of the events it hears; as a hook, it logs (emits a `hook_log` on
+    /// the outlet) while it is being dispatched, as a hook's `log()` does.
+    struct Recorder {
+        heard: std::sync::Mutex<Vec<String>>,
+        log_to: Option<Outlet>,
+    }
+
+    impl Subscriber for Recorder {
+        fn on_event(&self, event: &Event<'_>) -> Flow {
+            self.heard
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(event.name().to_string());
+            if let (Some(outlet), Some(point)) = (&self.log_to, event.hook_point()) {
+                outlet.emit(&Event::Report(Report::HookLog {
+                    file: Some("a.rhai"),
+                    message: point,
+                }));
+            }
+            Flow::Continue
+        }
+    }
+
+    #[test]
+    fn a_hook_logging_while_dispatched_reaches_the_renderers_without_deadlock_or_recursion() {
+        let outlet = Outlet::new();
+        let renderer = std::sync::Arc::new(Recorder {
+            heard: Default::default(),
+            log_to: None,
+        });
+        outlet.add(renderer.clone());
+        let hook = std::sync::Arc::new(Recorder {
+            heard: Default::default(),
+            log_to: Some(outlet.clone()),
+        });
+        let mut bus = Bus::with_outlet(outlet);
+        bus.subscribe_hooks(Box::new(hook.clone()));
+        // From several threads at once, as node workers emit.
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| bus.emit(&Event::Test));
+            }
+        });
+        let hook_heard = hook.heard.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(
+            hook_heard, ["test"; 4],
+            "the hook never hears its own log lines"
+        );
+        let heard = renderer
+            .heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        assert_eq!(heard.len(), 8, "{heard:?}");
+        assert_eq!(heard.iter().filter(|n| *n == "hook_log").count(), 4);
+        // A renderer added later hears what comes after, and after the ones before it.
+        let late = std::sync::Arc::new(Recorder {
+            heard: Default::default(),
+            log_to: None,
+        });
+        bus.subscribe(Box::new(late.clone()));
+        bus.emit(&Event::Report(Report::Output {
+            node: "web1",
+            stream: "stdout",
+            line: "hi",
+        }));
+        let late_heard = late.heard.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(late_heard, ["output"]);
+    }
 }
