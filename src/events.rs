@@ -548,7 +548,8 @@ impl Bus {
     }
 
     /// Adds a renderer (JSON lines, terminal output), after the hooks and the renderers
-    /// already there.
+    /// already there; what it answers still counts in [`Bus::emit`] (tests stand in for hooks
+    /// this way), but not for lines hooks emit on the [`Outlet`] themselves.
     pub fn subscribe(&mut self, s: Box<dyn Subscriber>) {
         self.outlet.add(std::sync::Arc::from(s));
     }
