@@ -216,6 +216,37 @@ pub enum Note<'a> {
     /// A styled error line for the terminal; the same error reaches JSON as a
     /// [`Report::Error`] emitted beside it.
     ErrorLine { text: &'a str },
+    /// run: a chunk of whole lines one node's command printed on `stream` (`stdout` or
+    /// `stderr`), shown prefixed in one write; JSON gets each line as a [`Report::Output`].
+    RunOutput {
+        node: &'a str,
+        stream: &'a str,
+        text: &'a str,
+    },
+    /// run: a dummy node is skipped (no command runs on it).
+    DummySkipped { node: &'a str },
+    /// A warning about something a node said (its text is sanitised when shown).
+    Warning { text: &'a str },
+    /// lock show: every node has answered or failed; the terminal shows the table of the
+    /// locks found (the [`Report::Lock`] lines) or says there were none.
+    LockShowEnd {
+        /// The id asked for, if one was.
+        lock_id: Option<&'a str>,
+        /// How many nodes answered (even with no locks).
+        answered: usize,
+        failed: bool,
+    },
+    /// test: a node's checks passed (`-v` shows it).
+    NodeChecked { node: &'a str, items: usize },
+    /// test: the closing line for the terminal, with why the test stopped early if it did;
+    /// JSON gets the counts as [`Report::TestSummary`].
+    TestSummary {
+        nodes: usize,
+        bad_nodes: usize,
+        items: usize,
+        problems: usize,
+        why: &'a str,
+    },
 }
 
 /// What happened to one item on one node: the executor's result, emitted (as
@@ -439,10 +470,60 @@ impl<T: Subscriber> Subscriber for std::sync::Arc<T> {
     }
 }
 
-/// Fans events out to every subscriber, in the order they were added.
+/// The renderers of a bus (every subscriber but the hooks), shared with the hooks so that a
+/// hook's own `log()` and error lines reach them as events while the hook runs inside an
+/// emit: they never reach the hooks again, so a hook cannot recurse into hooks, and no lock is
+/// held while a subscriber runs, so emitting from inside an emit cannot deadlock.
+#[derive(Clone, Default)]
+pub struct Outlet {
+    /// Replaced whole when a renderer is added, so an emit holds the lock only to clone it.
+    subscribers: std::sync::Arc<std::sync::Mutex<Renderers>>,
+}
+
+/// The renderers of an [`Outlet`], in the order they were added.
+type Renderers = std::sync::Arc<[std::sync::Arc<dyn Subscriber>]>;
+
+impl Outlet {
+    /// An outlet with no renderers yet.
+    pub fn new() -> Self {
+        Outlet::default()
+    }
+
+    /// Adds a renderer (after the ones already there).
+    pub fn add(&self, s: std::sync::Arc<dyn Subscriber>) {
+        let mut list = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut grown: Vec<std::sync::Arc<dyn Subscriber>> = list.iter().cloned().collect();
+        grown.push(s);
+        *list = grown.into();
+    }
+
+    /// The renderers now attached; the lock is released before any of them runs.
+    fn snapshot(&self) -> Renderers {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Delivers `event` to every renderer, in the order they were added; renderers never
+    /// change the flow.
+    pub fn emit(&self, event: &Event<'_>) {
+        for s in self.snapshot().iter() {
+            s.on_event(event);
+        }
+    }
+
+    fn had_errors(&self) -> bool {
+        self.snapshot().iter().any(|s| s.had_errors())
+    }
+}
+
+/// Fans events out to every subscriber: the hooks first, then the renderers (its
+/// [`Outlet`]), each in the order they were added.
 #[derive(Default)]
 pub struct Bus {
-    subscribers: Vec<Box<dyn Subscriber>>,
+    hooks: Vec<Box<dyn Subscriber>>,
+    outlet: Outlet,
 }
 
 impl Bus {
@@ -451,16 +532,44 @@ impl Bus {
         Bus::default()
     }
 
-    /// Adds a subscriber.
+    /// A bus whose renderers are `outlet`'s (hooks loaded with the same outlet emit their
+    /// log and error lines to them).
+    pub fn with_outlet(outlet: Outlet) -> Self {
+        Bus {
+            hooks: Vec::new(),
+            outlet,
+        }
+    }
+
+    /// Adds the repo's hooks: they hear every event before any renderer, and only they may
+    /// change the flow of a command.
+    pub fn subscribe_hooks(&mut self, s: Box<dyn Subscriber>) {
+        self.hooks.push(s);
+    }
+
+    /// Adds a renderer (JSON lines, terminal output), after the hooks and the renderers
+    /// already there; what it answers still counts in [`Bus::emit`] (tests stand in for hooks
+    /// this way), but not for lines hooks emit on the [`Outlet`] themselves.
     pub fn subscribe(&mut self, s: Box<dyn Subscriber>) {
-        self.subscribers.push(s);
+        self.outlet.add(std::sync::Arc::from(s));
+    }
+
+    /// The renderers, shared (see [`Outlet`]).
+    pub fn outlet(&self) -> &Outlet {
+        &self.outlet
     }
 
     /// Delivers `event` to every subscriber; the first non-`Continue` answer wins, but every
     /// subscriber still hears the event.
     pub fn emit(&self, event: &Event<'_>) -> Flow {
         let mut flow = Flow::Continue;
-        for s in &self.subscribers {
+        for s in &self.hooks {
+            let f = s.on_event(event);
+            if flow == Flow::Continue {
+                flow = f;
+            }
+        }
+        for s in self.outlet.snapshot().iter() {
             let f = s.on_event(event);
             if flow == Flow::Continue {
                 flow = f;
@@ -471,7 +580,7 @@ impl Bus {
 
     /// Whether any subscriber failed (see [`Subscriber::had_errors`]): commands exit 1 if so.
     pub fn had_errors(&self) -> bool {
-        self.subscribers.iter().any(|s| s.had_errors())
+        self.hooks.iter().any(|s| s.had_errors()) || self.outlet.had_errors()
     }
 }
 
@@ -925,5 +1034,75 @@ mod tests {
             lock.to_json().to_string(),
             r#"{"event":"summary","command":"lock show","nodes":2,"failed":true,"interrupted":false,"exit_code":1}"#
         );
+    }
+
+    /// Records the names of the events it hears; as a hook, it logs (emits a `hook_log` on
+    /// the outlet) while it is being dispatched, as a hook's `log()` does.
+    struct Recorder {
+        heard: std::sync::Mutex<Vec<String>>,
+        log_to: Option<Outlet>,
+    }
+
+    impl Subscriber for Recorder {
+        fn on_event(&self, event: &Event<'_>) -> Flow {
+            self.heard
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(event.name().to_string());
+            if let (Some(outlet), Some(point)) = (&self.log_to, event.hook_point()) {
+                outlet.emit(&Event::Report(Report::HookLog {
+                    file: Some("a.rhai"),
+                    message: point,
+                }));
+            }
+            Flow::Continue
+        }
+    }
+
+    #[test]
+    fn a_hook_logging_while_dispatched_reaches_the_renderers_without_deadlock_or_recursion() {
+        let outlet = Outlet::new();
+        let renderer = std::sync::Arc::new(Recorder {
+            heard: Default::default(),
+            log_to: None,
+        });
+        outlet.add(renderer.clone());
+        let hook = std::sync::Arc::new(Recorder {
+            heard: Default::default(),
+            log_to: Some(outlet.clone()),
+        });
+        let mut bus = Bus::with_outlet(outlet);
+        bus.subscribe_hooks(Box::new(hook.clone()));
+        // From several threads at once, as node workers emit.
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| bus.emit(&Event::Test));
+            }
+        });
+        let hook_heard = hook.heard.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(
+            hook_heard, ["test"; 4],
+            "the hook never hears its own log lines"
+        );
+        let heard = renderer
+            .heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        assert_eq!(heard.len(), 8, "{heard:?}");
+        assert_eq!(heard.iter().filter(|n| *n == "hook_log").count(), 4);
+        // A renderer added later hears what comes after, and after the ones before it.
+        let late = std::sync::Arc::new(Recorder {
+            heard: Default::default(),
+            log_to: None,
+        });
+        bus.subscribe(Box::new(late.clone()));
+        bus.emit(&Event::Report(Report::Output {
+            node: "web1",
+            stream: "stdout",
+            line: "hi",
+        }));
+        let late_heard = late.heard.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(late_heard, ["output"]);
     }
 }

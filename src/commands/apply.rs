@@ -198,7 +198,7 @@ fn run(
     // reported together with every other repo problem. verify fires only node_ssh_connect
     // (it connects, but applies nothing).
     let mut diags = Vec::new();
-    let mut bus = match crate::hooks::command_bus(&ctx.console, &repo) {
+    let mut bus = match crate::hooks::command_bus(&ctx.console, &repo, true) {
         Ok(bus) => bus,
         Err(Error::Repo(d)) => {
             diags.extend(d);
@@ -250,11 +250,7 @@ fn run(
         me: crate::lock::identity(),
         force,
     };
-    if console.json() {
-        bus.subscribe(Box::new(crate::render::json::JsonSubscriber::new(
-            ctx.console.clone(),
-        )));
-    }
+    // The JSON subscriber is already on the bus (crate::hooks::command_bus).
     let out = Arc::new(Reporter::new(
         ctx.console.clone(),
         interactive,

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::diag::Diagnostic;
 use crate::error::{Error, Result};
-use crate::events::{Flow, Report};
+use crate::events::{Bus, Event, Flow, Note, Report};
 use crate::repo::Node;
 use crate::settings::{Settings, TestSettings};
 
@@ -37,8 +37,9 @@ pub fn cmd_test(ctx: &Settings, args: &TestSettings) -> Result<u8> {
                     nodes: Vec::new(),
                 })
                 .collect();
-            report(ctx, &problems);
-            summary(ctx, 0, 0, 0, problems.len(), "the repo does not load");
+            let bus = with_renderer(crate::hooks::renderer_bus(&ctx.console, false), ctx);
+            report(&bus, &problems);
+            summary(&bus, 0, 0, 0, problems.len(), "the repo does not load");
             return Ok(EXIT_BAD_REPO);
         }
         Err(e) => return Err(e),
@@ -48,8 +49,8 @@ pub fn cmd_test(ctx: &Settings, args: &TestSettings) -> Result<u8> {
     let mut hook_problems = Vec::new();
     // The one load of the hooks (their top level runs at load): syntax errors are problems
     // like any other; lint findings are warnings that do not change the exit code.
-    let (bus, hooks) = match crate::hooks::command_bus_with_hooks(&ctx.console, &repo) {
-        Ok((bus, hooks)) => (Some(bus), Some(hooks)),
+    let (bus, hooks) = match crate::hooks::command_bus_with_hooks(&ctx.console, &repo, false) {
+        Ok((bus, hooks)) => (bus, Some(hooks)),
         Err(Error::Repo(diags)) => {
             hook_problems = diags
                 .into_iter()
@@ -58,12 +59,13 @@ pub fn cmd_test(ctx: &Settings, args: &TestSettings) -> Result<u8> {
                     nodes: Vec::new(),
                 })
                 .collect();
-            (None, None)
+            (crate::hooks::renderer_bus(&ctx.console, false), None)
         }
         Err(e) => return Err(e),
     };
+    let bus = with_renderer(bus, ctx);
     if let Some(hooks) = &hooks {
-        warn(ctx, &hooks.lint());
+        warn(&bus, &hooks.lint());
     }
     let mut idle_reactors = Vec::new();
 
@@ -82,9 +84,7 @@ pub fn cmd_test(ctx: &Settings, args: &TestSettings) -> Result<u8> {
                         Err(unstable)
                     }
                 });
-            let hook_ok = bus.as_ref().is_none_or(|bus| {
-                bus.emit(&crate::events::Event::TestNode { node }) == Flow::Continue
-            });
+            let hook_ok = bus.emit(&Event::TestNode { node }) == Flow::Continue;
             (*node, checked, hook_ok)
         })
         .collect();
@@ -93,12 +93,10 @@ pub fn cmd_test(ctx: &Settings, args: &TestSettings) -> Result<u8> {
         return Err(Error::Interrupted);
     }
     idle_reactors.extend(reactors_never_contributing(&nodes));
-    warn(ctx, &idle_reactors);
+    warn(&bus, &idle_reactors);
     // `test` is the end of a full test only: a target tests part of the repo.
-    if let Some(bus) = &bus
-        && args.target.is_none()
-    {
-        bus.emit(&crate::events::Event::Test);
+    if args.target.is_none() {
+        bus.emit(&Event::Test);
     }
     let hook_errors = hooks.as_ref().map_or(0, |h| h.errors().len());
 
@@ -112,9 +110,11 @@ pub fn cmd_test(ctx: &Settings, args: &TestSettings) -> Result<u8> {
         match result {
             Ok(count) => {
                 items += count;
-                if ctx.console.verbose() > 0 && !ctx.console.json() && *hook_ok {
-                    ctx.console
-                        .out(&format!("ok  {}  {count} items", node.name));
+                if *hook_ok {
+                    bus.emit(&Event::Note(Note::NodeChecked {
+                        node: &node.name,
+                        items: *count,
+                    }));
                 }
             }
             Err(diags) => {
@@ -130,9 +130,9 @@ pub fn cmd_test(ctx: &Settings, args: &TestSettings) -> Result<u8> {
         nodes: Vec::new(),
     }));
     problems.extend(merge_by_place(found));
-    report(ctx, &problems);
+    report(&bus, &problems);
     summary(
-        ctx,
+        &bus,
         nodes.len(),
         bad_nodes,
         items,
@@ -258,22 +258,25 @@ fn reactors_never_contributing(nodes: &[&Node]) -> Vec<Diagnostic> {
         .collect()
 }
 
+/// `bus` with test's terminal renderer added.
+fn with_renderer(mut bus: Bus, ctx: &Settings) -> Bus {
+    bus.subscribe(Box::new(crate::render::test::TestRenderer::new(
+        ctx.console.clone(),
+    )));
+    bus
+}
+
 /// Hook lint findings: shown, never fatal (a misspelt hook is not called, which may be fine).
-fn warn(ctx: &Settings, warnings: &[Diagnostic]) {
+fn warn(bus: &Bus, warnings: &[Diagnostic]) {
     for w in warnings {
-        if ctx.console.json() {
-            let loc = w.location.as_ref();
-            let line = Report::TestWarning {
-                file: loc.map(|l| l.file.display().to_string()),
-                line: loc.map(|l| l.line),
-                column: loc.map(|l| l.column),
-                message: &w.message,
-                hint: w.hint.as_deref(),
-            };
-            ctx.console.json_line(&line.to_json());
-        } else {
-            ctx.console.err(&crate::output::test::warning(w));
-        }
+        let loc = w.location.as_ref();
+        bus.emit(&Event::Report(Report::TestWarning {
+            file: loc.map(|l| l.file.display().to_string()),
+            line: loc.map(|l| l.line),
+            column: loc.map(|l| l.column),
+            message: &w.message,
+            hint: w.hint.as_deref(),
+        }));
     }
 }
 
@@ -305,48 +308,34 @@ fn merge_by_place(found: Vec<(&str, &Diagnostic)>) -> Vec<Problem> {
     problems
 }
 
-fn report(ctx: &Settings, problems: &[Problem]) {
+fn report(bus: &Bus, problems: &[Problem]) {
     for p in problems {
-        if ctx.console.json() {
-            let loc = p.diag.location.as_ref();
-            let line = Report::TestProblem {
-                file: loc.map(|l| l.file.display().to_string()),
-                line: loc.map(|l| l.line),
-                column: loc.map(|l| l.column),
-                message: &p.diag.message,
-                hint: p.diag.hint.as_deref(),
-                nodes: &p.nodes,
-            };
-            ctx.console.json_line(&line.to_json());
-            continue;
-        }
-        ctx.console
-            .err(&crate::output::test::problem(&p.diag, &p.nodes));
+        let loc = p.diag.location.as_ref();
+        bus.emit(&Event::Report(Report::TestProblem {
+            file: loc.map(|l| l.file.display().to_string()),
+            line: loc.map(|l| l.line),
+            column: loc.map(|l| l.column),
+            message: &p.diag.message,
+            hint: p.diag.hint.as_deref(),
+            nodes: &p.nodes,
+        }));
     }
 }
 
-fn summary(
-    ctx: &Settings,
-    nodes: usize,
-    bad_nodes: usize,
-    items: usize,
-    problems: usize,
-    why: &str,
-) {
-    if ctx.console.json() {
-        let line = Report::TestSummary {
-            nodes,
-            nodes_with_problems: bad_nodes,
-            items,
-            problems,
-        };
-        ctx.console.json_line(&line.to_json());
-        return;
-    }
-    let line = crate::output::test::summary(nodes, bad_nodes, items, problems, why);
-    if problems == 0 {
-        ctx.console.out(&line);
-    } else {
-        ctx.console.err(&line);
-    }
+/// The closing line: counts for JSON, the sentence (with why the test stopped early, if it
+/// did) for the terminal.
+fn summary(bus: &Bus, nodes: usize, bad_nodes: usize, items: usize, problems: usize, why: &str) {
+    bus.emit(&Event::Report(Report::TestSummary {
+        nodes,
+        nodes_with_problems: bad_nodes,
+        items,
+        problems,
+    }));
+    bus.emit(&Event::Note(Note::TestSummary {
+        nodes,
+        bad_nodes,
+        items,
+        problems,
+        why,
+    }));
 }

@@ -1,15 +1,12 @@
 //! `cinch lock add/show/remove`: the command over the soft-lock protocol of [`crate::lock`].
+//! It prints nothing itself: each node's result is an event on the bus, which the JSON
+//! subscriber and the terminal renderer ([`crate::render::lock`]) show.
 
 use crate::error::{Error, Result};
-use crate::events::{Bus, Event, Report};
+use crate::events::{Bus, Event, Note, Report};
 use crate::fleet::{Fleet, NotContacted};
 use crate::items::Item;
-use crate::lock::{
-    SoftLock, add_soft, format_remaining, format_time, identity, new_soft_lock, now, read_soft,
-    remove_soft, rfc3339,
-};
-use crate::output::lock::LockRow;
-use crate::output::{Lines, untrusted};
+use crate::lock::{SoftLock, add_soft, identity, new_soft_lock, read_soft, remove_soft, rfc3339};
 use crate::repo::{Node, Repo};
 use crate::settings::{LockAction, Settings};
 use crate::transport::Transport;
@@ -31,7 +28,10 @@ pub fn cmd_lock(ctx: &Settings, cmd: &LockAction) -> Result<u8> {
     let nodes = repo.select(target)?;
     let me = identity();
     let connect = ctx.connect_options(&repo);
-    let bus = crate::hooks::command_bus(&ctx.console, &repo)?;
+    let mut bus = crate::hooks::command_bus(&ctx.console, &repo, false)?;
+    bus.subscribe(Box::new(crate::render::lock::LockRenderer::new(
+        ctx.console.clone(),
+    )));
 
     // Everything the user typed was validated into `cmd` before any work (see
     // crate::settings); the lock id is already normalised.
@@ -71,7 +71,6 @@ pub fn cmd_lock(ctx: &Settings, cmd: &LockAction) -> Result<u8> {
             new_lock.as_ref(),
             lock_id.as_deref(),
             &bus,
-            ctx,
         );
         let _ = transport.close();
         outcome
@@ -79,93 +78,51 @@ pub fn cmd_lock(ctx: &Settings, cmd: &LockAction) -> Result<u8> {
 
     let mut failed = false;
     let mut answered = 0usize;
-    let mut rows = Vec::new();
     for (node, outcome) in nodes.iter().zip(outcomes) {
         let Some(outcome) = outcome else {
             failed = true;
-            report(ctx, node, "interrupted", None);
+            node_report(&bus, node, "interrupted", None);
             continue;
         };
         match outcome {
             NodeOutcome::Added(lock) => {
-                if ctx.console.json() {
-                    let line = Report::LockAdded {
-                        node: &node.name,
-                        lock: &lock,
-                        created: rfc3339(lock.date),
-                        expires: rfc3339(lock.expiry),
-                    };
-                    ctx.console.json_line(&line.to_json());
-                } else if ctx.console.quiet() {
-                    ctx.console.out(&lock.id);
-                } else {
-                    ctx.console.out(&crate::output::lock::added(
-                        &node.name,
-                        &lock.id,
-                        &format_time(lock.expiry),
-                    ));
-                }
+                bus.emit(&Event::Report(Report::LockAdded {
+                    node: &node.name,
+                    lock: &lock,
+                    created: rfc3339(lock.date),
+                    expires: rfc3339(lock.expiry),
+                }));
             }
             NodeOutcome::Shown(locks) => {
                 answered += 1;
-                for l in locks {
-                    if ctx.console.json() {
-                        let line = Report::Lock {
-                            node: &node.name,
-                            lock: &l,
-                            created: rfc3339(l.date),
-                            expires: rfc3339(l.expiry),
-                        };
-                        ctx.console.json_line(&line.to_json());
-                    }
-                    rows.push(LockRow {
-                        node: node.name.clone(),
-                        id: l.id.clone(),
-                        owner: l.user.clone(),
-                        created: format_time(l.date),
-                        expires_in: format_remaining(l.expiry - now()),
-                        items: l.items.join(", "),
-                        comment: l.comment.clone(),
-                    });
+                for l in &locks {
+                    bus.emit(&Event::Report(Report::Lock {
+                        node: &node.name,
+                        lock: l,
+                        created: rfc3339(l.date),
+                        expires: rfc3339(l.expiry),
+                    }));
                 }
             }
             NodeOutcome::Removed(id) => {
-                if ctx.console.json() {
-                    ctx.console.json_line(
-                        &Report::LockRemoved {
-                            node: &node.name,
-                            lock_id: &id,
-                        }
-                        .to_json(),
-                    );
-                } else {
-                    ctx.console
-                        .out(&crate::output::lock::removed(&node.name, &id));
-                }
+                bus.emit(&Event::Report(Report::LockRemoved {
+                    node: &node.name,
+                    lock_id: &id,
+                }));
             }
-            NodeOutcome::Skipped(why) => report(ctx, node, "skipped", Some(&why)),
+            NodeOutcome::Skipped(why) => node_report(&bus, node, "skipped", Some(&why)),
             NodeOutcome::Failed(why) => {
                 failed = true;
-                report(ctx, node, "failed", Some(&why));
+                node_report(&bus, node, "failed", Some(&why));
             }
         }
     }
-    if matches!(cmd, LockAction::Show { .. }) && !ctx.console.json() {
-        if rows.is_empty() {
-            // Never "no soft locks" for nodes that could not be read.
-            let what = match &lock_id {
-                Some(id) => format!("no soft lock {id}"),
-                None => "no soft locks".to_string(),
-            };
-            if !failed {
-                ctx.console.out(&what);
-            } else if answered > 0 {
-                ctx.console
-                    .out(&format!("{what} on the nodes that answered"));
-            }
-        } else {
-            ctx.console.out(&crate::output::lock::table(&rows));
-        }
+    if matches!(cmd, LockAction::Show { .. }) {
+        bus.emit(&Event::Note(Note::LockShowEnd {
+            lock_id: lock_id.as_deref(),
+            answered,
+            failed,
+        }));
     }
     let interrupted = crate::interrupt::requested();
     // A failed lock hook was reported where it happened; it still makes the exit code 1.
@@ -174,36 +131,28 @@ pub fn cmd_lock(ctx: &Settings, cmd: &LockAction) -> Result<u8> {
     } else {
         u8::from(failed || bus.had_errors())
     };
-    if ctx.console.json() {
-        let command = match cmd {
-            LockAction::Add { .. } => "lock add",
-            LockAction::Show { .. } => "lock show",
-            LockAction::Remove { .. } => "lock remove",
-        };
-        let line = Report::LockSummary {
-            command,
-            nodes: nodes.len(),
-            failed,
-            interrupted,
-            exit_code: code,
-        };
-        ctx.console.json_line(&line.to_json());
-    }
+    let command = match cmd {
+        LockAction::Add { .. } => "lock add",
+        LockAction::Show { .. } => "lock show",
+        LockAction::Remove { .. } => "lock remove",
+    };
+    bus.emit(&Event::Report(Report::LockSummary {
+        command,
+        nodes: nodes.len(),
+        failed,
+        interrupted,
+        exit_code: code,
+    }));
     Ok(code)
 }
 
-fn report(ctx: &Settings, node: &Node, status: &str, why: Option<&str>) {
-    if ctx.console.json() {
-        let line = Report::LockNode {
-            node: &node.name,
-            status,
-            reason: why,
-        };
-        ctx.console.json_line(&line.to_json());
-    } else {
-        ctx.console
-            .err(&crate::output::lock::node_line(&node.name, status, why));
-    }
+/// A node skipped, failed or interrupted.
+fn node_report(bus: &Bus, node: &Node, status: &str, why: Option<&str>) {
+    bus.emit(&Event::Report(Report::LockNode {
+        node: &node.name,
+        status,
+        reason: why,
+    }));
 }
 
 fn node_lock_op(
@@ -213,13 +162,11 @@ fn node_lock_op(
     new_lock: Option<&SoftLock>,
     lock_id: Option<&str>,
     bus: &Bus,
-    ctx: &Settings,
 ) -> NodeOutcome {
     let warn = |ws: &[String]| {
         ws.iter().for_each(|w| {
-            ctx.console
-                .err(&format!("warning: {}", untrusted(w, Lines::Escape)))
-        })
+            bus.emit(&Event::Note(Note::Warning { text: w }));
+        });
     };
     match cmd {
         LockAction::Add { .. } => {

@@ -2,16 +2,18 @@
 //!
 //! Nodes run on a bounded set of plain threads (`-p`, [`crate::fanout`]): each blocks on its
 //! node's transport, and the ssh transport multiplexes them over its own small tokio runtime. Output arrives
-//! in chunks; each node keeps a line buffer per stream so only whole lines are printed, and
-//! each print is one write under the console lock, so lines of different nodes never mix.
+//! in chunks; each node keeps a line buffer per stream so only whole lines are emitted: each
+//! line as an `output` event (JSON), each chunk of whole lines as one
+//! [`Note::RunOutput`], which the terminal renderer ([`crate::render::run`]) prints in one
+//! write under the console lock, so lines of different nodes never mix. This module prints
+//! nothing itself.
 
 use std::time::{Duration, Instant};
 
-use crate::console::Console;
 use crate::error::Result;
-use crate::events::{Bus, Event, Flow, Report};
+use crate::events::{Bus, Event, Flow, Note, Report};
 use crate::fleet::{Fleet, NotContacted, Slot};
-use crate::output::run::{RunRow, prefixed_lines, run_table};
+use crate::output::run::RunRow;
 use crate::repo::Node;
 use crate::settings::{RunSettings, Settings};
 use crate::transport::{Command, Stream, TransportError};
@@ -23,12 +25,16 @@ const MAX_PENDING_LINE: usize = 64 * 1024;
 pub fn cmd_run(ctx: &Settings, args: &RunSettings) -> Result<u8> {
     let repo = ctx.load_repo()?;
     let nodes = crate::shard::filter(repo.select(&args.target)?, args.shard, |n| &n.name);
-    let mut bus = crate::hooks::command_bus(&ctx.console, &repo)?;
-    if ctx.console.json() {
-        bus.subscribe(Box::new(crate::render::json::JsonSubscriber::new(
-            ctx.console.clone(),
-        )));
-    }
+    let mut bus = crate::hooks::command_bus(&ctx.console, &repo, true)?;
+    let width = nodes
+        .iter()
+        .map(|n| n.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    bus.subscribe(Box::new(crate::render::run::RunRenderer::new(
+        ctx.console.clone(),
+        width,
+    )));
     let plan = RunPlan {
         target: &args.target,
         command: &args.command,
@@ -41,7 +47,7 @@ pub fn cmd_run(ctx: &Settings, args: &RunSettings) -> Result<u8> {
         &ctx.console,
     );
     let fleet = Fleet::new(&bus, ctx.connect_options(&repo), workers);
-    Ok(run_on(&ctx.console, &fleet, &nodes, &plan))
+    Ok(run_on(&fleet, &nodes, &plan))
 }
 
 /// Everything `run` needs besides the nodes, validated up front.
@@ -98,8 +104,9 @@ impl NodeOutcome {
     }
 }
 
-/// Runs the plan on `nodes` and prints as it goes; returns the exit code.
-pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunPlan<'_>) -> u8 {
+/// Runs the plan on `nodes`, emitting what happens on the fleet's bus as it goes; returns the
+/// exit code.
+pub fn run_on(fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunPlan<'_>) -> u8 {
     let bus = fleet.bus;
     let started = Instant::now();
     if let Flow::Abort(reason) = bus.emit(&Event::RunStart {
@@ -107,14 +114,9 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
         nodes,
         command: plan.command,
     }) {
-        report_error(console, bus, &format!("run aborted by a hook: {reason}"));
+        report_error(bus, &format!("run aborted by a hook: {reason}"));
         return 1;
     }
-    let width = nodes
-        .iter()
-        .map(|n| n.name.chars().count())
-        .max()
-        .unwrap_or(0);
     // First Ctrl-C: start nothing new, let running nodes finish.
     let rolled = fleet.roll(
         nodes,
@@ -123,19 +125,19 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
         |(outcome, _): &(NodeOutcome, Duration)| outcome.ok(),
         |node| {
             let t0 = Instant::now();
-            let outcome = run_node(console, fleet, node, plan, width);
+            let outcome = run_node(fleet, node, plan);
             (outcome, t0.elapsed())
         },
     );
     let rolled = match rolled {
         Ok(r) => r,
         Err(e) => {
-            report_error(console, bus, &e.to_string());
+            report_error(bus, &e.to_string());
             return 2;
         }
     };
     if let Some(e) = &rolled.resume_error {
-        report_error(console, bus, e);
+        report_error(bus, e);
     }
     let results: Vec<(NodeOutcome, Duration)> = rolled
         .slots
@@ -199,42 +201,30 @@ pub fn run_on(console: &Console, fleet: &Fleet<'_>, nodes: &[&Node], plan: &RunP
         exit_code: code,
         rows: &rows,
     }));
-    if !console.json() {
-        console.out(&run_table(&rows));
-        if interrupted {
-            console.err("interrupted: nodes not yet started were left alone");
-        }
-    }
     code
 }
 
-/// An error line: on the bus (the JSON subscriber prints it), and on the terminal.
-fn report_error(console: &Console, bus: &Bus, msg: &str) {
+/// An error line: an `error` line for JSON, and the same as a terminal line.
+fn report_error(bus: &Bus, msg: &str) {
     bus.emit(&Event::Report(Report::Error {
         message: msg,
         exit_code: None,
     }));
-    if !console.json() {
-        console.err(&format!("error: {msg}"));
-    }
+    bus.emit(&Event::Note(Note::ErrorLine {
+        text: &format!("error: {msg}"),
+    }));
 }
 
-fn run_node(
-    console: &Console,
-    fleet: &Fleet<'_>,
-    node: &Node,
-    plan: &RunPlan<'_>,
-    width: usize,
-) -> NodeOutcome {
+fn run_node(fleet: &Fleet<'_>, node: &Node, plan: &RunPlan<'_>) -> NodeOutcome {
     if node.dummy {
-        if !console.quiet() && !console.json() {
-            console.err(&format!("{} is a dummy node: skipped", node.name));
-        }
+        fleet
+            .bus
+            .emit(&Event::Note(Note::DummySkipped { node: &node.name }));
         return NodeOutcome::Skipped("dummy node".into());
     }
     // Hooks see the node's metadata, which is not what the repo means while it conflicts.
     if let Some(reason) = node.problem_summary() {
-        report_error(console, fleet.bus, &format!("{}: {reason}", node.name));
+        report_error(fleet.bus, &format!("{}: {reason}", node.name));
         return NodeOutcome::Failed(reason);
     }
     if let Err(reason) = fleet.start(&Event::NodeRunStart {
@@ -244,15 +234,11 @@ fn run_node(
         return NodeOutcome::Skipped(reason);
     }
     let t0 = Instant::now();
-    let mut printer = NodePrinter::new(console, fleet.bus, &node.name, width);
+    let mut printer = NodeOutput::new(fleet.bus, &node.name);
     let outcome = execute(fleet, node, plan, &mut printer);
     printer.finish();
     if let NodeOutcome::Unreachable(_) | NodeOutcome::Failed(_) = &outcome {
-        report_error(
-            console,
-            fleet.bus,
-            &format!("{}: {}", node.name, outcome.note()),
-        );
+        report_error(fleet.bus, &format!("{}: {}", node.name, outcome.note()));
     }
     let code = match &outcome {
         NodeOutcome::Finished { code, .. } => *code,
@@ -287,7 +273,7 @@ fn execute(
     fleet: &Fleet<'_>,
     node: &Node,
     plan: &RunPlan<'_>,
-    printer: &mut NodePrinter<'_>,
+    printer: &mut NodeOutput<'_>,
 ) -> NodeOutcome {
     let t = match fleet.open(node) {
         Ok(t) => t,
@@ -320,26 +306,22 @@ fn execute(
     }
 }
 
-/// Prints one node's output as whole prefixed lines, and keeps it for `node_run_end`.
-struct NodePrinter<'a> {
-    console: &'a Console,
-    /// Where each line goes as an `output` event (the JSON subscriber prints it).
+/// Emits one node's output as whole lines, and keeps it for `node_run_end`.
+struct NodeOutput<'a> {
+    /// Where the lines go, as events.
     bus: &'a Bus,
     name: &'a str,
-    width: usize,
     pending_out: Vec<u8>,
     pending_err: Vec<u8>,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
 }
 
-impl<'a> NodePrinter<'a> {
-    fn new(console: &'a Console, bus: &'a Bus, name: &'a str, width: usize) -> Self {
-        NodePrinter {
-            console,
+impl<'a> NodeOutput<'a> {
+    fn new(bus: &'a Bus, name: &'a str) -> Self {
+        NodeOutput {
             bus,
             name,
-            width,
             pending_out: Vec::new(),
             pending_err: Vec::new(),
             stdout: Vec::new(),
@@ -375,7 +357,8 @@ impl<'a> NodePrinter<'a> {
         }
     }
 
-    /// Prints `bytes` (whole lines, or a last partial one) in one write.
+    /// Emits `bytes` (whole lines, or a last partial one): each line for JSON, the chunk for
+    /// the terminal (one write).
     fn emit(&self, stream: Stream, bytes: &[u8]) {
         let text = String::from_utf8_lossy(bytes);
         let lines = text.strip_suffix('\n').unwrap_or(&text).split('\n');
@@ -383,20 +366,17 @@ impl<'a> NodePrinter<'a> {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
         };
-        // Every line is an `output` event (the JSON subscriber prints it); the terminal gets
-        // the node's lines prefixed, in one write.
-        for line in lines.clone() {
+        for line in lines {
             self.bus.emit(&Event::Report(Report::Output {
                 node: self.name,
                 stream: name,
                 line,
             }));
         }
-        if self.console.json() {
-            return;
-        }
-        let stderr = matches!(stream, Stream::Stderr);
-        let buf = prefixed_lines(self.name, self.width, stderr, self.console.color(), lines);
-        self.console.out_raw(buf.as_bytes());
+        self.bus.emit(&Event::Note(Note::RunOutput {
+            node: self.name,
+            stream: name,
+            text: &text,
+        }));
     }
 }

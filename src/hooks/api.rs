@@ -1,7 +1,6 @@
 //! The API hooks get: the sandboxed engine plus `log`, `run_local`, `env`, `now`,
 //! `identity`, `format_utc`, `skip_node` and `abort`.
 
-use crate::console::Console;
 use crate::repo::rhai_engine;
 use rhai::{Dynamic, Engine, EvalAltResult, FLOAT, INT, Map};
 use std::collections::HashMap;
@@ -14,30 +13,21 @@ use super::*;
 
 /// The engine hooks run in: the shared sandbox plus the functions hooks-examples/README.md
 /// promises.
-pub(super) fn build_engine(
-    repo_path: &Path,
-    console: Arc<Console>,
-    options: HookOptions,
-) -> Engine {
-    let log_console = console.clone();
+pub(super) fn build_engine(repo_path: &Path, outlet: Outlet, options: HookOptions) -> Engine {
+    // A log line is an event for the renderers only (never a hook point): emitting it while
+    // the hook runs inside an emit cannot reach the hooks again.
     let log: rhai_engine::LogFn = Arc::new(move |source, text| {
         let file = source.map(|s| {
             Path::new(s)
                 .file_name()
                 .map_or(s.to_string(), |f| f.to_string_lossy().into_owned())
         });
-        if log_console.json() {
-            let line = crate::events::Report::HookLog {
+        outlet.emit(&crate::events::Event::Report(
+            crate::events::Report::HookLog {
                 file: file.as_deref(),
                 message: text,
-            };
-            log_console.json_line(&line.to_json());
-        } else if !log_console.quiet() {
-            match file {
-                Some(f) => log_console.out(&format!("hook {f}: {text}")),
-                None => log_console.out(&format!("hook: {text}")),
-            }
-        }
+            },
+        ));
     });
     let sandbox = crate::repo::Sandbox::new(repo_path, options.allow_external_symlinks);
     let mut engine = rhai_engine::engine_with_log(&sandbox, log);

@@ -23,9 +23,26 @@ impl Hooks {
         console: Arc<Console>,
         options: HookOptions,
     ) -> Result<Hooks, Vec<Diagnostic>> {
+        let outlet = Outlet::new();
+        if console.json() {
+            outlet.add(Arc::new(crate::render::json::JsonSubscriber::reports_only(
+                console.clone(),
+            )));
+        }
+        outlet.add(Arc::new(crate::render::hook_lines::HookLines::new(console)));
+        Hooks::load_into(repo_path, outlet, options)
+    }
+
+    /// [`Hooks::load_with`], the hooks' `log()` and error lines going to `outlet`'s renderers
+    /// as events.
+    pub fn load_into(
+        repo_path: &Path,
+        outlet: Outlet,
+        options: HookOptions,
+    ) -> Result<Hooks, Vec<Diagnostic>> {
         let paths = hook_paths(repo_path)?;
         let sandbox = crate::repo::Sandbox::new(repo_path, options.allow_external_symlinks);
-        let mut engine = build_engine(repo_path, console.clone(), options);
+        let mut engine = build_engine(repo_path, outlet.clone(), options);
         let mut diags = Vec::new();
         let mut compiled = Vec::new();
         for path in paths {
@@ -133,7 +150,7 @@ impl Hooks {
             files,
             calls,
             repo_path: repo_path.to_path_buf(),
-            console,
+            outlet,
             errors: Mutex::new(Vec::new()),
         })
     }

@@ -29,7 +29,7 @@ use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Scope};
 use crate::console::Console;
 use crate::diag::{Diagnostic, Location};
 use crate::error::Error;
-use crate::events::{Bus, Event, Flow, Subscriber};
+use crate::events::{Bus, Event, Flow, Outlet, Subscriber};
 use crate::repo::rhai_engine;
 
 mod api;
@@ -94,12 +94,15 @@ pub struct Hooks {
     /// Hook name -> (file index, parameter count to pass), in file-name order.
     calls: HashMap<&'static str, Vec<(usize, usize)>>,
     repo_path: PathBuf,
-    console: Arc<Console>,
+    /// Where the hooks' own lines go (`log()`, failures): the renderers, never the hooks.
+    outlet: Outlet,
     /// Failures already reported; never locked while a hook runs.
     errors: Mutex<Vec<Diagnostic>>,
 }
 
-/// Loads the repo's hooks and adds them to `bus`; keep the returned handle to ask
+/// Loads the repo's hooks and adds them to `bus`, with the terminal renderer of their `log()`
+/// and error lines on `console`; their lines are events on `bus`'s renderers (a JSON
+/// subscriber already there prints them). Keep the returned handle to ask
 /// [`Hooks::had_errors`] before choosing the exit code.
 pub fn subscribe(
     bus: &mut Bus,
@@ -109,8 +112,11 @@ pub fn subscribe(
 ) -> Result<Arc<Hooks>, Error> {
     let mut options = HookOptions::from_env().map_err(|d| Error::Repo(vec![d]))?;
     options.allow_external_symlinks = allow_external_symlinks;
-    let hooks = Arc::new(Hooks::load_with(repo_path, console, options).map_err(Error::Repo)?);
-    bus.subscribe(Box::new(hooks.clone()));
+    // Before loading: a hook's top level may already log.
+    bus.subscribe(Box::new(crate::render::hook_lines::HookLines::new(console)));
+    let hooks =
+        Arc::new(Hooks::load_into(repo_path, bus.outlet().clone(), options).map_err(Error::Repo)?);
+    bus.subscribe_hooks(Box::new(hooks.clone()));
     Ok(hooks)
 }
 
@@ -247,18 +253,14 @@ impl Hooks {
             failure.location.clone(),
             format!("hook {name} failed: {message}"),
         );
-        if self.console.json() {
-            let line = crate::events::Report::HookError {
+        self.outlet
+            .emit(&Event::Report(crate::events::Report::HookError {
                 hook: name,
                 file: &failure.location.file,
                 line: failure.location.line,
                 column: failure.location.column,
                 message,
-            };
-            self.console.json_line(&line.to_json());
-        } else {
-            self.console.err(&format!("error: {diag}"));
-        }
+            }));
         self.errors
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -386,13 +388,16 @@ fn close_hook_name(name: &str) -> Option<&'static str> {
         .map(|(_, h)| h)
 }
 
-/// The bus every command emits on: one place where subscribers (hooks, ...) are attached, so
-/// all commands get the same ones.
+/// The bus every command emits on: one place where subscribers are attached, so all commands
+/// get the same ones: the hooks, then (with `--json`) the one JSON subscriber, which prints
+/// hook points as lines when `json_hook_points` (apply, verify, run; `lock` and `test` print
+/// their reports only), and the terminal lines of the hooks' `log()` and errors.
 pub fn command_bus(
     console: &Arc<Console>,
     repo: &crate::repo::Repo,
+    json_hook_points: bool,
 ) -> crate::error::Result<crate::events::Bus> {
-    Ok(command_bus_with_hooks(console, repo)?.0)
+    Ok(command_bus_with_hooks(console, repo, json_hook_points)?.0)
 }
 
 /// [`command_bus`] plus the hooks it loaded, for commands that inspect them (`cinch test`
@@ -400,8 +405,9 @@ pub fn command_bus(
 pub fn command_bus_with_hooks(
     console: &Arc<Console>,
     repo: &crate::repo::Repo,
+    json_hook_points: bool,
 ) -> crate::error::Result<(crate::events::Bus, Arc<Hooks>)> {
-    let mut bus = crate::events::Bus::new();
+    let mut bus = renderer_bus(console, json_hook_points);
     let hooks = subscribe(
         &mut bus,
         &repo.path,
@@ -409,6 +415,21 @@ pub fn command_bus_with_hooks(
         console.clone(),
     )?;
     Ok((bus, hooks))
+}
+
+/// A bus with the JSON subscriber (with `--json`) and no hooks yet: [`command_bus`]'s start,
+/// and the bus of a command whose hooks did not load (`cinch test` still reports).
+pub fn renderer_bus(console: &Arc<Console>, json_hook_points: bool) -> crate::events::Bus {
+    let mut bus = crate::events::Bus::new();
+    if console.json() {
+        let json = if json_hook_points {
+            crate::render::json::JsonSubscriber::new(console.clone())
+        } else {
+            crate::render::json::JsonSubscriber::reports_only(console.clone())
+        };
+        bus.subscribe(Box::new(json));
+    }
+    bus
 }
 
 #[cfg(test)]

@@ -1066,3 +1066,59 @@ fn test(repo) {
     );
     assert_eq!(errors[0].location.as_ref().map(|l| l.line), Some(2));
 }
+
+/// Records every event a renderer hears, as its JSON line.
+struct Heard(Mutex<Vec<Value>>);
+
+impl Subscriber for Heard {
+    fn on_event(&self, event: &Event<'_>) -> Flow {
+        if let Some(line) = event.to_json() {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
+        Flow::Continue
+    }
+}
+
+/// A hook's `log()` lines (at load and while a hook runs inside an emit) and its failures are
+/// events on the renderers the hooks were loaded with, never hook points: they reach the
+/// JSON and terminal renderers and never the hooks again.
+#[test]
+fn hook_log_and_error_lines_are_events_on_the_renderers() {
+    let repo = Repo::new();
+    repo.file(
+        "hooks/a.rhai",
+        "log(\"loaded\");\n\
+         fn test_node(repo, node) { log(`checking ${node.name}`); }\n\
+         fn test(repo) {\n  throw \"policy violated\";\n}\n",
+    );
+    let outlet = Outlet::new();
+    let heard = Arc::new(Heard(Mutex::new(Vec::new())));
+    outlet.add(heard.clone());
+    let hooks = Arc::new(
+        Hooks::load_into(repo.path(), outlet.clone(), HookOptions::default()).expect("load"),
+    );
+    let mut bus = Bus::with_outlet(outlet);
+    bus.subscribe_hooks(Box::new(hooks.clone()));
+    let web1 = node("web1", json!({}));
+    assert_eq!(bus.emit(&Event::TestNode { node: &web1 }), Flow::Continue);
+    assert_eq!(bus.emit(&Event::Test), Flow::Continue);
+    let lines = heard.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let events: Vec<&str> = lines
+        .iter()
+        .map(|l| l["event"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        events,
+        ["hook_log", "hook_log", "test_node", "hook_error", "test"],
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[0],
+        json!({"event": "hook_log", "file": "a.rhai", "message": "loaded"})
+    );
+    assert_eq!(lines[1]["message"], "checking web1");
+    assert_eq!(lines[3]["hook"], "test");
+    assert_eq!(lines[3]["line"], 4);
+    assert_eq!(lines[3]["message"], "policy violated");
+    assert!(hooks.had_errors());
+}

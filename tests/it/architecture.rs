@@ -18,7 +18,7 @@
 //!    guard), `events` (the event bus), `review` (an item's canonical expected state and its
 //!    hash; the repo at a git revision).
 //! 6. subscribers and fleet — `hooks` (repo hooks), `render` (the JSON lines and the terminal
-//!    renderer of apply and verify), each a subscriber of the event bus, and `fleet` (the
+//!    renderers of every command and of the hooks' log lines), each a subscriber of the event bus, and `fleet` (the
 //!    per-node scaffold: fan-out, interrupts, hook skips, dummy nodes, node_ssh_connect).
 //! 7. settings — `settings`: the validated command-line values commands consume.
 //! 8. commands — `commands`: apply, verify, run, lock, test and the inspection commands.

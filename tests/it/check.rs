@@ -333,3 +333,51 @@ fn test_reports_a_metadata_conflict_and_the_same_nodes_item_problems_together() 
         .stderr_has("metadata conflict at `port`")
         .stderr_has("`mode` of file:/tmp/x is \"999\"");
 }
+
+/// `cinch test`'s problems, its summary and the hooks' `log()` lines are events: with
+/// `--json` they are its JSON lines (and the `test_node`/`test` hook points are not, as
+/// before); on the terminal the test renderer shows problems and `-v`'s node lines.
+#[test]
+fn test_problems_summary_and_hook_log_lines_are_events_for_json_and_terminal() {
+    let r = two_nodes("[files.\"/tmp/a\"]\ncontent = \"x\"\nmdoe = \"0644\"\n").file(
+        "hooks/a.rhai",
+        "fn test_node(repo, node) { if node.name == \"db1\" { log(\"db1 checked\"); } }\n\
+         fn test(repo) { log(\"all checked\"); }\n",
+    );
+    let json = r.cinch(&["--json", "test"]).expect_code(1);
+    let lines = json.json_lines();
+    let events: Vec<&str> = lines
+        .iter()
+        .map(|v| v["event"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        events,
+        ["hook_log", "hook_log", "test_problem", "test_summary"],
+        "{}",
+        json.stdout
+    );
+    assert_eq!(lines[0]["message"], "db1 checked");
+    assert_eq!(lines[1]["message"], "all checked");
+    assert_eq!(lines[2]["nodes"], serde_json::json!(["web1", "web2"]));
+    assert_eq!(lines[3]["problems"], 1);
+    assert_eq!(lines[3]["nodes_with_problems"], 2);
+    assert!(json.stderr.is_empty(), "{}", json.stderr);
+
+    let human = r.cinch(&["-v", "test"]).expect_code(1);
+    assert!(
+        human.stdout.contains("hook a.rhai: all checked\n"),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        human.stdout.contains("ok  db1  0 items\n"),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        human.stderr.contains("1 problem found on 2 of 3 nodes"),
+        "{}",
+        human.stderr
+    );
+    assert!(!human.stdout.contains("\"event\""), "{}", human.stdout);
+}

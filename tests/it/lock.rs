@@ -1083,3 +1083,86 @@ fn nameless_hard_lock_left_by_an_interrupted_acquire_is_taken_over() {
     assert!(out.stderr.contains("nameless"), "{}", out.stderr);
     assert!(!hard.exists(), "the lock is released after the apply");
 }
+
+/// A lock result is an event on the bus: with `--json` the one JSON subscriber prints it
+/// after the `lock_add` hook heard it (hooks come first), and that hook's `log()` line is an
+/// event too; `lock`'s JSON lines are its reports, never the hook points themselves.
+#[test]
+fn lock_results_and_hook_log_lines_are_json_lines_in_bus_order() {
+    let r = repo();
+    r.write(
+        "hooks/audit.rhai",
+        "fn lock_add(repo, node, lock_id) { log(`locked ${node.name} ${lock_id}`); }\n\
+         fn lock_remove(repo, node, lock_id) { log(`unlocked ${node.name} ${lock_id}`); }\n",
+    );
+    let out = r.cinch(&["--json", "lock", "add", "n1"]).expect_code(0);
+    let lines = out.json_lines();
+    let events: Vec<&str> = lines
+        .iter()
+        .map(|v| v["event"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        events,
+        ["hook_log", "lock_added", "summary"],
+        "{}",
+        out.stdout
+    );
+    let id = lines[1]["lock"]["id"]
+        .as_str()
+        .expect("lock id")
+        .to_string();
+    assert_eq!(lines[0]["file"], "audit.rhai");
+    assert_eq!(lines[0]["message"], format!("locked n1 {id}"));
+    assert_eq!(lines[2]["command"], "lock add");
+
+    // On the terminal the hook's line comes before the lock's own line.
+    let human = r.cinch(&["lock", "remove", "n1", &id]).expect_code(0);
+    let log_at = human
+        .stdout
+        .find(&format!("hook audit.rhai: unlocked n1 {id}\n"))
+        .unwrap_or_else(|| panic!("no hook log line: {}", human.stdout));
+    let removed_at = human
+        .stdout
+        .find(&format!("n1  removed soft lock {id}\n"))
+        .unwrap_or_else(|| panic!("no removed line: {}", human.stdout));
+    assert!(log_at < removed_at, "{}", human.stdout);
+}
+
+/// A failing lock hook is a `hook_error` event: one JSON line with `--json` (and nothing on
+/// stderr), an `error:` line naming the file and line without it; either way the command
+/// exits 1 while the lock result stands.
+#[test]
+fn failing_lock_hook_is_an_error_event_for_json_and_terminal() {
+    let r = repo();
+    r.write(
+        "hooks/deny.rhai",
+        "fn lock_show(repo, node, lock_info) {\n  throw \"not allowed\";\n}\n",
+    );
+    r.cinch(&["-q", "lock", "add", "n1"]).expect_code(0);
+    let json = r.cinch(&["--json", "lock", "show", "n1"]).expect_code(1);
+    let lines = json.json_lines();
+    let errors: Vec<_> = lines
+        .iter()
+        .filter(|v| v["event"] == "hook_error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", json.stdout);
+    assert_eq!(errors[0]["hook"], "lock_show");
+    assert_eq!(errors[0]["line"], 2);
+    assert_eq!(errors[0]["message"], "not allowed");
+    assert!(
+        lines.iter().any(|v| v["event"] == "lock"),
+        "{}",
+        json.stdout
+    );
+    assert!(!json.stderr.contains("not allowed"), "{}", json.stderr);
+
+    let human = r.cinch(&["lock", "show", "n1"]).expect_code(1);
+    assert!(
+        human
+            .stderr
+            .contains("deny.rhai:2:3: hook lock_show failed: not allowed"),
+        "{}",
+        human.stderr
+    );
+    assert!(human.stdout.contains("tester"), "{}", human.stdout);
+}

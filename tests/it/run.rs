@@ -711,3 +711,56 @@ fn more_node_workers_than_open_files_allow_are_capped_not_failed_as_unreachable(
     );
     assert!(!r.stdout.contains("unreachable"), "{}", r.stdout);
 }
+
+/// run's output lines and the hooks' `log()` lines are events on the bus: with `--json` the
+/// JSON subscriber prints them (a top-level log at load, then `run_start`'s log before the
+/// `run_start` line itself, since hooks hear every event first); on the terminal the run
+/// renderer prefixes the output and the hook-line renderer shows the log lines.
+#[test]
+fn run_output_and_hook_log_lines_are_events_for_json_and_terminal() {
+    let r = TestRepo::new()
+        .file("nodes.toml", "[nodes.here]\ntransport = \"local\"\n")
+        .file(
+            "hooks/a.rhai",
+            "log(\"loaded\");\nfn run_start(repo, target, nodes, command) { log(`starting ${command}`); }\n",
+        );
+    let json = r
+        .cinch(&["--json", "run", "here", "echo hi"])
+        .expect_code(0);
+    let lines = json.json_lines();
+    let events: Vec<&str> = lines
+        .iter()
+        .map(|v| v["event"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        events[..3],
+        ["hook_log", "hook_log", "run_start"],
+        "{}",
+        json.stdout
+    );
+    assert_eq!(lines[0]["message"], "loaded");
+    assert_eq!(lines[1]["message"], "starting echo hi");
+    assert_eq!(lines[1]["file"], "a.rhai");
+    let output: Vec<_> = lines.iter().filter(|v| v["event"] == "output").collect();
+    assert_eq!(output.len(), 1, "{}", json.stdout);
+    assert_eq!(output[0]["line"], "hi");
+    assert_eq!(output[0]["stream"], "stdout");
+    assert_eq!(events.last(), Some(&"summary"), "{}", json.stdout);
+    assert!(!json.stdout.contains("here | hi"), "{}", json.stdout);
+
+    let human = r.cinch(&["run", "here", "echo hi"]).expect_code(0);
+    let log_at = human
+        .stdout
+        .find("hook a.rhai: starting echo hi\n")
+        .unwrap_or_else(|| panic!("no hook log line: {}", human.stdout));
+    let out_at = human
+        .stdout
+        .find("here | hi\n")
+        .unwrap_or_else(|| panic!("no output line: {}", human.stdout));
+    assert!(log_at < out_at, "{}", human.stdout);
+    assert!(!human.stdout.contains("\"event\""), "{}", human.stdout);
+    // -q hides hook log lines, not the output the user asked for.
+    let quiet = r.cinch(&["-q", "run", "here", "echo hi"]).expect_code(0);
+    assert!(!quiet.stdout.contains("starting"), "{}", quiet.stdout);
+    assert!(quiet.stdout.contains("here | hi\n"), "{}", quiet.stdout);
+}
