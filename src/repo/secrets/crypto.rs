@@ -23,6 +23,22 @@ pub const VERSION: &str = "v1";
 pub const PREFIX: &str = "cinch:v1:";
 const NONCE_LEN: usize = 24;
 
+/// Key names: letters, digits, `_` and `-` (they appear inside ciphertexts and `@NAME` ids).
+pub fn check_key_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("a key name has 1 to 64 characters".into());
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "key name {name:?} may only have letters, digits, `_` and `-`"
+        ));
+    }
+    Ok(())
+}
+
 /// A named 256-bit key from the key file.
 #[derive(Clone)]
 pub struct Key {
@@ -150,7 +166,7 @@ impl Ciphertext {
         let (Some(key), Some(fpr), Some(blob)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad("expected cinch:v1:KEY:FINGERPRINT:DATA"));
         };
-        if super::keys::check_key_name(key).is_err() {
+        if check_key_name(key).is_err() {
             return Err(bad("the key name is not valid"));
         }
         if fpr.len() != 8 || !fpr.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::SecretError;
-use super::crypto::{KEY_LEN, Key};
+use super::crypto::{KEY_LEN, Key, check_key_name};
 
 /// The variable naming the key file when cinch.toml does not.
 pub const FILE_ENV: &str = "CINCH_SECRETS_FILE";
@@ -35,22 +35,6 @@ pub fn locate(configured: Option<&Path>) -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     default_path()
-}
-
-/// Key names: letters, digits, `_` and `-` (they appear inside ciphertexts and `@NAME` ids).
-pub fn check_key_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 64 {
-        return Err("a key name has 1 to 64 characters".into());
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(format!(
-            "key name {name:?} may only have letters, digits, `_` and `-`"
-        ));
-    }
-    Ok(())
 }
 
 /// The keys of one key file.

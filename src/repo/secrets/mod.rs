@@ -224,7 +224,7 @@ fn split_id(id: &str) -> Result<(&str, &str), String> {
         Some((i, k)) => (i, k),
         None => (id, "default"),
     };
-    keys::check_key_name(key)?;
+    crypto::check_key_name(key)?;
     if id.is_empty() {
         return Err("a secret id must not be empty".into());
     }
