@@ -4,7 +4,13 @@
 use std::collections::HashMap;
 
 use crate::diag::Diagnostic;
-use crate::repo::load::GroupDef;
+use crate::repo::toml_file::Located;
+
+/// What the hierarchy needs of a group as written: its name and its subgroups.
+pub(crate) struct Edges<'a> {
+    pub name: &'a str,
+    pub subgroups: &'a [Located<String>],
+}
 
 /// Supergroup relations between all groups of a repo, by index into the loader's group list.
 pub(crate) struct Hierarchy {
@@ -17,7 +23,7 @@ pub(crate) struct Hierarchy {
 impl Hierarchy {
     /// Builds the relation; every subgroup loop is reported once, with its full path.
     pub fn build(
-        groups: &[GroupDef],
+        groups: &[Edges<'_>],
         index: &HashMap<&str, usize>,
         diags: &mut Vec<Diagnostic>,
     ) -> Hierarchy {
@@ -57,7 +63,7 @@ impl Hierarchy {
             .map(|row| row.iter().filter(|&&a| a).count())
             .collect();
         Hierarchy {
-            names: groups.iter().map(|g| g.name.clone()).collect(),
+            names: groups.iter().map(|g| g.name.to_string()).collect(),
             ancestors,
             depth,
         }
@@ -106,7 +112,7 @@ impl Hierarchy {
 
 /// Depth-first search over subgroup edges; each back edge closes one loop.
 fn report_loops(
-    groups: &[GroupDef],
+    groups: &[Edges<'_>],
     children: &[Vec<(usize, usize)>],
     diags: &mut Vec<Diagnostic>,
 ) {
@@ -135,11 +141,9 @@ fn report_loops(
                     }
                     Mark::Active => {
                         let from = path.iter().position(|&(x, _)| x == c).unwrap_or(0);
-                        let mut names: Vec<&str> = path[from..]
-                            .iter()
-                            .map(|&(x, _)| groups[x].name.as_str())
-                            .collect();
-                        names.push(&groups[c].name);
+                        let mut names: Vec<&str> =
+                            path[from..].iter().map(|&(x, _)| groups[x].name).collect();
+                        names.push(groups[c].name);
                         diags.push(
                             Diagnostic::at(
                                 groups[g].subgroups[pos].location.clone(),

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::diag::{Diagnostic, Location, did_you_mean};
 use crate::repo::computed::{Fleet, NodeLayers, StaticLayer};
-use crate::repo::group::Hierarchy;
+use crate::repo::group::{Edges, Hierarchy};
 use crate::repo::metadata::{self, Layer, Source};
 use crate::repo::toml_file::{Fields, Located, SpanMap, TomlFile, validate_name};
 use crate::repo::{Bundle, Group, Node, Repo, Settings, TransportKind};
@@ -160,7 +160,14 @@ pub(crate) fn load(root: &Path) -> Result<Repo, Vec<Diagnostic>> {
     if !entity_file_broken {
         check_references(&nodes, &groups, &group_index, &bundles, &mut diags);
     }
-    let hierarchy = Hierarchy::build(&groups, &group_index, &mut diags);
+    let edges: Vec<Edges<'_>> = groups
+        .iter()
+        .map(|g| Edges {
+            name: &g.name,
+            subgroups: &g.subgroups,
+        })
+        .collect();
+    let hierarchy = Hierarchy::build(&edges, &group_index, &mut diags);
 
     // Which groups list each node as a member, directly or by pattern.
     let mut listed_in: HashMap<&str, Vec<usize>> = HashMap::new();
