@@ -45,31 +45,46 @@ fn record_name(item: &str) -> String {
     hex::encode(&Sha256::digest(item.as_bytes())[..16])
 }
 
+/// Records renamed into place per `mv`: bounds its argument list.
+const RECORDS_PER_MV: usize = 256;
+
 /// Shell that writes `records` (each replacing the item's previous record); failures are
 /// silent, so a full disk never keeps the hard lock from being released after it.
+///
+/// Each record is written by the shell's own `printf` into a private staging directory
+/// (`.stage-*`, which verify's `*` never lists) and renamed into place by one `mv` per
+/// [`RECORDS_PER_MV`] records, each rename atomic: a process per record made the epilogue of
+/// a 20,000-item apply outlive its time limit and leave the hard lock behind.
 pub(super) fn write_script(node: &Node, records: &[Applied]) -> String {
     if records.is_empty() {
         return String::new();
     }
-    let dir = applied_dir(node);
+    let dir = quote(&applied_dir(node));
     let mut s = format!(
-        "if (umask 077; mkdir -p {d}) 2>/dev/null; then\n",
-        d = quote(&dir)
+        "if (umask 077; mkdir -p {dir}) 2>/dev/null && rm -rf {dir}/.stage-* 2>/dev/null && \
+         aT=$(umask 077; mktemp -d {dir}/.stage-XXXXXXXX 2>/dev/null); then\n"
     );
-    for r in records {
-        let Ok(line) = serde_json::to_string(r) else {
-            continue;
-        };
-        let file = format!("{dir}/{}", record_name(&r.item));
-        let tmp = format!("{file}.tmp");
-        s.push_str(&format!(
-            "printf '%s\\n' {l} >{t} 2>/dev/null && mv -f {t} {f} 2>/dev/null\n",
-            l = quote(&line),
-            t = quote(&tmp),
-            f = quote(&file)
-        ));
+    for chunk in records.chunks(RECORDS_PER_MV) {
+        let mut names = Vec::with_capacity(chunk.len());
+        for r in chunk {
+            let Ok(line) = serde_json::to_string(r) else {
+                continue;
+            };
+            let name = record_name(&r.item);
+            s.push_str(&format!(
+                "printf '%s\\n' {l} >\"$aT\"/{name} 2>/dev/null\n",
+                l = quote(&line)
+            ));
+            names.push(name);
+        }
+        if !names.is_empty() {
+            s.push_str(&format!(
+                "(cd \"$aT\" && mv -f -- {} ..) 2>/dev/null\n",
+                names.join(" ")
+            ));
+        }
     }
-    s.push_str("fi\n");
+    s.push_str("rm -rf \"$aT\"\nfi\n");
     s
 }
 
@@ -121,5 +136,80 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got.get(&r.item), Some(&r));
         assert_eq!(record_name("a").len(), 32);
+    }
+
+    /// A 20,000-item apply left its hard lock behind: the epilogue ran `mv` once per drift
+    /// record and outlived its time limit before the release. Now 600 records cost a few `mv`
+    /// processes, and every record is still written and read back.
+    #[test]
+    fn drift_records_of_many_items_do_not_start_a_process_each() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("mkdir");
+        let real = String::from_utf8(
+            std::process::Command::new("sh")
+                .args(["-c", "command -v mv"])
+                .output()
+                .expect("sh")
+                .stdout,
+        )
+        .expect("utf-8");
+        let counter = dir.path().join("calls");
+        let shim = bin.join("mv");
+        std::fs::write(
+            &shim,
+            format!(
+                "#!/bin/sh\necho x >> {}\nexec {} \"$@\"\n",
+                quote(counter.to_str().expect("utf-8")),
+                quote(real.trim())
+            ),
+        )
+        .expect("shim");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let node = Node {
+            lock_dir: dir.path().join("locks").to_str().expect("utf-8").into(),
+            ..Node::bare("n1", serde_json::json!({}))
+        };
+        let records: Vec<Applied> = (0..600)
+            .map(|i| Applied {
+                item: format!("file:/etc/f{i} it's"),
+                hash: format!("h{i}"),
+                expected: "e".into(),
+                by: "alice@ctl".into(),
+                at: i,
+            })
+            .collect();
+        for shell in ["dash", "bash"] {
+            let _ = std::fs::remove_file(&counter);
+            let script = format!("{}{}", write_script(&node, &records), read_script(&node));
+            let out = std::process::Command::new(shell)
+                .env("PATH", &path)
+                .args(["-c", &script])
+                .output()
+                .expect("shell runs");
+            assert!(out.status.success(), "{shell}: {out:?}");
+            let got = parse(&String::from_utf8_lossy(&out.stdout));
+            assert_eq!(got.len(), records.len(), "{shell}");
+            for r in &records {
+                assert_eq!(got.get(&r.item), Some(r), "{shell}");
+            }
+            let calls = std::fs::read_to_string(&counter)
+                .unwrap_or_default()
+                .lines()
+                .count();
+            assert!(calls <= 3, "{shell}: mv ran {calls} times for 600 records");
+            let staged = std::fs::read_dir(dir.path().join("locks/applied-n1"))
+                .expect("ls")
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+                .count();
+            assert_eq!(staged, 0, "{shell}: staging left behind");
+        }
     }
 }
