@@ -34,6 +34,18 @@ use crate::shell::quote;
 /// exits 0: stat's format has no newline, sha256sum escapes names with newlines); when either
 /// fails (a path vanished, a file is unreadable, no temp directory) that batch falls back to
 /// one process per path, as before, so a failure never shifts one item's state onto another.
+///
+/// File probes whose arguments hold no tab or newline are not shell at all: `pm LEN` reads
+/// LEN bytes of stdin, one line per file (the `pf` arguments separated by tabs), and `pa`
+/// (one `awk` program, run in four modes) lists every path and parent to `stat` (numeric,
+/// with `%n`: one `stat` via `xargs -0`, absent paths simply missing from its output), the
+/// owner and group names once per distinct uid/gid pair, the regular files to hash (one
+/// `sha256sum`, lines aligned with the list; file by file when it fails), and then prints
+/// every `P` record. The symlinked-parent check is the same as `wl`'s, on the parents' stat;
+/// the few items it refuses, the staging scans (once per directory) and the contents for a
+/// diff are done by the shell afterwards. With no awk, `xargs -0` or `stat -c`, `pml` reads
+/// the same lines and calls `pf` per file. Either way the shell does no work per file when
+/// nothing is wrong, and the script is the same size for 3 files as for 100,000.
 const PRELUDE: &str = r#"export LC_ALL=C
 f() { printf '%s:%s,' "${#1}" "$1"; }
 fc() { n=$(wc -c < "$1" | tr -d ' ') && printf '%s:' "$n" && cat -- "$1" && printf ','; }
@@ -289,7 +301,8 @@ pmq() {
 /// batch command that fails is retried file by file so the failure lands on the right item.
 /// Staging directories still there when the script is stopped by a signal are removed on exit;
 /// after SIGKILL the next probe finds them (`st`).
-const FIX_PRELUDE: &str = r#"bk=0; cm=$(umask); nk=0
+const FIX_PRELUDE: &str = r#"g=0; head --version 2>/dev/null | grep -q GNU && g=1
+bk=0; cm=$(umask); nk=0
 trap 'wz; [ -z "$cT" ] || rm -rf -- "$cT"' EXIT
 trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 141' PIPE; trap 'exit 143' TERM
 wz() { while [ $nk -gt 0 ]; do eval "s=\$sd$nk"; case $s in /*) rm -rf -- "$s";; esac; nk=$((nk-1)); done; }
