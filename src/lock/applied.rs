@@ -45,46 +45,51 @@ fn record_name(item: &str) -> String {
     hex::encode(&Sha256::digest(item.as_bytes())[..16])
 }
 
-/// Records renamed into place per `mv`: bounds its argument list.
-const RECORDS_PER_MV: usize = 256;
+/// Records per `printf`: bounds the size of one shell command.
+const RECORDS_PER_PRINTF: usize = 256;
 
 /// Shell that writes `records` (each replacing the item's previous record); failures are
 /// silent, so a full disk never keeps the hard lock from being released after it.
 ///
-/// Each record is written by the shell's own `printf` into a private staging directory
-/// (`.stage-*`, which verify's `*` never lists) and renamed into place by one `mv` per
-/// [`RECORDS_PER_MV`] records, each rename atomic: a process per record made the epilogue of
-/// a 20,000-item apply outlive its time limit and leave the hard lock behind.
+/// A record whose item, state hash, expected hash and applier are those already on the node is
+/// left as it is (it says when the item last reached that state): a steady apply of 20,000
+/// items rewrote 20,000 files, each rename flushing its data to disk. The others are written
+/// by one `awk` (which reads the old records; without awk, all of them by the shell's own
+/// `printf`) into a private staging directory (`.stage-*`, which verify's `*` never lists)
+/// and renamed into place by `mv` through `xargs`, each rename atomic: a process per record
+/// made the epilogue of a 20,000-item apply outlive its time limit and leave the hard lock
+/// behind.
 pub(super) fn write_script(node: &Node, records: &[Applied]) -> String {
     if records.is_empty() {
         return String::new();
     }
     let dir = quote(&applied_dir(node));
+    let lines: Vec<(String, String)> = records
+        .iter()
+        .filter_map(|r| Some((record_name(&r.item), serde_json::to_string(r).ok()?)))
+        .collect();
     let mut s = format!(
         "if (umask 077; mkdir -p {dir}) 2>/dev/null && rm -rf {dir}/.stage-* 2>/dev/null && \
-         aT=$(umask 077; mktemp -d {dir}/.stage-XXXXXXXX 2>/dev/null); then\n"
+         aT=$(umask 077; mktemp -d {dir}/.stage-XXXXXXXX 2>/dev/null); then\n(umask 077; {{\n"
     );
-    for chunk in records.chunks(RECORDS_PER_MV) {
-        let mut names = Vec::with_capacity(chunk.len());
-        for r in chunk {
-            let Ok(line) = serde_json::to_string(r) else {
-                continue;
-            };
-            let name = record_name(&r.item);
-            s.push_str(&format!(
-                "printf '%s\\n' {l} >\"$aT\"/{name} 2>/dev/null\n",
-                l = quote(&line)
-            ));
-            names.push(name);
+    for chunk in lines.chunks(RECORDS_PER_PRINTF) {
+        s.push_str("printf '%s\\n'");
+        for (name, line) in chunk {
+            s.push(' ');
+            s.push_str(&quote(&format!("{name} {line}")));
         }
-        if !names.is_empty() {
-            s.push_str(&format!(
-                "(cd \"$aT\" && mv -f -- {} ..) 2>/dev/null\n",
-                names.join(" ")
-            ));
-        }
+        s.push('\n');
     }
-    s.push_str("rm -rf \"$aT\"\nfi\n");
+    s.push_str(&format!(
+        "}} | if command -v awk >/dev/null 2>&1; then aD={dir} aT=\"$aT\" awk '\n\
+         {{ n = substr($0, 1, 32); j = substr($0, 34); o = \"\"; f = ENVIRON[\"aD\"] \"/\" n\n\
+           if ((getline o < f) <= 0) o = \"\"; close(f)\n\
+           a = o; b = j; sub(/,\"at\":-?[0-9]+}}$/, \"\", a); sub(/,\"at\":-?[0-9]+}}$/, \"\", b)\n\
+           if (a != b) {{ t = ENVIRON[\"aT\"] \"/\" n; print j > t; close(t) }} }}'\n\
+         else while IFS= read -r l; do printf '%s\\n' \"${{l#* }}\" > \"$aT/${{l%% *}}\"; done; fi) 2>/dev/null\n\
+         (cd \"$aT\" && ls | xargs sh -c 'mv -f -- \"$@\" ..' sh) 2>/dev/null\n\
+         rm -rf \"$aT\"\nfi\n"
+    ));
     s
 }
 
@@ -210,6 +215,46 @@ mod tests {
                 .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
                 .count();
             assert_eq!(staged, 0, "{shell}: staging left behind");
+        }
+    }
+
+    /// A steady apply of 20,000 items rewrote all 20,000 drift records (each rename flushing
+    /// to disk) although only their time had changed. A record with the same state hash,
+    /// expected hash and applier stays as it is; one that differs is replaced.
+    #[test]
+    fn steady_apply_does_not_rewrite_unchanged_drift_records() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = Node {
+            lock_dir: dir.path().to_str().expect("utf-8").into(),
+            ..Node::bare("n1", serde_json::json!({}))
+        };
+        let rec = |item: &str, hash: &str, at: i64| Applied {
+            item: item.into(),
+            hash: hash.into(),
+            expected: "e".into(),
+            by: "alice@ctl".into(),
+            at,
+        };
+        let file = |item: &str| dir.path().join("applied-n1").join(record_name(item));
+        for shell in ["dash", "bash"] {
+            let run = |records: &[Applied]| {
+                let out = std::process::Command::new(shell)
+                    .args(["-c", &write_script(&node, records)])
+                    .output()
+                    .expect("shell runs");
+                assert!(out.status.success(), "{shell}: {out:?}");
+            };
+            run(&[rec("file:/a", "h1", 1), rec("file:/b", "h1", 1)]);
+            let inode = |item: &str| std::fs::metadata(file(item)).expect("record").ino();
+            let (a, b) = (inode("file:/a"), inode("file:/b"));
+            run(&[rec("file:/a", "h1", 2), rec("file:/b", "h2", 2)]);
+            assert_eq!(inode("file:/a"), a, "{shell}: unchanged record rewritten");
+            assert_ne!(inode("file:/b"), b, "{shell}: changed record kept");
+            let read = |item: &str| std::fs::read_to_string(file(item)).expect("record");
+            assert!(read("file:/a").contains("\"at\":1}"), "{shell}");
+            assert!(read("file:/b").contains("\"hash\":\"h2\""), "{shell}");
+            std::fs::remove_dir_all(dir.path().join("applied-n1")).expect("rm");
         }
     }
 }
