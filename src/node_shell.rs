@@ -292,7 +292,9 @@ pmq() {
 /// its owner read or swap what is staged), creating the empty staged file under umask 077 so a
 /// bad name fails that file only, and refuses a target behind a symlinked parent the repo does
 /// not manage (`wl`). `wt` then unpacks the directory's files from one tar archive read from
-/// stdin (exactly its length, with `head -c`; `tar -o -m`, mode 0600, under umask 077). `wv`
+/// stdin (exactly its length, with `head -c`; `tar -o -m`, mode 0600, under umask 077; GNU
+/// tar with `--overwrite`, which writes into the staged file instead of unlinking it and
+/// allocating a new inode: ten times the CPU on ext4 for a directory of new files). `wv`
 /// checks every upload with one `sha256sum`, `wm`/`wo` chmod/chown per distinct mode/owner
 /// (still inside the private directory, so the final mode is set before the file appears),
 /// `wy` flushes each staging directory's file system with one `sync -f` (syncfs; plain `sync`
@@ -302,6 +304,7 @@ pmq() {
 /// Staging directories still there when the script is stopped by a signal are removed on exit;
 /// after SIGKILL the next probe finds them (`st`).
 const FIX_PRELUDE: &str = r#"g=0; head --version 2>/dev/null | grep -q GNU && g=1
+to=; tar --version 2>/dev/null | grep -q GNU && to=--overwrite
 bk=0; cm=$(umask); nk=0
 trap 'wz; [ -z "$cT" ] || rm -rf -- "$cT"' EXIT
 trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 141' PIPE; trap 'exit 143' TERM
@@ -338,7 +341,7 @@ wt() {
     return 0
   fi
   umask 077
-  e=$(take "$n" | { tar -x -m -o -f - -C "$s" 2>&1 >/dev/null; cat >/dev/null; })
+  e=$(take "$n" | { tar $to -x -m -o -f - -C "$s" 2>&1 >/dev/null; cat >/dev/null; })
   umask "$cm"; eval "te$k=\$e"
 }
 wv() {
