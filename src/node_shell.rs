@@ -1047,7 +1047,12 @@ mod tests {
     }
 
     fn check_many(recs: &[Record], n: usize, what: &str) {
-        assert_eq!(recs.iter().filter(|r| matches!(r, Record::Probe { .. })).count(), n);
+        assert_eq!(
+            recs.iter()
+                .filter(|r| matches!(r, Record::Probe { .. }))
+                .count(),
+            n
+        );
         for r in recs {
             let Record::Probe { idx, fields } = r else {
                 panic!("{what}: {r:?}")
@@ -1061,7 +1066,10 @@ mod tests {
             );
             let stat = fields.text("stat").unwrap_or_default();
             assert_eq!(stat.split('/').count(), 6, "{what}: {stat}");
-            assert!(stat.ends_with(&format!("/{}", want.len())), "{what}: {stat}");
+            assert!(
+                stat.ends_with(&format!("/{}", want.len())),
+                "{what}: {stat}"
+            );
             let content = fields.get("content");
             if idx % 2 == 0 {
                 assert_eq!(content, Some(want.as_bytes()), "{what}");
@@ -1117,8 +1125,20 @@ mod tests {
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         for tool in [
-            "stat", "sha256sum", "xargs", "tr", "mktemp", "rm", "head", "grep", "wc", "cat",
-            "find", "readlink", "dd", "id",
+            "stat",
+            "sha256sum",
+            "xargs",
+            "tr",
+            "mktemp",
+            "rm",
+            "head",
+            "grep",
+            "wc",
+            "cat",
+            "find",
+            "readlink",
+            "dd",
+            "id",
         ] {
             let found = std::process::Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])
