@@ -94,9 +94,17 @@ pub(super) fn write_script(node: &Node, records: &[Applied]) -> String {
 }
 
 /// Shell that prints the drift records (read by verify with the soft locks).
+///
+/// One `awk` reads the first line of every record (a record is one line; cut at
+/// [`RECORD_LIMIT`]): a `head` per record made verify of a 20,000-item node take 20 s.
+/// Without awk, a `head -c` per record as before.
 pub(super) fn read_script(node: &Node) -> String {
     format!(
-        "printf '%s\\n' {sec}\nfor f in {d}/*; do [ -f \"$f\" ] || continue; printf '\\037\\n'; head -c {RECORD_LIMIT} \"$f\"; echo; done\n",
+        "printf '%s\\n' {sec}\n\
+         if command -v awk >/dev/null 2>&1; then\n\
+         for f in {d}/*; do [ -f \"$f\" ] && printf '%s\\n' \"$f\"; done | \
+         awk '{{ l = \"\"; if ((getline l < $0) < 0) next; close($0); printf \"\\037\\n%s\\n\", substr(l, 1, {RECORD_LIMIT}) }}'\n\
+         else for f in {d}/*; do [ -f \"$f\" ] || continue; printf '\\037\\n'; head -c {RECORD_LIMIT} \"$f\"; echo; done; fi\n",
         sec = quote(APPLIED_SECTION),
         d = quote(&applied_dir(node)),
     )
@@ -215,6 +223,60 @@ mod tests {
                 .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
                 .count();
             assert_eq!(staged, 0, "{shell}: staging left behind");
+        }
+    }
+
+    /// Verify of a node with 20,000 drift records took 20 s: it read each with a `head` of
+    /// its own. One awk reads them all now.
+    #[test]
+    fn verify_reads_drift_records_without_a_process_each() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("mkdir");
+        let counter = dir.path().join("calls");
+        std::fs::write(
+            bin.join("head"),
+            format!(
+                "#!/bin/sh\necho x >> {}\nexit 1\n",
+                quote(counter.to_str().expect("utf-8"))
+            ),
+        )
+        .expect("shim");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("head"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let node = Node {
+            lock_dir: dir.path().join("locks").to_str().expect("utf-8").into(),
+            ..Node::bare("n1", serde_json::json!({}))
+        };
+        let records: Vec<Applied> = (0..300)
+            .map(|i| Applied {
+                item: format!("file:/etc/f{i}"),
+                hash: format!("h{i}"),
+                expected: "e".into(),
+                by: "alice@ctl".into(),
+                at: i,
+            })
+            .collect();
+        let wrote = std::process::Command::new("sh")
+            .args(["-c", &write_script(&node, &records)])
+            .status()
+            .expect("sh");
+        assert!(wrote.success());
+        for shell in ["dash", "bash"] {
+            let out = std::process::Command::new(shell)
+                .env("PATH", &path)
+                .args(["-c", &read_script(&node)])
+                .output()
+                .expect("shell runs");
+            let got = parse(&String::from_utf8_lossy(&out.stdout));
+            assert_eq!(got.len(), records.len(), "{shell}");
+            assert!(!counter.exists(), "{shell}: head ran");
         }
     }
 
