@@ -227,7 +227,8 @@ pa() {
     }
     BEGIN {
       while ((getline x < MF) > 0) {
-        split(x, a, "\t"); w[a[2]] = 1; d = dn(a[2])
+        split(x, a, "\t"); if (a[1] !~ /^[0-9]+$/ || substr(a[2], 1, 1) != "/") continue
+        w[a[2]] = 1; d = dn(a[2])
         if (d != "") { n = split(substr(d, 2), b, "/"); q = ""; for (j = 1; j <= n; j++) { q = q "/" b[j]; w[q] = 1 } }
       }
       if (M == 0) { for (p in w) print p; exit }
@@ -242,6 +243,7 @@ pa() {
       }
       while ((getline x < N) > 0) { un = ""; getline un < N; getline g < N; gn = ""; getline gn < N; un_[x] = un; gn_[g] = gn }
     }
+    $1 !~ /^[0-9]+$/ || substr($2, 1, 1) != "/" { next }
     M == 1 { if (tn(ty[$2]) == "file" && ($2 in st) && !uns()) print $2 }
     M == 2 {
       if (uns()) { print > U; next }
