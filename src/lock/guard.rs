@@ -261,9 +261,8 @@ impl Guard for ApplyGuard<'_> {
         if !self.take_hard {
             return None;
         }
-        let e = steady::expected_digest(self.node, judged, self.force, &self.expected);
-        let suffix = steady::record_suffix(&self.me, now())?;
-        let check = steady::check_script(self.node, &e, &self.token, &suffix);
+        let e = steady::expected_digest(self.node, judged, self.force, &self.me, &self.expected);
+        let check = steady::check_script(self.node, &e, &self.token);
         self.steady_e = Some(e);
         Some(check)
     }
@@ -287,7 +286,7 @@ impl Guard for ApplyGuard<'_> {
     fn epilogue(&self) -> Option<String> {
         let mut script = String::new();
         if self.take_hard && self.released {
-            // The first command already released the lock and wrote the records; a walk
+            // The first command already released the lock (the records stand); a walk
             // that disagreed with the marker changed nothing, and the marker goes.
             if !self.unchanged {
                 script.push_str(&steady::remove_script(self.node));
@@ -296,7 +295,7 @@ impl Guard for ApplyGuard<'_> {
             // Before the release: the records belong to this apply.
             script.push_str(&applied::write_script(self.node, &self.to_record));
             if let (Some(e), Some(d), true) = (&self.steady_e, &self.digest, self.marker_ok()) {
-                script.push_str(&steady::write_script(self.node, e, d, &self.to_record));
+                script.push_str(&steady::write_script(self.node, e, d));
             } else if self.distrusted {
                 script.push_str(&steady::remove_script(self.node));
             }

@@ -423,13 +423,14 @@ fn staging_left_by_a_sigkilled_node_shell_is_removed_by_the_next_apply() {
     std::fs::create_dir_all(s.repo.path().join("bundles/b/files")).unwrap();
     std::fs::write(s.repo.path().join("bundles/b/files/big"), &big).unwrap();
     std::fs::write(s.path("big"), "old\n").unwrap();
-    // Holds the upload after 1 MiB and records the process group of the node's shell.
+    // Holds the upload after 1 MiB and records the process group of the node's shell. Only
+    // the fix command (it defines `wt`) is held: the probe has stdin too (its file list).
     let pgid_file = s.path("pgid");
     with_become(
         &s,
         &format!(
-            "#!/bin/sh\nshift\nif [ -p /dev/stdin ]; then\n  ps -o pgid= -p $$ > {}\n  \
-             {{ head -c 1048576; sleep 30; cat; }} | \"$@\"\nelse\n  exec \"$@\"\nfi\n",
+            "#!/bin/sh\nshift\ncase \"$*\" in *'wt() {{'*)\n  ps -o pgid= -p $$ > {}\n  \
+             {{ head -c 1048576; sleep 30; cat; }} | \"$@\";;\n*) exec \"$@\";;\nesac\n",
             pgid_file.display()
         ),
     );
