@@ -106,6 +106,8 @@ pub struct Fleet {
     reversed_cells: HashMap<String, OnceLock<Arc<Outcome>>>,
     /// Each node as scripts see it (attributes, no metadata).
     summaries: HashMap<String, Dynamic>,
+    /// Each node's name, shared by every read of its metadata that a reactor records.
+    names: HashMap<String, Arc<str>>,
     /// What `nodes(selector)` returned for each selector so far: the repo does not change,
     /// and a reactor in every node of a group selects the same group again and again.
     selections: std::sync::Mutex<HashMap<String, Arc<rhai::Array>>>,
@@ -138,8 +140,14 @@ impl Fleet {
             .values()
             .map(|n| (n.name.clone(), summary_dynamic(n)))
             .collect();
+        let names = repo
+            .nodes
+            .keys()
+            .map(|n| (n.clone(), Arc::from(n.as_str())))
+            .collect();
         Fleet {
             repo,
+            names,
             layers,
             engine,
             reactors,
@@ -148,6 +156,14 @@ impl Fleet {
             summaries,
             selections: Default::default(),
         }
+    }
+
+    /// `name` as an `Arc<str>`, shared when it names a node of the repo.
+    fn name_of(&self, name: &str) -> Arc<str> {
+        self.names
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(name))
     }
 
     fn cells(&self, reversed: bool) -> &HashMap<String, OnceLock<Arc<Outcome>>> {
@@ -461,7 +477,7 @@ impl Fleet {
             s.current = Some(node.to_string());
             s.current_reads.clear();
             s.current_deps.clear();
-            Some((br, idx, NodeMeta::dynamic_of(value, node)))
+            Some((br, idx, NodeMeta::dynamic_of(value, self.name_of(node))))
         })
         .flatten();
         let Some((br, idx, input)) = prepared else {
@@ -658,7 +674,7 @@ impl Fleet {
         let empty = SpanMap::default();
         let refs: Vec<(&Reactor, &Value)> = outputs.iter().map(|(r, v)| (r, v)).collect();
         let stack = build_layers(name, &layers, &refs, &empty);
-        let (_, conflicts, _) = metadata::merge_traced(&stack, overrides(&self.repo));
+        let (_, conflicts) = metadata::merge(&stack, overrides(&self.repo));
         conflicts
             .into_iter()
             .filter(|c| {
@@ -1013,11 +1029,14 @@ impl Session {
     /// Whether what reactor `i` of `node` read (`dep`) still has the value it saw.
     fn dep_holds(&self, fleet: &Fleet, node: &str, i: usize, dep: &Dep) -> bool {
         let current = |v: &Value| -> bool {
-            let now = match &dep.path {
-                Some(p) => metadata::lookup(v, p),
-                None => Some(v),
-            };
-            now == dep.value.as_ref()
+            // Unchanged since the read: the same tree, nothing to compare.
+            if std::ptr::eq(v, &*dep.seen) {
+                return true;
+            }
+            match &dep.path {
+                Some(p) => metadata::lookup(v, p) == metadata::lookup(&dep.seen, p),
+                None => *v == *dep.seen,
+            }
         };
         if &*dep.node != node {
             // A node outside the computation is finished and cannot change any more.
@@ -1199,16 +1218,19 @@ fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<Eval
             s.current_reads.insert(name.to_string());
         }
         if let Some(st) = s.states.get(name) {
-            return Some(Ok(NodeMeta::dynamic_of(st.merged.clone(), name)));
+            return Some(Ok(NodeMeta::dynamic_of(
+                st.merged.clone(),
+                fleet.name_of(name),
+            )));
         }
         if let Some(done) = fleet.cells(s.reversed).get(name).and_then(|c| c.get()) {
             return Some(match &done.result {
-                Ok(v) => Ok(NodeMeta::dynamic_of(v.clone(), name)),
+                Ok(v) => Ok(NodeMeta::dynamic_of(v.clone(), fleet.name_of(name))),
                 Err(d) => Err(broken(name, d)),
             });
         }
         let st = fleet.new_state(name);
-        let value = NodeMeta::dynamic_of(st.merged.clone(), name);
+        let value = NodeMeta::dynamic_of(st.merged.clone(), fleet.name_of(name));
         s.states.insert(name.to_string(), st);
         s.order.push(name.to_string());
         Some(Ok(value))
@@ -1217,7 +1239,7 @@ fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<Eval
     match in_session {
         Some(r) => r.map_err(err),
         None => match fleet.metadata(name) {
-            Ok(v) => Ok(NodeMeta::dynamic_of(v, name)),
+            Ok(v) => Ok(NodeMeta::dynamic_of(v, fleet.name_of(name))),
             Err(d) => Err(err(broken(name, &d))),
         },
     }
@@ -1235,16 +1257,16 @@ pub struct NodeMeta {
 }
 
 impl NodeMeta {
-    fn dynamic_of(value: Arc<Value>, node: &str) -> Dynamic {
+    fn dynamic_of(value: Arc<Value>, node: Arc<str>) -> Dynamic {
         Dynamic::from(NodeMeta {
             value,
-            node: Some(Arc::from(node)),
+            node: Some(node),
         })
     }
 
     /// The value at `path` (the whole metadata for `None`), remembered as read by the
     /// reactor running on this thread, if any.
-    fn read(&self, path: Option<&str>) -> Option<&Value> {
+    fn read(&self, path: Option<&rhai::ImmutableString>) -> Option<&Value> {
         let found = match path {
             Some(p) => metadata::lookup(&self.value, p),
             None => Some(&*self.value),
@@ -1254,8 +1276,8 @@ impl NodeMeta {
                 if s.current.is_some() {
                     s.current_deps.push(Dep {
                         node: node.clone(),
-                        path: path.map(str::to_string),
-                        value: found.cloned(),
+                        path: path.cloned(),
+                        seen: self.value.clone(),
                     });
                 }
             });
@@ -1264,12 +1286,14 @@ impl NodeMeta {
     }
 }
 
-/// One value a reactor read: node, dotted path (`None`: all of it) and what it was.
+/// One value a reactor read: node, dotted path (`None`: all of it) and the metadata it was
+/// read from. Keeping the (shared, immutable) tree instead of a copy of the value makes a read
+/// cheap, and a dependency on a tree that has not been replaced since holds at a glance.
 #[derive(Debug, Clone)]
 struct Dep {
     node: Arc<str>,
-    path: Option<String>,
-    value: Option<Value>,
+    path: Option<rhai::ImmutableString>,
+    seen: Arc<Value>,
 }
 
 /// Registers the computed-metadata functions: `need`, `atomic`, `nodes`, `node_metadata`,
@@ -1314,19 +1338,22 @@ pub fn register(engine: &mut Engine) {
         },
     );
     engine.register_type_with_name::<NodeMeta>("NodeMetadata");
-    engine.register_indexer_get(|m: &mut NodeMeta, key: &str| -> Dynamic {
-        m.read(Some(key)).map_or(Dynamic::UNIT, to_dynamic)
+    engine.register_indexer_get(|m: &mut NodeMeta, key: rhai::ImmutableString| -> Dynamic {
+        m.read(Some(&key)).map_or(Dynamic::UNIT, to_dynamic)
     });
-    engine.register_fn("get", |m: &mut NodeMeta, key: &str| -> Dynamic {
-        m.read(Some(key)).map_or(Dynamic::UNIT, to_dynamic)
-    });
+    engine.register_fn(
+        "get",
+        |m: &mut NodeMeta, key: rhai::ImmutableString| -> Dynamic {
+            m.read(Some(&key)).map_or(Dynamic::UNIT, to_dynamic)
+        },
+    );
     engine.register_fn(
         "need",
         |ctx: NativeCallContext,
          m: &mut NodeMeta,
-         path: &str|
+         path: rhai::ImmutableString|
          -> Result<Dynamic, Box<EvalAltResult>> {
-            match m.read(Some(path)) {
+            match m.read(Some(&path)) {
                 Some(v) if !v.is_null() => Ok(to_dynamic(v)),
                 _ => Err(Box::new(EvalAltResult::ErrorRuntime(
                     format!("{NEED_MARK}{path}").into(),
@@ -1335,9 +1362,10 @@ pub fn register(engine: &mut Engine) {
             }
         },
     );
-    engine.register_fn("contains", |m: &mut NodeMeta, key: &str| {
-        m.read(Some(key)).is_some()
-    });
+    engine.register_fn(
+        "contains",
+        |m: &mut NodeMeta, key: rhai::ImmutableString| m.read(Some(&key)).is_some(),
+    );
     engine.register_fn("keys", |m: &mut NodeMeta| -> rhai::Array {
         m.read(None)
             .and_then(Value::as_object)
