@@ -839,6 +839,42 @@ fn to_dynamic(v: &Value) -> Dynamic {
     }
 }
 
+/// A reactor's output as JSON. Maps, arrays, strings, integers, booleans and `()` are
+/// converted directly (rhai::serde goes through a deserializer per value, and every changed
+/// output is converted); anything else takes the serde path, so results and errors are the same.
+fn from_dynamic(v: &Dynamic) -> Result<Value, Box<EvalAltResult>> {
+    if v.is_shared() {
+        return rhai::serde::from_dynamic(v);
+    }
+    if v.is_unit() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = v.as_bool() {
+        return Ok(Value::Bool(b));
+    }
+    if let Ok(i) = v.as_int() {
+        return Ok(Value::from(i));
+    }
+    if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
+        return Ok(Value::String(s.to_string()));
+    }
+    if let Some(a) = v.read_lock::<rhai::Array>() {
+        return a
+            .iter()
+            .map(from_dynamic)
+            .collect::<Result<_, _>>()
+            .map(Value::Array);
+    }
+    if let Some(m) = v.read_lock::<rhai::Map>() {
+        return m
+            .iter()
+            .map(|(k, v)| from_dynamic(v).map(|v| (k.to_string(), v)))
+            .collect::<Result<_, _>>()
+            .map(Value::Object);
+    }
+    rhai::serde::from_dynamic(v)
+}
+
 /// A node as scripts see it: name, hostname, groups, bundles and every attribute.
 fn summary_dynamic(n: &Node) -> Dynamic {
     to_dynamic(&summary_json(n))
@@ -885,7 +921,7 @@ enum RunResult {
 fn interpret(reactor: &Reactor, result: Result<Dynamic, Box<EvalAltResult>>) -> Interpreted {
     let err = match result {
         Ok(v) if v.is_map() => {
-            return match rhai::serde::from_dynamic::<Value>(&v) {
+            return match from_dynamic(&v) {
                 Ok(value) => Interpreted::Output(value),
                 Err(e) => Interpreted::Fatal(Diagnostic::at(
                     reactor.location(),
@@ -1451,5 +1487,44 @@ mod tests {
         let again: Value = rhai::serde::from_dynamic(&serde).unwrap_or(Value::Null);
         assert_eq!(back, again);
         assert_eq!(back["s"], "text");
+    }
+
+    /// Reactor outputs converted directly must read exactly as through `rhai::serde`, and what
+    /// serde refuses (a node's metadata handle inside an output) must still be refused.
+    #[test]
+    fn direct_dynamic_to_json_matches_rhai_serde() {
+        let engine = Engine::new();
+        let out: Dynamic = engine
+            .eval(
+                r#"#{ s: "text", n: -3, f: 1.5, t: true, z: (), c: 'x',
+                     list: [1, "two", [3], #{ four: 4 }], map: #{ b: #{ c: [] }, a: #{} } }"#,
+            )
+            .unwrap_or(Dynamic::UNIT);
+        let direct = from_dynamic(&out).unwrap_or(Value::Null);
+        let serde: Value = rhai::serde::from_dynamic(&out).unwrap_or(Value::Bool(false));
+        assert_eq!(direct, serde);
+        assert_eq!(direct["list"][3]["four"], 4);
+        let keys: Vec<&String> = direct["map"]
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        let serde_keys: Vec<&String> = serde["map"]
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(keys, serde_keys);
+        let mut with_handle = rhai::Map::new();
+        with_handle.insert(
+            "m".into(),
+            Dynamic::from(NodeMeta {
+                value: Arc::new(Value::Null),
+                node: None,
+            }),
+        );
+        let handle = Dynamic::from_map(with_handle);
+        assert_eq!(
+            from_dynamic(&handle).is_err(),
+            rhai::serde::from_dynamic::<Value>(&handle).is_err()
+        );
     }
 }

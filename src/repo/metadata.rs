@@ -359,6 +359,24 @@ mod tests {
         assert_eq!((conflicts[0].first, conflicts[0].second), (1, 2));
     }
 
+    /// strip_atomic clones marker-free values as they are and still finds deep markers.
+    #[test]
+    fn strip_atomic_copies_plain_values_and_unwraps_nested_markers() {
+        let plain = json!({"b": [1, {"c": "x"}], "a": {"z": null}});
+        assert_eq!(strip_atomic(&plain), plain);
+        let copy = strip_atomic(&plain);
+        let keys: Vec<&String> = copy
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(keys, ["b", "a"], "key order must be kept");
+        let nested = json!({"a": [{"b": {ATOMIC_KEY: [1]}}], "c": {ATOMIC_KEY: {"d": 2}}});
+        assert_eq!(
+            strip_atomic(&nested),
+            json!({"a": [{"b": [1]}], "c": {"d": 2}})
+        );
+    }
+
     #[test]
     fn lookup_follows_dots_and_indexes() {
         let v = json!({"a": {"b": [10, {"c": true}]}});
