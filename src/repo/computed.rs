@@ -526,18 +526,14 @@ impl Fleet {
     }
 
     /// Turns a finished session into one outcome per node in it.
-    fn finish(&self, session: Session) -> Vec<(String, Outcome)> {
+    fn finish(&self, mut session: Session) -> Vec<(String, Outcome)> {
         let mut results: BTreeMap<String, Outcome> = BTreeMap::new();
-        for name in &session.order {
-            let Some(st) = session.states.get(name) else {
+        let order = std::mem::take(&mut session.order);
+        for name in &order {
+            // Each state is used up here: its outputs move into the outcome, not copied.
+            let Some(mut st) = session.states.remove(name) else {
                 continue;
             };
-            let outputs: Vec<(Reactor, Option<Value>)> = st
-                .reactors
-                .iter()
-                .zip(&st.outputs)
-                .map(|((br, i), o)| (br.reactors[*i].clone(), o.clone()))
-                .collect();
             let mut problems = st.fatal.clone();
             // Searching the reads for a cycle costs a walk over every node of the session, and
             // its only use is a note on an error: look only when there is one to annotate.
@@ -612,13 +608,19 @@ impl Fleet {
                 }
             }
             if problems.is_empty() {
-                problems.extend(self.conflicts(name, st));
+                problems.extend(self.conflicts(name, &st));
             }
             let result = if problems.is_empty() {
                 Ok(st.merged.clone())
             } else {
                 Err(problems)
             };
+            let outputs: Vec<(Reactor, Option<Value>)> = st
+                .reactors
+                .iter()
+                .zip(std::mem::take(&mut st.outputs))
+                .map(|((br, i), o)| (br.reactors[*i].clone(), o))
+                .collect();
             results.insert(name.clone(), Outcome::new(result, outputs));
         }
         // A node whose reactors read a broken node is broken too.
@@ -664,16 +666,11 @@ impl Fleet {
 
     /// Conflicts in the final merge that involve a reactor (static ones are found at load).
     fn conflicts(&self, name: &str, st: &NodeState) -> Vec<Diagnostic> {
-        let layers = self.layers.get(name).cloned().unwrap_or_default();
-        let outputs: Vec<(Reactor, Value)> = st
-            .reactors
-            .iter()
-            .zip(&st.outputs)
-            .filter_map(|((br, i), o)| o.clone().map(|v| (br.reactors[*i].clone(), v)))
-            .collect();
+        let none = NodeLayers::default();
+        let layers = self.layers.get(name).unwrap_or(&none);
+        let outputs = Session::outputs_of(st, None);
         let empty = SpanMap::default();
-        let refs: Vec<(&Reactor, &Value)> = outputs.iter().map(|(r, v)| (r, v)).collect();
-        let stack = build_layers(name, &layers, &refs, &empty);
+        let stack = build_layers(name, layers, &outputs, &empty);
         let (_, conflicts) = metadata::merge(&stack, overrides(&self.repo));
         conflicts
             .into_iter()
