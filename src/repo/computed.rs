@@ -111,6 +111,15 @@ pub struct Fleet {
     /// What `nodes(selector)` returned for each selector so far: the repo does not change,
     /// and a reactor in every node of a group selects the same group again and again.
     selections: std::sync::Mutex<HashMap<String, Arc<rhai::Array>>>,
+    /// Nodes (and direction: reversed or not) some thread is computing right now, with that
+    /// thread: another thread asking for one of them waits for the result instead of
+    /// computing the same group of nodes a second time.
+    busy: std::sync::Mutex<HashMap<(bool, String), std::thread::ThreadId>>,
+    /// Signalled whenever a thread finishes a computation and gives up its nodes.
+    finished: std::sync::Condvar,
+    /// How many computations (sessions) ran, for tests of the scheduling.
+    #[cfg(test)]
+    sessions: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -155,6 +164,10 @@ impl Fleet {
             reversed_cells,
             summaries,
             selections: Default::default(),
+            busy: Default::default(),
+            finished: std::sync::Condvar::new(),
+            #[cfg(test)]
+            sessions: Default::default(),
         }
     }
 
@@ -195,10 +208,21 @@ impl Fleet {
         if let Some(done) = cell.get() {
             return done.clone();
         }
-        for (node, outcome) in self.compute(name, reversed) {
-            if let Some(c) = cells.get(&node) {
-                // Another thread may have finished first: its result is the one everyone sees.
-                let _ = c.set(Arc::new(outcome));
+        if let Some(done) = self.wait_for_other_thread(name, reversed, cell) {
+            return done;
+        }
+        {
+            // Released when done (also if a script panics), after the results are in place.
+            let _claims = Claims {
+                fleet: self,
+                reversed,
+            };
+            self.claim(name, reversed);
+            for (node, outcome) in self.compute(name, reversed) {
+                if let Some(c) = cells.get(&node) {
+                    // Another thread may have finished first: its result is the one everyone sees.
+                    let _ = c.set(Arc::new(outcome));
+                }
             }
         }
         cell.get().cloned().unwrap_or_else(|| {
@@ -209,6 +233,44 @@ impl Fleet {
                 Vec::new(),
             ))
         })
+    }
+
+    /// Marks `name` as being computed by this thread, unless another thread already is.
+    fn claim(&self, name: &str, reversed: bool) {
+        if let Ok(mut busy) = self.busy.lock() {
+            busy.entry((reversed, name.to_string()))
+                .or_insert_with(|| std::thread::current().id());
+        }
+    }
+
+    /// When another thread is computing `name`, waits for its result. Only a thread that is
+    /// not computing anything itself waits (it holds no nodes another thread could wait for),
+    /// so threads can never wait for each other in a circle.
+    fn wait_for_other_thread(
+        &self,
+        name: &str,
+        reversed: bool,
+        cell: &OnceLock<Arc<Outcome>>,
+    ) -> Option<Arc<Outcome>> {
+        let computing = FRAMES.with(|f| f.borrow().iter().any(|fr| fr.session.is_some()));
+        if computing {
+            return None;
+        }
+        let me = std::thread::current().id();
+        let key = (reversed, name.to_string());
+        let mut busy = self.busy.lock().ok()?;
+        while busy.get(&key).is_some_and(|owner| *owner != me) {
+            if let Some(done) = cell.get() {
+                return Some(done.clone());
+            }
+            busy = self.finished.wait(busy).ok()?;
+        }
+        let done = cell.get().cloned();
+        if done.is_none() {
+            // Claimed under the same lock that found it free: two threads cannot both start.
+            busy.entry(key).or_insert(me);
+        }
+        done
     }
 
     /// Computes `name`'s metadata again from scratch, ignoring what is memoised and running
@@ -390,6 +452,9 @@ impl Fleet {
 
     /// Runs the reactors of `name` and of every node they read until nothing changes.
     fn compute(self: &Arc<Self>, name: &str, reversed: bool) -> Vec<(String, Outcome)> {
+        #[cfg(test)]
+        self.sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut session = Session {
             reversed,
             order: vec![name.to_string()],
@@ -1142,6 +1207,22 @@ fn merge_node(fleet: &Fleet, node: &str, outputs: &[(&Reactor, &Value)]) -> Valu
     metadata::merge(&stack, overrides(&fleet.repo)).0
 }
 
+/// Gives up the nodes this thread claimed in one direction and wakes threads waiting for them.
+struct Claims<'a> {
+    fleet: &'a Fleet,
+    reversed: bool,
+}
+
+impl Drop for Claims<'_> {
+    fn drop(&mut self) {
+        let me = std::thread::current().id();
+        if let Ok(mut busy) = self.fleet.busy.lock() {
+            busy.retain(|(reversed, _), owner| *reversed != self.reversed || *owner != me);
+        }
+        self.fleet.finished.notify_all();
+    }
+}
+
 /// What scripts on this thread compute in: the fleet and, while reactors run, their session.
 struct Frame {
     fleet: Arc<Fleet>,
@@ -1264,6 +1345,7 @@ fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<Eval
         }
         let st = fleet.new_state(name);
         let value = NodeMeta::dynamic_of(st.merged.clone(), fleet.name_of(name));
+        fleet.claim(name, s.reversed);
         s.states.insert(name.to_string(), st);
         s.order.push(name.to_string());
         Some(Ok(value))
@@ -1469,6 +1551,65 @@ fn listed(node: &rhai::Map, key: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two threads asking at once for nodes of a group whose reactors read each other used to
+    /// compute the whole group twice (results were memoised only when done): the second now
+    /// waits for the first.
+    #[test]
+    fn two_threads_asking_for_one_group_compute_it_once() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let root = dir.path();
+        let write = |rel: &str, text: &str| {
+            let path = root.join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir: {e}"));
+            }
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {rel}: {e}"));
+        };
+        let mut nodes = String::new();
+        for i in 0..20 {
+            nodes.push_str(&format!(
+                "[nodes.n{i:02}]\ngroups = [\"rack\"]\n[nodes.n{i:02}.metadata]\nip = \"10.0.0.{i}\"\n\n"
+            ));
+        }
+        write("nodes.toml", &nodes);
+        write("groups.toml", "[groups.rack]\nbundles = [\"base\"]\n");
+        write("bundles/base/items.toml", "");
+        // The first reactor reads the whole group at once, then each one is slow enough that
+        // the second thread asks while the first is still computing.
+        write(
+            "bundles/base/metadata.rhai",
+            "fn hosts(node, metadata) {\n  let out = #{};\n  for n in nodes(\"group:rack\") {\n    \
+             out[n.name] = need(node_metadata(n.name), \"ip\");\n  }\n  \
+             let i = 0; while i < 50000 { i += 1; }\n  #{ hosts: out }\n}\n",
+        );
+        let repo = Repo::load(root).unwrap_or_else(|e| panic!("load: {e}"));
+        let first = repo.nodes.get("n00").cloned();
+        let last = repo.nodes.get("n19").cloned();
+        let (Some(first), Some(last)) = (first, last) else {
+            panic!("nodes missing");
+        };
+        let Some(fleet) = first.fleet.clone() else {
+            panic!("no fleet");
+        };
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            for (node, delay) in [(&first, 0), (&last, 100)] {
+                let (fleet, start) = (&fleet, &start);
+                s.spawn(move || {
+                    start.wait();
+                    std::thread::sleep(std::time::Duration::from_millis(delay));
+                    let meta = fleet.metadata(&node.name);
+                    assert!(meta.is_ok_and(|m| m["hosts"]["n07"] == "10.0.0.7"));
+                });
+            }
+        });
+        assert_eq!(
+            fleet.sessions.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "the group was computed more than once"
+        );
+    }
 
     /// The direct conversion must give scripts exactly what `rhai::serde` would.
     #[test]
