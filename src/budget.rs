@@ -6,7 +6,9 @@
 //! allocation's size to a per-thread counter; a [`Guard`] remembers where the counter stood
 //! when a computation began.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use mimalloc::MiMalloc;
 use std::cell::Cell;
 
 /// Most bytes one script call may allocate in total (freed or not); a script that builds
@@ -22,33 +24,35 @@ thread_local! {
     static CURRENT: Cell<Option<(u64, usize)>> = const { Cell::new(None) };
 }
 
-/// The system allocator, counting bytes per thread for [`Guard`].
+/// mimalloc, counting bytes per thread for [`Guard`]. Computed metadata and templates make
+/// millions of small, short-lived allocations across threads, where glibc's malloc spent a
+/// third of `cinch test`'s time (bench/RESULTS-metadata.md).
 pub struct CountingAlloc;
 
-// SAFETY: every call is forwarded unchanged to `System`; the counter is a plain thread-local
+// SAFETY: every call is forwarded unchanged to `MiMalloc`; the counter is a plain thread-local
 // cell that cannot allocate or unwind.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count(layout.size());
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
+        unsafe { MiMalloc.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count(layout.size());
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
+        unsafe { MiMalloc.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count(new_size.saturating_sub(layout.size()));
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { MiMalloc.realloc(ptr, layout, new_size) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { MiMalloc.dealloc(ptr, layout) }
     }
 }
 

@@ -2,8 +2,6 @@
 //! content, resolve the plan. `apply`, `verify` and `cinch test` call [`prepare`];
 //! `cinch items` calls [`plan`] (no rendering).
 
-use rayon::prelude::*;
-
 use crate::diag::Diagnostic;
 use crate::plan::Plan;
 use crate::repo::{Node, Repo};
@@ -34,13 +32,9 @@ pub fn prepare(repo: &Repo, node: &Node) -> Result<Prepared, Vec<Diagnostic>> {
         }
     };
     let rendered: Vec<(String, Rendered)> = items
-        .par_iter()
-        .map(|item| {
-            (
-                item.id.clone(),
-                crate::items::render::content(repo, node, item),
-            )
-        })
+        .iter()
+        .map(|item| item.id.clone())
+        .zip(crate::items::render::contents(repo, node, &items))
         .collect();
     let mut contents: std::collections::HashMap<String, Option<Vec<u8>>> =
         std::collections::HashMap::with_capacity(rendered.len());

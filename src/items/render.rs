@@ -25,6 +25,24 @@ pub fn content(repo: &Repo, node: &Node, item: &Item) -> Result<Option<Vec<u8>>,
     content_with(repo, item, &|| node_context(node))
 }
 
+/// The expected content of each of a node's items, in order (see [`content`]): the template
+/// context is built at most once for all of them, not once per template.
+pub fn contents(
+    repo: &Repo,
+    node: &Node,
+    items: &[Item],
+) -> Vec<Result<Option<Vec<u8>>, Diagnostic>> {
+    let ctx = std::sync::OnceLock::new();
+    items
+        .par_iter()
+        .map(|item| {
+            content_with(repo, item, &|| {
+                ctx.get_or_init(|| node_context(node)).clone()
+            })
+        })
+        .collect()
+}
+
 /// Renders every file item of a node in parallel and returns all problems (for `cinch test`).
 pub fn render_all(repo: &Repo, node: &Node, items: &[Item]) -> Vec<Diagnostic> {
     let ctx = node_context(node);
@@ -42,10 +60,16 @@ fn node_context(node: &Node) -> JValue {
     let metadata = node
         .metadata()
         .unwrap_or_else(|_| std::sync::Arc::new(node.static_metadata.clone()));
-    let mut summary = crate::repo::computed::summary_json(node);
-    if let serde_json::Value::Object(m) = &mut summary {
-        m.insert("metadata".into(), (*metadata).clone());
-    }
+    // The metadata is converted once and shared by `metadata` and `node.metadata`.
+    let meta = JValue::from_serialize(&*metadata);
+    let summary: JValue = match crate::repo::computed::summary_json(node) {
+        serde_json::Value::Object(m) => m
+            .into_iter()
+            .map(|(k, v)| (k, JValue::from_serialize(&v)))
+            .chain(std::iter::once(("metadata".to_string(), meta.clone())))
+            .collect(),
+        other => JValue::from_serialize(&other),
+    };
     let groups = node.groups.clone();
     let bundles = node.bundles.clone();
     let fleet = node.fleet.clone();
@@ -57,8 +81,8 @@ fn node_context(node: &Node) -> JValue {
         )
     };
     minijinja::context! {
-        node => JValue::from_serialize(&summary),
-        metadata => JValue::from_serialize(&*metadata),
+        node => summary,
+        metadata => meta,
         in_group => JValue::from_function(move |g: &str| groups.iter().any(|x| x == g)),
         has_bundle => JValue::from_function(move |b: &str| bundles.iter().any(|x| x == b)),
         nodes => JValue::from_function(move |target: &str| -> Result<JValue, minijinja::Error> {

@@ -106,9 +106,20 @@ pub struct Fleet {
     reversed_cells: HashMap<String, OnceLock<Arc<Outcome>>>,
     /// Each node as scripts see it (attributes, no metadata).
     summaries: HashMap<String, Dynamic>,
+    /// Each node's name, shared by every read of its metadata that a reactor records.
+    names: HashMap<String, Arc<str>>,
     /// What `nodes(selector)` returned for each selector so far: the repo does not change,
     /// and a reactor in every node of a group selects the same group again and again.
     selections: std::sync::Mutex<HashMap<String, Arc<rhai::Array>>>,
+    /// Nodes (and direction: reversed or not) some thread is computing right now, with that
+    /// thread: another thread asking for one of them waits for the result instead of
+    /// computing the same group of nodes a second time.
+    busy: std::sync::Mutex<HashMap<(bool, String), std::thread::ThreadId>>,
+    /// Signalled whenever a thread finishes a computation and gives up its nodes.
+    finished: std::sync::Condvar,
+    /// How many computations (sessions) ran, for tests of the scheduling.
+    #[cfg(test)]
+    sessions: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -138,8 +149,14 @@ impl Fleet {
             .values()
             .map(|n| (n.name.clone(), summary_dynamic(n)))
             .collect();
+        let names = repo
+            .nodes
+            .keys()
+            .map(|n| (n.clone(), Arc::from(n.as_str())))
+            .collect();
         Fleet {
             repo,
+            names,
             layers,
             engine,
             reactors,
@@ -147,7 +164,19 @@ impl Fleet {
             reversed_cells,
             summaries,
             selections: Default::default(),
+            busy: Default::default(),
+            finished: std::sync::Condvar::new(),
+            #[cfg(test)]
+            sessions: Default::default(),
         }
+    }
+
+    /// `name` as an `Arc<str>`, shared when it names a node of the repo.
+    fn name_of(&self, name: &str) -> Arc<str> {
+        self.names
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(name))
     }
 
     fn cells(&self, reversed: bool) -> &HashMap<String, OnceLock<Arc<Outcome>>> {
@@ -179,10 +208,21 @@ impl Fleet {
         if let Some(done) = cell.get() {
             return done.clone();
         }
-        for (node, outcome) in self.compute(name, reversed) {
-            if let Some(c) = cells.get(&node) {
-                // Another thread may have finished first: its result is the one everyone sees.
-                let _ = c.set(Arc::new(outcome));
+        if let Some(done) = self.wait_for_other_thread(name, reversed, cell) {
+            return done;
+        }
+        {
+            // Released when done (also if a script panics), after the results are in place.
+            let _claims = Claims {
+                fleet: self,
+                reversed,
+            };
+            self.claim(name, reversed);
+            for (node, outcome) in self.compute(name, reversed) {
+                if let Some(c) = cells.get(&node) {
+                    // Another thread may have finished first: its result is the one everyone sees.
+                    let _ = c.set(Arc::new(outcome));
+                }
             }
         }
         cell.get().cloned().unwrap_or_else(|| {
@@ -193,6 +233,44 @@ impl Fleet {
                 Vec::new(),
             ))
         })
+    }
+
+    /// Marks `name` as being computed by this thread, unless another thread already is.
+    fn claim(&self, name: &str, reversed: bool) {
+        if let Ok(mut busy) = self.busy.lock() {
+            busy.entry((reversed, name.to_string()))
+                .or_insert_with(|| std::thread::current().id());
+        }
+    }
+
+    /// When another thread is computing `name`, waits for its result. Only a thread that is
+    /// not computing anything itself waits (it holds no nodes another thread could wait for),
+    /// so threads can never wait for each other in a circle.
+    fn wait_for_other_thread(
+        &self,
+        name: &str,
+        reversed: bool,
+        cell: &OnceLock<Arc<Outcome>>,
+    ) -> Option<Arc<Outcome>> {
+        let computing = FRAMES.with(|f| f.borrow().iter().any(|fr| fr.session.is_some()));
+        if computing {
+            return None;
+        }
+        let me = std::thread::current().id();
+        let key = (reversed, name.to_string());
+        let mut busy = self.busy.lock().ok()?;
+        while busy.get(&key).is_some_and(|owner| *owner != me) {
+            if let Some(done) = cell.get() {
+                return Some(done.clone());
+            }
+            busy = self.finished.wait(busy).ok()?;
+        }
+        let done = cell.get().cloned();
+        if done.is_none() {
+            // Claimed under the same lock that found it free: two threads cannot both start.
+            busy.entry(key).or_insert(me);
+        }
+        done
     }
 
     /// Computes `name`'s metadata again from scratch, ignoring what is memoised and running
@@ -374,6 +452,9 @@ impl Fleet {
 
     /// Runs the reactors of `name` and of every node they read until nothing changes.
     fn compute(self: &Arc<Self>, name: &str, reversed: bool) -> Vec<(String, Outcome)> {
+        #[cfg(test)]
+        self.sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut session = Session {
             reversed,
             order: vec![name.to_string()],
@@ -461,7 +542,7 @@ impl Fleet {
             s.current = Some(node.to_string());
             s.current_reads.clear();
             s.current_deps.clear();
-            Some((br, idx, NodeMeta::dynamic_of(value, node)))
+            Some((br, idx, NodeMeta::dynamic_of(value, self.name_of(node))))
         })
         .flatten();
         let Some((br, idx, input)) = prepared else {
@@ -510,18 +591,14 @@ impl Fleet {
     }
 
     /// Turns a finished session into one outcome per node in it.
-    fn finish(&self, session: Session) -> Vec<(String, Outcome)> {
+    fn finish(&self, mut session: Session) -> Vec<(String, Outcome)> {
         let mut results: BTreeMap<String, Outcome> = BTreeMap::new();
-        for name in &session.order {
-            let Some(st) = session.states.get(name) else {
+        let order = std::mem::take(&mut session.order);
+        for name in &order {
+            // Each state is used up here: its outputs move into the outcome, not copied.
+            let Some(mut st) = session.states.remove(name) else {
                 continue;
             };
-            let outputs: Vec<(Reactor, Option<Value>)> = st
-                .reactors
-                .iter()
-                .zip(&st.outputs)
-                .map(|((br, i), o)| (br.reactors[*i].clone(), o.clone()))
-                .collect();
             let mut problems = st.fatal.clone();
             // Searching the reads for a cycle costs a walk over every node of the session, and
             // its only use is a note on an error: look only when there is one to annotate.
@@ -596,13 +673,19 @@ impl Fleet {
                 }
             }
             if problems.is_empty() {
-                problems.extend(self.conflicts(name, st));
+                problems.extend(self.conflicts(name, &st));
             }
             let result = if problems.is_empty() {
                 Ok(st.merged.clone())
             } else {
                 Err(problems)
             };
+            let outputs: Vec<(Reactor, Option<Value>)> = st
+                .reactors
+                .iter()
+                .zip(std::mem::take(&mut st.outputs))
+                .map(|((br, i), o)| (br.reactors[*i].clone(), o))
+                .collect();
             results.insert(name.clone(), Outcome::new(result, outputs));
         }
         // A node whose reactors read a broken node is broken too.
@@ -648,17 +731,12 @@ impl Fleet {
 
     /// Conflicts in the final merge that involve a reactor (static ones are found at load).
     fn conflicts(&self, name: &str, st: &NodeState) -> Vec<Diagnostic> {
-        let layers = self.layers.get(name).cloned().unwrap_or_default();
-        let outputs: Vec<(Reactor, Value)> = st
-            .reactors
-            .iter()
-            .zip(&st.outputs)
-            .filter_map(|((br, i), o)| o.clone().map(|v| (br.reactors[*i].clone(), v)))
-            .collect();
+        let none = NodeLayers::default();
+        let layers = self.layers.get(name).unwrap_or(&none);
+        let outputs = Session::outputs_of(st, None);
         let empty = SpanMap::default();
-        let refs: Vec<(&Reactor, &Value)> = outputs.iter().map(|(r, v)| (r, v)).collect();
-        let stack = build_layers(name, &layers, &refs, &empty);
-        let (_, conflicts, _) = metadata::merge_traced(&stack, overrides(&self.repo));
+        let stack = build_layers(name, layers, &outputs, &empty);
+        let (_, conflicts) = metadata::merge(&stack, overrides(&self.repo));
         conflicts
             .into_iter()
             .filter(|c| {
@@ -823,6 +901,42 @@ fn to_dynamic(v: &Value) -> Dynamic {
     }
 }
 
+/// A reactor's output as JSON. Maps, arrays, strings, integers, booleans and `()` are
+/// converted directly (rhai::serde goes through a deserializer per value, and every changed
+/// output is converted); anything else takes the serde path, so results and errors are the same.
+fn from_dynamic(v: &Dynamic) -> Result<Value, Box<EvalAltResult>> {
+    if v.is_shared() {
+        return rhai::serde::from_dynamic(v);
+    }
+    if v.is_unit() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = v.as_bool() {
+        return Ok(Value::Bool(b));
+    }
+    if let Ok(i) = v.as_int() {
+        return Ok(Value::from(i));
+    }
+    if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
+        return Ok(Value::String(s.to_string()));
+    }
+    if let Some(a) = v.read_lock::<rhai::Array>() {
+        return a
+            .iter()
+            .map(from_dynamic)
+            .collect::<Result<_, _>>()
+            .map(Value::Array);
+    }
+    if let Some(m) = v.read_lock::<rhai::Map>() {
+        return m
+            .iter()
+            .map(|(k, v)| from_dynamic(v).map(|v| (k.to_string(), v)))
+            .collect::<Result<_, _>>()
+            .map(Value::Object);
+    }
+    rhai::serde::from_dynamic(v)
+}
+
 /// A node as scripts see it: name, hostname, groups, bundles and every attribute.
 fn summary_dynamic(n: &Node) -> Dynamic {
     to_dynamic(&summary_json(n))
@@ -869,7 +983,7 @@ enum RunResult {
 fn interpret(reactor: &Reactor, result: Result<Dynamic, Box<EvalAltResult>>) -> Interpreted {
     let err = match result {
         Ok(v) if v.is_map() => {
-            return match rhai::serde::from_dynamic::<Value>(&v) {
+            return match from_dynamic(&v) {
                 Ok(value) => Interpreted::Output(value),
                 Err(e) => Interpreted::Fatal(Diagnostic::at(
                     reactor.location(),
@@ -1013,11 +1127,14 @@ impl Session {
     /// Whether what reactor `i` of `node` read (`dep`) still has the value it saw.
     fn dep_holds(&self, fleet: &Fleet, node: &str, i: usize, dep: &Dep) -> bool {
         let current = |v: &Value| -> bool {
-            let now = match &dep.path {
-                Some(p) => metadata::lookup(v, p),
-                None => Some(v),
-            };
-            now == dep.value.as_ref()
+            // Unchanged since the read: the same tree, nothing to compare.
+            if std::ptr::eq(v, &*dep.seen) {
+                return true;
+            }
+            match &dep.path {
+                Some(p) => metadata::lookup(v, p) == metadata::lookup(&dep.seen, p),
+                None => *v == *dep.seen,
+            }
         };
         if &*dep.node != node {
             // A node outside the computation is finished and cannot change any more.
@@ -1088,6 +1205,22 @@ fn merge_node(fleet: &Fleet, node: &str, outputs: &[(&Reactor, &Value)]) -> Valu
     let empty = SpanMap::default();
     let stack = build_layers(node, layers, outputs, &empty);
     metadata::merge(&stack, overrides(&fleet.repo)).0
+}
+
+/// Gives up the nodes this thread claimed in one direction and wakes threads waiting for them.
+struct Claims<'a> {
+    fleet: &'a Fleet,
+    reversed: bool,
+}
+
+impl Drop for Claims<'_> {
+    fn drop(&mut self) {
+        let me = std::thread::current().id();
+        if let Ok(mut busy) = self.fleet.busy.lock() {
+            busy.retain(|(reversed, _), owner| *reversed != self.reversed || *owner != me);
+        }
+        self.fleet.finished.notify_all();
+    }
 }
 
 /// What scripts on this thread compute in: the fleet and, while reactors run, their session.
@@ -1199,16 +1332,20 @@ fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<Eval
             s.current_reads.insert(name.to_string());
         }
         if let Some(st) = s.states.get(name) {
-            return Some(Ok(NodeMeta::dynamic_of(st.merged.clone(), name)));
+            return Some(Ok(NodeMeta::dynamic_of(
+                st.merged.clone(),
+                fleet.name_of(name),
+            )));
         }
         if let Some(done) = fleet.cells(s.reversed).get(name).and_then(|c| c.get()) {
             return Some(match &done.result {
-                Ok(v) => Ok(NodeMeta::dynamic_of(v.clone(), name)),
+                Ok(v) => Ok(NodeMeta::dynamic_of(v.clone(), fleet.name_of(name))),
                 Err(d) => Err(broken(name, d)),
             });
         }
         let st = fleet.new_state(name);
-        let value = NodeMeta::dynamic_of(st.merged.clone(), name);
+        let value = NodeMeta::dynamic_of(st.merged.clone(), fleet.name_of(name));
+        fleet.claim(name, s.reversed);
         s.states.insert(name.to_string(), st);
         s.order.push(name.to_string());
         Some(Ok(value))
@@ -1217,7 +1354,7 @@ fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<Eval
     match in_session {
         Some(r) => r.map_err(err),
         None => match fleet.metadata(name) {
-            Ok(v) => Ok(NodeMeta::dynamic_of(v, name)),
+            Ok(v) => Ok(NodeMeta::dynamic_of(v, fleet.name_of(name))),
             Err(d) => Err(err(broken(name, &d))),
         },
     }
@@ -1235,16 +1372,16 @@ pub struct NodeMeta {
 }
 
 impl NodeMeta {
-    fn dynamic_of(value: Arc<Value>, node: &str) -> Dynamic {
+    fn dynamic_of(value: Arc<Value>, node: Arc<str>) -> Dynamic {
         Dynamic::from(NodeMeta {
             value,
-            node: Some(Arc::from(node)),
+            node: Some(node),
         })
     }
 
     /// The value at `path` (the whole metadata for `None`), remembered as read by the
     /// reactor running on this thread, if any.
-    fn read(&self, path: Option<&str>) -> Option<&Value> {
+    fn read(&self, path: Option<&rhai::ImmutableString>) -> Option<&Value> {
         let found = match path {
             Some(p) => metadata::lookup(&self.value, p),
             None => Some(&*self.value),
@@ -1254,8 +1391,8 @@ impl NodeMeta {
                 if s.current.is_some() {
                     s.current_deps.push(Dep {
                         node: node.clone(),
-                        path: path.map(str::to_string),
-                        value: found.cloned(),
+                        path: path.cloned(),
+                        seen: self.value.clone(),
                     });
                 }
             });
@@ -1264,12 +1401,14 @@ impl NodeMeta {
     }
 }
 
-/// One value a reactor read: node, dotted path (`None`: all of it) and what it was.
+/// One value a reactor read: node, dotted path (`None`: all of it) and the metadata it was
+/// read from. Keeping the (shared, immutable) tree instead of a copy of the value makes a read
+/// cheap, and a dependency on a tree that has not been replaced since holds at a glance.
 #[derive(Debug, Clone)]
 struct Dep {
     node: Arc<str>,
-    path: Option<String>,
-    value: Option<Value>,
+    path: Option<rhai::ImmutableString>,
+    seen: Arc<Value>,
 }
 
 /// Registers the computed-metadata functions: `need`, `atomic`, `nodes`, `node_metadata`,
@@ -1314,19 +1453,22 @@ pub fn register(engine: &mut Engine) {
         },
     );
     engine.register_type_with_name::<NodeMeta>("NodeMetadata");
-    engine.register_indexer_get(|m: &mut NodeMeta, key: &str| -> Dynamic {
-        m.read(Some(key)).map_or(Dynamic::UNIT, to_dynamic)
+    engine.register_indexer_get(|m: &mut NodeMeta, key: rhai::ImmutableString| -> Dynamic {
+        m.read(Some(&key)).map_or(Dynamic::UNIT, to_dynamic)
     });
-    engine.register_fn("get", |m: &mut NodeMeta, key: &str| -> Dynamic {
-        m.read(Some(key)).map_or(Dynamic::UNIT, to_dynamic)
-    });
+    engine.register_fn(
+        "get",
+        |m: &mut NodeMeta, key: rhai::ImmutableString| -> Dynamic {
+            m.read(Some(&key)).map_or(Dynamic::UNIT, to_dynamic)
+        },
+    );
     engine.register_fn(
         "need",
         |ctx: NativeCallContext,
          m: &mut NodeMeta,
-         path: &str|
+         path: rhai::ImmutableString|
          -> Result<Dynamic, Box<EvalAltResult>> {
-            match m.read(Some(path)) {
+            match m.read(Some(&path)) {
                 Some(v) if !v.is_null() => Ok(to_dynamic(v)),
                 _ => Err(Box::new(EvalAltResult::ErrorRuntime(
                     format!("{NEED_MARK}{path}").into(),
@@ -1335,9 +1477,10 @@ pub fn register(engine: &mut Engine) {
             }
         },
     );
-    engine.register_fn("contains", |m: &mut NodeMeta, key: &str| {
-        m.read(Some(key)).is_some()
-    });
+    engine.register_fn(
+        "contains",
+        |m: &mut NodeMeta, key: rhai::ImmutableString| m.read(Some(&key)).is_some(),
+    );
     engine.register_fn("keys", |m: &mut NodeMeta| -> rhai::Array {
         m.read(None)
             .and_then(Value::as_object)
@@ -1409,6 +1552,65 @@ fn listed(node: &rhai::Map, key: &str, name: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// Two threads asking at once for nodes of a group whose reactors read each other used to
+    /// compute the whole group twice (results were memoised only when done): the second now
+    /// waits for the first.
+    #[test]
+    fn two_threads_asking_for_one_group_compute_it_once() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let root = dir.path();
+        let write = |rel: &str, text: &str| {
+            let path = root.join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir: {e}"));
+            }
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {rel}: {e}"));
+        };
+        let mut nodes = String::new();
+        for i in 0..20 {
+            nodes.push_str(&format!(
+                "[nodes.n{i:02}]\ngroups = [\"rack\"]\n[nodes.n{i:02}.metadata]\nip = \"10.0.0.{i}\"\n\n"
+            ));
+        }
+        write("nodes.toml", &nodes);
+        write("groups.toml", "[groups.rack]\nbundles = [\"base\"]\n");
+        write("bundles/base/items.toml", "");
+        // The first reactor reads the whole group at once, then each one is slow enough that
+        // the second thread asks while the first is still computing.
+        write(
+            "bundles/base/metadata.rhai",
+            "fn hosts(node, metadata) {\n  let out = #{};\n  for n in nodes(\"group:rack\") {\n    \
+             out[n.name] = need(node_metadata(n.name), \"ip\");\n  }\n  \
+             let i = 0; while i < 50000 { i += 1; }\n  #{ hosts: out }\n}\n",
+        );
+        let repo = Repo::load(root).unwrap_or_else(|e| panic!("load: {e}"));
+        let first = repo.nodes.get("n00").cloned();
+        let last = repo.nodes.get("n19").cloned();
+        let (Some(first), Some(last)) = (first, last) else {
+            panic!("nodes missing");
+        };
+        let Some(fleet) = first.fleet.clone() else {
+            panic!("no fleet");
+        };
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            for (node, delay) in [(&first, 0), (&last, 100)] {
+                let (fleet, start) = (&fleet, &start);
+                s.spawn(move || {
+                    start.wait();
+                    std::thread::sleep(std::time::Duration::from_millis(delay));
+                    let meta = fleet.metadata(&node.name);
+                    assert!(meta.is_ok_and(|m| m["hosts"]["n07"] == "10.0.0.7"));
+                });
+            }
+        });
+        assert_eq!(
+            fleet.sessions.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "the group was computed more than once"
+        );
+    }
+
     /// The direct conversion must give scripts exactly what `rhai::serde` would.
     #[test]
     fn direct_json_to_dynamic_matches_rhai_serde() {
@@ -1423,5 +1625,44 @@ mod tests {
         let again: Value = rhai::serde::from_dynamic(&serde).unwrap_or(Value::Null);
         assert_eq!(back, again);
         assert_eq!(back["s"], "text");
+    }
+
+    /// Reactor outputs converted directly must read exactly as through `rhai::serde`, and what
+    /// serde refuses (a node's metadata handle inside an output) must still be refused.
+    #[test]
+    fn direct_dynamic_to_json_matches_rhai_serde() {
+        let engine = Engine::new();
+        let out: Dynamic = engine
+            .eval(
+                r#"#{ s: "text", n: -3, f: 1.5, t: true, z: (), c: 'x',
+                     list: [1, "two", [3], #{ four: 4 }], map: #{ b: #{ c: [] }, a: #{} } }"#,
+            )
+            .unwrap_or(Dynamic::UNIT);
+        let direct = from_dynamic(&out).unwrap_or(Value::Null);
+        let serde: Value = rhai::serde::from_dynamic(&out).unwrap_or(Value::Bool(false));
+        assert_eq!(direct, serde);
+        assert_eq!(direct["list"][3]["four"], 4);
+        let keys: Vec<&String> = direct["map"]
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        let serde_keys: Vec<&String> = serde["map"]
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(keys, serde_keys);
+        let mut with_handle = rhai::Map::new();
+        with_handle.insert(
+            "m".into(),
+            Dynamic::from(NodeMeta {
+                value: Arc::new(Value::Null),
+                node: None,
+            }),
+        );
+        let handle = Dynamic::from_map(with_handle);
+        assert_eq!(
+            from_dynamic(&handle).is_err(),
+            rhai::serde::from_dynamic::<Value>(&handle).is_err()
+        );
     }
 }

@@ -35,6 +35,10 @@ pub(crate) fn atomic_inner(v: &Value) -> Option<&Value> {
 
 /// `v` with every atomic marker in it replaced by the value it wraps.
 pub(crate) fn strip_atomic(v: &Value) -> Value {
+    // Most values hold no marker: a plain clone copies a map without rebuilding its index.
+    if !has_atomic(v) {
+        return v.clone();
+    }
     if let Some(inner) = atomic_inner(v) {
         return strip_atomic(inner);
     }
@@ -46,6 +50,15 @@ pub(crate) fn strip_atomic(v: &Value) -> Value {
         ),
         Value::Array(a) => Value::Array(a.iter().map(strip_atomic).collect()),
         other => other.clone(),
+    }
+}
+
+/// Whether an atomic marker is anywhere in `v`.
+fn has_atomic(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.contains_key(ATOMIC_KEY) || m.values().any(has_atomic),
+        Value::Array(a) => a.iter().any(has_atomic),
+        _ => false,
     }
 }
 
@@ -86,8 +99,9 @@ pub(crate) fn merge(
     layers: &[Layer<'_>],
     overrides: impl Fn(&Source<'_>, &Source<'_>) -> bool,
 ) -> (Value, Vec<Conflict>) {
-    let (value, conflicts, _) = merge_traced(layers, overrides);
-    (value, conflicts)
+    // Who set what is only needed while merging: no need to hand it out sorted.
+    let (value, state) = merge_state(layers, overrides);
+    (value, state.conflicts)
 }
 
 /// Which layers set each path: the path where a value was inserted or replaced whole, or a
@@ -99,6 +113,26 @@ pub(crate) fn merge_traced(
     layers: &[Layer<'_>],
     overrides: impl Fn(&Source<'_>, &Source<'_>) -> bool,
 ) -> (Value, Vec<Conflict>, Owners) {
+    let (value, state) = merge_state(layers, overrides);
+    let owners = state
+        .owners
+        .into_iter()
+        .map(|(path, idx)| {
+            let mut all = vec![idx];
+            if let Some(more) = state.list_contributors.get(&path) {
+                all.extend(more.iter().filter(|&&m| m != idx));
+            }
+            (path, all)
+        })
+        .collect();
+    (value, state.conflicts, owners)
+}
+
+/// The merge itself, with the bookkeeping it needed (owners, list contributors, conflicts).
+fn merge_state(
+    layers: &[Layer<'_>],
+    overrides: impl Fn(&Source<'_>, &Source<'_>) -> bool,
+) -> (Value, MergeState) {
     let mut out = Map::new();
     let mut state = MergeState {
         owners: HashMap::new(),
@@ -113,18 +147,7 @@ pub(crate) fn merge_traced(
             );
         }
     }
-    let owners = state
-        .owners
-        .into_iter()
-        .map(|(path, idx)| {
-            let mut all = vec![idx];
-            if let Some(more) = state.list_contributors.get(&path) {
-                all.extend(more.iter().filter(|&&m| m != idx));
-            }
-            (path, all)
-        })
-        .collect();
-    (Value::Object(out), state.conflicts, owners)
+    (Value::Object(out), state)
 }
 
 struct MergeState {
@@ -334,6 +357,24 @@ mod tests {
         assert_eq!(v, json!({"x": 2}));
         assert_eq!(conflicts.len(), 1);
         assert_eq!((conflicts[0].first, conflicts[0].second), (1, 2));
+    }
+
+    /// strip_atomic clones marker-free values as they are and still finds deep markers.
+    #[test]
+    fn strip_atomic_copies_plain_values_and_unwraps_nested_markers() {
+        let plain = json!({"b": [1, {"c": "x"}], "a": {"z": null}});
+        assert_eq!(strip_atomic(&plain), plain);
+        let copy = strip_atomic(&plain);
+        let keys: Vec<&String> = copy
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(keys, ["b", "a"], "key order must be kept");
+        let nested = json!({"a": [{"b": {ATOMIC_KEY: [1]}}], "c": {ATOMIC_KEY: {"d": 2}}});
+        assert_eq!(
+            strip_atomic(&nested),
+            json!({"a": [{"b": [1]}], "c": {"d": 2}})
+        );
     }
 
     #[test]
