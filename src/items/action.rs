@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::parse::{RawItem, Reader};
+use super::reader::{RawItem, Reader};
 use super::{ActionAttrs, ItemKind};
 use crate::transport::{Command, Output};
 
@@ -85,9 +85,9 @@ impl ActionAttrs {
 /// The `action` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
-use super::registry::Attr;
+use super::reader::Attr;
 
-impl super::registry::ItemType for Type {
+impl super::item_type::ItemType for Type {
     fn stateful<'a>(&self, _kind: &'a ItemKind) -> Option<&'a dyn super::state::Stateful> {
         None
     }
@@ -152,8 +152,8 @@ impl super::registry::ItemType for Type {
     fn parse(
         &self,
         _bundle: &crate::repo::Bundle,
-        raw: &super::parse::RawItem,
-        r: &mut super::parse::Reader<'_>,
+        raw: &super::reader::RawItem,
+        r: &mut super::reader::Reader<'_>,
     ) -> Option<super::ItemKind> {
         action_kind(raw, r)
     }

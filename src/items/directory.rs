@@ -100,9 +100,9 @@ impl Stateful for DirectoryAttrs {
 /// The `directory` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
-use super::registry::Attr;
+use super::reader::Attr;
 
-impl super::registry::ItemType for Type {
+impl super::item_type::ItemType for Type {
     fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
         match kind {
             super::ItemKind::Directory(a) => Some(a),
@@ -115,7 +115,7 @@ impl super::registry::ItemType for Type {
             return serde_json::Value::Null;
         };
         serde_json::json!({
-            "mode": super::registry::mode_view(a.mode), "owner": a.owner, "group": a.group, "purge": a.purge,
+            "mode": super::item_type::mode_view(a.mode), "owner": a.owner, "group": a.group, "purge": a.purge,
             "delete": a.delete,
         })
     }
@@ -164,8 +164,8 @@ impl super::registry::ItemType for Type {
     fn parse(
         &self,
         _bundle: &crate::repo::Bundle,
-        _raw: &super::parse::RawItem,
-        r: &mut super::parse::Reader<'_>,
+        _raw: &super::reader::RawItem,
+        r: &mut super::reader::Reader<'_>,
     ) -> Option<super::ItemKind> {
         Some(super::ItemKind::Directory(super::DirectoryAttrs {
             mode: r.mode("mode"),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::parse::{RawItem, Reader};
+use super::reader::{RawItem, Reader};
 use super::state::{
     Change, Fixing, Local, Stat, State, Stateful, chown_spec, expect_ownership, path_of,
     put_ownership, show_keys,
@@ -422,9 +422,9 @@ fn is_file(change: &Change) -> bool {
 /// The `file` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
-use super::registry::Attr;
+use super::reader::Attr;
 
-impl super::registry::ItemType for Type {
+impl super::item_type::ItemType for Type {
     fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
         match kind {
             super::ItemKind::File(a) => Some(a),
@@ -448,7 +448,7 @@ impl super::registry::ItemType for Type {
         m.insert("group".into(), serde_json::json!(a.group));
         m.insert(
             "mode".into(),
-            serde_json::json!(super::registry::mode_view(a.mode)),
+            serde_json::json!(super::item_type::mode_view(a.mode)),
         );
         m.insert("owner".into(), serde_json::json!(a.owner));
         m.insert("sensitive".into(), serde_json::json!(a.sensitive));
@@ -514,8 +514,8 @@ impl super::registry::ItemType for Type {
     fn parse(
         &self,
         bundle: &crate::repo::Bundle,
-        raw: &super::parse::RawItem,
-        r: &mut super::parse::Reader<'_>,
+        raw: &super::reader::RawItem,
+        r: &mut super::reader::Reader<'_>,
     ) -> Option<super::ItemKind> {
         file_kind(bundle, raw, r)
     }

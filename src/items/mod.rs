@@ -19,7 +19,7 @@ pub enum ItemKind {
 impl ItemKind {
     /// The type unit that knows how to handle this kind (the only per-type match outside the
     /// type files).
-    pub(crate) fn item_type(&self) -> &'static dyn registry::ItemType {
+    pub(crate) fn item_type(&self) -> &'static dyn item_type::ItemType {
         match self {
             ItemKind::File(_) => &file::Type,
             ItemKind::Directory(_) => &directory::Type,
@@ -208,8 +208,10 @@ pub mod action;
 pub mod directory;
 pub mod file;
 pub mod group;
+pub mod item_type;
 pub mod parse;
 pub mod pkg_apt;
+pub mod reader;
 pub mod registry;
 pub mod render;
 pub mod rhai;

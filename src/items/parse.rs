@@ -2,7 +2,6 @@
 //! become [`RawItem`]s first, so they share one validation path and the same messages; every
 //! problem is collected with its file, line and column instead of stopping at the first.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
@@ -10,6 +9,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 use crate::diag::{Diagnostic, LineIndex, Location, did_you_mean};
+use crate::items::reader::{RawAttr, RawItem, Reader};
 use crate::items::selector;
 use crate::items::{COMMON_ATTRS, Deps, Item, item_types};
 use crate::repo::{Bundle, Node, Repo};
@@ -41,27 +41,6 @@ impl BundleCache {
             .get_or_init(BundleCache::default)
             .expect("a bundle's derived cache holds only the item loader's BundleCache")
     }
-}
-
-/// One attribute as written, before its type is checked.
-#[derive(Debug, Clone)]
-pub(crate) struct RawAttr {
-    pub name: String,
-    /// Where the attribute name is (for unknown attributes).
-    pub key_loc: Location,
-    /// Where the value is (for wrong types and bad values).
-    pub value_loc: Location,
-    pub value: Value,
-}
-
-/// One item as written: its table (plural type), name and attributes.
-#[derive(Debug, Clone)]
-pub(crate) struct RawItem {
-    /// The singular type (`file`), already checked against the registry.
-    pub type_name: &'static str,
-    pub name: String,
-    pub loc: Location,
-    pub attrs: Vec<RawAttr>,
 }
 
 /// The singular type for a table name, or a diagnostic with the closest valid table.
@@ -216,201 +195,6 @@ fn toml_value_to_json(v: &toml_edit::Value) -> Result<Value, &'static str> {
         ),
     })
 }
-
-fn describe(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "nothing",
-        Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_f64() => "a float",
-        Value::Number(_) => "an integer",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a table",
-    }
-}
-
-/// Typed access to one item's attributes; every mismatch becomes a diagnostic.
-pub(crate) struct Reader<'a> {
-    /// The type's attribute definitions: the only type-specific keys a parser may read.
-    declared: &'static [super::registry::Attr],
-    pub(crate) id: String,
-    attrs: HashMap<&'a str, &'a RawAttr>,
-    diags: &'a mut Vec<Diagnostic>,
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn get(&self, name: &str) -> Option<&'a RawAttr> {
-        // A parser reading a key its type does not declare would never see a value (the key
-        // is rejected as unknown first): a programming error, caught by every parse test.
-        debug_assert!(
-            COMMON_ATTRS.contains(&name) || self.declared.iter().any(|a| a.name == name),
-            "{}: the parser reads undeclared attribute `{name}`",
-            self.id
-        );
-        self.attrs.get(name).copied().filter(|a| !a.value.is_null())
-    }
-
-    pub(crate) fn error(&mut self, loc: &Location, msg: String) {
-        self.diags.push(Diagnostic::at(loc.clone(), msg));
-    }
-
-    pub(crate) fn hinted(&mut self, loc: &Location, msg: String, hint: impl Into<String>) {
-        self.diags
-            .push(Diagnostic::at(loc.clone(), msg).with_hint(hint));
-    }
-
-    pub(crate) fn wrong(&mut self, a: &RawAttr, expected: &str) {
-        let msg = format!(
-            "`{}` of {} must be {expected}, not {}",
-            a.name,
-            self.id,
-            describe(&a.value)
-        );
-        self.error(&a.value_loc, msg);
-    }
-
-    pub(crate) fn string(&mut self, name: &str) -> Option<String> {
-        let a = self.get(name)?;
-        match &a.value {
-            Value::String(s) => Some(s.clone()),
-            _ => {
-                self.wrong(a, "a string");
-                None
-            }
-        }
-    }
-
-    pub(crate) fn bool(&mut self, name: &str) -> Option<bool> {
-        let a = self.get(name)?;
-        match a.value {
-            Value::Bool(b) => Some(b),
-            _ => {
-                self.wrong(a, "true or false");
-                None
-            }
-        }
-    }
-
-    pub(crate) fn u32(&mut self, name: &str) -> Option<u32> {
-        let a = self.get(name)?;
-        match a.value.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) => Some(n),
-            None => {
-                self.wrong(a, "a non-negative integer");
-                None
-            }
-        }
-    }
-
-    pub(crate) fn strings(&mut self, name: &str) -> Option<Vec<String>> {
-        let a = self.get(name)?;
-        let list = match &a.value {
-            Value::Array(xs) => xs
-                .iter()
-                .map(|x| x.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>(),
-            _ => None,
-        };
-        if list.is_none() {
-            self.wrong(a, "a list of strings");
-        }
-        list
-    }
-
-    /// A list of selectors, each checked so typos surface before resolution.
-    pub(crate) fn selectors(&mut self, name: &str) -> Vec<String> {
-        let list = self.strings(name).unwrap_or_default();
-        if let Some(a) = self.get(name) {
-            for s in &list {
-                if let Err(e) = selector::validate(s) {
-                    let msg = format!("`{}` of {}: {e}", a.name, self.id);
-                    self.error(&a.value_loc, msg);
-                }
-            }
-        }
-        list
-    }
-
-    /// A user or group as chown, useradd and groupadd take it: a name, or a numeric id in one
-    /// normal form (`+32001` and `32001` both become `32001`, which is what the probe reports,
-    /// so a fixed owner is not seen as still differing). A leading `-` would be read as an
-    /// option on the node, and `:` splits chown's owner from its group, so both are refused.
-    pub(crate) fn account(&mut self, name: &str, kind: &str) -> Option<String> {
-        let a = self.get(name)?;
-        let Value::String(s) = &a.value else {
-            // A user's `gid` has always taken a bare number; `owner`/`group` take strings.
-            if name == "gid" {
-                if let Some(n) = a.value.as_u64().filter(|n| u32::try_from(*n).is_ok()) {
-                    return Some(n.to_string());
-                }
-                self.wrong(a, "a group name or number");
-            } else {
-                self.wrong(a, "a string");
-            }
-            return None;
-        };
-        match account_name(s) {
-            Ok(v) => Some(v),
-            Err(why) => {
-                let msg = format!("`{}` of {} is {s:?}, which {why}", a.name, self.id);
-                self.hinted(
-                    &a.value_loc,
-                    msg,
-                    format!("write a {kind} name like \"www-data\" or a numeric id like \"1000\""),
-                );
-                None
-            }
-        }
-    }
-
-    /// Like [`Reader::account`] for a list (a user's supplementary `groups`).
-    pub(crate) fn accounts(&mut self, name: &str, kind: &str) -> Option<Vec<String>> {
-        let list = self.strings(name)?;
-        let a = self.get(name)?;
-        let mut out = Vec::with_capacity(list.len());
-        for s in list {
-            match account_name(&s) {
-                Ok(v) => out.push(v),
-                Err(why) => {
-                    let msg = format!("`{}` of {} lists {s:?}, which {why}", a.name, self.id);
-                    self.hinted(
-                        &a.value_loc,
-                        msg,
-                        format!("write {kind} names like \"audio\" or numeric ids like \"1000\""),
-                    );
-                }
-            }
-        }
-        Some(out)
-    }
-
-    pub(crate) fn mode(&mut self, name: &str) -> Option<u32> {
-        let a = self.get(name)?;
-        let Value::String(s) = &a.value else {
-            let msg = format!(
-                "`mode` of {} must be a string of octal digits, not {}",
-                self.id,
-                describe(&a.value)
-            );
-            self.hinted(&a.value_loc, msg, "write mode = \"0644\" (quoted, octal)");
-            return None;
-        };
-        let valid = (3..=4).contains(&s.len()) && s.bytes().all(|b| (b'0'..=b'7').contains(&b));
-        match u32::from_str_radix(s, 8) {
-            Ok(m) if valid && m <= 0o7777 => Some(m),
-            _ => {
-                let msg = format!("`mode` of {} is {s:?}, not an octal mode", self.id);
-                self.hinted(
-                    &a.value_loc,
-                    msg,
-                    "use 3 or 4 octal digits, like \"0644\" or \"755\"",
-                );
-                None
-            }
-        }
-    }
-}
-
 /// Checks a path item's name: absolute and normalised, so parent lookups by string are exact.
 fn check_path_name(name: &str) -> Result<(), String> {
     if !name.starts_with('/') {
@@ -429,31 +213,6 @@ fn check_path_name(name: &str) -> Result<(), String> {
         return Err("must not contain . or .. components".into());
     }
     Ok(())
-}
-
-/// Checks a user or group as written and returns its normal form: numeric ids with or without
-/// a leading `+` become plain digits; names must not look like options or chown specs.
-fn account_name(s: &str) -> Result<String, &'static str> {
-    let digits = s.strip_prefix('+').unwrap_or(s);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        return digits
-            .parse::<u32>()
-            .map(|n| n.to_string())
-            .map_err(|_| "is too large for a numeric id");
-    }
-    if s.is_empty() {
-        return Err("is empty");
-    }
-    if s.starts_with('-') || s.starts_with('+') {
-        return Err("starts with '-' or '+' (it would be read as an option or an id)");
-    }
-    if s.contains(':') {
-        return Err("contains ':' (chown reads it as owner:group)");
-    }
-    if s.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/' || c == ',') {
-        return Err("contains whitespace, a control character, '/' or ','");
-    }
-    Ok(s.to_string())
 }
 
 fn check_name(type_name: &str, name: &str) -> Result<(), (String, Option<&'static str>)> {
@@ -547,21 +306,16 @@ pub(crate) fn build_item(
             ));
         }
     }
-    let mut r = Reader {
-        declared,
-        id: id.clone(),
-        attrs: resolved.iter().map(|a| (a.name.as_str(), a)).collect(),
-        diags,
-    };
+    let mut r = Reader::new(declared, id.clone(), &resolved, diags);
     let deps = Deps {
-        needs: r.selectors("needs"),
-        needed_by: r.selectors("needed_by"),
-        after: r.selectors("after"),
-        before: r.selectors("before"),
-        precedes: r.selectors("precedes"),
-        preceded_by: r.selectors("preceded_by"),
-        triggers: r.selectors("triggers"),
-        triggered_by: r.selectors("triggered_by"),
+        needs: selectors(&mut r, "needs"),
+        needed_by: selectors(&mut r, "needed_by"),
+        after: selectors(&mut r, "after"),
+        before: selectors(&mut r, "before"),
+        precedes: selectors(&mut r, "precedes"),
+        preceded_by: selectors(&mut r, "preceded_by"),
+        triggers: selectors(&mut r, "triggers"),
+        triggered_by: selectors(&mut r, "triggered_by"),
         tags: r.strings("tags").unwrap_or_default(),
         triggered: r.bool("triggered").unwrap_or(false),
         unless: r.string("unless"),
@@ -804,6 +558,20 @@ pub fn files_dir(bundle: &Bundle) -> PathBuf {
     bundle.dir.join("files")
 }
 
+/// A list of selectors, each checked so typos surface before resolution.
+fn selectors(r: &mut Reader<'_>, name: &str) -> Vec<String> {
+    let list = r.strings(name).unwrap_or_default();
+    if let Some(a) = r.get(name) {
+        for s in &list {
+            if let Err(e) = selector::validate(s) {
+                let msg = format!("`{}` of {}: {e}", a.name, r.id);
+                r.error(&a.value_loc, msg);
+            }
+        }
+    }
+    list
+}
+
 #[cfg(test)]
 mod tests {
     use crate::items::testutil::Fixture;
@@ -1038,36 +806,6 @@ owner = true
         assert!(bob.contains("items.toml:2:17"), "{errors}");
         let eve = line_of(&errors, "`password_hash` of user:eve must not contain ':'");
         assert!(eve.contains("items.toml:4:17"), "{errors}");
-    }
-
-    #[test]
-    fn numeric_owner_ids_have_one_normal_form_and_dash_names_are_refused() {
-        for (written, normal) in [
-            ("+32001", "32001"),
-            ("32001", "32001"),
-            ("+0", "0"),
-            ("007", "7"),
-            ("www-data", "www-data"),
-            ("user.name", "user.name"),
-        ] {
-            assert_eq!(
-                super::account_name(written).as_deref(),
-                Ok(normal),
-                "{written}"
-            );
-        }
-        for bad in [
-            "-R",
-            "--reference=/",
-            "+x",
-            "",
-            "root:root",
-            "a b",
-            "a,b",
-            "99999999999",
-        ] {
-            assert!(super::account_name(bad).is_err(), "{bad:?} must be refused");
-        }
     }
 
     #[test]

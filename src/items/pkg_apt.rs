@@ -130,9 +130,9 @@ impl Stateful for PkgAptAttrs {
 /// The `pkg_apt` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
-use super::registry::Attr;
+use super::reader::Attr;
 
-impl super::registry::ItemType for Type {
+impl super::item_type::ItemType for Type {
     fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
         match kind {
             super::ItemKind::PkgApt(a) => Some(a),
@@ -169,8 +169,8 @@ impl super::registry::ItemType for Type {
     fn parse(
         &self,
         _bundle: &crate::repo::Bundle,
-        _raw: &super::parse::RawItem,
-        r: &mut super::parse::Reader<'_>,
+        _raw: &super::reader::RawItem,
+        r: &mut super::reader::Reader<'_>,
     ) -> Option<super::ItemKind> {
         Some(super::ItemKind::PkgApt(super::PkgAptAttrs {
             installed: r.bool("installed").unwrap_or(true),

@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::diag::{Diagnostic, Location};
 use crate::items::Item;
-use crate::items::parse::{RawAttr, RawItem, build_items, item_type};
+use crate::items::parse::{build_items, item_type};
+use crate::items::reader::{RawAttr, RawItem};
 use crate::repo::{Bundle, Node, Repo};
 
 /// A bundle's compiled items.rhai with the engine that runs it (both shared across threads).

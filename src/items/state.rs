@@ -1,7 +1,7 @@
 //! The shape every stateful item type shares (BundleWrap's model): an expected state computed
 //! locally, an actual state read from the node, and a fix driven by the keys that differ.
 //! An item type implements [`Stateful`] in its own file and hands it out from its
-//! `registry::ItemType::stateful`.
+//! `item_type::ItemType::stateful`.
 
 use serde_json::{Map, Value};
 

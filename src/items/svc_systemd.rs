@@ -186,9 +186,9 @@ impl Stateful for SvcSystemdAttrs {
 /// The `svc_systemd` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
-use super::registry::Attr;
+use super::reader::Attr;
 
-impl super::registry::ItemType for Type {
+impl super::item_type::ItemType for Type {
     fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
         match kind {
             super::ItemKind::SvcSystemd(a) => Some(a),
@@ -237,8 +237,8 @@ impl super::registry::ItemType for Type {
     fn parse(
         &self,
         _bundle: &crate::repo::Bundle,
-        _raw: &super::parse::RawItem,
-        r: &mut super::parse::Reader<'_>,
+        _raw: &super::reader::RawItem,
+        r: &mut super::reader::Reader<'_>,
     ) -> Option<super::ItemKind> {
         Some(super::ItemKind::SvcSystemd(super::SvcSystemdAttrs {
             running: r.bool("running"),

@@ -85,9 +85,9 @@ impl Stateful for SymlinkAttrs {
 /// The `symlink` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
-use super::registry::Attr;
+use super::reader::Attr;
 
-impl super::registry::ItemType for Type {
+impl super::item_type::ItemType for Type {
     fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
         match kind {
             super::ItemKind::Symlink(a) => Some(a),
@@ -144,8 +144,8 @@ impl super::registry::ItemType for Type {
     fn parse(
         &self,
         _bundle: &crate::repo::Bundle,
-        raw: &super::parse::RawItem,
-        r: &mut super::parse::Reader<'_>,
+        raw: &super::reader::RawItem,
+        r: &mut super::reader::Reader<'_>,
     ) -> Option<super::ItemKind> {
         let id = r.id.clone();
         let delete = r.bool("delete").unwrap_or(false);

@@ -217,9 +217,9 @@ impl Stateful for UserAttrs {
 /// The `user` item type: its table, attributes and parser (see [`super::registry`]).
 pub struct Type;
 
-use super::registry::Attr;
+use super::reader::Attr;
 
-impl super::registry::ItemType for Type {
+impl super::item_type::ItemType for Type {
     fn stateful<'a>(&self, kind: &'a super::ItemKind) -> Option<&'a dyn super::state::Stateful> {
         match kind {
             super::ItemKind::User(a) => Some(a),
@@ -289,8 +289,8 @@ impl super::registry::ItemType for Type {
     fn parse(
         &self,
         _bundle: &crate::repo::Bundle,
-        _raw: &super::parse::RawItem,
-        r: &mut super::parse::Reader<'_>,
+        _raw: &super::reader::RawItem,
+        r: &mut super::reader::Reader<'_>,
     ) -> Option<super::ItemKind> {
         let id = r.id.clone();
         let password_hash = r.string("password_hash");

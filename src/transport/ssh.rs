@@ -37,6 +37,26 @@ const TICK: Duration = Duration::from_millis(100);
 /// After asking the node to kill a command, how long we still wait for its end.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// Connection handshakes in flight at once per CPU, whatever `-p` is. Each costs the ssh
+/// client (and a local sshd) tens of milliseconds of CPU for the key exchange, so hundreds at
+/// once on a few cores only thrash: every handshake slows down, and a busy sshd's listener
+/// then drops connection attempts until they time out (seen with `-p 500` against one sshd
+/// on 2 cores). This many per core still keeps every core busy over a slow link, where a
+/// handshake is mostly waiting for round trips.
+const HANDSHAKES_PER_CPU: usize = 16;
+
+/// How many connections this process makes at once (the rest wait for one to be up).
+pub fn handshakes_at_once() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    HANDSHAKES_PER_CPU * cpus
+}
+
+/// The gate every new connection passes while it is being made (not while it is used).
+fn handshake_gate() -> &'static Semaphore {
+    static GATE: OnceLock<Semaphore> = OnceLock::new();
+    GATE.get_or_init(|| Semaphore::new(handshakes_at_once()))
+}
+
 /// The runtime every ssh transport shares; created on first use so commands that never
 /// connect never start one.
 fn runtime() -> Result<&'static Runtime, TransportError> {
@@ -186,6 +206,8 @@ impl SshTransport {
         let dir = control_dir(self.control_dir.as_deref()).map_err(|r| self.connect_error(r))?;
         let mut attempt = 0;
         loop {
+            // Closed never: the gate lives as long as the process.
+            let permit = handshake_gate().acquire().await;
             let result = match &self.own {
                 Some(own) => {
                     own.connect(&dir, &self.destination, self.add_host_keys)
@@ -207,6 +229,7 @@ impl SshTransport {
                 }
                 Err(r) => r,
             };
+            drop(permit);
             let retry = refusal.busy() || refusal.local().is_some();
             if retry && attempt < CONNECT_RETRIES && !crate::interrupt::requested() {
                 tokio::time::sleep(backoff(attempt)).await;

@@ -623,6 +623,73 @@ fn sshd_refusing_connections_under_maxstartups_is_retried_not_a_failed_node() {
     );
 }
 
+/// With `-p 500` against one sshd on 2 cores, 500 key exchanges at once starved the sshd's
+/// listener until connection attempts timed out ("Connection timed out", nodes reported
+/// unreachable). Connections are now made at most `handshakes_at_once()` at a time whatever
+/// the parallelism. A relay in front of the real sshd holds every new connection for a while
+/// (a slow handshake) and records how many it held at once.
+#[test]
+fn five_hundred_handshakes_at_once_timed_out_now_they_pass_a_gate() {
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let gate = cinch::transport::ssh::handshakes_at_once();
+    let s = sshd();
+    let relay = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = relay.local_addr().expect("addr").port();
+    let target = s.port;
+    let (held, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (h, m) = (held.clone(), most.clone());
+    std::thread::spawn(move || {
+        for conn in relay.incoming().flatten() {
+            let (h, m) = (h.clone(), m.clone());
+            std::thread::spawn(move || {
+                m.fetch_max(h.fetch_add(1, SeqCst) + 1, SeqCst);
+                std::thread::sleep(Duration::from_millis(300));
+                h.fetch_sub(1, SeqCst);
+                let Ok(up) = TcpStream::connect(("127.0.0.1", target)) else {
+                    return;
+                };
+                let (mut a, mut b) = (conn, up);
+                let (Ok(mut a2), Ok(mut b2)) = (a.try_clone(), b.try_clone()) else {
+                    return;
+                };
+                std::thread::spawn(move || std::io::copy(&mut a, &mut b2));
+                let _ = std::io::copy(&mut b, &mut a2);
+            });
+        }
+    });
+    let o = ConnectOptions {
+        add_host_keys: true,
+        ..opts(&s)
+    };
+    let nodes = gate + 16;
+    let outs: Vec<_> = (0..nodes)
+        .map(|i| {
+            let mut n = node(&format!("g{i}"), "node1", TransportKind::Ssh);
+            n.port = Some(port);
+            let o = o.clone();
+            std::thread::spawn(move || {
+                let t = transport::open(&n, &o);
+                let out = t.run(&Command::new("echo in")).map_err(|e| e.to_string());
+                let _ = t.close();
+                out.map(|o| text(&o.stdout))
+            })
+        })
+        .collect();
+    for out in outs {
+        assert_eq!(out.join().expect("thread"), Ok("in\n".to_string()));
+    }
+    let most = most.load(SeqCst);
+    assert!(
+        most <= gate,
+        "{most} connections were in their handshake at once; the gate allows {gate}"
+    );
+    assert!(
+        most >= 2,
+        "connections were made in parallel ({most} at once)"
+    );
+}
+
 #[test]
 fn busy_sshd_messages_are_told_apart_from_down_or_refusing_nodes() {
     use cinch::transport::ssh::is_busy_refusal;
