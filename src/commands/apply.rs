@@ -172,22 +172,7 @@ fn run(
 ) -> Result<u8> {
     let started = Instant::now();
     let repo = ctx.load_repo()?;
-    let mut nodes = crate::shard::filter(repo.select(&select.target)?, select.shard, |n| &n.name);
-    if let Saved::In(Some((plan, _))) = &saved {
-        // Only nodes the plan covers; a TARGET only narrows the plan.
-        nodes.retain(|n| plan.node(&n.name).is_some());
-        if nodes.is_empty() {
-            return Err(Error::Usage(format!(
-                "'{}' selects no node of the plan (it has {}); give a TARGET among them or none",
-                untrusted(&select.target, Lines::Escape),
-                plan.nodes
-                    .iter()
-                    .map(|n| untrusted(&n.node, Lines::Escape))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-    }
+    let nodes = select_nodes(&repo, select, &saved)?;
     let node_workers = crate::limits::cap_node_workers(
         select.node_workers.resolve(repo.settings.node_workers),
         nodes.len(),
@@ -206,44 +191,22 @@ fn run(
         }
         Err(e) => return Err(e),
     };
-    let prepared: Vec<std::result::Result<Prepared<'_>, Vec<Diagnostic>>> = nodes
-        .par_iter()
-        .map(|n| {
-            if n.all_problems().is_empty() {
-                prepare(&repo, n, select, mode, interactive, item_workers)
-            } else {
-                Ok(Prepared::broken(n, mode, item_workers))
-            }
-        })
-        .collect();
-    let mut jobs = Vec::new();
-    for p in prepared {
-        match p {
-            Ok(p) => jobs.push(p),
-            Err(d) => diags.extend(d),
-        }
-    }
-    if !diags.is_empty() {
-        return Err(Error::Repo(crate::diag::dedup_sorted(diags)));
-    }
+    let mut jobs = prepare_all(
+        &repo,
+        &nodes,
+        select,
+        mode,
+        interactive,
+        item_workers,
+        diags,
+    )?;
     // Plan items the repo no longer has (or nodes it no longer selects) are changes since
     // the plan too: reported, and the command fails, while the rest goes ahead.
     let mut plan_refusals = Vec::new();
     if let Saved::In(Some((plan, path))) = &saved {
         plan_refusals = restrict_to_plan(&mut jobs, plan, &repo, path);
     }
-    // As in BundleWrap 5: a -o/-s selector that matches nothing on any selected node is a
-    // typo, and silently applying everything (or nothing) would be worse than stopping.
-    let all_items: Vec<&crate::items::Item> =
-        jobs.iter().flat_map(|j| j.plan.items.iter()).collect();
-    let selectors: Vec<String> = select.only.iter().chain(&select.skip).cloned().collect();
-    let unmatched = crate::items::selector::unmatched(&selectors, &all_items);
-    if !unmatched.is_empty() {
-        return Err(Error::Usage(format!(
-            "{} on the selected nodes",
-            unmatched.join("\n")
-        )));
-    }
+    check_item_selectors(&jobs, select)?;
 
     let console = &*ctx.console;
     let locking = Locking {
@@ -287,26 +250,7 @@ fn run(
         .slots
         .into_iter()
         .zip(&jobs)
-        .map(|(slot, job)| match slot {
-            Slot::Done(r) => (r, None),
-            Slot::Interrupted => (not_started(), None),
-            Slot::BudgetSpent => (
-                NodeRun {
-                    error: Some(crate::fleet::NOTE_BUDGET_SPENT.into()),
-                    ..Default::default()
-                },
-                Some(crate::fleet::NOTE_BUDGET_SPENT),
-            ),
-            Slot::AlreadyDone => (
-                NodeRun {
-                    reports: (0..job.plan.items.len())
-                        .map(|idx| skipped_report(idx, "already done (resume file)"))
-                        .collect(),
-                    ..Default::default()
-                },
-                Some(crate::fleet::NOTE_ALREADY_DONE),
-            ),
-        })
+        .map(|(slot, job)| node_result(slot, job.plan.items.len()))
         .unzip();
 
     if mode == Mode::Apply {
@@ -321,24 +265,7 @@ fn run(
     let rows: Vec<ApplyRow> = jobs
         .iter()
         .zip(results.iter().zip(&notes))
-        .map(|(j, (r, note))| ApplyRow {
-            node: j.node.name.clone(),
-            items: j.plan.items.len(),
-            ok: r.count(Outcome::Ok),
-            fixed: if verify {
-                r.count(Outcome::WouldChange)
-            } else {
-                r.count(Outcome::Fixed)
-            },
-            skipped: r.count(Outcome::Skipped),
-            failed: r.count(Outcome::Failed),
-            duration: r.duration.as_secs_f64(),
-            error: r.error.clone(),
-            commands: r.stats.commands,
-            bytes_sent: r.stats.bytes_sent,
-            bytes_received: r.stats.bytes_received,
-            note: note.map(String::from),
-        })
+        .map(|(j, (r, note))| summary_row(j, r, *note, verify))
         .collect();
     let failed = results
         .iter()
@@ -386,6 +313,123 @@ fn run(
         ));
     }
     Ok(code)
+}
+
+/// The selected nodes of the shard; with a saved plan, only those the plan covers (a TARGET
+/// only narrows the plan).
+fn select_nodes<'r>(repo: &'r Repo, select: &Select, saved: &Saved<'_>) -> Result<Vec<&'r Node>> {
+    let mut nodes = crate::shard::filter(repo.select(&select.target)?, select.shard, |n| &n.name);
+    if let Saved::In(Some((plan, _))) = saved {
+        nodes.retain(|n| plan.node(&n.name).is_some());
+        if nodes.is_empty() {
+            return Err(Error::Usage(format!(
+                "'{}' selects no node of the plan (it has {}); give a TARGET among them or none",
+                untrusted(&select.target, Lines::Escape),
+                plan.nodes
+                    .iter()
+                    .map(|n| untrusted(&n.node, Lines::Escape))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    Ok(nodes)
+}
+
+/// Every node prepared locally (in parallel), or every problem of every node at once, with
+/// `diags` already found (the hooks'), so nothing is touched when anything is wrong.
+fn prepare_all<'r>(
+    repo: &'r Repo,
+    nodes: &[&'r Node],
+    select: &Select,
+    mode: Mode,
+    interactive: bool,
+    item_workers: usize,
+    mut diags: Vec<Diagnostic>,
+) -> Result<Vec<Prepared<'r>>> {
+    let prepared: Vec<std::result::Result<Prepared<'_>, Vec<Diagnostic>>> = nodes
+        .par_iter()
+        .map(|n| {
+            if n.all_problems().is_empty() {
+                prepare(repo, n, select, mode, interactive, item_workers)
+            } else {
+                Ok(Prepared::broken(n, mode, item_workers))
+            }
+        })
+        .collect();
+    let mut jobs = Vec::new();
+    for p in prepared {
+        match p {
+            Ok(p) => jobs.push(p),
+            Err(d) => diags.extend(d),
+        }
+    }
+    if !diags.is_empty() {
+        return Err(Error::Repo(crate::diag::dedup_sorted(diags)));
+    }
+    Ok(jobs)
+}
+
+/// As in BundleWrap 5: a -o/-s selector that matches nothing on any selected node is a typo,
+/// and silently applying everything (or nothing) would be worse than stopping.
+fn check_item_selectors(jobs: &[Prepared<'_>], select: &Select) -> Result<()> {
+    let all_items: Vec<&crate::items::Item> =
+        jobs.iter().flat_map(|j| j.plan.items.iter()).collect();
+    let selectors: Vec<String> = select.only.iter().chain(&select.skip).cloned().collect();
+    let unmatched = crate::items::selector::unmatched(&selectors, &all_items);
+    if !unmatched.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} on the selected nodes",
+            unmatched.join("\n")
+        )));
+    }
+    Ok(())
+}
+
+/// What became of one node in the rollout, and the note its summary row gets.
+fn node_result(slot: Slot<NodeRun>, items: usize) -> (NodeRun, Option<&'static str>) {
+    match slot {
+        Slot::Done(r) => (r, None),
+        Slot::Interrupted => (not_started(), None),
+        Slot::BudgetSpent => (
+            NodeRun {
+                error: Some(crate::fleet::NOTE_BUDGET_SPENT.into()),
+                ..Default::default()
+            },
+            Some(crate::fleet::NOTE_BUDGET_SPENT),
+        ),
+        Slot::AlreadyDone => (
+            NodeRun {
+                reports: (0..items)
+                    .map(|idx| skipped_report(idx, "already done (resume file)"))
+                    .collect(),
+                ..Default::default()
+            },
+            Some(crate::fleet::NOTE_ALREADY_DONE),
+        ),
+    }
+}
+
+/// One node's row of the summary table (verify counts would-change items as fixed).
+fn summary_row(job: &Prepared<'_>, r: &NodeRun, note: Option<&str>, verify: bool) -> ApplyRow {
+    ApplyRow {
+        node: job.node.name.clone(),
+        items: job.plan.items.len(),
+        ok: r.count(Outcome::Ok),
+        fixed: if verify {
+            r.count(Outcome::WouldChange)
+        } else {
+            r.count(Outcome::Fixed)
+        },
+        skipped: r.count(Outcome::Skipped),
+        failed: r.count(Outcome::Failed),
+        duration: r.duration.as_secs_f64(),
+        error: r.error.clone(),
+        commands: r.stats.commands,
+        bytes_sent: r.stats.bytes_sent,
+        bytes_received: r.stats.bytes_received,
+        note: note.map(String::from),
+    }
 }
 
 /// An error outside any node: styled on the terminal, an `error` line in JSON.

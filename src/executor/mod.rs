@@ -173,6 +173,33 @@ pub struct DriftBase<'a> {
     pub seen: &'a std::sync::OnceLock<crate::lock::Records>,
 }
 
+/// How long the closing command (records, steady marker, lock release) may take: it is
+/// small, but on a node (or a control machine) under heavy load a short limit cut it off and
+/// left the hard lock behind.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The node's error when the closing command did not finish well: the hard lock may still be
+/// held, so the run must not look clean.
+fn release_failed(out: &crate::transport::Output) -> String {
+    let how = match out.status {
+        _ if out.timed_out => format!("timed out after {}s", RELEASE_TIMEOUT.as_secs()),
+        Some(code) => format!("exited {code}"),
+        None => "was killed".into(),
+    };
+    let said = String::from_utf8_lossy(&out.stderr);
+    let said = said
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let said = crate::output::untrusted(said, crate::output::Lines::Escape);
+    format!(
+        "releasing the node's lock: the closing command {how}{}{said}; its hard lock may still \
+         be held (a later apply takes it over once this cinch has exited, or use --force)",
+        if said.is_empty() { "" } else { ": " }
+    )
+}
+
 /// Runs a node: returns every item's outcome (a node-level failure leaves items unreported).
 pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guard>) -> NodeRun {
     let start = Instant::now();
@@ -238,11 +265,17 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
     {
         let cmd = crate::transport::Command {
             cleanup: true,
-            timeout: Some(Duration::from_secs(60)),
+            timeout: Some(RELEASE_TIMEOUT),
             ..crate::transport::Command::new(epi)
         };
-        if let Err(e) = transport.run(&cmd) {
-            ex.run.error.get_or_insert(e.reason());
+        match transport.run(&cmd) {
+            Err(e) => {
+                ex.run.error.get_or_insert(e.reason());
+            }
+            Ok(out) if out.status != Some(0) => {
+                ex.run.error.get_or_insert(release_failed(&out));
+            }
+            Ok(_) => {}
         }
     }
     ex.run.stats = transport.stats();

@@ -1166,3 +1166,47 @@ fn failing_lock_hook_is_an_error_event_for_json_and_terminal() {
     );
     assert!(human.stdout.contains("tester"), "{}", human.stdout);
 }
+
+/// Under heavy load (-p 200 on 2 cores) the closing command that releases the hard lock was
+/// cut off by its 60 s limit; its status was never looked at, so the apply exited 0 with the
+/// lock left behind and the next apply refused the node. A release that does not finish well
+/// is now the node's error. Here `rm` refuses to remove the lock (a real `rm` on PATH that
+/// fails for it), the way a killed or failed release leaves it.
+#[test]
+fn hard_lock_left_by_a_release_that_failed_was_reported_as_a_clean_apply() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = crate::apply::Scene::new("[files.\"@/f\"]\ncontent = \"x\\n\"\n");
+    let bin = s.path("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let rm = bin.join("rm");
+    std::fs::write(
+        &rm,
+        "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in */hard-n1) \
+         echo \"rm: cannot remove '$a': Operation not permitted\" >&2; exit 1;; esac; done\n\
+         exec /bin/rm \"$@\"\n",
+    )
+    .expect("write rm");
+    std::fs::set_permissions(&rm, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let r = s.repo.cinch_env(&[("PATH", &path)], &["apply", "n1"]);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 1, "a lock left behind is not a clean apply:\n{all}");
+    assert!(
+        all.contains("releasing the node's lock: the closing command exited 1")
+            && all.contains("Operation not permitted"),
+        "{all}"
+    );
+    assert!(
+        s.repo.path().join("locks/hard-n1").exists(),
+        "the scene really kept the lock"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.path("f")).ok().as_deref(),
+        Some("x\n"),
+        "the work itself was done"
+    );
+}
