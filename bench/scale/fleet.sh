@@ -14,6 +14,9 @@ rm -rf "$w" && mkdir -p "$w/home" "$w/nodes"
 ssh-keygen -q -t ed25519 -N '' -f "$w/host_key"; ssh-keygen -q -t ed25519 -N '' -f "$w/client_key"
 cp "$w/client_key.pub" "$w/authorized_keys"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# SetEnv HOME: sessions log in as the current user (root here), whose ~/.bashrc may be slow
+# (pyenv init), and bash sources it even for `bash -c` under sshd; an empty HOME keeps every
+# session from paying it (without this, 200 nodes spent minutes in pyenv-rehash).
 cat > "$w/sshd_config" <<CFG
 Port $port
 ListenAddress 127.0.0.1
@@ -27,6 +30,7 @@ MaxStartups 2000:30:4000
 MaxSessions 50
 Subsystem sftp internal-sftp
 PidFile none
+SetEnv HOME=$w/home
 LogLevel ERROR
 CFG
 /usr/sbin/sshd -D -e -f "$w/sshd_config" 2>"$w/sshd.log" &
