@@ -201,7 +201,7 @@ impl Plan {
         let generated: Vec<Item> = items.iter().flat_map(|i| generate(node, i)).collect();
         items.extend(generated);
         items.sort_by(|a, b| a.id.cmp(&b.id));
-        let dups = crate::items::parse::duplicates(&items, &node.name);
+        let dups = crate::items::load::duplicates(&items, &node.name);
         if !dups.is_empty() {
             return Err(dups);
         }

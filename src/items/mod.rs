@@ -209,6 +209,7 @@ pub mod directory;
 pub mod file;
 pub mod group;
 pub mod item_type;
+pub mod load;
 pub mod parse;
 pub mod pkg_apt;
 pub mod reader;
@@ -221,7 +222,7 @@ pub mod svc_systemd;
 pub mod symlink;
 pub mod user;
 
-pub use parse::load_node_items;
+pub use load::load_node_items;
 
 /// The attributes every item type accepts (docs/items.md), for validation and "did you mean" hints.
 pub const COMMON_ATTRS: &[&str] = &[

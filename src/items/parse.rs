@@ -2,9 +2,7 @@
 //! become [`RawItem`]s first, so they share one validation path and the same messages; every
 //! problem is collected with its file, line and column instead of stopping at the first.
 
-use std::fmt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -12,36 +10,7 @@ use crate::diag::{Diagnostic, LineIndex, Location, did_you_mean};
 use crate::items::reader::{RawAttr, RawItem, Reader};
 use crate::items::selector;
 use crate::items::{COMMON_ATTRS, Deps, Item, item_types};
-use crate::repo::{Bundle, Node, Repo};
-
-/// What a bundle's item files turn into, computed once and shared by every node with the bundle
-/// (1000 nodes must not parse the same items.toml 1000 times).
-#[derive(Default)]
-pub struct BundleCache {
-    pub(crate) toml: OnceLock<Result<Vec<Item>, Vec<Diagnostic>>>,
-    pub(crate) rhai: OnceLock<Result<Option<super::rhai::Compiled>, Vec<Diagnostic>>>,
-    pub(crate) templates: OnceLock<minijinja::Environment<'static>>,
-}
-
-impl fmt::Debug for BundleCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BundleCache")
-            .field("toml_parsed", &self.toml.get().is_some())
-            .field("rhai_compiled", &self.rhai.get().is_some())
-            .finish()
-    }
-}
-
-impl BundleCache {
-    /// `bundle`'s cache, created on first use; it lives in the bundle's type-erased
-    /// [`crate::repo::DerivedCache`], which nothing but the item loader fills.
-    pub(crate) fn of(bundle: &Bundle) -> &BundleCache {
-        bundle
-            .items_cache
-            .get_or_init(BundleCache::default)
-            .expect("a bundle's derived cache holds only the item loader's BundleCache")
-    }
-}
+use crate::repo::Bundle;
 
 /// The singular type for a table name, or a diagnostic with the closest valid table.
 pub(crate) fn item_type(table: &str, loc: &Location) -> Result<&'static str, Diagnostic> {
@@ -416,141 +385,6 @@ pub(crate) fn build_items(bundle: &Bundle, raws: &[RawItem]) -> (Vec<Item>, Vec<
         .filter_map(|raw| build_item(bundle, raw, &mut diags))
         .collect();
     (items, diags)
-}
-
-/// Parses and validates a bundle's items.toml (no file: no items).
-fn load_static(bundle: &Bundle) -> Result<Vec<Item>, Vec<Diagnostic>> {
-    let path = bundle.dir.join("items.toml");
-    let text = match crate::repo::read_text(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(vec![
-                Diagnostic::at(
-                    Location::file(&path),
-                    format!("cannot read items.toml: {e}"),
-                )
-                .as_root_cause(),
-            ]);
-        }
-    };
-    let (raws, mut diags) = parse_toml(&path, &text);
-    let (items, more) = build_items(bundle, &raws);
-    diags.extend(more);
-    if diags.is_empty() {
-        Ok(items)
-    } else {
-        crate::diag::sort(&mut diags);
-        Err(diags)
-    }
-}
-
-/// The static items of a bundle, parsed on first use and then shared.
-pub fn static_items(bundle: &Bundle) -> &Result<Vec<Item>, Vec<Diagnostic>> {
-    BundleCache::of(bundle)
-        .toml
-        .get_or_init(|| load_static(bundle))
-}
-
-/// Every item of every bundle of `node` (items.toml parsed once per bundle, items.rhai evaluated
-/// for this node), sorted by id; duplicate ids are errors naming both definitions.
-pub fn load_node_items(repo: &Repo, node: &Node) -> Result<Vec<Item>, Vec<Diagnostic>> {
-    let mut diags = Vec::new();
-    let mut items: Vec<Item> = Vec::new();
-    for name in &node.bundles {
-        let Some(bundle) = repo.bundles.get(name) else {
-            let mut d = Diagnostic::at(
-                node.location.clone(),
-                format!(
-                    "node '{}' has bundle '{name}', which does not exist",
-                    node.name
-                ),
-            );
-            if let Some(g) = did_you_mean(name, repo.bundles.keys().map(String::as_str)) {
-                d = d.with_hint(format!("did you mean '{g}'?"));
-            }
-            diags.push(d);
-            continue;
-        };
-        match static_items(bundle) {
-            Ok(its) => items.extend(its.iter().cloned()),
-            Err(ds) => diags.extend(ds.iter().cloned()),
-        }
-        match super::rhai::node_items(repo, bundle, node) {
-            Ok(its) => items.extend(its),
-            Err(ds) => diags.extend(ds),
-        }
-    }
-    items.sort_by(|a, b| a.id.cmp(&b.id));
-    diags.extend(duplicates(&items, &node.name));
-    diags.extend(unknown_bundle_dependencies(repo, &items));
-    if !diags.is_empty() {
-        return Err(diags);
-    }
-    Ok(items)
-}
-
-/// A `bundle:NAME` dependency on a bundle the repo does not have is a typo: it would match
-/// nothing and silently drop the ordering. (A bundle that exists but is not on this node is
-/// fine: shared bundles may order themselves after optional ones.)
-fn unknown_bundle_dependencies(repo: &Repo, items: &[Item]) -> Vec<Diagnostic> {
-    let mut diags = Vec::new();
-    for item in items {
-        let d = &item.deps;
-        let lists: [(&str, &[String]); 8] = [
-            ("needs", &d.needs),
-            ("needed_by", &d.needed_by),
-            ("after", &d.after),
-            ("before", &d.before),
-            ("precedes", &d.precedes),
-            ("preceded_by", &d.preceded_by),
-            ("triggers", &d.triggers),
-            ("triggered_by", &d.triggered_by),
-        ];
-        for (attr, sels) in lists {
-            for sel in sels {
-                let Some(selector::Selector::Bundle(name)) = selector::Selector::parse(sel) else {
-                    continue;
-                };
-                if repo.bundles.contains_key(name) {
-                    continue;
-                }
-                let mut diag = Diagnostic::at(
-                    d.location_of(attr, &item.location).clone(),
-                    format!(
-                        "{} in bundle '{}' has a dependency ({attr}) on '{sel}', but the repo \
-                         has no bundle '{name}'",
-                        item.id, item.bundle
-                    ),
-                );
-                diag = match did_you_mean(name, repo.bundles.keys().map(String::as_str)) {
-                    Some(g) => diag.with_hint(format!("did you mean 'bundle:{g}'?")),
-                    None => diag.with_hint(format!("create bundles/{name}/ or fix the name")),
-                };
-                diags.push(diag);
-            }
-        }
-    }
-    diags
-}
-
-/// Items sharing an id (`items` sorted by id), as one diagnostic each naming both places.
-pub(crate) fn duplicates(items: &[Item], node: &str) -> Vec<Diagnostic> {
-    items
-        .windows(2)
-        .filter(|w| w[0].id == w[1].id)
-        .map(|w| {
-            Diagnostic::at(
-                w[1].location.clone(),
-                format!(
-                    "duplicate definition of {} on node '{node}': in bundle '{}' ({}) and in \
-                     bundle '{}' ({})",
-                    w[0].id, w[0].bundle, w[0].location, w[1].bundle, w[1].location
-                ),
-            )
-            .with_hint("an item id may be defined only once per node; rename or remove one")
-        })
-        .collect()
 }
 
 /// The directory a bundle's `source` files live in.

@@ -256,7 +256,7 @@ fn bundle_of<'r>(repo: &'r Repo, item: &Item) -> Result<&'r Bundle, Diagnostic> 
 /// templates from its files/ only, so `{% include %}` cannot read outside the bundle.
 fn templates<'r>(repo: &'r Repo, item: &Item) -> Result<&'r Environment<'static>, Diagnostic> {
     let bundle = bundle_of(repo, item)?;
-    Ok(super::parse::BundleCache::of(bundle)
+    Ok(super::load::BundleCache::of(bundle)
         .templates
         .get_or_init(|| {
             let dir = files_dir(bundle);

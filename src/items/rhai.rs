@@ -87,11 +87,14 @@ pub(crate) fn node_dynamic(node: &Node) -> Result<Dynamic, String> {
 }
 
 /// The items `bundle`'s items.rhai produces for `node` (none without the file).
-pub fn node_items(repo: &Repo, bundle: &Bundle, node: &Node) -> Result<Vec<Item>, Vec<Diagnostic>> {
-    let compiled = match super::parse::BundleCache::of(bundle)
-        .rhai
-        .get_or_init(|| compile(repo, bundle))
-    {
+/// `compiled` is the bundle's cache of its compiled script (shared by every node).
+pub(crate) fn node_items(
+    repo: &Repo,
+    bundle: &Bundle,
+    node: &Node,
+    compiled: &std::sync::OnceLock<Result<Option<Compiled>, Vec<Diagnostic>>>,
+) -> Result<Vec<Item>, Vec<Diagnostic>> {
+    let compiled = match compiled.get_or_init(|| compile(repo, bundle)) {
         Ok(Some(c)) => c,
         Ok(None) => return Ok(Vec::new()),
         Err(diags) => return Err(diags.clone()),
