@@ -288,7 +288,8 @@ pmq() {
 }
 "#;
 
-/// Extra helpers for fix scripts: exact-length reads from stdin and atomic file writes.
+/// Extra helpers for fix scripts: exact-length reads from stdin and atomic file writes, file
+/// by file (uploads with odd names, and nodes without awk; the usual way is [`BULK_PRELUDE`]).
 ///
 /// A batch of uploads costs a constant number of processes per target directory, none per
 /// file: `wf` registers each file and prepares a private staging directory beside its target

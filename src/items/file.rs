@@ -332,11 +332,13 @@ fn ids(members: &[&Upload]) -> Vec<String> {
 /// their cost in dash and bash grows with their number, and a wave of 100,000 files is linear.
 const CHUNK: usize = 256;
 
-/// The shell of a wave's uploads (see the fix prelude in [`crate::node_shell`]), in batches of
-/// [`CHUNK`]: register every file of the batch (`wf`, which prepares a private staging
-/// directory beside its target, one per directory), then unpack each directory's files from
-/// one tar archive on stdin (`wt`, one `tar` per directory instead of a process per file),
-/// then verify, chmod, chown, sync and rename them per batch.
+/// The shell of a wave's uploads: every upload that fits a manifest line goes into one bulk
+/// write ([`write_bulk`]); the rest (a tab, newline or backslash in a path, mode, owner or
+/// managed link) takes the per-file helpers of the fix prelude in [`crate::node_shell`], in
+/// batches of [`CHUNK`]: register every file of the batch (`wf`, which prepares a private
+/// staging directory beside its target, one per directory), then unpack each directory's
+/// files from one tar archive on stdin (`wt`), then verify, chmod, chown, sync and rename them
+/// per batch.
 fn write_files(uploads: &[Upload], script: &mut Script) {
     let (bulk, rest): (Vec<&Upload>, Vec<&Upload>) = uploads.iter().partition(|u| u.bulk());
     write_bulk(&bulk, script);
