@@ -288,7 +288,8 @@ pmq() {
 }
 "#;
 
-/// Extra helpers for fix scripts: exact-length reads from stdin and atomic file writes.
+/// Extra helpers for fix scripts: exact-length reads from stdin and atomic file writes, file
+/// by file (uploads with odd names, and nodes without awk; the usual way is [`BULK_PRELUDE`]).
 ///
 /// A batch of uploads costs a constant number of processes per target directory, none per
 /// file: `wf` registers each file and prepares a private staging directory beside its target
@@ -414,6 +415,169 @@ wr() {
 rmu() { rm -rf -- "$1"; }
 "#;
 
+/// Bulk uploads: the same steps as [`FIX_PRELUDE`]'s `wf` … `wr`, but a constant number of
+/// processes per wave, per directory and per distinct mode or owner, and no shell work per
+/// file.
+///
+/// `wb LEN` reads a manifest of LEN bytes from stdin: per group of files (one directory and
+/// the same managed symlinked parents) a line `g K ARCHIVE_LEN DIR [LINK...]`, then one line
+/// per file `f IDX K HASH MODE OWNER PATH` (tab-separated; `-` for the node's default mode or
+/// no chown), the group's tar archive following the manifest on stdin in group order. `wgq`
+/// checks each group's directory once (`wl`, exists), makes its private staging directory
+/// (`mktemp -d`, umask 077) and unpacks its archive there (one `tar`). Then `wa` (one `awk`
+/// program in three modes) lists the staged files for ONE `sha256sum` (via `xargs -0`), sorts
+/// the verified ones into one list per distinct mode, owner and directory, and prints every
+/// `X` record at the end; `wbx` runs one `chmod`/`chown` per list (file by file only when it
+/// fails, so the failure lands on its item); ONE `sync -f` per file system (`stat -c %d` of
+/// the staging directories); `wbr` renames each directory's files with `mv` via `xargs -0`
+/// (each rename atomic; file by file, replacing a directory or symlink in the way, only when
+/// it fails). Failures are written to `$wd/e` (`IDX RC MESSAGE`, one line each); a missing
+/// staged file is "cannot create the file" with tar's message, a wrong hash "upload
+/// incomplete" (and no later upload of the script is written, as with `wv`).
+///
+/// A node without awk, `xargs -0`, or a temp directory gets `wbl`: it reads the same manifest
+/// in the shell and runs the per-file helpers group by group.
+const BULK_PRELUDE: &str = r#"bn=0; nb=0; xz=
+trap 'wz; wzb; [ -z "$cT" ] || rm -rf -- "$cT"' EXIT
+wzb() { while [ $nb -gt 0 ]; do eval "s=\$sb$nb"; case $s in /*) rm -rf -- "$s";; esac; nb=$((nb-1)); done; }
+wbc() {
+  [ -n "$xz" ] || { xz=0; [ "$(printf 'a\000' | xargs -0 echo 2>/dev/null)" = a ] && xz=1; }
+  [ $xz = 1 ]
+}
+wb() {
+  bn=$((bn+1))
+  if [ $aw = 1 ] && ctmp && wbc && mkdir -- "$cT/b$bn" 2>/dev/null; then
+    wd=$cT/b$bn; take "$1" > "$wd/w"; wbq
+  else wbl "$1"; fi
+}
+wbs() {
+  oi=$IFS; IFS='	'; set -f; set -- $1; set +f; IFS=$oi
+  "$wsf" "$@"
+}
+wge() {
+  m=$3; case $m in *"$cN"*|*"	"*) m=$(printf '%s' "$m" | tr '\t\n' '  ');; esac
+  printf '%s\t%s\t%s\n' "$1" "$2" "$m" >> "$4"
+}
+wgq() {
+  k=$2 n=$3 d=$4; shift 4
+  if [ $bk = 1 ]; then e="not written: an earlier upload in this batch failed"
+  elif ! wl "$d/x" "$@"; then e=$wlr
+  elif [ ! -d "$d" ]; then e="parent directory $d does not exist (manage it with a directory item, or create it)"
+  else
+    umask 077
+    if s=$(mktemp -d "${d%/}/.cinch-tmp-XXXXXXXXXXXXXXXX" 2>&1); then
+      nb=$((nb+1)); eval "sb$nb=\$s"
+      e=$(take "$n" | { tar $to -x -m -o -f - -C "$s" 2>&1 >/dev/null; cat >/dev/null; })
+      umask "$cm"; wge "$k" "$s" "$e" "$wd/g"; return
+    fi
+    umask "$cm"; e="cannot create a private staging directory in $d: $s"
+  fi
+  take "$n" >/dev/null 2>&1; wge "$k" - "$e" "$wd/g"
+}
+wa() {
+  awk -F '\t' -v M="$1" -v D="$wd" -v DM="$wdm" '
+    function nf(s) { return length(s) ":" s "," }
+    function put(f, l) { print l >> f; if (!(f in op)) { op[f] = 1; no++ } if (no > 8) close(f) }
+    BEGIN {
+      G = D "/g"; while ((getline x < G) > 0) { split(x, a, "\t"); gs[a[1]] = a[2]; gm[a[1]] = a[3] }
+      if (M == 2) { H = D "/h"; while ((getline x < H) > 0) h[substr(x, 67)] = substr(x, 1, 64) }
+      if (M == 3) { E = D "/e"; while ((getline x < E) > 0) { split(x, a, "\t"); er[a[1]] = a[2]; em[a[1]] = a[3] } }
+    }
+    $1 == "g" { gd[$2] = $4; gl[$2] = (NF > 4) ? 1 : 0; next }
+    $1 != "f" { next }
+    { ok = (gs[$3] ~ /^\//); b = $7; sub(/.*\//, "", b); sp = gs[$3] "/" b }
+    M == 1 { if (ok) print sp; next }
+    M == 2 {
+      if (!ok) next
+      if (!(sp in h)) { print $2 "\t1\tcannot create the file: " (gm[$3] != "" ? gm[$3] : "error") >> (D "/e"); next }
+      if (h[sp] != $4) { print $2 "\t3\tupload incomplete (checksum mismatch)" (gm[$3] != "" ? ": " gm[$3] : "") >> (D "/e"); print "" > (D "/bk"); next }
+      m = ($5 == "-") ? DM : $5
+      if (!(m in mi)) { mi[m] = ++nm; print nm "\t" m > (D "/mi") }
+      put(D "/m" mi[m], $2 "\t" sp)
+      if ($6 != "-") { if (!($6 in oi)) { oi[$6] = ++nw; print nw "\t" $6 > (D "/oi") } put(D "/o" oi[$6], $2 "\t" sp) }
+      if (!($3 in ri)) { ri[$3] = 1; print $3 "\t" gl[$3] "\t" gd[$3] > (D "/ri") }
+      put(D "/r" $3, $2 "\t" sp)
+    }
+    M == 3 {
+      if ($2 in er) { rc = er[$2]; m = em[$2] } else if (!ok) { rc = 1; m = gm[$3] } else { rc = 0; m = "" }
+      printf "1:X,%s%s%s", nf($2), nf(rc), nf(m)
+    }' "$wd/w"
+}
+wbx() {
+  cut -f2- "$3" | tr '\n' '\000' | xargs -0 "$1" "$2" 2>/dev/null && return 0
+  while IFS='	' read -r i p <&3; do
+    [ -e "$p" ] || continue
+    e=$("$1" "$2" "$p" 2>&1) || { wge "$i" 1 "$e" "$wd/e"; rm -f -- "$p"; }
+  done 3< "$3"
+}
+wbr() {
+  rl=$wd/r$1
+  if [ -s "$wd/e" ]; then
+    awk -F '\t' -v E="$wd/e" 'BEGIN { while ((getline x < E) > 0) { split(x, a, "\t"); b[a[1]] = 1 } } !($1 in b)' "$rl" > "$rl.k"; rl=$rl.k
+  fi
+  if [ "$2" = 0 ] && ! wl "$3/x"; then
+    while IFS='	' read -r i p <&3; do wge "$i" 1 "$wlr" "$wd/e"; done 3< "$rl"; return 0
+  fi
+  cut -f2- "$rl" | tr '\n' '\000' | xargs -0 sh -c 'mv -f -- "$@" "$0"' "${3%/}/" 2>/dev/null && return 0
+  while IFS='	' read -r i p <&3; do
+    [ -e "$p" ] || [ -L "$p" ] || continue
+    t=${3%/}/${p##*/}
+    if [ -L "$t" ] || { [ -e "$t" ] && [ ! -f "$t" ]; }; then
+      e=$(rm -rf -- "$t" 2>&1) || { wge "$i" 1 "$e" "$wd/e"; continue; }
+    fi
+    e=$(mv -f -- "$p" "${3%/}/" 2>&1) || wge "$i" 1 "${e:-could not rename the new file into place}" "$wd/e"
+  done 3< "$rl"
+}
+wbq() {
+  : > "$wd/g"; : > "$wd/e"
+  wsf=wgq; awk -F '\t' '$1 == "g"' "$wd/w" > "$wd/gl"
+  while IFS= read -r x <&3; do wbs "$x"; done 3< "$wd/gl"
+  wdm=$(printf '%o' $(( 0666 & ~0$cm )))
+  wa 1 | tr '\n' '\000' | xargs -0 sha256sum > "$wd/h" 2>/dev/null
+  wa 2
+  [ ! -f "$wd/bk" ] || bk=1
+  if [ -f "$wd/mi" ]; then while IFS='	' read -r n m <&3; do wbx chmod "$m" "$wd/m$n"; done 3< "$wd/mi"; fi
+  if [ -f "$wd/oi" ]; then while IFS='	' read -r n m <&3; do wbx chown "$m" "$wd/o$n"; done 3< "$wd/oi"; fi
+  awk -F '\t' '$2 ~ /^\// { print $2 }' "$wd/g" > "$wd/s"
+  if [ -s "$wd/s" ]; then
+    tr '\n' '\000' < "$wd/s" | xargs -0 stat -c '%d %n' 2>/dev/null | awk '!($1 in d) { d[$1] = 1; sub(/^[^ ]* /, ""); print }' > "$wd/sy"
+    if [ -s "$wd/sy" ]; then tr '\n' '\000' < "$wd/sy" | xargs -0 sync -f 2>/dev/null || sync; else sync; fi
+  fi
+  if [ -f "$wd/ri" ]; then while IFS='	' read -r k l d <&3; do wbr "$k" "$l" "$d"; done 3< "$wd/ri"; fi
+  wa 3
+  [ ! -s "$wd/s" ] || tr '\n' '\000' < "$wd/s" | xargs -0 rm -rf --
+  nb=0; rm -rf -- "$wd"
+}
+wbl() {
+  wbm=$(take "$1"; echo x); wbm=${wbm%x}; gx=
+  while IFS= read -r x <&3; do
+    case $x in
+      g"	"*) wbg; gx=$x; gi=; wsf=wbh; wbs "$x";;
+      f"	"*) wsf=wbf; wbs "$x";;
+    esac
+  done 3<<EOF
+$wbm
+EOF
+  wbg
+}
+wbh() { gn=$3; }
+wbf() {
+  j=$2 h=$4 m=$5 o=$6 p=$7
+  eval "wbd$j=\$m wbo$j=\$o"; gi="$gi $j"
+  oi=$IFS; IFS='	'; set -f; set -- $gx; set +f; IFS=$oi; shift 4
+  wf "$j" "$p" "$h" 1 "$@"
+}
+wbg() {
+  [ -n "$gx" ] || return 0
+  wt 1 "$gn" $gi
+  wv $gi
+  for j in $gi; do
+    eval "m=\$wbd$j o=\$wbo$j"; wm "$m" "$j"; [ "$o" = - ] || wo "$o" "$j"
+  done
+  wy $gi; wr 1 $gi; gx=
+}
+"#;
+
 /// Start of a first command that may settle a steady node in one round trip: the probe output
 /// goes to a private temp file (in the `mktemp -d` directory of the prelude) so it can be
 /// digested before it is sent. Without a temp directory the probe prints as usual.
@@ -473,6 +637,7 @@ impl Script {
     pub fn fix() -> Self {
         let mut s = Script::probe();
         s.text.push_str(FIX_PRELUDE);
+        s.text.push_str(BULK_PRELUDE);
         s
     }
 
