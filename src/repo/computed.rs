@@ -6,6 +6,8 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use foldhash::HashMap as FastMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
@@ -97,17 +99,17 @@ impl Outcome {
 pub struct Fleet {
     /// The repo as loaded, with static metadata only: for `nodes()` and node attributes.
     repo: Repo,
-    layers: HashMap<String, NodeLayers>,
+    layers: FastMap<String, NodeLayers>,
     engine: Engine,
     reactors: HashMap<String, OnceLock<Result<Arc<BundleReactors>, Diagnostic>>>,
-    cells: HashMap<String, OnceLock<Arc<Outcome>>>,
+    cells: FastMap<String, OnceLock<Arc<Outcome>>>,
     /// The same computed with reactors in the opposite order (`cinch test`), so a group of
     /// nodes that read each other is recomputed once, not once per node.
-    reversed_cells: HashMap<String, OnceLock<Arc<Outcome>>>,
+    reversed_cells: FastMap<String, OnceLock<Arc<Outcome>>>,
     /// Each node as scripts see it (attributes, no metadata).
-    summaries: HashMap<String, Dynamic>,
+    summaries: FastMap<String, Dynamic>,
     /// Each node's name, shared by every read of its metadata that a reactor records.
-    names: HashMap<String, Arc<str>>,
+    names: FastMap<String, Arc<str>>,
     /// What `nodes(selector)` returned for each selector so far: the repo does not change,
     /// and a reactor in every node of a group selects the same group again and again.
     selections: std::sync::Mutex<HashMap<String, Arc<rhai::Array>>>,
@@ -138,7 +140,7 @@ impl Fleet {
             .keys()
             .map(|b| (b.clone(), OnceLock::new()))
             .collect();
-        let cells: HashMap<String, OnceLock<Arc<Outcome>>> = repo
+        let cells: FastMap<String, OnceLock<Arc<Outcome>>> = repo
             .nodes
             .keys()
             .map(|n| (n.clone(), OnceLock::new()))
@@ -157,7 +159,7 @@ impl Fleet {
         Fleet {
             repo,
             names,
-            layers,
+            layers: layers.into_iter().collect(),
             engine,
             reactors,
             cells,
@@ -179,7 +181,7 @@ impl Fleet {
             .unwrap_or_else(|| Arc::from(name))
     }
 
-    fn cells(&self, reversed: bool) -> &HashMap<String, OnceLock<Arc<Outcome>>> {
+    fn cells(&self, reversed: bool) -> &FastMap<String, OnceLock<Arc<Outcome>>> {
         if reversed {
             &self.reversed_cells
         } else {
@@ -428,6 +430,8 @@ impl Fleet {
             deps: Vec::new(),
             fatal: Vec::new(),
             merged: Arc::new(Value::Object(Default::default())),
+            version: 0,
+            touched: FastMap::default(),
         };
         if let Some(node) = self.repo.nodes.get(name) {
             for b in &node.bundles {
@@ -458,7 +462,7 @@ impl Fleet {
         let mut session = Session {
             reversed,
             order: vec![name.to_string()],
-            states: HashMap::new(),
+            states: FastMap::default(),
             reads: BTreeMap::new(),
             current: None,
             current_reads: Default::default(),
@@ -532,17 +536,17 @@ impl Fleet {
                 return None;
             }
             let (br, idx) = st.reactors[i].clone();
-            let value = if st.outputs[i].is_some() {
+            let input = if st.outputs[i].is_some() {
                 // A reactor never sees its own previous output, or it could keep a value
                 // alive that nothing else sets any more.
-                Arc::new(s.merge_without(self, node, i))
+                NodeMeta::dynamic_of(Arc::new(s.merge_without(self, node, i)), self.name_of(node))
             } else {
-                st.merged.clone()
+                NodeMeta::of_state(st, self.name_of(node))
             };
             s.current = Some(node.to_string());
             s.current_reads.clear();
             s.current_deps.clear();
-            Some((br, idx, NodeMeta::dynamic_of(value, self.name_of(node))))
+            Some((br, idx, input))
         })
         .flatten();
         let Some((br, idx, input)) = prepared else {
@@ -561,7 +565,13 @@ impl Fleet {
             let reads = std::mem::take(&mut s.current_reads);
             let deps = std::mem::take(&mut s.current_deps);
             s.current = None;
-            s.reads.entry(node.to_string()).or_default().extend(reads);
+            match s.reads.get_mut(node) {
+                Some(set) => set.extend(reads),
+                None => {
+                    s.reads
+                        .insert(node.to_string(), reads.into_iter().collect());
+                }
+            }
             let Some(st) = s.states.get_mut(node) else {
                 return RunResult::UpToDate;
             };
@@ -572,9 +582,9 @@ impl Fleet {
                     if st.outputs[i].as_ref() == Some(&v) {
                         return RunResult::Same;
                     }
-                    st.outputs[i] = Some(v);
+                    let old = st.outputs[i].replace(v);
                     st.changes[i] += 1;
-                    s.remerge(self, node);
+                    s.remerge(self, node, i, old);
                     RunResult::Changed
                 }
                 Interpreted::Retry(f) => {
@@ -697,11 +707,11 @@ impl Fleet {
                 }
                 if let Some(bad) = session.reads.get(name).and_then(|reads| {
                     reads.iter().find(|r| {
-                        *r != name
-                            && results.get(*r).map_or_else(
+                        ***r != **name
+                            && results.get(&***r).map_or_else(
                                 || {
                                     self.cells(session.reversed)
-                                        .get(*r)
+                                        .get(&***r)
                                         .and_then(|c| c.get())
                                         .is_some_and(|o| o.result.is_err())
                                 },
@@ -709,7 +719,7 @@ impl Fleet {
                             )
                     })
                 }) {
-                    newly.push((name.clone(), bad.clone()));
+                    newly.push((name.clone(), bad.to_string()));
                 }
             }
             if newly.is_empty() {
@@ -1081,17 +1091,25 @@ struct NodeState {
     deps: Vec<Option<Vec<Dep>>>,
     fatal: Vec<Diagnostic>,
     merged: Arc<Value>,
+    /// How many times `merged` was replaced.
+    version: u64,
+    /// For each top-level key, the `version` whose merge last may have changed its value: a
+    /// reader that saw an earlier version still holds when the key it read is not listed
+    /// after it, without looking the value up (layers merge key by key, so a changed reactor
+    /// output changes nothing outside its own top-level keys, old and new).
+    touched: FastMap<String, u64>,
 }
 
 /// The nodes being computed together on one thread.
 struct Session {
     reversed: bool,
     order: Vec<String>,
-    states: HashMap<String, NodeState>,
+    states: FastMap<String, NodeState>,
     /// Which nodes each node's reactors read.
-    reads: BTreeMap<String, BTreeSet<String>>,
+    reads: BTreeMap<String, BTreeSet<Arc<str>>>,
     current: Option<String>,
-    current_reads: std::collections::HashSet<String>,
+    /// Nodes the running reactor asked for (repeats in a row dropped; `reads` dedups).
+    current_reads: Vec<Arc<str>>,
     current_deps: Vec<Dep>,
     oscillated: bool,
 }
@@ -1115,13 +1133,25 @@ impl Session {
         merge_node(fleet, node, &outputs)
     }
 
-    fn remerge(&mut self, fleet: &Fleet, node: &str) {
+    /// Merges `node` again after reactor `i`'s output changed from `old`.
+    fn remerge(&mut self, fleet: &Fleet, node: &str, i: usize, old: Option<Value>) {
         let Some(st) = self.states.get_mut(node) else {
             return;
         };
         let merged = merge_node(fleet, node, &Session::outputs_of(st, None));
         // Readers compare the values they read, so no need to compare whole trees here.
         st.merged = Arc::new(merged);
+        st.version += 1;
+        for output in old.iter().chain(st.outputs[i].iter()) {
+            for key in output.as_object().into_iter().flat_map(|o| o.keys()) {
+                match st.touched.get_mut(key) {
+                    Some(at) => *at = st.version,
+                    None => {
+                        st.touched.insert(key.clone(), st.version);
+                    }
+                }
+            }
+        }
     }
 
     /// Whether what reactor `i` of `node` read (`dep`) still has the value it saw.
@@ -1136,12 +1166,20 @@ impl Session {
                 None => *v == *dep.seen,
             }
         };
+        // The read was of that node's merged metadata at `dep.version`, and no reactor output
+        // changed since touches the key it read: same value, no lookup needed.
+        let untouched = |st: &NodeState| match (dep.version, &dep.path) {
+            (Some(seen), Some(p)) => {
+                let first = p.split('.').next().unwrap_or("");
+                st.touched.get(first).is_none_or(|at| *at <= seen)
+            }
+            _ => false,
+        };
         if &*dep.node != node {
             // A node outside the computation is finished and cannot change any more.
-            return self
-                .states
-                .get(&*dep.node)
-                .is_none_or(|st| current(&st.merged));
+            return self.states.get(&*dep.node).is_none_or(|st| {
+                std::ptr::eq(&*st.merged, &*dep.seen) || untouched(st) || current(&st.merged)
+            });
         }
         let Some(st) = self.states.get(node) else {
             return true;
@@ -1160,7 +1198,7 @@ impl Session {
         if overlaps {
             current(&self.merge_without(fleet, node, i))
         } else {
-            current(&st.merged)
+            untouched(st) || current(&st.merged)
         }
     }
 
@@ -1178,15 +1216,15 @@ impl Session {
                 return false;
             };
             for next in s.reads.get(&last).into_iter().flatten() {
-                if next == &last {
+                if **next == *last {
                     continue;
                 }
-                if next == start {
-                    path.push(next.clone());
+                if &**next == start {
+                    path.push(next.to_string());
                     return true;
                 }
-                if visited.insert(next.clone()) {
-                    path.push(next.clone());
+                if visited.insert(next.to_string()) {
+                    path.push(next.to_string());
                     if dfs(s, start, path, visited) {
                         return true;
                     }
@@ -1324,27 +1362,25 @@ fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<Eval
             "node_metadata() is only available in reactors, items.rhai and templates".into(),
         ));
     };
-    if !fleet.cells.contains_key(name) {
+    // Every node of the repo has a shared name: one lookup tells whether it exists.
+    let Some(shared) = fleet.names.get(name).cloned() else {
         return Err(err(unknown_node(&fleet, name)));
-    }
+    };
     let in_session = with_session(|s| {
-        if !s.current_reads.contains(name) {
-            s.current_reads.insert(name.to_string());
+        if s.current_reads.last() != Some(&shared) {
+            s.current_reads.push(shared.clone());
         }
         if let Some(st) = s.states.get(name) {
-            return Some(Ok(NodeMeta::dynamic_of(
-                st.merged.clone(),
-                fleet.name_of(name),
-            )));
+            return Some(Ok(NodeMeta::of_state(st, shared.clone())));
         }
         if let Some(done) = fleet.cells(s.reversed).get(name).and_then(|c| c.get()) {
             return Some(match &done.result {
-                Ok(v) => Ok(NodeMeta::dynamic_of(v.clone(), fleet.name_of(name))),
+                Ok(v) => Ok(NodeMeta::dynamic_of(v.clone(), shared.clone())),
                 Err(d) => Err(broken(name, d)),
             });
         }
         let st = fleet.new_state(name);
-        let value = NodeMeta::dynamic_of(st.merged.clone(), fleet.name_of(name));
+        let value = NodeMeta::of_state(&st, shared.clone());
         fleet.claim(name, s.reversed);
         s.states.insert(name.to_string(), st);
         s.order.push(name.to_string());
@@ -1354,7 +1390,7 @@ fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<Eval
     match in_session {
         Some(r) => r.map_err(err),
         None => match fleet.metadata(name) {
-            Ok(v) => Ok(NodeMeta::dynamic_of(v, fleet.name_of(name))),
+            Ok(v) => Ok(NodeMeta::dynamic_of(v, shared)),
             Err(d) => Err(err(broken(name, &d))),
         },
     }
@@ -1369,6 +1405,8 @@ pub struct NodeMeta {
     value: Arc<Value>,
     /// Whose metadata this is, so reads inside a reactor are remembered as its input.
     node: Option<Arc<str>>,
+    /// The node state's `version` when `value` is that state's merged metadata.
+    version: Option<u64>,
 }
 
 impl NodeMeta {
@@ -1376,6 +1414,16 @@ impl NodeMeta {
         Dynamic::from(NodeMeta {
             value,
             node: Some(node),
+            version: None,
+        })
+    }
+
+    /// The merged metadata of a node being computed, as it stands now.
+    fn of_state(st: &NodeState, node: Arc<str>) -> Dynamic {
+        Dynamic::from(NodeMeta {
+            value: st.merged.clone(),
+            node: Some(node),
+            version: Some(st.version),
         })
     }
 
@@ -1393,6 +1441,7 @@ impl NodeMeta {
                         node: node.clone(),
                         path: path.cloned(),
                         seen: self.value.clone(),
+                        version: self.version,
                     });
                 }
             });
@@ -1409,6 +1458,8 @@ struct Dep {
     node: Arc<str>,
     path: Option<rhai::ImmutableString>,
     seen: Arc<Value>,
+    /// The node state's version that `seen` was (see [`NodeState::touched`]).
+    version: Option<u64>,
 }
 
 /// Registers the computed-metadata functions: `need`, `atomic`, `nodes`, `node_metadata`,
@@ -1657,6 +1708,7 @@ mod tests {
             Dynamic::from(NodeMeta {
                 value: Arc::new(Value::Null),
                 node: None,
+                version: None,
             }),
         );
         let handle = Dynamic::from_map(with_handle);
