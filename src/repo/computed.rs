@@ -746,7 +746,13 @@ impl Fleet {
         let outputs = Session::outputs_of(st, None);
         let empty = SpanMap::default();
         let stack = build_layers(name, layers, &outputs, &empty);
-        let (_, conflicts) = metadata::merge(&stack, overrides(&self.repo));
+        let (merged, conflicts) = metadata::merge(&stack, overrides(&self.repo));
+        // Merged again in place key by key (`Session::remerge`), the state must be exactly
+        // what merging from scratch gives, key order included.
+        debug_assert!(
+            st.version == 0 || merged.to_string() == st.merged.to_string(),
+            "metadata of {name} merged in place differs from a merge from scratch"
+        );
         conflicts
             .into_iter()
             .filter(|c| {
@@ -1133,53 +1139,107 @@ impl Session {
         merge_node(fleet, node, &outputs)
     }
 
-    /// Merges `node` again after reactor `i`'s output changed from `old`.
+    /// Merges `node` again after reactor `i`'s output changed from `old`. Layers merge key by
+    /// key, so only the top-level keys of the old and new output can change: those are merged
+    /// again and replaced in place (readers hold no reference to a state's merged metadata;
+    /// they remember its version), the rest is left as it is, in the order a whole merge gives.
     fn remerge(&mut self, fleet: &Fleet, node: &str, i: usize, old: Option<Value>) {
         let Some(st) = self.states.get_mut(node) else {
             return;
         };
-        let merged = merge_node(fleet, node, &Session::outputs_of(st, None));
-        // Readers compare the values they read, so no need to compare whole trees here.
-        st.merged = Arc::new(merged);
-        st.version += 1;
+        let mut keys: Vec<String> = Vec::new();
         for output in old.iter().chain(st.outputs[i].iter()) {
             for key in output.as_object().into_iter().flat_map(|o| o.keys()) {
-                match st.touched.get_mut(key) {
-                    Some(at) => *at = st.version,
-                    None => {
-                        st.touched.insert(key.clone(), st.version);
+                if !keys.contains(key) {
+                    keys.push(key.clone());
+                }
+            }
+        }
+        let none = NodeLayers::default();
+        let layers = fleet.layers.get(node).unwrap_or(&none);
+        let empty = SpanMap::default();
+        let outputs = Session::outputs_of(st, None);
+        let stack = build_layers(node, layers, &outputs, &empty);
+        if st.version == 0 || !st.merged.is_object() {
+            // The first time from scratch: the state started from the loader's static metadata
+            // (secrets resolved, for one), so any key may differ, not only the output's.
+            let merged = metadata::merge(&stack, overrides(&fleet.repo)).0;
+            let (before, after) = (st.merged.as_object(), merged.as_object());
+            for key in before.into_iter().chain(after).flat_map(|m| m.keys()) {
+                let differs = before.and_then(|m| m.get(key)) != after.and_then(|m| m.get(key));
+                if differs && !keys.contains(key) {
+                    keys.push(key.clone());
+                }
+            }
+            st.merged = Arc::new(merged);
+        } else {
+            let mut fresh = metadata::merge_keys(&stack, overrides(&fleet.repo), &keys);
+            let order: Vec<String> = metadata::key_order(&stack)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            if let Value::Object(map) = Arc::make_mut(&mut st.merged) {
+                for key in &keys {
+                    match fresh.remove(key) {
+                        Some(v) => {
+                            map.insert(key.clone(), v);
+                        }
+                        None => {
+                            map.shift_remove(key);
+                        }
+                    }
+                }
+                if !map.keys().eq(order.iter()) {
+                    let mut unordered = std::mem::take(map);
+                    for key in &order {
+                        if let Some((k, v)) = unordered.remove_entry(key) {
+                            map.insert(k, v);
+                        }
                     }
                 }
             }
+        }
+        st.version += 1;
+        for key in keys {
+            st.touched.insert(key, st.version);
         }
     }
 
     /// Whether what reactor `i` of `node` read (`dep`) still has the value it saw.
     fn dep_holds(&self, fleet: &Fleet, node: &str, i: usize, dep: &Dep) -> bool {
-        let current = |v: &Value| -> bool {
+        let same = |v: &Value, seen: &Value| -> bool {
             // Unchanged since the read: the same tree, nothing to compare.
-            if std::ptr::eq(v, &*dep.seen) {
+            if std::ptr::eq(v, seen) {
                 return true;
             }
             match &dep.path {
-                Some(p) => metadata::lookup(v, p) == metadata::lookup(&dep.seen, p),
-                None => *v == *dep.seen,
+                Some(p) => metadata::lookup(v, p) == metadata::lookup(seen, p),
+                None => *v == *seen,
             }
         };
-        // The read was of that node's merged metadata at `dep.version`, and no reactor output
-        // changed since touches the key it read: same value, no lookup needed.
-        let untouched = |st: &NodeState| match (dep.version, &dep.path) {
-            (Some(seen), Some(p)) => {
-                let first = p.split('.').next().unwrap_or("");
-                st.touched.get(first).is_none_or(|at| *at <= seen)
+        // Read from a node's merged metadata at version `at`: it still holds when no output
+        // changed since touches the top-level key it read.
+        let untouched = |st: &NodeState, at: u64| -> bool {
+            if st.version == at {
+                return true;
             }
-            _ => false,
+            match &dep.path {
+                Some(p) => {
+                    let first = p.split('.').next().unwrap_or("");
+                    st.touched.get(first).is_none_or(|t| *t <= at)
+                }
+                None => false,
+            }
         };
         if &*dep.node != node {
             // A node outside the computation is finished and cannot change any more.
-            return self.states.get(&*dep.node).is_none_or(|st| {
-                std::ptr::eq(&*st.merged, &*dep.seen) || untouched(st) || current(&st.merged)
-            });
+            let Some(st) = self.states.get(&*dep.node) else {
+                return true;
+            };
+            return match &dep.seen {
+                Seen::Version(at) => untouched(st, *at),
+                Seen::Tree(seen) => same(&st.merged, seen),
+            };
         }
         let Some(st) = self.states.get(node) else {
             return true;
@@ -1195,10 +1255,11 @@ impl Session {
                     .is_some_and(|o| o.contains_key(first))
             }
         };
-        if overlaps {
-            current(&self.merge_without(fleet, node, i))
-        } else {
-            untouched(st) || current(&st.merged)
+        match &dep.seen {
+            Seen::Tree(seen) if overlaps => same(&self.merge_without(fleet, node, i), seen),
+            Seen::Tree(seen) => same(&st.merged, seen),
+            // Its own output may have changed what it read: run it again to know.
+            Seen::Version(at) => !overlaps && untouched(st, *at),
         }
     }
 
@@ -1440,8 +1501,10 @@ impl NodeMeta {
                     s.current_deps.push(Dep {
                         node: node.clone(),
                         path: path.cloned(),
-                        seen: self.value.clone(),
-                        version: self.version,
+                        seen: match self.version {
+                            Some(at) => Seen::Version(at),
+                            None => Seen::Tree(self.value.clone()),
+                        },
                     });
                 }
             });
@@ -1450,16 +1513,23 @@ impl NodeMeta {
     }
 }
 
-/// One value a reactor read: node, dotted path (`None`: all of it) and the metadata it was
-/// read from. Keeping the (shared, immutable) tree instead of a copy of the value makes a read
-/// cheap, and a dependency on a tree that has not been replaced since holds at a glance.
+/// One value a reactor read: node, dotted path (`None`: all of it) and what it was read from.
 #[derive(Debug, Clone)]
 struct Dep {
     node: Arc<str>,
     path: Option<rhai::ImmutableString>,
-    seen: Arc<Value>,
-    /// The node state's version that `seen` was (see [`NodeState::touched`]).
-    version: Option<u64>,
+    seen: Seen,
+}
+
+/// What a read was made from. A tree no computation changes any more (a finished node, or a
+/// reactor's input without its own output) is kept: shared and immutable, it makes a read
+/// cheap and a check against the same tree free. The merged metadata of a node being computed
+/// is remembered by version instead, so the state stays its only owner and can be merged
+/// again in place (see [`Session::remerge`]).
+#[derive(Debug, Clone)]
+enum Seen {
+    Tree(Arc<Value>),
+    Version(u64),
 }
 
 /// Registers the computed-metadata functions: `need`, `atomic`, `nodes`, `node_metadata`,
@@ -1602,6 +1672,122 @@ fn listed(node: &rhai::Map, key: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A repo in a temporary directory from `(path, text)` pairs.
+    fn repo_of(files: &[(&str, &str)]) -> (tempfile::TempDir, Repo) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        for (rel, text) in files {
+            let path = dir.path().join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir: {e}"));
+            }
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {rel}: {e}"));
+        }
+        let repo = Repo::load(dir.path()).unwrap_or_else(|e| panic!("load: {e}"));
+        (dir, repo)
+    }
+
+    fn fleet_of(repo: &Repo) -> Arc<Fleet> {
+        repo.nodes
+            .values()
+            .find_map(|n| n.fleet.clone())
+            .unwrap_or_else(|| panic!("no fleet"))
+    }
+
+    /// `name`'s metadata merged from scratch out of its layers and final reactor outputs, as
+    /// JSON text, so that key order counts too.
+    fn merged_from_scratch(fleet: &Fleet, outcome: &Outcome, name: &str) -> String {
+        let outputs: Vec<(&Reactor, &Value)> = outcome
+            .outputs
+            .iter()
+            .filter_map(|(r, v)| v.as_ref().map(|v| (r, v)))
+            .collect();
+        merge_node(fleet, name, &outputs).to_string()
+    }
+
+    /// A reactor reads another node's key before that node's own reactor replaced it: the
+    /// read is remembered by the version of the node's metadata, and the key being touched
+    /// afterwards must run the reader again, in both directions, so it ends with the final value.
+    #[test]
+    fn read_of_another_nodes_key_that_changes_later_sees_the_final_value() {
+        let (_dir, repo) = repo_of(&[
+            (
+                "nodes.toml",
+                "[nodes.a]\nbundles = [\"reader\"]\n[nodes.b]\nbundles = [\"source\"]\n",
+            ),
+            ("bundles/reader/items.toml", ""),
+            (
+                "bundles/reader/metadata.rhai",
+                "fn peer(node, metadata) {\n  let b = node_metadata(\"b\");\n  \
+                 #{ peer_ip: b.ip, peer_port: b.svc.port, peer_name: need(b, \"svc.name\") }\n}\n",
+            ),
+            ("bundles/source/items.toml", ""),
+            (
+                "bundles/source/metadata.toml",
+                "ip = \"default\"\n[svc]\nname = \"web\"\nport = 1\n",
+            ),
+            (
+                "bundles/source/metadata.rhai",
+                "fn address(node, metadata) {\n  #{ ip: \"from-reactor\" }\n}\n\
+                 fn port(node, metadata) {\n  #{ svc: #{ port: atomic(need(metadata, \"svc.name\").len() * 10) } }\n}\n",
+            ),
+        ]);
+        let fleet = fleet_of(&repo);
+        for reversed in [false, true] {
+            let a = fleet.memoised("a", reversed);
+            let Ok(meta) = a.result.clone() else {
+                panic!("a failed: {:?}", a.result);
+            };
+            assert_eq!(
+                meta["peer_ip"], "from-reactor",
+                "reversed {reversed}: {meta}"
+            );
+            assert_eq!(meta["peer_port"], 30, "reversed {reversed}: {meta}");
+            assert_eq!(meta["peer_name"], "web", "reversed {reversed}: {meta}");
+            let b = fleet.memoised("b", reversed);
+            assert_eq!(
+                b.result.as_ref().map(|m| m.to_string()).ok(),
+                Some(merged_from_scratch(&fleet, &b, "b")),
+                "reversed {reversed}"
+            );
+        }
+    }
+
+    /// Merging again only the keys a changed output touches, in place, gives exactly what a
+    /// merge from scratch gives, key order included: a reactor whose output drops one key for
+    /// another, a key a group also sets, a list several layers add to.
+    #[test]
+    fn merging_in_place_equals_merging_from_scratch() {
+        let (_dir, repo) = repo_of(&[
+            (
+                "nodes.toml",
+                "[nodes.n]\ngroups = [\"g\"]\n[nodes.n.metadata]\nlist = [\"node\"]\nz = 1\n",
+            ),
+            (
+                "groups.toml",
+                "[groups.g]\nbundles = [\"b\"]\n[groups.g.metadata]\ncommon = \"group\"\nlist = [\"group\"]\n",
+            ),
+            ("bundles/b/items.toml", ""),
+            ("bundles/b/metadata.toml", "first = 0\n"),
+            (
+                "bundles/b/metadata.rhai",
+                "fn early(node, metadata) {\n  if metadata.later == () { #{ tmp: 1, list: [\"early\"] } } \
+                 else { #{ kept: metadata.later, common: \"reactor\", list: [\"late\"] } }\n}\n\
+                 fn late(node, metadata) {\n  #{ later: 2 }\n}\n",
+            ),
+        ]);
+        let fleet = fleet_of(&repo);
+        for reversed in [false, true] {
+            let n = fleet.memoised("n", reversed);
+            let Ok(meta) = n.result.clone() else {
+                panic!("n failed: {:?}", n.result);
+            };
+            assert_eq!(meta["kept"], 2, "{meta}");
+            assert!(meta.get("tmp").is_none(), "{meta}");
+            assert_eq!(meta["common"], "group", "{meta}");
+            assert_eq!(meta.to_string(), merged_from_scratch(&fleet, &n, "n"));
+        }
+    }
 
     /// Two threads asking at once for nodes of a group whose reactors read each other used to
     /// compute the whole group twice (results were memoised only when done): the second now
