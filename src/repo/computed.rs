@@ -1259,8 +1259,11 @@ impl Session {
         match &dep.seen {
             Seen::Tree(seen) if overlaps => same(&self.merge_without(fleet, node, i), seen),
             Seen::Tree(seen) => same(&st.merged, seen),
-            // Its own output may have changed what it read: run it again to know.
-            Seen::Version(at) => !overlaps && untouched(st, *at),
+            // Its own output may have changed what it read: unless nothing changed since the
+            // read (it read itself through node_metadata() after its own output, say), run it
+            // again to know.
+            Seen::Version(at) if overlaps => st.version == *at,
+            Seen::Version(at) => untouched(st, *at),
         }
     }
 
@@ -1751,6 +1754,33 @@ mod tests {
                 Some(merged_from_scratch(&fleet, &b, "b")),
                 "reversed {reversed}"
             );
+        }
+    }
+
+    /// A reactor reading its own node through node_metadata() under the key it returns (the
+    /// template repo's /etc/hosts reactor) ran again on every pass until "metadata never
+    /// settles": a read of its own output was never taken to hold, even with nothing changed.
+    #[test]
+    fn reactor_reading_its_own_output_through_node_metadata_settles() {
+        let (_dir, repo) = repo_of(&[
+            (
+                "nodes.toml",
+                "[nodes.n]\nbundles = [\"b\"]\n[nodes.n.metadata.x]\nip = \"10.0.0.1\"\n",
+            ),
+            ("bundles/b/items.toml", ""),
+            (
+                "bundles/b/metadata.rhai",
+                "fn hosts(node, metadata) {\n  let out = #{};\n  for n in nodes(\"all\") {\n    \
+                 out[n.name] = need(node_metadata(n.name), \"x.ip\");\n  }\n  #{ x: #{ hosts: out } }\n}\n",
+            ),
+        ]);
+        let fleet = fleet_of(&repo);
+        for reversed in [false, true] {
+            let n = fleet.memoised("n", reversed);
+            let Ok(meta) = n.result.clone() else {
+                panic!("n failed: {:?}", n.result);
+            };
+            assert_eq!(meta["x"]["hosts"]["n"], "10.0.0.1", "{meta}");
         }
     }
 
