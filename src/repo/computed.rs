@@ -6,6 +6,8 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use foldhash::HashMap as FastMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
@@ -97,17 +99,17 @@ impl Outcome {
 pub struct Fleet {
     /// The repo as loaded, with static metadata only: for `nodes()` and node attributes.
     repo: Repo,
-    layers: HashMap<String, NodeLayers>,
+    layers: FastMap<String, NodeLayers>,
     engine: Engine,
     reactors: HashMap<String, OnceLock<Result<Arc<BundleReactors>, Diagnostic>>>,
-    cells: HashMap<String, OnceLock<Arc<Outcome>>>,
+    cells: FastMap<String, OnceLock<Arc<Outcome>>>,
     /// The same computed with reactors in the opposite order (`cinch test`), so a group of
     /// nodes that read each other is recomputed once, not once per node.
-    reversed_cells: HashMap<String, OnceLock<Arc<Outcome>>>,
+    reversed_cells: FastMap<String, OnceLock<Arc<Outcome>>>,
     /// Each node as scripts see it (attributes, no metadata).
-    summaries: HashMap<String, Dynamic>,
+    summaries: FastMap<String, Dynamic>,
     /// Each node's name, shared by every read of its metadata that a reactor records.
-    names: HashMap<String, Arc<str>>,
+    names: FastMap<String, Arc<str>>,
     /// What `nodes(selector)` returned for each selector so far: the repo does not change,
     /// and a reactor in every node of a group selects the same group again and again.
     selections: std::sync::Mutex<HashMap<String, Arc<rhai::Array>>>,
@@ -138,7 +140,7 @@ impl Fleet {
             .keys()
             .map(|b| (b.clone(), OnceLock::new()))
             .collect();
-        let cells: HashMap<String, OnceLock<Arc<Outcome>>> = repo
+        let cells: FastMap<String, OnceLock<Arc<Outcome>>> = repo
             .nodes
             .keys()
             .map(|n| (n.clone(), OnceLock::new()))
@@ -157,7 +159,7 @@ impl Fleet {
         Fleet {
             repo,
             names,
-            layers,
+            layers: layers.into_iter().collect(),
             engine,
             reactors,
             cells,
@@ -179,7 +181,7 @@ impl Fleet {
             .unwrap_or_else(|| Arc::from(name))
     }
 
-    fn cells(&self, reversed: bool) -> &HashMap<String, OnceLock<Arc<Outcome>>> {
+    fn cells(&self, reversed: bool) -> &FastMap<String, OnceLock<Arc<Outcome>>> {
         if reversed {
             &self.reversed_cells
         } else {
@@ -428,6 +430,8 @@ impl Fleet {
             deps: Vec::new(),
             fatal: Vec::new(),
             merged: Arc::new(Value::Object(Default::default())),
+            version: 0,
+            touched: FastMap::default(),
         };
         if let Some(node) = self.repo.nodes.get(name) {
             for b in &node.bundles {
@@ -458,7 +462,7 @@ impl Fleet {
         let mut session = Session {
             reversed,
             order: vec![name.to_string()],
-            states: HashMap::new(),
+            states: FastMap::default(),
             reads: BTreeMap::new(),
             current: None,
             current_reads: Default::default(),
@@ -532,17 +536,17 @@ impl Fleet {
                 return None;
             }
             let (br, idx) = st.reactors[i].clone();
-            let value = if st.outputs[i].is_some() {
+            let input = if st.outputs[i].is_some() {
                 // A reactor never sees its own previous output, or it could keep a value
                 // alive that nothing else sets any more.
-                Arc::new(s.merge_without(self, node, i))
+                NodeMeta::dynamic_of(Arc::new(s.merge_without(self, node, i)), self.name_of(node))
             } else {
-                st.merged.clone()
+                NodeMeta::of_state(st, self.name_of(node))
             };
             s.current = Some(node.to_string());
             s.current_reads.clear();
             s.current_deps.clear();
-            Some((br, idx, NodeMeta::dynamic_of(value, self.name_of(node))))
+            Some((br, idx, input))
         })
         .flatten();
         let Some((br, idx, input)) = prepared else {
@@ -561,7 +565,13 @@ impl Fleet {
             let reads = std::mem::take(&mut s.current_reads);
             let deps = std::mem::take(&mut s.current_deps);
             s.current = None;
-            s.reads.entry(node.to_string()).or_default().extend(reads);
+            match s.reads.get_mut(node) {
+                Some(set) => set.extend(reads),
+                None => {
+                    s.reads
+                        .insert(node.to_string(), reads.into_iter().collect());
+                }
+            }
             let Some(st) = s.states.get_mut(node) else {
                 return RunResult::UpToDate;
             };
@@ -572,9 +582,9 @@ impl Fleet {
                     if st.outputs[i].as_ref() == Some(&v) {
                         return RunResult::Same;
                     }
-                    st.outputs[i] = Some(v);
+                    let old = st.outputs[i].replace(v);
                     st.changes[i] += 1;
-                    s.remerge(self, node);
+                    s.remerge(self, node, i, old);
                     RunResult::Changed
                 }
                 Interpreted::Retry(f) => {
@@ -697,11 +707,11 @@ impl Fleet {
                 }
                 if let Some(bad) = session.reads.get(name).and_then(|reads| {
                     reads.iter().find(|r| {
-                        *r != name
-                            && results.get(*r).map_or_else(
+                        ***r != **name
+                            && results.get(&***r).map_or_else(
                                 || {
                                     self.cells(session.reversed)
-                                        .get(*r)
+                                        .get(&***r)
                                         .and_then(|c| c.get())
                                         .is_some_and(|o| o.result.is_err())
                                 },
@@ -709,7 +719,7 @@ impl Fleet {
                             )
                     })
                 }) {
-                    newly.push((name.clone(), bad.clone()));
+                    newly.push((name.clone(), bad.to_string()));
                 }
             }
             if newly.is_empty() {
@@ -736,7 +746,14 @@ impl Fleet {
         let outputs = Session::outputs_of(st, None);
         let empty = SpanMap::default();
         let stack = build_layers(name, layers, &outputs, &empty);
-        let (_, conflicts) = metadata::merge(&stack, overrides(&self.repo));
+        let (merged, conflicts) = metadata::merge(&stack, overrides(&self.repo));
+        // Merged again in place key by key (`Session::remerge`), the state must be exactly
+        // what merging from scratch gives, key order included.
+        debug_assert!(
+            st.version == 0
+                || serde_json::to_string(&merged).ok() == serde_json::to_string(&*st.merged).ok(),
+            "metadata of {name} merged in place differs from a merge from scratch"
+        );
         conflicts
             .into_iter()
             .filter(|c| {
@@ -1081,17 +1098,25 @@ struct NodeState {
     deps: Vec<Option<Vec<Dep>>>,
     fatal: Vec<Diagnostic>,
     merged: Arc<Value>,
+    /// How many times `merged` was replaced.
+    version: u64,
+    /// For each top-level key, the `version` whose merge last may have changed its value: a
+    /// reader that saw an earlier version still holds when the key it read is not listed
+    /// after it, without looking the value up (layers merge key by key, so a changed reactor
+    /// output changes nothing outside its own top-level keys, old and new).
+    touched: FastMap<String, u64>,
 }
 
 /// The nodes being computed together on one thread.
 struct Session {
     reversed: bool,
     order: Vec<String>,
-    states: HashMap<String, NodeState>,
+    states: FastMap<String, NodeState>,
     /// Which nodes each node's reactors read.
-    reads: BTreeMap<String, BTreeSet<String>>,
+    reads: BTreeMap<String, BTreeSet<Arc<str>>>,
     current: Option<String>,
-    current_reads: std::collections::HashSet<String>,
+    /// Nodes the running reactor asked for (repeats in a row dropped; `reads` dedups).
+    current_reads: Vec<Arc<str>>,
     current_deps: Vec<Dep>,
     oscillated: bool,
 }
@@ -1115,33 +1140,107 @@ impl Session {
         merge_node(fleet, node, &outputs)
     }
 
-    fn remerge(&mut self, fleet: &Fleet, node: &str) {
+    /// Merges `node` again after reactor `i`'s output changed from `old`. Layers merge key by
+    /// key, so only the top-level keys of the old and new output can change: those are merged
+    /// again and replaced in place (readers hold no reference to a state's merged metadata;
+    /// they remember its version), the rest is left as it is, in the order a whole merge gives.
+    fn remerge(&mut self, fleet: &Fleet, node: &str, i: usize, old: Option<Value>) {
         let Some(st) = self.states.get_mut(node) else {
             return;
         };
-        let merged = merge_node(fleet, node, &Session::outputs_of(st, None));
-        // Readers compare the values they read, so no need to compare whole trees here.
-        st.merged = Arc::new(merged);
+        let mut keys: Vec<String> = Vec::new();
+        for output in old.iter().chain(st.outputs[i].iter()) {
+            for key in output.as_object().into_iter().flat_map(|o| o.keys()) {
+                if !keys.contains(key) {
+                    keys.push(key.clone());
+                }
+            }
+        }
+        let none = NodeLayers::default();
+        let layers = fleet.layers.get(node).unwrap_or(&none);
+        let empty = SpanMap::default();
+        let outputs = Session::outputs_of(st, None);
+        let stack = build_layers(node, layers, &outputs, &empty);
+        if st.version == 0 || !st.merged.is_object() {
+            // The first time from scratch: the state started from the loader's static metadata
+            // (secrets resolved, for one), so any key may differ, not only the output's.
+            let merged = metadata::merge(&stack, overrides(&fleet.repo)).0;
+            let (before, after) = (st.merged.as_object(), merged.as_object());
+            for key in before.into_iter().chain(after).flat_map(|m| m.keys()) {
+                let differs = before.and_then(|m| m.get(key)) != after.and_then(|m| m.get(key));
+                if differs && !keys.contains(key) {
+                    keys.push(key.clone());
+                }
+            }
+            st.merged = Arc::new(merged);
+        } else {
+            let mut fresh = metadata::merge_keys(&stack, overrides(&fleet.repo), &keys);
+            let order: Vec<String> = metadata::key_order(&stack)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            if let Value::Object(map) = Arc::make_mut(&mut st.merged) {
+                for key in &keys {
+                    match fresh.remove(key) {
+                        Some(v) => {
+                            map.insert(key.clone(), v);
+                        }
+                        None => {
+                            map.shift_remove(key);
+                        }
+                    }
+                }
+                if !map.keys().eq(order.iter()) {
+                    let mut unordered = std::mem::take(map);
+                    for key in &order {
+                        if let Some((k, v)) = unordered.remove_entry(key) {
+                            map.insert(k, v);
+                        }
+                    }
+                }
+            }
+        }
+        st.version += 1;
+        for key in keys {
+            st.touched.insert(key, st.version);
+        }
     }
 
     /// Whether what reactor `i` of `node` read (`dep`) still has the value it saw.
     fn dep_holds(&self, fleet: &Fleet, node: &str, i: usize, dep: &Dep) -> bool {
-        let current = |v: &Value| -> bool {
+        let same = |v: &Value, seen: &Value| -> bool {
             // Unchanged since the read: the same tree, nothing to compare.
-            if std::ptr::eq(v, &*dep.seen) {
+            if std::ptr::eq(v, seen) {
                 return true;
             }
             match &dep.path {
-                Some(p) => metadata::lookup(v, p) == metadata::lookup(&dep.seen, p),
-                None => *v == *dep.seen,
+                Some(p) => metadata::lookup(v, p) == metadata::lookup(seen, p),
+                None => *v == *seen,
+            }
+        };
+        // Read from a node's merged metadata at version `at`: it still holds when no output
+        // changed since touches the top-level key it read.
+        let untouched = |st: &NodeState, at: u64| -> bool {
+            if st.version == at {
+                return true;
+            }
+            match &dep.path {
+                Some(p) => {
+                    let first = p.split('.').next().unwrap_or("");
+                    st.touched.get(first).is_none_or(|t| *t <= at)
+                }
+                None => false,
             }
         };
         if &*dep.node != node {
             // A node outside the computation is finished and cannot change any more.
-            return self
-                .states
-                .get(&*dep.node)
-                .is_none_or(|st| current(&st.merged));
+            let Some(st) = self.states.get(&*dep.node) else {
+                return true;
+            };
+            return match &dep.seen {
+                Seen::Version(at) => untouched(st, *at),
+                Seen::Tree(seen) => same(&st.merged, seen),
+            };
         }
         let Some(st) = self.states.get(node) else {
             return true;
@@ -1157,10 +1256,14 @@ impl Session {
                     .is_some_and(|o| o.contains_key(first))
             }
         };
-        if overlaps {
-            current(&self.merge_without(fleet, node, i))
-        } else {
-            current(&st.merged)
+        match &dep.seen {
+            Seen::Tree(seen) if overlaps => same(&self.merge_without(fleet, node, i), seen),
+            Seen::Tree(seen) => same(&st.merged, seen),
+            // Its own output may have changed what it read: unless nothing changed since the
+            // read (it read itself through node_metadata() after its own output, say), run it
+            // again to know.
+            Seen::Version(at) if overlaps => st.version == *at,
+            Seen::Version(at) => untouched(st, *at),
         }
     }
 
@@ -1178,15 +1281,15 @@ impl Session {
                 return false;
             };
             for next in s.reads.get(&last).into_iter().flatten() {
-                if next == &last {
+                if **next == *last {
                     continue;
                 }
-                if next == start {
-                    path.push(next.clone());
+                if &**next == start {
+                    path.push(next.to_string());
                     return true;
                 }
-                if visited.insert(next.clone()) {
-                    path.push(next.clone());
+                if visited.insert(next.to_string()) {
+                    path.push(next.to_string());
                     if dfs(s, start, path, visited) {
                         return true;
                     }
@@ -1324,27 +1427,25 @@ fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<Eval
             "node_metadata() is only available in reactors, items.rhai and templates".into(),
         ));
     };
-    if !fleet.cells.contains_key(name) {
+    // Every node of the repo has a shared name: one lookup tells whether it exists.
+    let Some(shared) = fleet.names.get(name).cloned() else {
         return Err(err(unknown_node(&fleet, name)));
-    }
+    };
     let in_session = with_session(|s| {
-        if !s.current_reads.contains(name) {
-            s.current_reads.insert(name.to_string());
+        if s.current_reads.last() != Some(&shared) {
+            s.current_reads.push(shared.clone());
         }
         if let Some(st) = s.states.get(name) {
-            return Some(Ok(NodeMeta::dynamic_of(
-                st.merged.clone(),
-                fleet.name_of(name),
-            )));
+            return Some(Ok(NodeMeta::of_state(st, shared.clone())));
         }
         if let Some(done) = fleet.cells(s.reversed).get(name).and_then(|c| c.get()) {
             return Some(match &done.result {
-                Ok(v) => Ok(NodeMeta::dynamic_of(v.clone(), fleet.name_of(name))),
+                Ok(v) => Ok(NodeMeta::dynamic_of(v.clone(), shared.clone())),
                 Err(d) => Err(broken(name, d)),
             });
         }
         let st = fleet.new_state(name);
-        let value = NodeMeta::dynamic_of(st.merged.clone(), fleet.name_of(name));
+        let value = NodeMeta::of_state(&st, shared.clone());
         fleet.claim(name, s.reversed);
         s.states.insert(name.to_string(), st);
         s.order.push(name.to_string());
@@ -1354,7 +1455,7 @@ fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<Eval
     match in_session {
         Some(r) => r.map_err(err),
         None => match fleet.metadata(name) {
-            Ok(v) => Ok(NodeMeta::dynamic_of(v, fleet.name_of(name))),
+            Ok(v) => Ok(NodeMeta::dynamic_of(v, shared)),
             Err(d) => Err(err(broken(name, &d))),
         },
     }
@@ -1369,6 +1470,8 @@ pub struct NodeMeta {
     value: Arc<Value>,
     /// Whose metadata this is, so reads inside a reactor are remembered as its input.
     node: Option<Arc<str>>,
+    /// The node state's `version` when `value` is that state's merged metadata.
+    version: Option<u64>,
 }
 
 impl NodeMeta {
@@ -1376,6 +1479,16 @@ impl NodeMeta {
         Dynamic::from(NodeMeta {
             value,
             node: Some(node),
+            version: None,
+        })
+    }
+
+    /// The merged metadata of a node being computed, as it stands now.
+    fn of_state(st: &NodeState, node: Arc<str>) -> Dynamic {
+        Dynamic::from(NodeMeta {
+            value: st.merged.clone(),
+            node: Some(node),
+            version: Some(st.version),
         })
     }
 
@@ -1392,7 +1505,10 @@ impl NodeMeta {
                     s.current_deps.push(Dep {
                         node: node.clone(),
                         path: path.cloned(),
-                        seen: self.value.clone(),
+                        seen: match self.version {
+                            Some(at) => Seen::Version(at),
+                            None => Seen::Tree(self.value.clone()),
+                        },
                     });
                 }
             });
@@ -1401,14 +1517,23 @@ impl NodeMeta {
     }
 }
 
-/// One value a reactor read: node, dotted path (`None`: all of it) and the metadata it was
-/// read from. Keeping the (shared, immutable) tree instead of a copy of the value makes a read
-/// cheap, and a dependency on a tree that has not been replaced since holds at a glance.
+/// One value a reactor read: node, dotted path (`None`: all of it) and what it was read from.
 #[derive(Debug, Clone)]
 struct Dep {
     node: Arc<str>,
     path: Option<rhai::ImmutableString>,
-    seen: Arc<Value>,
+    seen: Seen,
+}
+
+/// What a read was made from. A tree no computation changes any more (a finished node, or a
+/// reactor's input without its own output) is kept: shared and immutable, it makes a read
+/// cheap and a check against the same tree free. The merged metadata of a node being computed
+/// is remembered by version instead, so the state stays its only owner and can be merged
+/// again in place (see [`Session::remerge`]).
+#[derive(Debug, Clone)]
+enum Seen {
+    Tree(Arc<Value>),
+    Version(u64),
 }
 
 /// Registers the computed-metadata functions: `need`, `atomic`, `nodes`, `node_metadata`,
@@ -1552,6 +1677,149 @@ fn listed(node: &rhai::Map, key: &str, name: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// A repo in a temporary directory from `(path, text)` pairs.
+    fn repo_of(files: &[(&str, &str)]) -> (tempfile::TempDir, Repo) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        for (rel, text) in files {
+            let path = dir.path().join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir: {e}"));
+            }
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {rel}: {e}"));
+        }
+        let repo = Repo::load(dir.path()).unwrap_or_else(|e| panic!("load: {e}"));
+        (dir, repo)
+    }
+
+    fn fleet_of(repo: &Repo) -> Arc<Fleet> {
+        repo.nodes
+            .values()
+            .find_map(|n| n.fleet.clone())
+            .unwrap_or_else(|| panic!("no fleet"))
+    }
+
+    /// `name`'s metadata merged from scratch out of its layers and final reactor outputs, as
+    /// JSON text, so that key order counts too.
+    fn merged_from_scratch(fleet: &Fleet, outcome: &Outcome, name: &str) -> String {
+        let outputs: Vec<(&Reactor, &Value)> = outcome
+            .outputs
+            .iter()
+            .filter_map(|(r, v)| v.as_ref().map(|v| (r, v)))
+            .collect();
+        merge_node(fleet, name, &outputs).to_string()
+    }
+
+    /// A reactor reads another node's key before that node's own reactor replaced it: the
+    /// read is remembered by the version of the node's metadata, and the key being touched
+    /// afterwards must run the reader again, in both directions, so it ends with the final value.
+    #[test]
+    fn read_of_another_nodes_key_that_changes_later_sees_the_final_value() {
+        let (_dir, repo) = repo_of(&[
+            (
+                "nodes.toml",
+                "[nodes.a]\nbundles = [\"reader\"]\n[nodes.b]\nbundles = [\"source\"]\n",
+            ),
+            ("bundles/reader/items.toml", ""),
+            (
+                "bundles/reader/metadata.rhai",
+                "fn peer(node, metadata) {\n  let b = node_metadata(\"b\");\n  \
+                 #{ peer_ip: b.ip, peer_port: b.svc.port, peer_name: need(b, \"svc.name\") }\n}\n",
+            ),
+            ("bundles/source/items.toml", ""),
+            (
+                "bundles/source/metadata.toml",
+                "ip = \"default\"\n[svc]\nname = \"web\"\nport = 1\n",
+            ),
+            (
+                "bundles/source/metadata.rhai",
+                "fn address(node, metadata) {\n  #{ ip: \"from-reactor\" }\n}\n\
+                 fn port(node, metadata) {\n  #{ svc: #{ port: atomic(need(metadata, \"svc.name\").len() * 10) } }\n}\n",
+            ),
+        ]);
+        let fleet = fleet_of(&repo);
+        for reversed in [false, true] {
+            let a = fleet.memoised("a", reversed);
+            let Ok(meta) = a.result.clone() else {
+                panic!("a failed: {:?}", a.result);
+            };
+            assert_eq!(
+                meta["peer_ip"], "from-reactor",
+                "reversed {reversed}: {meta}"
+            );
+            assert_eq!(meta["peer_port"], 30, "reversed {reversed}: {meta}");
+            assert_eq!(meta["peer_name"], "web", "reversed {reversed}: {meta}");
+            let b = fleet.memoised("b", reversed);
+            assert_eq!(
+                b.result.as_ref().map(|m| m.to_string()).ok(),
+                Some(merged_from_scratch(&fleet, &b, "b")),
+                "reversed {reversed}"
+            );
+        }
+    }
+
+    /// A reactor reading its own node through node_metadata() under the key it returns (the
+    /// template repo's /etc/hosts reactor) ran again on every pass until "metadata never
+    /// settles": a read of its own output was never taken to hold, even with nothing changed.
+    #[test]
+    fn reactor_reading_its_own_output_through_node_metadata_settles() {
+        let (_dir, repo) = repo_of(&[
+            (
+                "nodes.toml",
+                "[nodes.n]\nbundles = [\"b\"]\n[nodes.n.metadata.x]\nip = \"10.0.0.1\"\n",
+            ),
+            ("bundles/b/items.toml", ""),
+            (
+                "bundles/b/metadata.rhai",
+                "fn hosts(node, metadata) {\n  let out = #{};\n  for n in nodes(\"all\") {\n    \
+                 out[n.name] = need(node_metadata(n.name), \"x.ip\");\n  }\n  #{ x: #{ hosts: out } }\n}\n",
+            ),
+        ]);
+        let fleet = fleet_of(&repo);
+        for reversed in [false, true] {
+            let n = fleet.memoised("n", reversed);
+            let Ok(meta) = n.result.clone() else {
+                panic!("n failed: {:?}", n.result);
+            };
+            assert_eq!(meta["x"]["hosts"]["n"], "10.0.0.1", "{meta}");
+        }
+    }
+
+    /// Merging again only the keys a changed output touches, in place, gives exactly what a
+    /// merge from scratch gives, key order included: a reactor whose output drops one key for
+    /// another, a key a group also sets, a list several layers add to.
+    #[test]
+    fn merging_in_place_equals_merging_from_scratch() {
+        let (_dir, repo) = repo_of(&[
+            (
+                "nodes.toml",
+                "[nodes.n]\ngroups = [\"g\"]\n[nodes.n.metadata]\nlist = [\"node\"]\nz = 1\n",
+            ),
+            (
+                "groups.toml",
+                "[groups.g]\nbundles = [\"b\"]\n[groups.g.metadata]\ncommon = \"group\"\nlist = [\"group\"]\n",
+            ),
+            ("bundles/b/items.toml", ""),
+            ("bundles/b/metadata.toml", "first = 0\n"),
+            (
+                "bundles/b/metadata.rhai",
+                "fn early(node, metadata) {\n  if metadata.later == () { #{ tmp: 1, list: [\"early\"] } } \
+                 else { #{ kept: metadata.later, common: \"reactor\", list: [\"late\"] } }\n}\n\
+                 fn late(node, metadata) {\n  #{ later: 2 }\n}\n",
+            ),
+        ]);
+        let fleet = fleet_of(&repo);
+        for reversed in [false, true] {
+            let n = fleet.memoised("n", reversed);
+            let Ok(meta) = n.result.clone() else {
+                panic!("n failed: {:?}", n.result);
+            };
+            assert_eq!(meta["kept"], 2, "{meta}");
+            assert!(meta.get("tmp").is_none(), "{meta}");
+            assert_eq!(meta["common"], "group", "{meta}");
+            assert_eq!(meta.to_string(), merged_from_scratch(&fleet, &n, "n"));
+        }
+    }
+
     /// Two threads asking at once for nodes of a group whose reactors read each other used to
     /// compute the whole group twice (results were memoised only when done): the second now
     /// waits for the first.
@@ -1657,6 +1925,7 @@ mod tests {
             Dynamic::from(NodeMeta {
                 value: Arc::new(Value::Null),
                 node: None,
+                version: None,
             }),
         );
         let handle = Dynamic::from_map(with_handle);

@@ -887,7 +887,12 @@ fn resolve_node(
     // `!password_for:`, `!decrypt:` and `!decrypt_file:` strings become their values here; a
     // value that cannot be produced (no key, wrong key) fails this node only, where it is used.
     let mut secret_errors = Vec::new();
-    crate::repo::secrets::resolve_json(&mut merged, root, &mut Vec::new(), &mut secret_errors);
+    let secrets =
+        crate::repo::secrets::resolve_json(&mut merged, root, &mut Vec::new(), &mut secret_errors);
+    if secrets {
+        // Reactors merge the layers again, and must find the same values there.
+        resolve_layer_secrets(&mut node_layers, root);
+    }
     let secret_problems: Vec<Diagnostic> = secret_errors
         .into_iter()
         .map(|(path, why)| {
@@ -940,6 +945,24 @@ fn resolve_node(
         fleet: None,
     };
     (node, problems, node_layers)
+}
+
+/// Resolves the secrets in each of a node's layers, as in its merged static metadata. Their
+/// errors were reported for the merged metadata already: a value that is overridden there
+/// cannot fail the node.
+fn resolve_layer_secrets(layers: &mut NodeLayers, root: &Path) {
+    let all = layers
+        .bundles
+        .iter_mut()
+        .chain(layers.groups.iter_mut())
+        .map(|(_, l)| l)
+        .chain(layers.own.iter_mut());
+    for layer in all {
+        let mut value = (*layer.value).clone();
+        if crate::repo::secrets::resolve_json(&mut value, root, &mut Vec::new(), &mut Vec::new()) {
+            layer.value = Arc::new(value);
+        }
+    }
 }
 
 /// The node's inherited attributes: its own value, else the one of the most specific group

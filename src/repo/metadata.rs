@@ -176,6 +176,24 @@ fn merge_map(
     state: &mut MergeState,
 ) {
     for (key, value) in src {
+        merge_entry(dst, key, value, path, idx, layers, overrides, state);
+    }
+}
+
+/// Merges one entry of layer `idx` into `dst`: everything it reads or writes in `dst` and
+/// `state` lies under `path` + `key`, so top-level keys merge independently of each other.
+#[allow(clippy::too_many_arguments)]
+fn merge_entry(
+    dst: &mut Map<String, Value>,
+    key: &String,
+    value: &Value,
+    path: &mut Vec<String>,
+    idx: usize,
+    layers: &[Layer<'_>],
+    overrides: &impl Fn(&Source<'_>, &Source<'_>) -> bool,
+    state: &mut MergeState,
+) {
+    {
         path.push(key.clone());
         let atomic = atomic_inner(value).is_some();
         match dst.get_mut(key) {
@@ -236,6 +254,50 @@ fn merge_map(
         }
         path.pop();
     }
+}
+
+/// What [`merge`] gives for the top-level keys `keys` alone (those that some layer has),
+/// without merging the others.
+pub(crate) fn merge_keys(
+    layers: &[Layer<'_>],
+    overrides: impl Fn(&Source<'_>, &Source<'_>) -> bool,
+    keys: &[String],
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    let mut state = MergeState {
+        owners: HashMap::new(),
+        list_contributors: HashMap::new(),
+        conflicts: Vec::new(),
+    };
+    for (idx, layer) in layers.iter().enumerate() {
+        if let Value::Object(map) = layer.value {
+            for key in keys {
+                if let Some((key, value)) = map.get_key_value(key) {
+                    let mut path = Vec::new();
+                    merge_entry(
+                        &mut out, key, value, &mut path, idx, layers, &overrides, &mut state,
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The top-level keys of [`merge`]'s result, in its order: first appearance, layer by layer.
+pub(crate) fn key_order<'a>(layers: &[Layer<'a>]) -> Vec<&'a str> {
+    let mut seen = foldhash::HashSet::default();
+    let mut order = Vec::new();
+    for layer in layers {
+        if let Value::Object(map) = layer.value {
+            for key in map.keys() {
+                if seen.insert(key.as_str()) {
+                    order.push(key.as_str());
+                }
+            }
+        }
+    }
+    order
 }
 
 /// Follows a dotted path (`nginx.workers`, list indexes as numbers) into metadata.

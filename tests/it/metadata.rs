@@ -450,3 +450,28 @@ fn changing_what_nodes_returned_does_not_change_it_for_the_next_reactor() {
     }
     r.cinch(&["test"]).expect_code(0);
 }
+
+/// A node with reactors used to lose its resolved secrets: the first changed reactor output
+/// merged the node's layers again from the raw TOML, so `!password_for:db` came back as text.
+#[test]
+fn reactor_output_keeps_the_secrets_of_static_metadata() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let r = TestRepo::new()
+        .env(
+            "CINCH_SECRETS_FILE",
+            &keys.path().join("keys.toml").display().to_string(),
+        )
+        .file(
+            "nodes.toml",
+            "[nodes.n]\nbundles = [\"b\"]\n[nodes.n.metadata]\npw = \"!password_for:db\"\n",
+        )
+        .file("bundles/b/items.toml", "")
+        .file(
+            "bundles/b/metadata.rhai",
+            "fn size(node, metadata) {\n  #{ pw_len: need(metadata, \"pw\").len() }\n}\n",
+        );
+    r.cinch(&["secret", "keygen"]).expect_code(0);
+    let m = metadata_json(&r, "n");
+    assert_eq!(m["pw"], "[secret:db]", "{m}");
+    assert_eq!(m["pw_len"], 32, "{m}");
+}
