@@ -3,8 +3,9 @@
 # steady-state apply of F files per node, with -p 100 and -p 500, with the default key
 # exchange, with kex_algorithms = curve25519-sha256, and with persist. Reports wall time,
 # peak RSS and the most descriptors cinch held. With BW=path/to/bw (BundleWrap), the same
-# `run all true` and steady apply by BundleWrap (ssh multiplexed, as in bench.py), each cut
-# at 10 minutes. SETTINGS="default kex persist" picks the cinch rows. See bench/README.md.
+# `run all true` and steady apply by BundleWrap (ssh multiplexed, one master per node alias:
+# `%n`, since every alias has the same host and port and `%C` would share one master among all
+# of them), each cut at 10 minutes. SETTINGS="default kex persist" picks the cinch rows. See bench/README.md.
 # Usage: [BW=bench/.work/venv/bin/bw] bench/scale/fleet.sh CINCH [NODES] [FILES] [WORKERS...]
 set -eu
 cinch=$1 nodes=${2:-1000} files=${3:-20}; shift 3 2>/dev/null || shift $#
@@ -68,6 +69,7 @@ measure() { # label, cinch args...
 }
 for settings in ${SETTINGS:-default kex persist}; do
   case $settings in
+    none) continue;;   # SETTINGS=none: BundleWrap's rows only
     default) printf "$base" > "$w/repo/cinch.toml";;
     kex) printf "$base""kex_algorithms = \"curve25519-sha256\"\n" > "$w/repo/cinch.toml";;
     persist) printf "$base""kex_algorithms = \"curve25519-sha256\"\npersist = \"10m\"\n" > "$w/repo/cinch.toml";;
@@ -106,7 +108,7 @@ for i in range(1, n + 1):
         os.chmod(p, 0o644)
 PY
   mkdir -p "$w/bwcm"; rm -rf /var/lib/bundlewrap/hard-n[0-9]*   # left by an earlier, cut run
-  export BW_SSH_ARGS="-F $w/ssh_config -o ControlMaster=auto -o ControlPath=$w/bwcm/%C -o ControlPersist=60"
+  export BW_SSH_ARGS="-F $w/ssh_config -o ControlMaster=auto -o ControlPath=$w/bwcm/%n -o ControlPersist=60"
   export BW_SCP_ARGS="$BW_SSH_ARGS" BW_IDENTITY=bench BW_COLORS=0 BW_TABLE_STYLE=grep
   for p in ${BW_WORKERS:-$workers}; do
     measure "BundleWrap run all true -p $p" /usr/bin/time -o "$w/time" -f "%e s, %M KB peak RSS" timeout 600 "$BW" -r "$w/bw" run -p "$p" all true
