@@ -86,3 +86,10 @@ pub fn announce(console: Arc<crate::console::Console>, running: &'static str) {
     // A thread that cannot start only costs the message, never the interrupt handling.
     drop(spawned);
 }
+
+/// Whether a running command must be stopped now: any command after a second signal, and
+/// even a cleanup command (the lock release, which may wait up to minutes on a swamped
+/// node) after a third, so no wait outlasts the user's insistence.
+pub fn abandon(cleanup: bool) -> bool {
+    level() >= if cleanup { 3 } else { 2 }
+}

@@ -157,7 +157,7 @@ impl Transport for LocalTransport {
             match stopped_at {
                 None => {
                     let expired = deadline.is_some_and(|d| Instant::now() >= d);
-                    if expired || (!cmd.cleanup && crate::interrupt::forced()) {
+                    if expired || crate::interrupt::abandon(cmd.cleanup) {
                         timed_out = expired;
                         self.signal_group(pgid, false);
                         stopped_at = Some(Instant::now());

@@ -338,7 +338,7 @@ impl SshTransport {
             }
             if stop_at.is_none() {
                 let expired = deadline.is_some_and(|d| Instant::now() >= d);
-                if expired || (!cmd.cleanup && crate::interrupt::forced()) {
+                if expired || crate::interrupt::abandon(cmd.cleanup) {
                     timed_out = expired;
                     stop_at = Some(Instant::now());
                 }

@@ -1210,3 +1210,68 @@ fn hard_lock_left_by_a_release_that_failed_was_reported_as_a_clean_apply() {
         "the work itself was done"
     );
 }
+
+/// The lock release may wait minutes on a swamped node, and cleanup commands outlive a second
+/// Ctrl-C; a third one stops that wait too. Here the release hangs (an `rm` on PATH that
+/// sleeps when asked to remove the lock); three SIGINTs end cinch within seconds, with the
+/// node reported as failed and its lock said to be possibly held.
+#[test]
+fn third_interrupt_stops_waiting_for_a_hung_lock_release() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+    let s = crate::apply::Scene::new("[files.\"@/f\"]\ncontent = \"x\\n\"\n");
+    let bin = s.path("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let started = s.path("release-started");
+    std::fs::write(
+        bin.join("rm"),
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in */hard-n1) touch {}; exec sleep 600;; \
+             esac; done\nexec /bin/rm \"$@\"\n",
+            started.display()
+        ),
+    )
+    .expect("write rm");
+    std::fs::set_permissions(bin.join("rm"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = crate::harness::cinch_command();
+    cmd.arg("-r")
+        .arg(s.repo.path())
+        .args(["apply", "n1"])
+        .env("PATH", &path)
+        .env("CINCH_IDENTITY", "tester")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawning cinch");
+    let until = Instant::now() + Duration::from_secs(60);
+    while !started.exists() {
+        assert!(Instant::now() < until, "the release never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..3 {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("waiting").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("cinch kept waiting for the hung release after three interrupts");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("reaping cinch");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("its hard lock may still be held"), "{all}");
+}
