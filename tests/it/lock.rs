@@ -1174,23 +1174,10 @@ fn failing_lock_hook_is_an_error_event_for_json_and_terminal() {
 /// fails for it), the way a killed or failed release leaves it.
 #[test]
 fn hard_lock_left_by_a_release_that_failed_was_reported_as_a_clean_apply() {
-    use std::os::unix::fs::PermissionsExt;
     let s = crate::apply::Scene::new("[files.\"@/f\"]\ncontent = \"x\\n\"\n");
-    let bin = s.path("bin");
-    std::fs::create_dir_all(&bin).expect("mkdir");
-    let rm = bin.join("rm");
-    std::fs::write(
-        &rm,
-        "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in */hard-n1) \
-         echo \"rm: cannot remove '$a': Operation not permitted\" >&2; exit 1;; esac; done\n\
-         exec /bin/rm \"$@\"\n",
-    )
-    .expect("write rm");
-    std::fs::set_permissions(&rm, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
+    let path = rm_refusing_the_lock(
+        &s,
+        "echo \"rm: cannot remove '$a': Operation not permitted\" >&2; exit 1",
     );
     let r = s.repo.cinch_env(&[("PATH", &path)], &["apply", "n1"]);
     let all = format!("{}{}", r.stdout, r.stderr);
@@ -1217,28 +1204,10 @@ fn hard_lock_left_by_a_release_that_failed_was_reported_as_a_clean_apply() {
 /// node reported as failed and its lock said to be possibly held.
 #[test]
 fn third_interrupt_stops_waiting_for_a_hung_lock_release() {
-    use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, Instant};
     let s = crate::apply::Scene::new("[files.\"@/f\"]\ncontent = \"x\\n\"\n");
-    let bin = s.path("bin");
-    std::fs::create_dir_all(&bin).expect("mkdir");
     let started = s.path("release-started");
-    std::fs::write(
-        bin.join("rm"),
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in */hard-n1) touch {}; exec sleep 600;; \
-             esac; done\nexec /bin/rm \"$@\"\n",
-            started.display()
-        ),
-    )
-    .expect("write rm");
-    std::fs::set_permissions(bin.join("rm"), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod");
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = rm_refusing_the_lock(&s, &format!("touch {}; exec sleep 600", started.display()));
     let mut cmd = crate::harness::cinch_command();
     cmd.arg("-r")
         .arg(s.repo.path())
@@ -1274,4 +1243,28 @@ fn third_interrupt_stops_waiting_for_a_hung_lock_release() {
     );
     assert_ne!(out.status.code(), Some(0), "{all}");
     assert!(all.contains("its hard lock may still be held"), "{all}");
+}
+
+/// A directory to put first on PATH whose `rm` runs `when_lock` (shell, `$a` is the path)
+/// when asked to remove the scene's hard lock `hard-n1`, and is the real rm otherwise.
+/// Returns the PATH value.
+fn rm_refusing_the_lock(s: &crate::apply::Scene, when_lock: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = s.path("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let rm = bin.join("rm");
+    std::fs::write(
+        &rm,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in */hard-n1) {when_lock};; esac; done\n\
+             exec /bin/rm \"$@\"\n"
+        ),
+    )
+    .expect("write rm");
+    std::fs::set_permissions(&rm, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
