@@ -978,13 +978,18 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(dir.path().join("a")).expect("stat");
             assert_eq!(mode.permissions().mode() & 0o7777, 0o640);
-            let left: Vec<_> = std::fs::read_dir(dir.path())
-                .expect("ls")
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(".cinch-tmp-"))
-                .collect();
+            let left = staging_left(dir.path());
             assert!(left.is_empty(), "{shell}: {left:?}");
         }
+    }
+
+    /// Staging files (`.cinch-tmp-*`) an upload left in `dir`: there must be none.
+    fn staging_left(dir: &std::path::Path) -> Vec<std::fs::DirEntry> {
+        std::fs::read_dir(dir)
+            .expect("ls")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".cinch-tmp-"))
+            .collect()
     }
 
     /// A file item at `path` with this mode and owner.
@@ -1098,11 +1103,7 @@ mod tests {
                 syncs[0]
             );
             for sub in ["a", "b", "c"] {
-                let left: Vec<_> = std::fs::read_dir(dir.path().join(sub))
-                    .expect("ls")
-                    .flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(".cinch-tmp-"))
-                    .collect();
+                let left = staging_left(&dir.path().join(sub));
                 assert!(left.is_empty(), "{shell}: {left:?}");
             }
         }
@@ -1155,11 +1156,7 @@ mod tests {
                     .is_symlink()
             );
             assert_eq!(read("elsewhere"), "keep");
-            let left: Vec<_> = std::fs::read_dir(dir.path())
-                .expect("ls")
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(".cinch-tmp-"))
-                .collect();
+            let left = staging_left(dir.path());
             assert!(left.is_empty(), "{shell}: {left:?}");
         }
     }

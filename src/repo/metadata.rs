@@ -134,11 +134,7 @@ fn merge_state(
     overrides: impl Fn(&Source<'_>, &Source<'_>) -> bool,
 ) -> (Value, MergeState) {
     let mut out = Map::new();
-    let mut state = MergeState {
-        owners: HashMap::new(),
-        list_contributors: HashMap::new(),
-        conflicts: Vec::new(),
-    };
+    let mut state = MergeState::default();
     for (idx, layer) in layers.iter().enumerate() {
         if let Value::Object(map) = layer.value {
             let mut path = Vec::new();
@@ -150,6 +146,7 @@ fn merge_state(
     (Value::Object(out), state)
 }
 
+#[derive(Default)]
 struct MergeState {
     /// Which layer last wrote each path where a value was inserted or replaced whole.
     owners: HashMap<Vec<String>, usize>,
@@ -264,11 +261,7 @@ pub(crate) fn merge_keys(
     keys: &[String],
 ) -> Map<String, Value> {
     let mut out = Map::new();
-    let mut state = MergeState {
-        owners: HashMap::new(),
-        list_contributors: HashMap::new(),
-        conflicts: Vec::new(),
-    };
+    let mut state = MergeState::default();
     for (idx, layer) in layers.iter().enumerate() {
         if let Value::Object(map) = layer.value {
             for key in keys {
