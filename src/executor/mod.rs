@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::events::{Bus, Event, Flow, Note};
 use crate::items::Item;
-use crate::items::state::{Change, Local, runnable, stateful};
+use crate::items::state::{Change, Local, State, runnable, stateful};
 use crate::node_shell::{Fields, Record, Script};
 use crate::plan::Plan;
 use crate::repo::Node;
@@ -70,27 +70,67 @@ pub enum PlanCheck {
 pub const CHANGED_SINCE_PLAN: &str = "changed since the plan";
 
 /// The hash of an actual state as a saved plan records it: sorted keys, staging leftovers
-/// (a probe detail apply cleans up) left out.
-pub fn actual_hash(state: &crate::items::state::State) -> String {
+/// (a probe detail apply cleans up) left out. Streamed into the hash (no sorted copy): an
+/// apply hashes every unchanged item for its drift record.
+pub fn actual_hash(state: &State) -> String {
     use sha2::{Digest, Sha256};
-    let mut s = state.clone();
-    s.remove(crate::items::file::LEFTOVERS);
-    let sorted = sort_keys(Value::Object(s));
-    let bytes = serde_json::to_vec(&sorted).unwrap_or_default();
-    hex::encode(Sha256::digest(bytes))
+    let mut h = HashWriter(Sha256::new());
+    let entries = state
+        .iter()
+        .filter(|(k, _)| k.as_str() != crate::items::file::LEFTOVERS);
+    // Writing JSON into a hash cannot fail.
+    let _ = write_sorted_object(&mut h, entries);
+    hex::encode(h.0.finalize())
 }
 
-/// `v` with object keys sorted recursively, so equal states hash equal.
-fn sort_keys(v: Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let mut pairs: Vec<(String, Value)> = m.into_iter().collect();
-            pairs.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(pairs.into_iter().map(|(k, v)| (k, sort_keys(v))).collect())
-        }
-        Value::Array(a) => Value::Array(a.into_iter().map(sort_keys).collect()),
-        other => other,
+/// Feeds written bytes into a hash.
+struct HashWriter(sha2::Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(&mut self.0, buf);
+        Ok(buf.len())
     }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Compact JSON of `v` with object keys sorted at every level: the bytes `serde_json::to_vec`
+/// gives for a copy of `v` whose maps were built in sorted order.
+fn write_sorted(w: &mut impl std::io::Write, v: &Value) -> std::io::Result<()> {
+    match v {
+        Value::Object(m) => write_sorted_object(w, m.iter()),
+        Value::Array(a) => {
+            w.write_all(b"[")?;
+            for (n, x) in a.iter().enumerate() {
+                if n > 0 {
+                    w.write_all(b",")?;
+                }
+                write_sorted(w, x)?;
+            }
+            w.write_all(b"]")
+        }
+        other => serde_json::to_writer(w, other).map_err(std::io::Error::from),
+    }
+}
+
+fn write_sorted_object<'v>(
+    w: &mut impl std::io::Write,
+    entries: impl Iterator<Item = (&'v String, &'v Value)>,
+) -> std::io::Result<()> {
+    let mut entries: Vec<_> = entries.collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    w.write_all(b"{")?;
+    for (n, (k, v)) in entries.into_iter().enumerate() {
+        if n > 0 {
+            w.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *w, k).map_err(std::io::Error::from)?;
+        w.write_all(b":")?;
+        write_sorted(w, v)?;
+    }
+    w.write_all(b"}")
 }
 
 /// What happened to one item (defined with the events that carry it).
@@ -214,7 +254,9 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
     if started.is_ok() && ex.released && ex.contradicted(guard.as_deref()) {
         ex.released = false;
         ex.steady_off = true;
-        ex.actual = vec![None; ex.g.items.len()];
+        for i in 0..ex.g.items.len() {
+            ex.set_actual(i, None);
+        }
         if let Some(g) = guard.as_deref_mut() {
             g.distrust();
         }
@@ -255,7 +297,7 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
     {
         let applied = (0..ex.g.items.len())
             .filter(|&i| matches!(ex.done[i], Some(Outcome::Ok | Outcome::Fixed)))
-            .filter_map(|i| ex.actual_state(i).map(|s| (i, actual_hash(&s))))
+            .filter_map(|i| ex.actual_of(i).map(|s| (i, actual_hash(s))))
             .collect();
         g.applied(applied);
         g.settled(ex.unchanged(sent));
@@ -287,8 +329,15 @@ struct Exec<'a, 'j> {
     job: &'j Job<'a>,
     t: &'j dyn Transport,
     g: &'a Plan,
-    /// Latest probe record per item.
+    /// Latest probe record per item; change it only through `set_actual`, which keeps the
+    /// memo below in step.
     actual: Vec<Option<Fields>>,
+    /// Each item's expected state, computed once: it cannot change during a run.
+    expected_memo: Vec<std::cell::OnceCell<Option<State>>>,
+    /// Each item's actual state as read from `actual`, computed once per probe record: an
+    /// unchanged item is judged, reported and recorded from the same state (20,000 files
+    /// built each state four times).
+    actual_memo: Vec<std::cell::OnceCell<Option<State>>>,
     done: Vec<Option<Outcome>>,
     /// The change each item was fixed by in this run (canned actions ask whether it left
     /// them anything to do).
@@ -339,6 +388,8 @@ impl<'a, 'j> Exec<'a, 'j> {
             t,
             g,
             actual: vec![None; n],
+            expected_memo: vec![std::cell::OnceCell::new(); n],
+            actual_memo: vec![std::cell::OnceCell::new(); n],
             done: vec![None; n],
             fixed_by: vec![None; n],
             fired: vec![false; n],
@@ -448,11 +499,40 @@ impl<'a, 'j> Exec<'a, 'j> {
     fn absorb(&mut self, records: &[Record]) {
         for r in records {
             if let Record::Probe { idx, fields } = r
-                && let Some(slot) = self.actual.get_mut(*idx)
+                && *idx < self.actual.len()
             {
-                *slot = Some(fields.clone());
+                self.set_actual(*idx, Some(fields.clone()));
             }
         }
+    }
+
+    /// Replaces item `i`'s probe record (and forgets the state built from the old one).
+    pub(super) fn set_actual(&mut self, i: usize, fields: Option<Fields>) {
+        self.actual[i] = fields;
+        self.actual_memo[i].take();
+    }
+
+    /// Item `i`'s expected state (`None`: it must not exist, or it has no state).
+    fn expected_of(&self, i: usize) -> Option<&State> {
+        self.expected_memo[i]
+            .get_or_init(|| {
+                let item = &self.g.items[i];
+                stateful(&item.kind)?.expected(item, &self.job.locals[i])
+            })
+            .as_ref()
+    }
+
+    /// Item `i`'s actual state from its latest probe record (`None`: absent or not read).
+    pub(super) fn actual_of(&self, i: usize) -> Option<&State> {
+        self.actual_memo[i]
+            .get_or_init(|| {
+                let item = &self.g.items[i];
+                let b = stateful(&item.kind)?;
+                self.actual[i]
+                    .as_ref()
+                    .and_then(|f| b.actual(item, &self.job.locals[i], f))
+            })
+            .as_ref()
     }
 
     /// The first command: the guard's prologue, then the actual state of every item that may run.
@@ -508,14 +588,12 @@ impl<'a, 'j> Exec<'a, 'j> {
     }
 
     fn change_of(&self, i: usize) -> Option<Change> {
-        let item = &self.g.items[i];
-        let b = stateful(&item.kind)?;
-        let local = &self.job.locals[i];
-        let expected = b.expected(item, local);
-        let actual = self.actual[i]
-            .as_ref()
-            .and_then(|f| b.actual(item, local, f));
-        Change::between(expected, actual)
+        stateful(&self.g.items[i].kind)?;
+        let (expected, actual) = (self.expected_of(i), self.actual_of(i));
+        if !Change::differs(expected, actual) {
+            return None;
+        }
+        Change::between(expected.cloned(), actual.cloned())
     }
 
     /// Runs the `unless` of `items` in one command; returns those whose `unless` succeeded.

@@ -636,3 +636,38 @@ fn verify_emits_each_verdict_and_its_item_result_on_the_bus() {
     assert_eq!(verdicts.len(), 2, "one verdict per item: {verdicts:?}");
     assert!(!d.path().join("missing").exists(), "verify changes nothing");
 }
+
+/// The streamed `actual_hash` must give the very bytes of the sorted copy it replaced: drift
+/// records and saved plans written by earlier versions hold these hashes.
+#[test]
+fn actual_hash_is_the_hash_of_the_sorted_copy_it_replaced() {
+    use sha2::{Digest, Sha256};
+    fn sorted(v: Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut pairs: Vec<(String, Value)> = m.into_iter().collect();
+                pairs.sort_by(|a, b| a.0.cmp(&b.0));
+                Value::Object(pairs.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+            }
+            Value::Array(a) => Value::Array(a.into_iter().map(sorted).collect()),
+            other => other,
+        }
+    }
+    let Value::Object(state) = serde_json::json!({
+        "type": "file",
+        "mode": "0644",
+        "content_hash": "ab\"c\\\n\u{1}é",
+        "size": 12,
+        "nested": {"z": [3, {"b": null, "a": true}], "a": -1.5},
+        "Über": [],
+        crate::items::file::LEFTOVERS: ["/x/.cinch-tmp-1"],
+    }) else {
+        unreachable!("an object literal")
+    };
+    let mut without = state.clone();
+    without.remove(crate::items::file::LEFTOVERS);
+    let reference = hex::encode(Sha256::digest(
+        serde_json::to_vec(&sorted(Value::Object(without))).unwrap(),
+    ));
+    assert_eq!(actual_hash(&state), reference);
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::items::action::ActionOutcome;
-use crate::items::state::{Fixing, State, stateful};
+use crate::items::state::{Fixing, stateful};
 use crate::node_shell::{Record, Script};
 
 use super::*;
@@ -153,7 +153,7 @@ impl Exec<'_, '_> {
         let records = self.send(script)?;
         // Only the re-read state counts: clear the first probe for items that were fixed.
         for &i in &fixed {
-            self.actual[i] = None;
+            self.set_actual(i, None);
         }
         self.absorb(&records);
         self.settle(to_fix, &records, started);
@@ -179,7 +179,7 @@ impl Exec<'_, '_> {
             }
             match self.change_of(i) {
                 None => {
-                    let before = self.public(i, self.actual_state(i).as_ref());
+                    let before = self.public(i, self.actual_of(i));
                     self.report(
                         i,
                         ItemReport {
@@ -350,7 +350,7 @@ impl Exec<'_, '_> {
             let elapsed = started.elapsed();
             let before = self.public(i, change.actual.as_ref());
             // A failed fix still tells hooks and JSON what the item was and what it is now.
-            let after = self.public(i, self.actual_state(i).as_ref());
+            let after = self.public(i, self.actual_of(i));
             match results.get(&i) {
                 None => self.fail_between(
                     i,
@@ -383,7 +383,7 @@ impl Exec<'_, '_> {
                         );
                     }
                     None => {
-                        let after = self.public(i, self.actual_state(i).as_ref());
+                        let after = self.public(i, self.actual_of(i));
                         self.fixed_by[i] = Some(change.clone());
                         self.fire_triggers(i);
                         self.report(
@@ -436,14 +436,6 @@ impl Exec<'_, '_> {
             .plan
             .as_ref()
             .map(|p| p.get(i).cloned().unwrap_or(PlanCheck::NotPlanned))
-    }
-
-    pub(super) fn actual_state(&self, i: usize) -> Option<State> {
-        let item = &self.g.items[i];
-        let b = stateful(&item.kind)?;
-        self.actual[i]
-            .as_ref()
-            .and_then(|f| b.actual(item, &self.job.locals[i], f))
     }
 
     pub(super) fn actions(&mut self, actions: &[usize]) {

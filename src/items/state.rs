@@ -153,6 +153,15 @@ pub struct Change {
 }
 
 impl Change {
+    /// Whether `between` would find a change, without building one.
+    pub fn differs(expected: Option<&State>, actual: Option<&State>) -> bool {
+        match (expected, actual) {
+            (None, None) => false,
+            (Some(e), Some(a)) => e.iter().any(|(k, v)| a.get(k) != Some(v)),
+            _ => true,
+        }
+    }
+
     /// Compares; `None` when the item is correct.
     pub fn between(expected: Option<State>, actual: Option<State>) -> Option<Change> {
         match (&expected, &actual) {
