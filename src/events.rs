@@ -262,13 +262,26 @@ pub struct ItemReport {
     pub verb: Option<&'static str>,
     /// The change in words (never contains sensitive content).
     pub diff: Option<String>,
+    /// The state read before (public view), for the item's event; not kept after it.
     pub before: Option<Value>,
+    /// The state after, likewise; `None` on an `ok` item stands for `before` (nothing
+    /// changed, so 20,000 unchanged files need no second copy): see [`ItemReport::after`].
     pub after: Option<Value>,
     pub duration: Duration,
     /// Skips users do not need to see ("not triggered", "unless").
     pub quiet: bool,
     /// verify: the hash of the drifted state it read (drift attribution, plans).
     pub actual_hash: Option<String>,
+}
+
+impl ItemReport {
+    /// The state after the item's run: an `ok` item's is its state before.
+    pub fn after(&self) -> Option<&Value> {
+        match (&self.after, self.outcome) {
+            (None, ItemStatus::Ok) => self.before.as_ref(),
+            (after, _) => after.as_ref(),
+        }
+    }
 }
 
 /// An item as hooks see it: id, type, name, bundle, attributes (each type's own view, which

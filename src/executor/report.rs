@@ -26,7 +26,7 @@ impl Exec<'_, '_> {
                     duration: r.duration,
                     status: r.outcome,
                     status_before: r.before.as_ref(),
-                    status_after: r.after.as_ref(),
+                    status_after: r.after(),
                     reason: r.reason.as_deref(),
                 });
             }
@@ -47,7 +47,7 @@ impl Exec<'_, '_> {
                     change: r.verb,
                     reason: r.reason.as_deref(),
                     status_before: r.before.as_ref(),
-                    status_expected: r.after.as_ref(),
+                    status_expected: r.after(),
                     drift: drift.as_ref(),
                 }));
             }
@@ -58,6 +58,9 @@ impl Exec<'_, '_> {
             report: &r,
             drift: drift.as_ref(),
         }));
+        // The states were for the events; the summary and saved plans need none of them.
+        r.before = None;
+        r.after = None;
         self.run.reports.push(r);
     }
 
