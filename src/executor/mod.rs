@@ -66,6 +66,9 @@ pub enum PlanCheck {
     Actual(Option<String>),
 }
 
+/// Nodes with fewer items build their states one by one, as needed (no thread hand-off).
+const PRIME_AT_LEAST: usize = 256;
+
 /// Why an item is not touched under `--plan` when it changed since the plan was made.
 pub const CHANGED_SINCE_PLAN: &str = "changed since the plan";
 
@@ -506,6 +509,35 @@ impl<'a, 'j> Exec<'a, 'j> {
         }
     }
 
+    /// Builds every item's expected and actual state at once, on all cores: judging 20,000
+    /// unchanged files was mostly building their states one after the other.
+    fn prime_states(&mut self) {
+        use rayon::prelude::*;
+        let (items, locals, actual) = (&self.g.items, &self.job.locals, &self.actual);
+        if items.len() < PRIME_AT_LEAST {
+            return;
+        }
+        let states: Vec<(Option<State>, Option<State>)> = (0..items.len())
+            .into_par_iter()
+            .map(|i| {
+                let item = &items[i];
+                let Some(b) = stateful(&item.kind) else {
+                    return (None, None);
+                };
+                let expected = b.expected(item, &locals[i]);
+                let actual = actual[i]
+                    .as_ref()
+                    .and_then(|f| b.actual(item, &locals[i], f));
+                (expected, actual)
+            })
+            .collect();
+        for (i, (expected, actual)) in states.into_iter().enumerate() {
+            // A memo already set holds the same state (it is a function of the same inputs).
+            let _ = self.expected_memo[i].set(expected);
+            let _ = self.actual_memo[i].set(actual);
+        }
+    }
+
     /// Replaces item `i`'s probe record (and forgets the state built from the old one).
     pub(super) fn set_actual(&mut self, i: usize, fields: Option<Fields>) {
         self.actual[i] = fields;
@@ -584,6 +616,7 @@ impl<'a, 'j> Exec<'a, 'j> {
             }
         }
         self.absorb(&records);
+        self.prime_states();
         Ok(())
     }
 

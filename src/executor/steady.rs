@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::*;
@@ -13,6 +14,9 @@ use crate::items::state::stateful;
 pub(super) const STEADY_CONTRADICTED: &str = "not changed: the node's steady marker said it was \
      unchanged and released its lock in the first command, but its state differs (the marker \
      was removed: apply again)";
+
+/// Items per chunk of the judged digest.
+const DIGEST_CHUNK: usize = 512;
 
 /// Feeds formatted text into a hash without building the string.
 struct HashWrite(Sha256);
@@ -42,8 +46,21 @@ impl Exec<'_, '_> {
             o.only,
             o.skip
         );
-        for item in &g.items {
-            let _ = writeln!(w, "{item:?}");
+        // In chunks on all cores (digests of the chunks, in order): 20,000 items' worth of
+        // text took a third of a steady apply's controller time before its one command.
+        let chunks: Vec<[u8; 32]> = g
+            .items
+            .par_chunks(DIGEST_CHUNK)
+            .map(|items| {
+                let mut c = HashWrite(Sha256::new());
+                for item in items {
+                    let _ = writeln!(c, "{item:?}");
+                }
+                c.0.finalize().into()
+            })
+            .collect();
+        for d in chunks {
+            w.0.update(d);
         }
         let _ = write!(
             w,
