@@ -519,7 +519,7 @@ fn run_node(
     let expected: Vec<(String, String)> = job
         .plan
         .items
-        .iter()
+        .par_iter()
         .zip(&job.locals)
         .map(|(i, l)| (i.id.clone(), state_hash(&i.canonical_expected(l))))
         .collect();

@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 
 use crate::events::{Bus, Event, Flow, Note};
 use crate::items::Item;
@@ -73,67 +72,13 @@ const PRIME_AT_LEAST: usize = 256;
 pub const CHANGED_SINCE_PLAN: &str = "changed since the plan";
 
 /// The hash of an actual state as a saved plan records it: sorted keys, staging leftovers
-/// (a probe detail apply cleans up) left out. Streamed into the hash (no sorted copy): an
-/// apply hashes every unchanged item for its drift record.
+/// (a probe detail apply cleans up) left out.
 pub fn actual_hash(state: &State) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = HashWriter(Sha256::new());
-    let entries = state
-        .iter()
-        .filter(|(k, _)| k.as_str() != crate::items::file::LEFTOVERS);
-    // Writing JSON into a hash cannot fail.
-    let _ = write_sorted_object(&mut h, entries);
-    hex::encode(h.0.finalize())
-}
-
-/// Feeds written bytes into a hash.
-struct HashWriter(sha2::Sha256);
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        sha2::Digest::update(&mut self.0, buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Compact JSON of `v` with object keys sorted at every level: the bytes `serde_json::to_vec`
-/// gives for a copy of `v` whose maps were built in sorted order.
-fn write_sorted(w: &mut impl std::io::Write, v: &Value) -> std::io::Result<()> {
-    match v {
-        Value::Object(m) => write_sorted_object(w, m.iter()),
-        Value::Array(a) => {
-            w.write_all(b"[")?;
-            for (n, x) in a.iter().enumerate() {
-                if n > 0 {
-                    w.write_all(b",")?;
-                }
-                write_sorted(w, x)?;
-            }
-            w.write_all(b"]")
-        }
-        other => serde_json::to_writer(w, other).map_err(std::io::Error::from),
-    }
-}
-
-fn write_sorted_object<'v>(
-    w: &mut impl std::io::Write,
-    entries: impl Iterator<Item = (&'v String, &'v Value)>,
-) -> std::io::Result<()> {
-    let mut entries: Vec<_> = entries.collect();
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    w.write_all(b"{")?;
-    for (n, (k, v)) in entries.into_iter().enumerate() {
-        if n > 0 {
-            w.write_all(b",")?;
-        }
-        serde_json::to_writer(&mut *w, k).map_err(std::io::Error::from)?;
-        w.write_all(b":")?;
-        write_sorted(w, v)?;
-    }
-    w.write_all(b"}")
+    crate::review::expected::entries_hash(
+        state
+            .iter()
+            .filter(|(k, _)| k.as_str() != crate::items::file::LEFTOVERS),
+    )
 }
 
 /// What happened to one item (defined with the events that carry it).
