@@ -12,6 +12,7 @@ pub mod commands;
 pub mod console;
 pub mod diag;
 pub mod diff;
+pub mod digest;
 pub mod error;
 pub mod events;
 pub mod executor;

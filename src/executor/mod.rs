@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-
 use crate::events::{Bus, Event, Flow, Note};
 use crate::items::Item;
 use crate::items::state::{Change, Local, State, runnable, stateful};
@@ -74,7 +73,7 @@ pub const CHANGED_SINCE_PLAN: &str = "changed since the plan";
 /// The hash of an actual state as a saved plan records it: sorted keys, staging leftovers
 /// (a probe detail apply cleans up) left out.
 pub fn actual_hash(state: &State) -> String {
-    crate::review::expected::entries_hash(
+    crate::digest::entries_hash(
         state
             .iter()
             .filter(|(k, _)| k.as_str() != crate::items::file::LEFTOVERS),

@@ -641,6 +641,7 @@ fn verify_emits_each_verdict_and_its_item_result_on_the_bus() {
 /// records and saved plans written by earlier versions hold these hashes.
 #[test]
 fn actual_hash_is_the_hash_of_the_sorted_copy_it_replaced() {
+    use serde_json::Value;
     use sha2::{Digest, Sha256};
     fn sorted(v: Value) -> Value {
         match v {

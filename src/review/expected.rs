@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::diag::Diagnostic;
 use crate::items::state::{Local, stateful};
@@ -119,71 +118,7 @@ pub fn canonical(v: Value) -> Value {
     }
 }
 
-/// The hex sha256 of the compact JSON of `v` after [`canonical`]: equal values hash equal on
-/// every machine (serde_json prints numbers and strings one way only). Streamed into the hash,
-/// without the sorted copy: an apply hashes every item's expected and actual state.
-pub fn state_hash(v: &Value) -> String {
-    let mut h = HashWriter(Sha256::new());
-    // Writing JSON into a hash cannot fail.
-    let _ = write_sorted(&mut h, v);
-    hex::encode(h.0.finalize())
-}
-
-/// [`state_hash`] of the object with these entries.
-pub fn entries_hash<'v>(entries: impl Iterator<Item = (&'v String, &'v Value)>) -> String {
-    let mut h = HashWriter(Sha256::new());
-    let _ = write_sorted_object(&mut h, entries);
-    hex::encode(h.0.finalize())
-}
-
-/// Feeds written bytes into a hash.
-struct HashWriter(Sha256);
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The compact JSON of [`canonical`]`(v)`, written without building it.
-fn write_sorted(w: &mut impl std::io::Write, v: &Value) -> std::io::Result<()> {
-    match v {
-        Value::Object(m) => write_sorted_object(w, m.iter()),
-        Value::Array(a) => {
-            w.write_all(b"[")?;
-            for (n, x) in a.iter().enumerate() {
-                if n > 0 {
-                    w.write_all(b",")?;
-                }
-                write_sorted(w, x)?;
-            }
-            w.write_all(b"]")
-        }
-        other => serde_json::to_writer(w, other).map_err(std::io::Error::from),
-    }
-}
-
-fn write_sorted_object<'v>(
-    w: &mut impl std::io::Write,
-    entries: impl Iterator<Item = (&'v String, &'v Value)>,
-) -> std::io::Result<()> {
-    let mut entries: Vec<_> = entries.collect();
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    w.write_all(b"{")?;
-    for (n, (k, v)) in entries.into_iter().enumerate() {
-        if n > 0 {
-            w.write_all(b",")?;
-        }
-        serde_json::to_writer(&mut *w, k).map_err(std::io::Error::from)?;
-        w.write_all(b":")?;
-        write_sorted(w, v)?;
-    }
-    w.write_all(b"}")
-}
+pub use crate::digest::{entries_hash, state_hash};
 
 /// One item as review sees it.
 #[derive(Debug, Clone)]
@@ -428,6 +363,7 @@ password_hash = "$6$salt$hash"
     /// and drift records written by earlier versions hold these hashes.
     #[test]
     fn state_hash_is_the_hash_of_the_canonical_copy_it_replaced() {
+        use sha2::{Digest, Sha256};
         let v = json!({
             "z": [3, {"b": null, "a": true, "é": "q\"\\\n\u{1}"}],
             "a": -1.5,
@@ -438,6 +374,9 @@ password_hash = "$6$salt$hash"
             serde_json::to_vec(&canonical(v.clone())).unwrap(),
         ));
         assert_eq!(state_hash(&v), reference);
-        assert_eq!(state_hash(&json!([1, "x"])), hex::encode(Sha256::digest(b"[1,\"x\"]")));
+        assert_eq!(
+            state_hash(&json!([1, "x"])),
+            hex::encode(Sha256::digest(b"[1,\"x\"]"))
+        );
     }
 }

@@ -36,6 +36,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("shell", 0),
     ("diag", 0),
     ("diff", 0),
+    ("digest", 0),
     ("budget", 0),
     ("interrupt", 0),
     ("fanout", 0),

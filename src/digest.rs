@@ -1,0 +1,71 @@
+//! Digests of JSON states that do not depend on key order: the expected- and actual-state
+//! hashes of drift records, saved plans and review.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The hex sha256 of the compact JSON of `v` with keys sorted at every level: equal values hash equal on
+/// every machine (serde_json prints numbers and strings one way only). Streamed into the hash,
+/// without the sorted copy: an apply hashes every item's expected and actual state.
+pub fn state_hash(v: &Value) -> String {
+    let mut h = HashWriter(Sha256::new());
+    // Writing JSON into a hash cannot fail.
+    let _ = write_sorted(&mut h, v);
+    hex::encode(h.0.finalize())
+}
+
+/// [`state_hash`] of the object with these entries.
+pub fn entries_hash<'v>(entries: impl Iterator<Item = (&'v String, &'v Value)>) -> String {
+    let mut h = HashWriter(Sha256::new());
+    let _ = write_sorted_object(&mut h, entries);
+    hex::encode(h.0.finalize())
+}
+
+/// Feeds written bytes into a hash.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The compact JSON of `v` with keys sorted at every level, written without building it.
+fn write_sorted(w: &mut impl std::io::Write, v: &Value) -> std::io::Result<()> {
+    match v {
+        Value::Object(m) => write_sorted_object(w, m.iter()),
+        Value::Array(a) => {
+            w.write_all(b"[")?;
+            for (n, x) in a.iter().enumerate() {
+                if n > 0 {
+                    w.write_all(b",")?;
+                }
+                write_sorted(w, x)?;
+            }
+            w.write_all(b"]")
+        }
+        other => serde_json::to_writer(w, other).map_err(std::io::Error::from),
+    }
+}
+
+fn write_sorted_object<'v>(
+    w: &mut impl std::io::Write,
+    entries: impl Iterator<Item = (&'v String, &'v Value)>,
+) -> std::io::Result<()> {
+    let mut entries: Vec<_> = entries.collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    w.write_all(b"{")?;
+    for (n, (k, v)) in entries.into_iter().enumerate() {
+        if n > 0 {
+            w.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *w, k).map_err(std::io::Error::from)?;
+        w.write_all(b":")?;
+        write_sorted(w, v)?;
+    }
+    w.write_all(b"}")
+}
