@@ -3,8 +3,8 @@
 use serde_json::Value;
 
 use super::state::{
-    Change, Local, Stat, State, Stateful, chown_spec, expect_ownership, mode_text, path_of,
-    put_ownership,
+    Change, Local, STATE_KEYS, Stat, State, Stateful, chown_spec, expect_ownership, mode_text,
+    path_of, put_ownership,
 };
 use super::{DirectoryAttrs, Item};
 use crate::node_shell::{Fields, Script};
@@ -19,7 +19,7 @@ impl Stateful for DirectoryAttrs {
         if self.delete {
             return None;
         }
-        let mut s = State::new();
+        let mut s = State::with_capacity(STATE_KEYS);
         s.insert("type".into(), Value::String("directory".into()));
         expect_ownership(
             &mut s,
@@ -43,7 +43,7 @@ impl Stateful for DirectoryAttrs {
 
     fn actual(&self, item: &Item, local: &Local, fields: &Fields) -> Option<State> {
         let t = fields.text("type")?;
-        let mut s = State::new();
+        let mut s = State::with_capacity(STATE_KEYS);
         s.insert("type".into(), Value::String(t));
         if let Some(stat) = Stat::from_fields(fields) {
             put_ownership(&mut s, self.expected(item, local).as_ref(), &stat);

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::reader::{RawItem, Reader};
 use super::state::{
-    Change, Fixing, Local, Stat, State, Stateful, chown_spec, expect_ownership, path_of,
-    put_ownership, show_keys,
+    Change, Fixing, Local, STATE_KEYS, Stat, State, Stateful, chown_spec, expect_ownership,
+    path_of, put_ownership, show_keys,
 };
 use super::{ContentType, FileAttrs, FileSource, Item, ItemKind};
 use crate::diag::did_you_mean;
@@ -45,7 +45,7 @@ impl Stateful for FileAttrs {
         if self.delete {
             return None;
         }
-        let mut s = State::new();
+        let mut s = State::with_capacity(STATE_KEYS);
         s.insert("type".into(), Value::String("file".into()));
         s.insert(LEFTOVERS.into(), Value::Array(Vec::new()));
         if let Some(h) = &local.content_hash {
@@ -87,7 +87,7 @@ impl Stateful for FileAttrs {
 
     fn actual(&self, item: &Item, local: &Local, fields: &Fields) -> Option<State> {
         let t = fields.text("type")?;
-        let mut s = State::new();
+        let mut s = State::with_capacity(STATE_KEYS);
         s.insert("type".into(), Value::String(t.clone()));
         s.insert(LEFTOVERS.into(), Value::Array(leftovers(item, fields)));
         if t == "file"

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::state::{Change, Local, Stat, State, Stateful, chown_spec, path_of};
+use super::state::{Change, Local, STATE_KEYS, Stat, State, Stateful, chown_spec, path_of};
 use super::{Item, SymlinkAttrs};
 use crate::node_shell::{Fields, Script};
 use crate::shell::quote;
@@ -16,7 +16,7 @@ impl Stateful for SymlinkAttrs {
         if self.delete {
             return None;
         }
-        let mut s = State::new();
+        let mut s = State::with_capacity(STATE_KEYS);
         s.insert("type".into(), Value::String("symlink".into()));
         s.insert("target".into(), Value::String(self.target.clone()));
         if let Some(o) = &self.owner {
@@ -34,7 +34,7 @@ impl Stateful for SymlinkAttrs {
 
     fn actual(&self, _item: &Item, _local: &Local, fields: &Fields) -> Option<State> {
         let t = fields.text("type")?;
-        let mut s = State::new();
+        let mut s = State::with_capacity(STATE_KEYS);
         s.insert("type".into(), Value::String(t));
         if let Some(target) = fields.get("target") {
             s.insert(
