@@ -210,7 +210,7 @@ pm() { if pmc && ctmp; then take "$1" > "$cT/m"; pmq; else take "$1" | pml; fi; 
 pmx() { oi=$IFS; IFS='	'; set -f; set -- $1; set +f; IFS=$oi; pf "$@"; }
 pml() { n=0; while IFS= read -r x; do pmx "$x"; n=$((n+1)); [ $n -lt 256 ] || { cz; n=0; }; done; cz; }
 pa() {
-  awk -F '\t' -v M="$1" -v P="${2:-1}" -v MF="$cT/m" -v S="$cT/ms" -v N="$cT/mn" -v H="$cT/mh" -v U="$cT/mu" -v T="$cT/mt" -v C="$cT/mc" -v R="$cT/mr" '
+  cT="$cT" awk -F '\t' -v P="$1" -v MF="$cT/m" -v PL="$cT/mp" -v S="$cT/ms" -v N="$cT/mn" -v H="$cT/mh" -v U="$cT/mu" -v T="$cT/mt" -v C="$cT/mc" -v R="$cT/mr" '
     function dn(p) { sub(/\/[^\/]*$/, "", p); return p }
     function tn(k) {
       if (k == "regular file" || k == "regular empty file") return "file"
@@ -228,27 +228,36 @@ pa() {
       return 0
     }
     BEGIN {
-      hk = 0
       while ((getline x < MF) > 0) {
         split(x, a, "\t"); if (a[1] !~ /^[0-9]+$/ || substr(a[2], 1, 1) != "/") continue
         w[a[2]] = 1; d = dn(a[2])
         if (d != "") { n = split(substr(d, 2), b, "/"); q = ""; for (j = 1; j <= n; j++) { q = q "/" b[j]; w[q] = 1 } }
       }
-      if (M == 0) { for (p in w) print p; exit }
+      close(MF)
+      for (p in w) print p > PL
+      close(PL)
+      system("sh \"$cT/ps\"")
       while ((getline x < S) > 0) {
         i = index(x, "|"); if (i == 0) continue
         k = substr(x, 1, i - 1); r = substr(x, i + 1); j = index(r, "|"); nm = substr(r, j + 1)
         if (j > 0 && (nm in w)) { ty[nm] = k; st[nm] = substr(r, 1, j - 1) }
       }
-      if (M == 1) {
-        for (p in st) { split(st[p], f, "/"); q = f[2] "/" f[3]; if (!(q in rep)) { rep[q] = 1; print p > R } }
-        close(R)
+      for (p in st) { split(st[p], f, "/"); q = f[2] "/" f[3]; if (!(q in rep)) { rep[q] = 1; print p > R } }
+      close(R)
+      hk = 0
+      while ((getline x < MF) > 0) {
+        $0 = x
+        if ($1 !~ /^[0-9]+$/ || substr($2, 1, 1) != "/") continue
+        if (tn(ty[$2]) == "file" && ($2 in st) && !uns()) { print $2 > (H "l" hk); hk = (hk + 1) % P }
       }
+      close(MF)
+      for (j = 0; j < P; j++) close(H "l" j)
+      system("sh \"$cT/ph\" " P)
       while ((getline x < N) > 0) { un = ""; getline un < N; getline g < N; gn = ""; getline gn < N; un_[x] = un; gn_[g] = gn }
+      hk = 0
     }
     $1 !~ /^[0-9]+$/ || substr($2, 1, 1) != "/" { next }
-    M == 1 { if (tn(ty[$2]) == "file" && ($2 in st) && !uns()) { print $2 > (H "l" hk); hk = (hk + 1) % P } }
-    M == 2 {
+    {
       if (uns()) { print > U; next }
       if ($5 != 0) { d = dn($2); if (d == "") d = "/"; print $1 "\t" $5 "\t" d > T }
       r = "1:P," length($1) ":" $1 ","
@@ -269,26 +278,31 @@ pa() {
       printf "%s0:,", r
     }' "$cT/m"
 }
-pmh() {
-  if [ -s "$1" ]; then
-    tr '\n' '\000' < "$1" | xargs -0 sha256sum > "$2" 2>/dev/null ||
-      while IFS= read -r p; do v=$(sha256sum < "$p" 2>/dev/null) || v=; printf '%s\n' "${v%% *}"; done < "$1" > "$2"
-  else true > "$2"; fi
-}
 pmq() {
-  pa 0 | tr '\n' '\000' | xargs -0 stat -c '%F|%a/%u/%g/%s|%n' > "$cT/ms" 2>/dev/null
   pp=1; command -v nproc >/dev/null 2>&1 && pp=$(nproc 2>/dev/null) || pp=1
   case $pp in ''|*[!0-9]*) pp=1;; esac; [ "$pp" -ge 1 ] || pp=1; [ "$pp" -le 4 ] || pp=4
-  k=0; while [ $k -lt $pp ]; do true > "$cT/mhl$k"; k=$((k+1)); done; true > "$cT/mr"
-  pa 1 $pp
-  tr '\n' '\000' < "$cT/mr" | xargs -0 stat -c '%u
+  k=0; while [ $k -lt $pp ]; do true > "$cT/mhl$k"; k=$((k+1)); done
+  true > "$cT/mp"; true > "$cT/ms"; true > "$cT/mr"; true > "$cT/mn"
+  true > "$cT/mu"; true > "$cT/mt"; true > "$cT/mc"
+  cat > "$cT/ps" <<'CINCH_PS'
+tr '\n' '\000' < "$cT/mp" | xargs -0 stat -c '%F|%a/%u/%g/%s|%n' > "$cT/ms" 2>/dev/null
+CINCH_PS
+  cat > "$cT/ph" <<'CINCH_PH'
+tr '\n' '\000' < "$cT/mr" | xargs -0 stat -c '%u
 %U
 %g
 %G' > "$cT/mn" 2>/dev/null &
-  k=0; while [ $k -lt $pp ]; do pmh "$cT/mhl$k" "$cT/mh$k" & k=$((k+1)); done
-  wait
-  true > "$cT/mu"; true > "$cT/mt"; true > "$cT/mc"
-  pa 2 $pp
+k=0
+while [ $k -lt "$1" ]; do
+  { if [ -s "$cT/mhl$k" ]; then
+      tr '\n' '\000' < "$cT/mhl$k" | xargs -0 sha256sum > "$cT/mh$k" 2>/dev/null ||
+        while IFS= read -r p; do v=$(sha256sum < "$p" 2>/dev/null) || v=; printf '%s\n' "${v%% *}"; done < "$cT/mhl$k" > "$cT/mh$k"
+    else true > "$cT/mh$k"; fi; } &
+  k=$((k+1))
+done
+wait
+CINCH_PH
+  pa $pp
   while IFS= read -r x; do pmx "$x"; done < "$cT/mu"
   cz
   while IFS='	' read -r i s d; do f Q; f "$i"; st "$s" "$d"; f ''; done < "$cT/mt"
