@@ -312,6 +312,13 @@ fn run(
                 .into(),
         ));
     }
+    // The process ends with the command: freeing every node's items, states and reports one
+    // at a time is a last serial step (20,000 files: 3 % of a steady apply's time) that the
+    // system does at exit for free.
+    std::mem::forget(results);
+    std::mem::forget(jobs);
+    drop(nodes);
+    std::mem::forget(repo);
     Ok(code)
 }
 
