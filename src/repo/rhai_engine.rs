@@ -35,6 +35,12 @@ pub fn engine(sandbox: &Sandbox) -> Engine {
 /// Like [`engine`], with `log(text)`, `print` and `debug` routed to `log` (normally the console).
 pub fn engine_with_log(sandbox: &Sandbox, log: LogFn) -> Engine {
     let mut engine = Engine::new();
+    // Rhai's string interner is one lock per engine that every string assignment, string
+    // interpolation and `for` loop takes for writing; a thread that finds it taken sleeps
+    // 10 ms (rhai's `locked_write`). Reactors and hooks run on every worker thread with one
+    // shared engine, so with it two threads mostly slept on each other (`cinch test` used
+    // one core of two). Strings simply stay unshared without it.
+    engine.set_max_strings_interned(0);
     engine.set_max_operations(MAX_OPERATIONS);
     engine.set_max_call_levels(64);
     engine.set_max_expr_depths(128, 64);
@@ -257,6 +263,32 @@ mod tests {
         )
         .expect("write");
         dir
+    }
+
+    /// Regression: with Rhai's string interner, two threads running scripts on one engine
+    /// slept 10 ms whenever both assigned a string at once (`cinch test` used one core of two).
+    #[test]
+    fn two_threads_on_one_engine_do_not_sleep_on_its_string_interner() {
+        let dir = repo_with_lib();
+        let e = engine(&Sandbox::new(dir.path(), false));
+        assert_eq!(e.max_strings_interned(), 0);
+        let ast = e
+            .compile(
+                r#"let out = #{}; for round in 0..4 { for i in 0..1000 { let s = `v${i}`; out[s] = s; } } out.len()"#,
+            )
+            .expect("compile");
+        let started = std::time::Instant::now();
+        std::thread::scope(|s| {
+            let runs: Vec<_> = (0..2)
+                .map(|_| s.spawn(|| e.eval_ast::<rhai::INT>(&ast).expect("eval")))
+                .collect();
+            for r in runs {
+                assert_eq!(r.join().expect("thread"), 1000);
+            }
+        });
+        // 8,000 string assignments of 1,000 strings (the interner keeps 256, so it is busy
+        // evicting): one 10 ms sleep per clash adds seconds; without clashes it takes ~0.1 s.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]
