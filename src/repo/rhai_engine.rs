@@ -266,29 +266,34 @@ mod tests {
     }
 
     /// Regression: with Rhai's string interner, two threads running scripts on one engine
-    /// slept 10 ms whenever both assigned a string at once (`cinch test` used one core of two).
+    /// slept 10 ms whenever both assigned a string at once (`cinch test` used one core of two;
+    /// `perf record -e sched:sched_switch` showed the sleeps under `get_interned_string`).
+    /// Only release builds clash often enough to time, so the setting itself is pinned.
     #[test]
     fn two_threads_on_one_engine_do_not_sleep_on_its_string_interner() {
         let dir = repo_with_lib();
         let e = engine(&Sandbox::new(dir.path(), false));
         assert_eq!(e.max_strings_interned(), 0);
+        // Every `let` of a string and every string built interns it (when interning is on).
         let ast = e
             .compile(
-                r#"let out = #{}; for round in 0..4 { for i in 0..1000 { let s = `v${i}`; out[s] = s; } } out.len()"#,
+                r#"
+                let names = [];
+                for i in 0..1000 { names.push(`n${i}`); }
+                let n = 0;
+                for round in 0..20 { for s in names { let x = s; let y = s; n += 1; } }
+                n
+                "#,
             )
             .expect("compile");
-        let started = std::time::Instant::now();
         std::thread::scope(|s| {
             let runs: Vec<_> = (0..2)
                 .map(|_| s.spawn(|| e.eval_ast::<rhai::INT>(&ast).expect("eval")))
                 .collect();
             for r in runs {
-                assert_eq!(r.join().expect("thread"), 1000);
+                assert_eq!(r.join().expect("thread"), 20_000);
             }
         });
-        // 8,000 string assignments of 1,000 strings (the interner keeps 256, so it is busy
-        // evicting): one 10 ms sleep per clash adds seconds; without clashes it takes ~0.1 s.
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]
