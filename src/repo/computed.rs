@@ -247,7 +247,9 @@ impl Fleet {
 
     /// When another thread is computing `name`, waits for its result. Only a thread that is
     /// not computing anything itself waits (it holds no nodes another thread could wait for),
-    /// so threads can never wait for each other in a circle.
+    /// so threads can never wait for each other in a circle. A rayon worker does other queued
+    /// work meanwhile (another node, the second run of `cinch test`) instead of idling: that
+    /// work may wait in turn, but never while holding nodes, so the rule above still holds.
     fn wait_for_other_thread(
         &self,
         name: &str,
@@ -265,7 +267,18 @@ impl Fleet {
             if let Some(done) = cell.get() {
                 return Some(done.clone());
             }
-            busy = self.finished.wait(busy).ok()?;
+            drop(busy);
+            let ran_other_work = matches!(rayon::yield_now(), Some(rayon::Yield::Executed));
+            busy = self.busy.lock().ok()?;
+            if !ran_other_work && busy.get(&key).is_some_and(|owner| *owner != me) {
+                // Nothing else to do: sleep until a computation ends, looking for new work
+                // now and then (a worker's queue can fill while this one sleeps).
+                busy = self
+                    .finished
+                    .wait_timeout(busy, std::time::Duration::from_millis(2))
+                    .ok()?
+                    .0;
+            }
         }
         let done = cell.get().cloned();
         if done.is_none() {
