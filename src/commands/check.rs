@@ -76,20 +76,16 @@ pub fn cmd_test(ctx: &Settings, args: &TestSettings) -> Result<u8> {
         .map(|node| {
             // The second, reversed run of the node's reactors needs nothing from the first:
             // an idle worker takes it while this one computes the first run and renders.
-            let (prepared, reversed) = rayon::join(
-                || crate::prepare::prepare(&repo, node),
-                || second_run(node),
-            );
-            let checked = prepared
-                .map(|c| c.plan.items.len())
-                .and_then(|count| {
-                    let unstable = reactor_determinism(node, reversed);
-                    if unstable.is_empty() {
-                        Ok(count)
-                    } else {
-                        Err(unstable)
-                    }
-                });
+            let (prepared, reversed) =
+                rayon::join(|| crate::prepare::prepare(&repo, node), || second_run(node));
+            let checked = prepared.map(|c| c.plan.items.len()).and_then(|count| {
+                let unstable = reactor_determinism(node, reversed);
+                if unstable.is_empty() {
+                    Ok(count)
+                } else {
+                    Err(unstable)
+                }
+            });
             let hook_ok = bus.emit(&Event::TestNode { node }) == Flow::Continue;
             (*node, checked, hook_ok)
         })

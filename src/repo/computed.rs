@@ -1892,6 +1892,121 @@ mod tests {
         );
     }
 
+    /// A repo of `racks` racks of `size` nodes whose /etc/hosts-like reactor reads every node
+    /// of its rack, and a second reactor that needs the first one's output.
+    fn racks_repo(racks: usize, size: usize) -> (tempfile::TempDir, Repo) {
+        let mut nodes = String::new();
+        let mut groups = String::new();
+        for r in 0..racks {
+            groups.push_str(&format!(
+                "[groups.rack{r}]\nbundles = [\"base\"]\n[groups.rack{r}.metadata]\nrack = \"rack{r}\"\n\n"
+            ));
+            for i in 0..size {
+                nodes.push_str(&format!(
+                    "[nodes.n{r}x{i:02}]\ngroups = [\"rack{r}\"]\n[nodes.n{r}x{i:02}.metadata]\nip = \"10.0.{r}.{i}\"\n\n"
+                ));
+            }
+        }
+        repo_of(&[
+            ("nodes.toml", &nodes),
+            ("groups.toml", &groups),
+            ("bundles/base/items.toml", ""),
+            (
+                "bundles/base/metadata.rhai",
+                "fn hosts(node, metadata) {\n  let out = #{};\n  \
+                 for n in nodes(\"group:\" + need(metadata, \"rack\")) {\n    \
+                 out[n.name] = need(node_metadata(n.name), \"ip\");\n  }\n  #{ hosts: out }\n}\n\
+                 fn peers(node, metadata) {\n  #{ peers: need(metadata, \"hosts\").len() }\n}\n",
+            ),
+        ])
+    }
+
+    /// What `cinch test` does on two workers (each node's first run beside its reversed run,
+    /// waiting workers doing queued work) gives every node exactly what one thread computing
+    /// node after node gives, and computes each rack once per direction.
+    #[test]
+    fn two_threads_computing_racks_that_read_each_other_agree_with_one() {
+        let (_dir, repo) = racks_repo(4, 12);
+        let (_dir2, alone) = racks_repo(4, 12);
+        let fleet = fleet_of(&repo);
+        let single = fleet_of(&alone);
+        let names: Vec<String> = repo.nodes.keys().cloned().collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap_or_else(|e| panic!("pool: {e}"));
+        use rayon::prelude::*;
+        let both: Vec<(Arc<Outcome>, Arc<Outcome>)> = pool.install(|| {
+            names
+                .par_iter()
+                .with_max_len(1)
+                .map(|n| rayon::join(|| fleet.memoised(n, false), || fleet.memoised(n, true)))
+                .collect()
+        });
+        for (name, (forward, reversed)) in names.iter().zip(&both) {
+            let one = single.memoised(name, false);
+            let one_reversed = single.memoised(name, true);
+            let json = |o: &Outcome| o.result.as_ref().map(|v| v.to_string()).ok();
+            assert!(
+                json(&one).is_some_and(|m| m.contains("\"peers\":12")),
+                "{name}"
+            );
+            assert_eq!(json(forward), json(&one), "{name}");
+            assert_eq!(json(reversed), json(&one_reversed), "{name}");
+            assert_eq!(json(forward), json(reversed), "{name}");
+        }
+        assert_eq!(
+            fleet.sessions.load(std::sync::atomic::Ordering::Relaxed),
+            8,
+            "each of 4 racks once per direction"
+        );
+    }
+
+    /// Two workers running both directions of two nodes that read each other in a circle still
+    /// report the circle with its chain, in both directions.
+    #[test]
+    fn two_threads_still_report_a_cycle_across_nodes_with_its_chain() {
+        let (_dir, repo) = repo_of(&[
+            (
+                "nodes.toml",
+                "[nodes.a]\nbundles = [\"p\"]\n[nodes.a.metadata]\npeer = \"b\"\n\
+                 [nodes.b]\nbundles = [\"p\"]\n[nodes.b.metadata]\npeer = \"a\"\n",
+            ),
+            ("bundles/p/items.toml", ""),
+            (
+                "bundles/p/metadata.rhai",
+                "fn count(node, metadata) {\n  #{ n: need(node_metadata(metadata.peer), \"n\") + 1 }\n}\n",
+            ),
+        ]);
+        let fleet = fleet_of(&repo);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap_or_else(|e| panic!("pool: {e}"));
+        use rayon::prelude::*;
+        let all: Vec<Arc<Outcome>> = pool.install(|| {
+            ["a", "b"]
+                .par_iter()
+                .flat_map(|n| {
+                    let (f, r) =
+                        rayon::join(|| fleet.memoised(n, false), || fleet.memoised(n, true));
+                    [f, r]
+                })
+                .collect()
+        });
+        for outcome in all {
+            let Err(diags) = &outcome.result else {
+                panic!("a cycle computed: {:?}", outcome.result);
+            };
+            let text: Vec<&str> = diags.iter().map(|d| d.message.as_str()).collect();
+            assert!(
+                text.iter()
+                    .any(|m| m.contains("a -> b -> a") || m.contains("b -> a -> b")),
+                "{text:?}"
+            );
+        }
+    }
+
     /// The direct conversion must give scripts exactly what `rhai::serde` would.
     #[test]
     fn direct_json_to_dynamic_matches_rhai_serde() {
