@@ -754,6 +754,14 @@ impl Fleet {
 
     /// Conflicts in the final merge that involve a reactor (static ones are found at load).
     fn conflicts(&self, name: &str, st: &NodeState) -> Vec<Diagnostic> {
+        // Only two reactors can conflict (every other layer takes precedence over a reactor or
+        // gives way to it), and only under a top-level key both return: without such a key
+        // there is nothing to find, and merging every layer again to look costs a whole merge
+        // per node. Debug builds still merge, to check the state merged in place and this rule.
+        let shared_key = outputs_share_a_key(st);
+        if !cfg!(debug_assertions) && !shared_key {
+            return Vec::new();
+        }
         let none = NodeLayers::default();
         let layers = self.layers.get(name).unwrap_or(&none);
         let outputs = Session::outputs_of(st, None);
@@ -767,12 +775,19 @@ impl Fleet {
                 || serde_json::to_string(&merged).ok() == serde_json::to_string(&*st.merged).ok(),
             "metadata of {name} merged in place differs from a merge from scratch"
         );
-        conflicts
+        let conflicts: Vec<metadata::Conflict> = conflicts
             .into_iter()
             .filter(|c| {
                 matches!(stack[c.first].source, Source::Reactor(..))
                     || matches!(stack[c.second].source, Source::Reactor(..))
             })
+            .collect();
+        debug_assert!(
+            shared_key || conflicts.is_empty(),
+            "{name}: a conflict involving a reactor although no two outputs share a key"
+        );
+        conflicts
+            .into_iter()
             .map(|c| {
                 let loc = |i: usize| match stack[i].source {
                     Source::Reactor(b, r) => outputs
@@ -820,6 +835,17 @@ impl Fleet {
         }
         Ok(fresh)
     }
+}
+
+/// Whether two of a node's reactor outputs have a top-level key in common.
+fn outputs_share_a_key(st: &NodeState) -> bool {
+    let mut seen: foldhash::HashSet<&str> = Default::default();
+    st.outputs
+        .iter()
+        .flatten()
+        .filter_map(Value::as_object)
+        .flat_map(|o| o.keys())
+        .any(|k| !seen.insert(k.as_str()))
 }
 
 /// The layer stack of a node: bundle defaults < reactors < groups < node.
@@ -950,19 +976,21 @@ fn from_dynamic(v: &Dynamic) -> Result<Value, Box<EvalAltResult>> {
     if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
         return Ok(Value::String(s.to_string()));
     }
+    // Sized up front: collecting through `Result` gives no size hint, so a map of a hundred
+    // hosts grew (and rehashed) its index seven times.
     if let Some(a) = v.read_lock::<rhai::Array>() {
-        return a
-            .iter()
-            .map(from_dynamic)
-            .collect::<Result<_, _>>()
-            .map(Value::Array);
+        let mut out = Vec::with_capacity(a.len());
+        for item in a.iter() {
+            out.push(from_dynamic(item)?);
+        }
+        return Ok(Value::Array(out));
     }
     if let Some(m) = v.read_lock::<rhai::Map>() {
-        return m
-            .iter()
-            .map(|(k, v)| from_dynamic(v).map(|v| (k.to_string(), v)))
-            .collect::<Result<_, _>>()
-            .map(Value::Object);
+        let mut out = serde_json::Map::with_capacity(m.len());
+        for (k, item) in m.iter() {
+            out.insert(k.to_string(), from_dynamic(item)?);
+        }
+        return Ok(Value::Object(out));
     }
     rhai::serde::from_dynamic(v)
 }
@@ -2004,6 +2032,55 @@ mod tests {
                     .any(|m| m.contains("a -> b -> a") || m.contains("b -> a -> b")),
                 "{text:?}"
             );
+        }
+    }
+
+    /// Two reactors setting one key differently conflict, found by the check after the fixed
+    /// point; reactors under disjoint top-level keys (the case that skips that check's merge),
+    /// or a group overriding a reactor, do not.
+    #[test]
+    fn reactors_returning_one_key_differently_conflict_and_disjoint_ones_do_not() {
+        let (_dir, repo) = repo_of(&[
+            (
+                "nodes.toml",
+                "[nodes.clash]\nbundles = [\"one\", \"two\"]\n\
+                 [nodes.fine]\ngroups = [\"g\"]\nbundles = [\"one\", \"three\"]\n",
+            ),
+            ("groups.toml", "[groups.g.metadata.web]\nport = 8080\n"),
+            ("bundles/one/items.toml", ""),
+            ("bundles/two/items.toml", ""),
+            ("bundles/three/items.toml", ""),
+            (
+                "bundles/one/metadata.rhai",
+                "fn port(node, metadata) {\n  #{ web: #{ port: 80 } }\n}\n",
+            ),
+            (
+                "bundles/two/metadata.rhai",
+                "fn other_port(node, metadata) {\n  #{ web: #{ port: 81 } }\n}\n",
+            ),
+            (
+                "bundles/three/metadata.rhai",
+                "fn name(node, metadata) {\n  #{ site: #{ name: \"x\" } }\n}\n",
+            ),
+        ]);
+        let fleet = fleet_of(&repo);
+        for reversed in [false, true] {
+            let clash = fleet.memoised("clash", reversed);
+            let Err(diags) = &clash.result else {
+                panic!("no conflict: {:?}", clash.result);
+            };
+            assert!(
+                diags
+                    .iter()
+                    .any(|d| d.message.contains("metadata conflict at `web.port`")),
+                "{diags:?}"
+            );
+            let fine = fleet.memoised("fine", reversed);
+            let Ok(meta) = fine.result.clone() else {
+                panic!("fine failed: {:?}", fine.result);
+            };
+            assert_eq!(meta["web"]["port"], 8080, "{meta}");
+            assert_eq!(meta["site"]["name"], "x", "{meta}");
         }
     }
 
