@@ -1463,42 +1463,50 @@ fn broken(name: &str, diags: &[Diagnostic]) -> String {
 /// `node_metadata(name)` as scripts call it: inside a reactor computation the node joins it.
 fn node_metadata(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<EvalAltResult>> {
     let err = |msg: String| Box::new(EvalAltResult::ErrorRuntime(msg.into(), ctx.call_position()));
+    // Inside a reactor (every call of the /etc/hosts pattern) the fleet is borrowed from this
+    // thread's frame: cloning its `Arc` would make both workers bump one shared counter.
+    let in_session = FRAMES.with(|frames| {
+        let mut frames = frames.borrow_mut();
+        let frame = frames.last_mut()?;
+        let fleet = &frame.fleet;
+        let s = frame.session.as_mut()?;
+        // Every node of the repo has a shared name: one lookup tells whether it exists.
+        let Some(shared) = fleet.names.get(name).cloned() else {
+            return Some(Err(unknown_node(fleet, name)));
+        };
+        if s.current_reads.last() != Some(&shared) {
+            s.current_reads.push(shared.clone());
+        }
+        if let Some(st) = s.states.get(name) {
+            return Some(Ok(NodeMeta::of_state(st, shared)));
+        }
+        if let Some(done) = fleet.cells(s.reversed).get(name).and_then(|c| c.get()) {
+            return Some(match &done.result {
+                Ok(v) => Ok(NodeMeta::dynamic_of(v.clone(), shared)),
+                Err(d) => Err(broken(name, d)),
+            });
+        }
+        let st = fleet.new_state(name);
+        let value = NodeMeta::of_state(&st, shared);
+        fleet.claim(name, s.reversed);
+        s.states.insert(name.to_string(), st);
+        s.order.push(name.to_string());
+        Some(Ok(value))
+    });
+    if let Some(r) = in_session {
+        return r.map_err(err);
+    }
     let Some(fleet) = current_fleet() else {
         return Err(err(
             "node_metadata() is only available in reactors, items.rhai and templates".into(),
         ));
     };
-    // Every node of the repo has a shared name: one lookup tells whether it exists.
     let Some(shared) = fleet.names.get(name).cloned() else {
         return Err(err(unknown_node(&fleet, name)));
     };
-    let in_session = with_session(|s| {
-        if s.current_reads.last() != Some(&shared) {
-            s.current_reads.push(shared.clone());
-        }
-        if let Some(st) = s.states.get(name) {
-            return Some(Ok(NodeMeta::of_state(st, shared.clone())));
-        }
-        if let Some(done) = fleet.cells(s.reversed).get(name).and_then(|c| c.get()) {
-            return Some(match &done.result {
-                Ok(v) => Ok(NodeMeta::dynamic_of(v.clone(), shared.clone())),
-                Err(d) => Err(broken(name, d)),
-            });
-        }
-        let st = fleet.new_state(name);
-        let value = NodeMeta::of_state(&st, shared.clone());
-        fleet.claim(name, s.reversed);
-        s.states.insert(name.to_string(), st);
-        s.order.push(name.to_string());
-        Some(Ok(value))
-    })
-    .flatten();
-    match in_session {
-        Some(r) => r.map_err(err),
-        None => match fleet.metadata(name) {
-            Ok(v) => Ok(NodeMeta::dynamic_of(v, shared)),
-            Err(d) => Err(err(broken(name, &d))),
-        },
+    match fleet.metadata(name) {
+        Ok(v) => Ok(NodeMeta::dynamic_of(v, shared)),
+        Err(d) => Err(err(broken(name, &d))),
     }
 }
 
