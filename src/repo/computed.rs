@@ -974,7 +974,8 @@ fn from_dynamic(v: &Dynamic) -> Result<Value, Box<EvalAltResult>> {
         return Ok(Value::from(i));
     }
     if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
-        return Ok(Value::String(s.to_string()));
+        // `as_str().to_owned()`: `to_string()` would go through `Display` and a formatter.
+        return Ok(Value::String(s.as_str().to_owned()));
     }
     // Sized up front: collecting through `Result` gives no size hint, so a map of a hundred
     // hosts grew (and rehashed) its index seven times.
@@ -988,7 +989,7 @@ fn from_dynamic(v: &Dynamic) -> Result<Value, Box<EvalAltResult>> {
     if let Some(m) = v.read_lock::<rhai::Map>() {
         let mut out = serde_json::Map::with_capacity(m.len());
         for (k, item) in m.iter() {
-            out.insert(k.to_string(), from_dynamic(item)?);
+            out.insert(k.as_str().to_owned(), from_dynamic(item)?);
         }
         return Ok(Value::Object(out));
     }
