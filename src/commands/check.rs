@@ -73,6 +73,10 @@ pub fn cmd_test(ctx: &Settings, args: &TestSettings) -> Result<u8> {
     // hook has already been reported (with its file and line) and marks the node as bad.
     let results: Vec<(&Node, NodeCheck, bool)> = nodes
         .par_iter()
+        // One node per job: a worker waiting for a rack the other is computing, or out of
+        // work at the end, can take any node left (by default rayon hands each worker long
+        // runs of nodes that only their owner can go through).
+        .with_max_len(1)
         .map(|node| {
             // The second, reversed run of the node's reactors needs nothing from the first:
             // an idle worker takes it while this one computes the first run and renders.
