@@ -288,6 +288,15 @@ impl Fleet {
         done
     }
 
+    /// Whether `name`'s metadata is already computed and failed (a runaway reactor, a missing
+    /// key): `cinch test` then has no use for a second run of its reactors.
+    pub fn known_to_fail(&self, name: &str) -> bool {
+        self.cells
+            .get(name)
+            .and_then(|c| c.get())
+            .is_some_and(|o| o.result.is_err())
+    }
+
     /// Computes `name`'s metadata again from scratch, ignoring what is memoised and running
     /// reactors in the opposite order, for `cinch test`'s check that reactors are
     /// deterministic and independent of their order.
