@@ -1233,14 +1233,25 @@ impl Session {
             if let Value::Object(map) = Arc::make_mut(&mut st.merged) {
                 for key in &keys {
                     match fresh.remove(key) {
-                        Some(v) => {
+                        Some(v) if map.contains_key(key) => {
                             map.insert(key.clone(), v);
+                        }
+                        Some(v) => {
+                            // A new key goes where a whole merge puts it: after the keys
+                            // present that come before it, so the map rarely needs reordering.
+                            let at = order
+                                .iter()
+                                .take_while(|k| *k != key)
+                                .filter(|k| map.contains_key(k.as_str()))
+                                .count();
+                            map.shift_insert(at, key.clone(), v);
                         }
                         None => {
                             map.shift_remove(key);
                         }
                     }
                 }
+                // A key can still move (the layer that brought it first no longer has it).
                 if !map.keys().eq(order.iter()) {
                     let mut unordered = std::mem::take(map);
                     for key in &order {
