@@ -2,7 +2,10 @@
 //! finding conflicts between layers that have no precedence over each other, and remembering
 //! which layer set each value (for `cinch metadata --blame`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// Every merged entry records its path: SipHash on those paths was 3 % of `cinch test`.
+use foldhash::HashMap;
 
 use serde_json::{Map, Value};
 

@@ -35,6 +35,12 @@ pub fn engine(sandbox: &Sandbox) -> Engine {
 /// Like [`engine`], with `log(text)`, `print` and `debug` routed to `log` (normally the console).
 pub fn engine_with_log(sandbox: &Sandbox, log: LogFn) -> Engine {
     let mut engine = Engine::new();
+    // Rhai's string interner is one lock per engine that every string assignment, string
+    // interpolation and `for` loop takes for writing; a thread that finds it taken sleeps
+    // 10 ms (rhai's `locked_write`). Reactors and hooks run on every worker thread with one
+    // shared engine, so with it two threads mostly slept on each other (`cinch test` used
+    // one core of two). Strings simply stay unshared without it.
+    engine.set_max_strings_interned(0);
     engine.set_max_operations(MAX_OPERATIONS);
     engine.set_max_call_levels(64);
     engine.set_max_expr_depths(128, 64);
@@ -257,6 +263,37 @@ mod tests {
         )
         .expect("write");
         dir
+    }
+
+    /// Regression: with Rhai's string interner, two threads running scripts on one engine
+    /// slept 10 ms whenever both assigned a string at once (`cinch test` used one core of two;
+    /// `perf record -e sched:sched_switch` showed the sleeps under `get_interned_string`).
+    /// Only release builds clash often enough to time, so the setting itself is pinned.
+    #[test]
+    fn two_threads_on_one_engine_do_not_sleep_on_its_string_interner() {
+        let dir = repo_with_lib();
+        let e = engine(&Sandbox::new(dir.path(), false));
+        assert_eq!(e.max_strings_interned(), 0);
+        // Every `let` of a string and every string built interns it (when interning is on).
+        let ast = e
+            .compile(
+                r#"
+                let names = [];
+                for i in 0..1000 { names.push(`n${i}`); }
+                let n = 0;
+                for round in 0..20 { for s in names { let x = s; let y = s; n += 1; } }
+                n
+                "#,
+            )
+            .expect("compile");
+        std::thread::scope(|s| {
+            let runs: Vec<_> = (0..2)
+                .map(|_| s.spawn(|| e.eval_ast::<rhai::INT>(&ast).expect("eval")))
+                .collect();
+            for r in runs {
+                assert_eq!(r.join().expect("thread"), 20_000);
+            }
+        });
     }
 
     #[test]
