@@ -8,7 +8,8 @@
 //! in its first command; the node digests its lock and probe output again and, only when the
 //! marker is exactly `E D`, does what the release would do before answering: it gives the
 //! lock back. Drift records need no rewrite: an unchanged item's record (same state, same
-//! expected hash, same applier, which E covers) is never rewritten by any release. The full
+//! expected hash, same applier, which E covers) is never rewritten by any release, and a
+//! release with no changed record leaves the record file as it is. The full
 //! probe output still comes back, so the controller judges it as always (events, hooks and
 //! output are those of any apply) and refuses to change anything if it ever disagrees.
 //!
