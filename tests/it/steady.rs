@@ -470,6 +470,40 @@ fn steady_apply_leaves_the_drift_record_file_untouched() {
     assert_eq!(records(&s), before);
 }
 
+/// Found while measuring the upgrade: a node that an earlier build (drift records as a file
+/// per item in `applied-NODE/`) had left steady kept taking the one-command path, which writes
+/// no record, so its records were never merged into the file. Now those records send the next
+/// apply through the release, which merges them and removes the directory; then one command.
+#[test]
+fn steady_node_with_records_of_an_earlier_build_merges_them_on_its_next_apply() {
+    let s = settled();
+    assert_eq!(commands(&s.apply_json(&[]).1), 1);
+    let before = records(&s);
+    // What an earlier build left: the same records, a file each, beside a valid marker.
+    let old = locks(&s).join("applied-n1");
+    std::fs::create_dir(&old).expect("mkdir");
+    let text = std::fs::read_to_string(record_file(&s)).expect("records");
+    for (i, line) in text.lines().enumerate() {
+        std::fs::write(old.join(format!("{i:032x}")), format!("{line}\n")).expect("record");
+    }
+    std::fs::remove_file(record_file(&s)).expect("rm");
+
+    let (_, summary) = s.apply_json(&[]);
+    assert_eq!(summary["nodes"][0]["fixed"], 0, "{summary}");
+    assert_eq!(
+        commands(&summary),
+        2,
+        "the release merges the records: {summary}"
+    );
+    assert!(!old.exists(), "the old records directory is left behind");
+    assert_eq!(
+        records(&s),
+        before,
+        "records (and their times) carried over"
+    );
+    assert_eq!(commands(&s.apply_json(&[]).1), 1);
+}
+
 #[test]
 fn steady_records_are_never_written_through_a_shared_records_directory() {
     use std::os::unix::fs::PermissionsExt;
