@@ -18,8 +18,6 @@ const RECORD_LIMIT: usize = 8192;
 /// What verify reads of the record file at most: the node controls it. Records take ~300
 /// bytes, so this holds ~200,000 items; the items past it get no attribution.
 const RECORDS_LIMIT: usize = 64 << 20;
-/// Ends the records inside the release's script: never a record line (those start with `{`).
-const RECORDS_END: &str = "CINCH_APPLIED_RECORDS";
 
 /// One item's drift record, as stored on the node (node-controlled when read back).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -105,8 +103,21 @@ END {
   if (close(T) != 0) exit 2
 }"#;
 
-/// Shell that merges `records` into the node's record file; failures are silent, so a full
-/// disk never keeps the hard lock from being released after it.
+/// The records as [`write_script`] reads them on stdin: a JSON line each.
+pub(super) fn records_data(records: &[Applied]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records.len() * 256);
+    for r in records {
+        if serde_json::to_writer(&mut out, r).is_ok() {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// Shell that merges the records on its stdin ([`records_data`]) into the node's record file;
+/// failures are silent, so a full disk never keeps the hard lock from being released after it.
+/// The records travel as data, not in the script: 20,000 of them made a 4.7 MB script that
+/// the shell had to read and parse.
 ///
 /// A record whose item, state hash, expected hash and applier are those already on the node is
 /// left as it is (it says when the item last reached that state), and when no record changes
@@ -114,46 +125,34 @@ END {
 /// that, `steady.rs`). Otherwise one `awk` writes the merged records into a private staging
 /// directory beside the file (umask 077, `mktemp -d`) and `mv` renames it into place, atomic
 /// and never through whatever is planted at the file's name (a directory there fails the
-/// rename). Without awk, the file's lines of other items (`grep -v -F`) and the new records
+/// rename); with no file and no old directory (a first apply) the records are the file as
+/// they came. Without awk, the file's lines of other items (`grep -v -F`) and the new records
 /// are written, every apply.
-pub(super) fn write_script(node: &Node, records: &[Applied]) -> String {
-    if records.is_empty() {
-        return String::new();
-    }
+pub(super) fn write_script(node: &Node) -> String {
     let lock_dir = format!("{}/", node.lock_dir.trim_end_matches('/'));
     let prefix = quote(&stage_prefix(node));
-    let mut s = format!(
+    format!(
         "aF={f} aO={o} aB={b}\n\
          rm -rf -- {prefix}* 2>/dev/null\n\
          if aS=$(umask 077; mktemp -d {prefix}XXXXXXXX 2>/dev/null) && [ -d \"$aS\" ]; then\n\
-         aR=0 aM=0\n\
+         aR=0 aM=0 aW=1\n\
          if [ -f \"$aF\" ] && [ ! -L \"$aF\" ] && aZ=$(wc -c < \"$aF\" 2>/dev/null) && [ $aZ -le {RECORDS_LIMIT} ] 2>/dev/null; then aR=1; fi\n\
          if [ -d \"$aO\" ] && [ ! -L \"$aO\" ]; then aM=1; \
          for f in \"$aO\"/*; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && printf '%s\\n' \"$f\"; done > \"$aS/o\"; fi\n\
-         (umask 077; cat > \"$aS/n\") <<'{RECORDS_END}' 2>/dev/null\n",
-        f = quote(&file(node)),
-        o = quote(&old_dir(node)),
-        b = quote(&file_name(node)),
-    );
-    for r in records {
-        if let Ok(line) = serde_json::to_string(r) {
-            s.push_str(&line);
-            s.push('\n');
-        }
-    }
-    s.push_str(RECORDS_END);
-    s.push('\n');
-    s.push_str(&format!(
-        "if command -v awk >/dev/null 2>&1; then aW=1; \
+         if [ $aR$aM = 00 ]; then (umask 077; cat > \"$aS/$aB\") 2>/dev/null\n\
+         elif ! (umask 077; cat > \"$aS/n\") 2>/dev/null; then false\n\
+         elif command -v awk >/dev/null 2>&1; then \
          (umask 077; aF=\"$aF\" aS=\"$aS\" aB=\"$aB\" aR=$aR aM=$aM awk -v LIM={RECORD_LIMIT} {awk} < \"$aS/n\") 2>/dev/null\n\
          else aW=0; (umask 077; sed 's/\",\"hash\":\".*/\",\"hash\":\"/' \"$aS/n\" > \"$aS/k\" && \
          {{ if [ $aR = 1 ]; then grep -v -F -f \"$aS/k\" \"$aF\"; fi; cat \"$aS/n\"; }} > \"$aS/$aB\") 2>/dev/null\n\
          fi && mv -f -- \"$aS/$aB\" {d} 2>/dev/null && if [ $aW$aM = 11 ]; then rm -rf -- \"$aO\" 2>/dev/null; fi\n\
          rm -rf -- \"$aS\" 2>/dev/null\nfi\n",
+        f = quote(&file(node)),
+        o = quote(&old_dir(node)),
+        b = quote(&file_name(node)),
         awk = quote(MERGE_AWK),
         d = quote(&lock_dir),
-    ));
-    s
+    )
 }
 
 /// Shell that prints the drift records (read by verify with the soft locks): the old
@@ -230,6 +229,30 @@ mod tests {
         let out = cmd.args(["-c", script]).output().expect("shell runs");
         assert!(out.status.success(), "{shell}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the release's record writing for `records` in `shell`, as the epilogue does.
+    fn write(shell: &str, node: &Node, records: &[Applied], path: Option<&str>) {
+        use std::io::Write;
+        let mut cmd = std::process::Command::new(shell);
+        if let Some(path) = path {
+            cmd.env("PATH", path);
+        }
+        let mut child = cmd
+            .args(["-c", &write_script(node)])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("shell runs");
+        let data = records_data(records);
+        let _ = child.stdin.take().expect("stdin").write_all(&data);
+        let out = child.wait_with_output().expect("shell runs");
+        assert!(out.status.success(), "{shell}: {out:?}");
+        assert!(
+            out.stdout.is_empty() && out.stderr.is_empty(),
+            "{shell}: {out:?}"
+        );
     }
 
     /// What verify reads from the node.
@@ -343,8 +366,8 @@ mod tests {
         for shell in ["dash", "bash"] {
             let _ = std::fs::remove_file(&counter);
             let _ = std::fs::remove_file(file(&node));
-            let script = format!("{}{}", write_script(&node, &records), read_script(&node));
-            let got = parse(&run(shell, &script, Some(&path)));
+            write(shell, &node, &records, Some(&path));
+            let got = parse(&run(shell, &read_script(&node), Some(&path)));
             assert_eq!(got.len(), records.len(), "{shell}");
             for r in &records {
                 assert_eq!(got.get(&r.item), Some(r), "{shell}");
@@ -393,7 +416,7 @@ mod tests {
             .map(|i| rec(&format!("file:/etc/new{i}"), &format!("h{i}"), i))
             .collect();
         write_old(&node, &old);
-        run("sh", &write_script(&node, &new), None);
+        write("sh", &node, &new, None);
         write_old(&node, &old);
         for shell in ["dash", "bash"] {
             let _ = std::fs::remove_file(&counter);
@@ -416,19 +439,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let node = node_in(dir.path());
         for shell in ["dash", "bash"] {
-            let write = |records: &[Applied]| run(shell, &write_script(&node, records), None);
-            write(&[rec("file:/a", "h1", 1), rec("file:/b", "h1", 1)]);
+            let put = |records: &[Applied]| write(shell, &node, records, None);
+            put(&[rec("file:/a", "h1", 1), rec("file:/b", "h1", 1)]);
             let meta = || std::fs::metadata(file(&node)).expect("record file");
             let (ino, mtime) = (meta().ino(), meta().mtime_nsec());
             std::thread::sleep(std::time::Duration::from_millis(20));
-            write(&[rec("file:/a", "h1", 2), rec("file:/b", "h1", 2)]);
+            put(&[rec("file:/a", "h1", 2), rec("file:/b", "h1", 2)]);
             assert_eq!(meta().ino(), ino, "{shell}: unchanged records rewritten");
             assert_eq!(
                 meta().mtime_nsec(),
                 mtime,
                 "{shell}: unchanged records touched"
             );
-            write(&[rec("file:/a", "h1", 3), rec("file:/b", "h2", 3)]);
+            put(&[rec("file:/a", "h1", 3), rec("file:/b", "h2", 3)]);
             assert_ne!(
                 meta().ino(),
                 ino,
@@ -476,9 +499,10 @@ mod tests {
             assert_eq!(got["file:/b"].hash, "new", "{shell}: the file wins");
 
             // The next apply (of c, and of a unchanged) writes the file and drops the directory.
-            run(
+            write(
                 shell,
-                &write_script(&node, &[rec("file:/a", "old", 9), rec("file:/c", "h", 9)]),
+                &node,
+                &[rec("file:/a", "old", 9), rec("file:/c", "h", 9)],
                 None,
             );
             assert!(
@@ -520,7 +544,7 @@ mod tests {
                 read_back(shell, &node).is_empty(),
                 "{shell}: read a symlink"
             );
-            run(shell, &write_script(&node, &[rec("file:/b", "h", 2)]), None);
+            write(shell, &node, &[rec("file:/b", "h", 2)], None);
             assert_eq!(std::fs::read_to_string(&victim).unwrap(), secret, "{shell}");
             assert!(!Path::new(&file(&node)).is_symlink(), "{shell}");
             assert_eq!(lines(&node), [("file:/b".into(), "h".into(), 2)], "{shell}");
@@ -529,7 +553,7 @@ mod tests {
             // A directory: nothing read, nothing written into it, no staging left.
             std::fs::create_dir(file(&node)).expect("mkdir");
             assert!(read_back(shell, &node).is_empty(), "{shell}");
-            run(shell, &write_script(&node, &[rec("file:/b", "h", 2)]), None);
+            write(shell, &node, &[rec("file:/b", "h", 2)], None);
             assert_eq!(
                 std::fs::read_dir(file(&node)).unwrap().count(),
                 0,
@@ -545,7 +569,7 @@ mod tests {
                 .expect("mkfifo");
             assert!(made.success());
             assert!(read_back(shell, &node).is_empty(), "{shell}");
-            run(shell, &write_script(&node, &[rec("file:/b", "h", 2)]), None);
+            write(shell, &node, &[rec("file:/b", "h", 2)], None);
             assert_eq!(lines(&node), [("file:/b".into(), "h".into(), 2)], "{shell}");
 
             // Garbage around a record, section marks and NULs inside: the record is read,
@@ -561,7 +585,7 @@ mod tests {
             let got = read_back(shell, &node);
             assert_eq!(got.len(), 1, "{shell}: {got:?}");
             assert_eq!(got["file:/a"], good, "{shell}");
-            run(shell, &write_script(&node, &[rec("file:/b", "h", 2)]), None);
+            write(shell, &node, &[rec("file:/b", "h", 2)], None);
             assert_eq!(
                 lines(&node),
                 [
@@ -583,7 +607,7 @@ mod tests {
                 out.len()
             );
             assert_eq!(parse(&out).len(), 1, "{shell}");
-            run(shell, &write_script(&node, &[rec("file:/b", "h", 2)]), None);
+            write(shell, &node, &[rec("file:/b", "h", 2)], None);
             assert_eq!(lines(&node), [("file:/b".into(), "h".into(), 2)], "{shell}");
         }
     }
@@ -603,19 +627,13 @@ mod tests {
         for shell in ["dash", "bash"] {
             let shell_at = run("sh", &format!("command -v {shell}"), None);
             let shell_at = shell_at.trim();
-            run(
+            write(
                 shell_at,
-                &write_script(
-                    &node,
-                    &[rec("file:/a", "h1", 1), rec("file:/b\"x", "h1", 1)],
-                ),
+                &node,
+                &[rec("file:/a", "h1", 1), rec("file:/b\"x", "h1", 1)],
                 Some(&path),
             );
-            run(
-                shell_at,
-                &write_script(&node, &[rec("file:/b\"x", "h2", 2)]),
-                Some(&path),
-            );
+            write(shell_at, &node, &[rec("file:/b\"x", "h2", 2)], Some(&path));
             assert_eq!(
                 lines(&node),
                 [
@@ -625,11 +643,7 @@ mod tests {
                 "{shell}"
             );
             write_old(&node, &[rec("file:/c", "h", 1)]);
-            run(
-                shell_at,
-                &write_script(&node, &[rec("file:/a", "h1", 3)]),
-                Some(&path),
-            );
+            write(shell_at, &node, &[rec("file:/a", "h1", 3)], Some(&path));
             assert!(
                 Path::new(&old_dir(&node)).is_dir(),
                 "{shell}: old records dropped"
