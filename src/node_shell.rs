@@ -448,7 +448,8 @@ rmu() { rm -rf -- "$1"; }
 /// checks each group's directory once (`wl`, exists), makes its private staging directory
 /// (`mktemp -d`, umask 077) and unpacks its archive there (one `tar`). Then `wa` (one `awk`
 /// program in three modes) lists the staged files for ONE `sha256sum` (via `xargs -0`), sorts
-/// the verified ones into one list per distinct mode, owner and directory, and prints every
+/// the verified ones into one list per distinct mode, owner and directory (at most 8 open at
+/// once: a ninth closes them all, rather than closing each after every line), and prints every
 /// `X` record at the end; `wbx` runs one `chmod`/`chown` per list (file by file only when it
 /// fails, so the failure lands on its item); ONE `sync -f` per file system (`stat -c %d` of
 /// the staging directories); `wbr` renames each directory's files with `mv` via `xargs -0`
@@ -499,7 +500,7 @@ wgq() {
 wa() {
   awk -F '\t' -v M="$1" -v D="$wd" -v DM="$wdm" '
     function nf(s) { return length(s) ":" s "," }
-    function put(f, l) { print l >> f; if (!(f in op)) { op[f] = 1; no++ } if (no > 8) close(f) }
+    function put(f, l) { if (!(f in op)) { if (no >= 8) { for (g in op) close(g); split("", op); no = 0 } op[f] = 1; no++ } print l >> f }
     BEGIN {
       G = D "/g"; while ((getline x < G) > 0) { split(x, a, "\t"); gs[a[1]] = a[2]; gm[a[1]] = a[3] }
       if (M == 2) { H = D "/h"; while ((getline x < H) > 0) h[substr(x, 67)] = substr(x, 1, 64) }

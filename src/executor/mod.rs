@@ -255,6 +255,7 @@ pub fn run(job: &Job<'_>, transport: &dyn Transport, guard: Option<&mut dyn Guar
         let cmd = crate::transport::Command {
             cleanup: true,
             timeout: Some(RELEASE_TIMEOUT),
+            stdin: guard.as_ref().and_then(|g| g.epilogue_stdin()),
             ..crate::transport::Command::new(epi)
         };
         match transport.run(&cmd) {

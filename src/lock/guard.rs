@@ -16,6 +16,10 @@ pub trait Guard: Send {
     fn soft_locked(&self, item: &Item) -> Option<String>;
     /// Shell run at the very end (release the hard lock).
     fn epilogue(&self) -> Option<String>;
+    /// What the epilogue reads on its stdin: data too big to be part of a script.
+    fn epilogue_stdin(&self) -> Option<Vec<u8>> {
+        None
+    }
     /// After an apply's walk, before the epilogue: the items now as the repo says (ok or
     /// fixed) by plan index, each with the `executor::actual_hash` of its state, for drift records.
     fn applied(&mut self, _items: Vec<(usize, String)>) {}
@@ -138,6 +142,11 @@ impl<'a> ApplyGuard<'a> {
             && self.acquired.as_ref().is_some_and(|l| {
                 l.soft_locks.is_empty() && l.expired.is_empty() && l.warnings.is_empty()
             })
+    }
+
+    /// Whether the epilogue writes drift records (read from its stdin).
+    fn writes_records(&self) -> bool {
+        self.take_hard && !self.released && !self.to_record.is_empty()
     }
 
     /// One note per node when the identity's own soft locks were ignored.
@@ -293,7 +302,9 @@ impl Guard for ApplyGuard<'_> {
             }
         } else if self.take_hard {
             // Before the release: the records belong to this apply.
-            script.push_str(&applied::write_script(self.node, &self.to_record));
+            if self.writes_records() {
+                script.push_str(&applied::write_script(self.node));
+            }
             if let (Some(e), Some(d), true) = (&self.steady_e, &self.digest, self.marker_ok()) {
                 script.push_str(&steady::write_script(self.node, e, d));
             } else if self.distrusted {
@@ -310,6 +321,11 @@ impl Guard for ApplyGuard<'_> {
             }
         }
         (!script.is_empty()).then_some(script)
+    }
+
+    fn epilogue_stdin(&self) -> Option<Vec<u8>> {
+        self.writes_records()
+            .then(|| applied::records_data(&self.to_record))
     }
 }
 

@@ -7,7 +7,8 @@
 //!   token, and the holder's control host and pid); its mtime is the heartbeat, touched by every
 //!   command of the apply, so a lock whose holder died can be told from a busy one;
 //! - `soft-NODE/ID`, one line of JSON per soft lock;
-//! - `applied-NODE/`, the drift records of the last apply per item (`applied`).
+//! - `applied-NODE.jsonl`, the drift records of the last apply per item, a JSON line each
+//!   (`applied`; an older cinch kept them in `applied-NODE/`, a file per item);
 //! - `steady-NODE`, the steady marker that lets an unchanged node's first command also release
 //!   the lock (`steady`).
 //!

@@ -8,7 +8,8 @@
 //! in its first command; the node digests its lock and probe output again and, only when the
 //! marker is exactly `E D`, does what the release would do before answering: it gives the
 //! lock back. Drift records need no rewrite: an unchanged item's record (same state, same
-//! expected hash, same applier, which E covers) is never rewritten by any release. The full
+//! expected hash, same applier, which E covers) is never rewritten by any release, and a
+//! release with no changed record leaves the record file as it is. The full
 //! probe output still comes back, so the controller judges it as always (events, hooks and
 //! output are those of any apply) and refuses to change anything if it ever disagrees.
 //!
@@ -56,13 +57,16 @@ pub(super) fn expected_digest(
 }
 
 /// Shell for the end of the first command, run with `$zd` set to the node's digest: when the
-/// marker says exactly `E $zd` and the hard lock is still ours, releases the lock and sets
-/// `zs=1`. Writes nothing else and prints nothing.
+/// marker says exactly `E $zd`, the hard lock is still ours and no drift records of an earlier
+/// build wait to be merged (`applied-NODE/`: the release merges them, so a node upgraded while
+/// steady gets its record file on its next apply), releases the lock and sets `zs=1`. Writes
+/// nothing else and prints nothing.
 pub(super) fn check_script(node: &Node, e: &str, token: &str) -> String {
     let mk = quote(&marker(node));
     let h = quote(&hard_dir(node));
+    let old = quote(&applied::old_dir(node));
     format!(
-        r#"if [ -f {mk} ] && [ ! -L {mk} ] && IFS= read -r zl < {mk} && [ "$zl" = {e}" $zd" ] && grep -qF {token} {h}/info 2>/dev/null; then
+        r#"if [ -f {mk} ] && [ ! -L {mk} ] && {{ [ ! -d {old} ] || [ -L {old} ]; }} && IFS= read -r zl < {mk} && [ "$zl" = {e}" $zd" ] && grep -qF {token} {h}/info 2>/dev/null; then
   rm -rf {h}; zs=1
 fi
 "#,

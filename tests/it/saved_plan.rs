@@ -257,6 +257,66 @@ fn drift_is_attributed_to_a_repo_change_and_to_both() {
     );
 }
 
+/// Operators upgrading cinch keep drift attribution: the records an older cinch left (a file
+/// per item in `LOCK_DIR/applied-NODE/`) are read by verify, and the next apply moves them
+/// into the one record file `applied-NODE.jsonl` and removes the directory.
+#[test]
+fn drift_records_left_by_an_older_cinch_still_attribute_and_move_into_one_file() {
+    let s = scene();
+    apply_as_alice(&s);
+    let locks = s.repo.path().join("locks");
+    let file = locks.join("applied-n1.jsonl");
+    let old = locks.join("applied-n1");
+    // What an older cinch left instead: the same records, a file each.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::create_dir(&old).unwrap();
+    for (i, line) in text.lines().enumerate() {
+        std::fs::write(old.join(format!("{i:032x}")), format!("{line}\n")).unwrap();
+    }
+    assert_eq!(text.lines().count(), 3, "{text}");
+    std::fs::remove_file(&file).unwrap();
+
+    std::fs::write(s.path("a"), "hand edit\n").unwrap();
+    let (human, verdict, _) = verify_a(&s);
+    assert!(
+        human
+            .stdout
+            .contains("would fix (changed on the node since alice's apply at "),
+        "{}",
+        human.stdout
+    );
+    assert_eq!(verdict["drift"]["applied_by"], "alice", "{verdict}");
+
+    // Only `a` is applied; the records of the others come along into the file.
+    s.repo
+        .cinch_env(
+            &[("CINCH_IDENTITY", "bob")],
+            &[
+                "apply",
+                "n1",
+                "-o",
+                &format!("file:{}", s.path("a").display()),
+            ],
+        )
+        .expect_code(0);
+    assert!(!old.exists(), "the old records directory is left behind");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut by: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["by"].to_string())
+        .collect();
+    by.sort();
+    assert_eq!(by, ["\"alice\"", "\"alice\"", "\"bob\""], "{text}");
+    std::fs::write(s.path("c"), "hand edit\n").unwrap();
+    let run = s.cinch(&["verify", "n1"]).expect_code(1);
+    assert!(
+        run.stdout
+            .contains("changed on the node since alice's apply at "),
+        "{}",
+        run.stdout
+    );
+}
+
 #[test]
 fn apply_plan_with_a_target_outside_the_plan_is_a_usage_error() {
     let s = scene();

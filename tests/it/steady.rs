@@ -83,15 +83,19 @@ fn item_events(run: &crate::harness::Run) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The node's drift record file.
+fn record_file(s: &Scene) -> PathBuf {
+    locks(s).join("applied-n1.jsonl")
+}
+
 /// The drift records on the node: `(item, by, at)`.
 fn records(s: &Scene) -> Vec<(String, String, i64)> {
-    let mut out: Vec<(String, String, i64)> = std::fs::read_dir(locks(s).join("applied-n1"))
-        .expect("drift records")
-        .map(|e| {
-            let path = e.expect("entry").path();
-            let text = std::fs::read_to_string(&path).expect("record");
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("record {}: {e}: {text:?}", path.display()));
+    let text = std::fs::read_to_string(record_file(s)).expect("drift records");
+    let mut out: Vec<(String, String, i64)> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("record: {e}: {l:?}"));
             (
                 v["item"].as_str().unwrap_or_default().to_string(),
                 v["by"].as_str().unwrap_or_default().to_string(),
@@ -101,6 +105,13 @@ fn records(s: &Scene) -> Vec<(String, String, i64)> {
         .collect();
     out.sort();
     out
+}
+
+/// The record file's inode and modification time: what any rewrite changes.
+fn record_stamp(s: &Scene) -> (u64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(record_file(s)).expect("record file");
+    (m.ino(), m.mtime(), m.mtime_nsec())
 }
 
 #[test]
@@ -430,49 +441,115 @@ fn planted_steady_marker_temp_file_is_never_written_through() {
     assert_eq!(commands(&s.apply_json(&[]).1), 1);
 }
 
+/// A steady apply writes no drift record, on either path: the file keeps its inode and
+/// modification time through the unchanged apply that writes the marker (two commands) and
+/// the ones that use it (one command).
+#[test]
+fn steady_apply_leaves_the_drift_record_file_untouched() {
+    let s = Scene::new(ITEMS);
+    s.cinch(&["apply", "n1"]).expect_code(0);
+    let stamp = record_stamp(&s);
+    let before = records(&s);
+    // Records carry whole seconds: a rewrite would be visible.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (_, summary) = s.apply_json(&[]);
+    assert_eq!(commands(&summary), 2, "{summary}");
+    assert!(marker(&s).is_file(), "no steady marker written");
+    assert_eq!(
+        record_stamp(&s),
+        stamp,
+        "the two-command steady apply rewrote the records"
+    );
+    let (_, summary) = s.apply_json(&[]);
+    assert_eq!(commands(&summary), 1, "{summary}");
+    assert_eq!(
+        record_stamp(&s),
+        stamp,
+        "the one-command steady apply rewrote the records"
+    );
+    assert_eq!(records(&s), before);
+}
+
+/// Found while measuring the upgrade: a node that an earlier build (drift records as a file
+/// per item in `applied-NODE/`) had left steady kept taking the one-command path, which writes
+/// no record, so its records were never merged into the file. Now those records send the next
+/// apply through the release, which merges them and removes the directory; then one command.
+#[test]
+fn steady_node_with_records_of_an_earlier_build_merges_them_on_its_next_apply() {
+    let s = settled();
+    assert_eq!(commands(&s.apply_json(&[]).1), 1);
+    let before = records(&s);
+    // What an earlier build left: the same records, a file each, beside a valid marker.
+    let old = locks(&s).join("applied-n1");
+    std::fs::create_dir(&old).expect("mkdir");
+    let text = std::fs::read_to_string(record_file(&s)).expect("records");
+    for (i, line) in text.lines().enumerate() {
+        std::fs::write(old.join(format!("{i:032x}")), format!("{line}\n")).expect("record");
+    }
+    std::fs::remove_file(record_file(&s)).expect("rm");
+
+    let (_, summary) = s.apply_json(&[]);
+    assert_eq!(summary["nodes"][0]["fixed"], 0, "{summary}");
+    assert_eq!(
+        commands(&summary),
+        2,
+        "the release merges the records: {summary}"
+    );
+    assert!(!old.exists(), "the old records directory is left behind");
+    assert_eq!(
+        records(&s),
+        before,
+        "records (and their times) carried over"
+    );
+    assert_eq!(commands(&s.apply_json(&[]).1), 1);
+}
+
 #[test]
 fn steady_records_are_never_written_through_a_shared_records_directory() {
     use std::os::unix::fs::PermissionsExt;
     let s = settled();
-    let dir = locks(&s).join("applied-n1");
     let victim = s.path("victim");
     std::fs::write(&victim, "precious\n").expect("victim");
-    // Someone else could plant a record name there once the directory is world-writable.
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let planted = std::fs::read_dir(&dir)
-        .expect("records")
-        .next()
-        .expect("a record")
-        .expect("entry")
-        .path();
-    std::fs::remove_file(&planted).expect("rm");
-    std::os::unix::fs::symlink(&victim, &planted).expect("plant");
+    // Someone else could plant the record file's name once the lock directory is
+    // world-writable.
+    std::fs::set_permissions(locks(&s), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    std::fs::remove_file(record_file(&s)).expect("rm");
+    std::os::unix::fs::symlink(&victim, record_file(&s)).expect("plant");
     let (_, summary) = s.apply_json(&[]);
     assert_eq!(commands(&summary), 1, "{summary}");
     assert_eq!(
         std::fs::read_to_string(&victim).expect("read"),
         "precious\n"
     );
+    // An apply that changes something writes the records: beside the symlink, not through it.
+    std::fs::remove_file(s.path("app/a.conf")).expect("drift");
+    let (_, summary) = s.apply_json(&[]);
+    assert_eq!(summary["nodes"][0]["fixed"], 2, "{summary}");
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("read"),
+        "precious\n"
+    );
+    assert!(!record_file(&s).is_symlink(), "the symlink stays in place");
+    assert_eq!(records(&s).len(), 4);
 }
 
 /// Found while reviewing the steady path: the normal release wrote each drift record through
 /// `RECORD.tmp` with a plain `>`, so a symlink planted at that name (in a lock directory other
-/// users can write to) had the record written through it into the symlink's target.
+/// users can write to) had the record written through it into the symlink's target. The
+/// record file is now written in a private directory of its own and renamed into place.
 #[test]
 fn drift_record_is_never_written_through_a_planted_tmp_symlink() {
     let s = Scene::new(ITEMS);
     s.cinch(&["apply", "n1"]).expect_code(0);
-    let dir = locks(&s).join("applied-n1");
     let victim = s.path("victim");
     std::fs::write(&victim, "precious\n").expect("victim");
-    let names: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("drift records")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    assert!(!names.is_empty(), "the first apply wrote no drift records");
-    for record in &names {
-        let tmp = PathBuf::from(format!("{}.tmp", record.display()));
-        std::os::unix::fs::symlink(&victim, &tmp).expect("plant");
+    let names = [
+        "applied-n1.jsonl.tmp",
+        ".applied-n1.jsonl",
+        "applied-n1.tmp",
+    ];
+    for name in names {
+        std::os::unix::fs::symlink(&victim, locks(&s).join(name)).expect("plant");
     }
     std::fs::remove_file(s.path("app/a.conf")).expect("drift");
     let (_, summary) = s.apply_json(&[]);
@@ -485,10 +562,7 @@ fn drift_record_is_never_written_through_a_planted_tmp_symlink() {
         "precious\n",
         "a drift record was written through a planted symlink"
     );
-    for record in &names {
-        std::fs::remove_file(format!("{}.tmp", record.display())).expect("unplant");
-    }
-    assert_eq!(records(&s).len(), names.len(), "records are still written");
+    assert_eq!(records(&s).len(), 4, "records are still written");
 }
 
 /// The marker covers the applier: drift records name who last brought an item to its state,
