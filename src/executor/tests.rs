@@ -643,17 +643,6 @@ fn verify_emits_each_verdict_and_its_item_result_on_the_bus() {
 fn actual_hash_is_the_hash_of_the_sorted_copy_it_replaced() {
     use serde_json::Value;
     use sha2::{Digest, Sha256};
-    fn sorted(v: Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                let mut pairs: Vec<(String, Value)> = m.into_iter().collect();
-                pairs.sort_by(|a, b| a.0.cmp(&b.0));
-                Value::Object(pairs.into_iter().map(|(k, v)| (k, sorted(v))).collect())
-            }
-            Value::Array(a) => Value::Array(a.into_iter().map(sorted).collect()),
-            other => other,
-        }
-    }
     let Value::Object(state) = serde_json::json!({
         "type": "file",
         "mode": "0644",
@@ -668,7 +657,7 @@ fn actual_hash_is_the_hash_of_the_sorted_copy_it_replaced() {
     let mut without = state.clone();
     without.remove(crate::items::file::LEFTOVERS);
     let reference = hex::encode(Sha256::digest(
-        serde_json::to_vec(&sorted(Value::Object(without))).unwrap(),
+        serde_json::to_vec(&crate::review::expected::canonical(Value::Object(without))).unwrap(),
     ));
     assert_eq!(actual_hash(&state), reference);
 }

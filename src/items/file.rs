@@ -734,6 +734,32 @@ mod tests {
     }
 
     /// [`wave_with_path`] with each file's own attributes (mode, owner).
+    /// Writes `files` in one wave (file `i` with mode `mode(i)`) and checks that every file
+    /// succeeded and holds its content and mode.
+    fn write_all_with_modes(
+        shell: &str,
+        files: &[(String, &str, Vec<String>)],
+        mode: impl Fn(usize) -> u32,
+        path: &str,
+    ) {
+        use std::os::unix::fs::PermissionsExt;
+        let items: Vec<(Item, FileAttrs)> = files
+            .iter()
+            .enumerate()
+            .map(|(i, (p, _, _))| file_item_with(p, mode(i), None))
+            .collect();
+        let got = wave_of(shell, items, files, Some(path));
+        assert!(
+            got.iter().all(|r| *r == (0, String::new())),
+            "{shell}: {got:?}"
+        );
+        for (i, (p, c, _)) in files.iter().enumerate() {
+            assert_eq!(&std::fs::read_to_string(p).expect("read"), c, "{shell}");
+            let m = std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
+            assert_eq!(m, mode(i), "{shell} {p}");
+        }
+    }
+
     fn wave_of(
         shell: &str,
         items: Vec<(Item, FileAttrs)>,
@@ -1064,22 +1090,7 @@ mod tests {
                     )
                 })
                 .collect();
-            let items: Vec<(Item, FileAttrs)> = files
-                .iter()
-                .enumerate()
-                .map(|(i, (p, _, _))| file_item_with(p, [0o640, 0o604][i % 2], None))
-                .collect();
-            let got = wave_of(shell, items, &files, Some(&path));
-            assert!(
-                got.iter().all(|r| *r == (0, String::new())),
-                "{shell}: {got:?}"
-            );
-            use std::os::unix::fs::PermissionsExt;
-            for (i, (p, c, _)) in files.iter().enumerate() {
-                assert_eq!(&std::fs::read_to_string(p).expect("read"), c, "{shell}");
-                let mode = std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
-                assert_eq!(mode, [0o640, 0o604][i % 2], "{shell} {p}");
-            }
+            write_all_with_modes(shell, &files, |i| [0o640, 0o604][i % 2], &path);
             let log = std::fs::read_to_string(dir.path().join("calls")).expect("calls");
             let count = |tool: &str| {
                 log.lines()
@@ -1131,22 +1142,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, c)| (format!("{d}/{}/f{i}", dirs[i / 20]), c.as_str(), vec![]))
                 .collect();
-            let items: Vec<(Item, FileAttrs)> = files
-                .iter()
-                .enumerate()
-                .map(|(i, (p, _, _))| file_item_with(p, modes[i % 3], None))
-                .collect();
-            let got = wave_of(shell, items, &files, Some(&path));
-            assert!(
-                got.iter().all(|r| *r == (0, String::new())),
-                "{shell}: {got:?}"
-            );
-            use std::os::unix::fs::PermissionsExt;
-            for (i, (p, c, _)) in files.iter().enumerate() {
-                assert_eq!(&std::fs::read_to_string(p).expect("read"), c, "{shell}");
-                let mode = std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
-                assert_eq!(mode, modes[i % 3], "{shell} {p}");
-            }
+            write_all_with_modes(shell, &files, |i| modes[i % 3], &path);
             let log = std::fs::read_to_string(dir.path().join("calls")).expect("calls");
             let count = |tool: &str| {
                 log.lines()
