@@ -183,6 +183,22 @@ fn verify_a(s: &Scene) -> (crate::harness::Run, serde_json::Value, serde_json::V
     (human, verdict, summary)
 }
 
+/// Edits `a` by hand and verifies: the drift is the node's, since alice's apply.
+fn verify_after_a_hand_edit(
+    s: &Scene,
+) -> (crate::harness::Run, serde_json::Value, serde_json::Value) {
+    std::fs::write(s.path("a"), "hand edit\n").unwrap();
+    let (human, verdict, summary) = verify_a(s);
+    assert!(
+        human
+            .stdout
+            .contains("would fix (changed on the node since alice's apply at "),
+        "{}",
+        human.stdout
+    );
+    (human, verdict, summary)
+}
+
 fn apply_as_alice(s: &Scene) {
     s.repo
         .cinch_env(&[("CINCH_IDENTITY", "alice")], &["apply", "n1"])
@@ -193,15 +209,7 @@ fn apply_as_alice(s: &Scene) {
 fn drift_is_attributed_to_a_hand_edit_on_the_node() {
     let s = scene();
     apply_as_alice(&s);
-    std::fs::write(s.path("a"), "hand edit\n").unwrap();
-    let (human, verdict, summary) = verify_a(&s);
-    assert!(
-        human
-            .stdout
-            .contains("would fix (changed on the node since alice's apply at "),
-        "{}",
-        human.stdout
-    );
+    let (human, verdict, summary) = verify_after_a_hand_edit(&s);
     assert!(!human.stdout.contains("repo changed"), "{}", human.stdout);
     let drift = &verdict["drift"];
     assert_eq!(drift["node_changed"], true, "{verdict}");
@@ -276,15 +284,7 @@ fn drift_records_left_by_an_older_cinch_still_attribute_and_move_into_one_file()
     assert_eq!(text.lines().count(), 3, "{text}");
     std::fs::remove_file(&file).unwrap();
 
-    std::fs::write(s.path("a"), "hand edit\n").unwrap();
-    let (human, verdict, _) = verify_a(&s);
-    assert!(
-        human
-            .stdout
-            .contains("would fix (changed on the node since alice's apply at "),
-        "{}",
-        human.stdout
-    );
+    let (_, verdict, _) = verify_after_a_hand_edit(&s);
     assert_eq!(verdict["drift"]["applied_by"], "alice", "{verdict}");
 
     // Only `a` is applied; the records of the others come along into the file.
