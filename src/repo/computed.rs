@@ -1980,7 +1980,11 @@ mod tests {
 
     /// What `cinch test` does on two workers (each node's first run beside its reversed run,
     /// waiting workers doing queued work) gives every node exactly what one thread computing
-    /// node after node gives, and computes each rack once per direction.
+    /// node after node gives. Each rack is computed once per direction, or twice when both
+    /// workers start it from two of its nodes at the same moment (a thread already computing
+    /// never waits for another, so neither can wait in a circle; the first result stands):
+    /// the count is bounded, not exact, since which happens depends on timing (under load
+    /// it once was 9 of 8).
     #[test]
     fn two_threads_computing_racks_that_read_each_other_agree_with_one() {
         let (_dir, repo) = racks_repo(4, 12);
@@ -2012,10 +2016,10 @@ mod tests {
             assert_eq!(json(reversed), json(&one_reversed), "{name}");
             assert_eq!(json(forward), json(reversed), "{name}");
         }
-        assert_eq!(
-            fleet.sessions.load(std::sync::atomic::Ordering::Relaxed),
-            8,
-            "each of 4 racks once per direction"
+        let sessions = fleet.sessions.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            (8..=16).contains(&sessions),
+            "each of 4 racks once per direction, twice at most: {sessions}"
         );
     }
 
