@@ -378,11 +378,13 @@ class ControlMasterTool(Tool):
         self.cm_dir = Path(sh(["mktemp", "-d", "/tmp/cb-cm-XXXXXX"]).stdout.strip())
 
     def ssh_mux_args(self) -> list[str]:
-        return ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.cm_dir}/%C", "-o", "ControlPersist=60"]
+        # %n (the alias), not %C: every node is an alias of one host and port here, and %C
+        # would share ONE master (one key exchange) among all nodes, as no real fleet does.
+        return ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.cm_dir}/%n", "-o", "ControlPersist=60"]
 
     def after_run(self, net):
         for n in self.ctx.scn.nodes:
-            subprocess.run(["ssh", "-F", str(net.ssh_config), "-o", f"ControlPath={self.cm_dir}/%C",
+            subprocess.run(["ssh", "-F", str(net.ssh_config), "-o", f"ControlPath={self.cm_dir}/%n",
                             "-O", "exit", n], capture_output=True)
         shutil.rmtree(self.cm_dir, ignore_errors=True)
 
@@ -465,6 +467,9 @@ class Ansible(ControlMasterTool):
             "interpreter_python = /usr/bin/python3\ngathering = explicit\nretry_files_enabled = False\n"
             "\n[ssh_connection]\npipelining = True\n"
             f"ssh_args = -F {net.ssh_config} -o ControlMaster=auto -o ControlPersist=60s\n"
+            # A master per node (Ansible's default path hashes host, port and user, which all
+            # aliases of the one bench sshd share).
+            f"control_path_dir = {d}/cp\ncontrol_path = %(directory)s/%%n\n"
         )
         (d / "inventory.ini").write_text("[bench]\n" + "".join(f"{x}\n" for x in scn.nodes))
         for x in scn.nodes:
