@@ -206,7 +206,7 @@ pmc() {
   [ -n "$pmok" ] || { pmok=0; [ $aw = 1 ] && [ "$(printf '/\000' | xargs -0 stat -c %F 2>/dev/null)" = directory ] && pmok=1; }
   [ $pmok = 1 ]
 }
-pm() { if pmc && ctmp; then take "$1" > "$cT/m"; pmq; else take "$1" | pml; fi; }
+pm() { if pmc && ctmp; then take "$1" > "$cT/m"; pmq "$1"; else take "$1" | pml; fi; }
 pmx() { oi=$IFS; IFS='	'; set -f; set -- $1; set +f; IFS=$oi; pf "$@"; }
 pml() { n=0; while IFS= read -r x; do pmx "$x"; n=$((n+1)); [ $n -lt 256 ] || { cz; n=0; }; done; cz; }
 pa() {
@@ -236,7 +236,7 @@ pa() {
       close(MF)
       for (p in w) print p > PL
       close(PL)
-      system("sh \"$cT/ps\"")
+      system(". \"$cT/ps\"")
       while ((getline x < S) > 0) {
         i = index(x, "|"); if (i == 0) continue
         k = substr(x, 1, i - 1); r = substr(x, i + 1); j = index(r, "|"); nm = substr(r, j + 1)
@@ -252,7 +252,7 @@ pa() {
       }
       close(MF)
       for (j = 0; j < P; j++) close(H "l" j)
-      system("sh \"$cT/ph\" " P)
+      system("pp=" P "; . \"$cT/ph\"")
       while ((getline x < N) > 0) { un = ""; getline un < N; getline g < N; gn = ""; getline gn < N; un_[x] = un; gn_[g] = gn }
       hk = 0
     }
@@ -279,29 +279,24 @@ pa() {
     }' "$cT/m"
 }
 pmq() {
-  pp=1; command -v nproc >/dev/null 2>&1 && pp=$(nproc 2>/dev/null) || pp=1
+  pp=1
+  if [ "$1" -ge 262144 ] && command -v nproc >/dev/null 2>&1; then pp=$(nproc 2>/dev/null) || pp=1; fi
   case $pp in ''|*[!0-9]*) pp=1;; esac; [ "$pp" -ge 1 ] || pp=1; [ "$pp" -le 4 ] || pp=4
   k=0; while [ $k -lt $pp ]; do true > "$cT/mhl$k"; k=$((k+1)); done
   true > "$cT/mp"; true > "$cT/ms"; true > "$cT/mr"; true > "$cT/mn"
   true > "$cT/mu"; true > "$cT/mt"; true > "$cT/mc"
-  cat > "$cT/ps" <<'CINCH_PS'
-tr '\n' '\000' < "$cT/mp" | xargs -0 stat -c '%F|%a/%u/%g/%s|%n' > "$cT/ms" 2>/dev/null
-CINCH_PS
-  cat > "$cT/ph" <<'CINCH_PH'
-tr '\n' '\000' < "$cT/mr" | xargs -0 stat -c '%u
-%U
-%g
-%G' > "$cT/mn" 2>/dev/null &
-k=0
-while [ $k -lt "$1" ]; do
-  { if [ -s "$cT/mhl$k" ]; then
-      tr '\n' '\000' < "$cT/mhl$k" | xargs -0 sha256sum > "$cT/mh$k" 2>/dev/null ||
-        while IFS= read -r p; do v=$(sha256sum < "$p" 2>/dev/null) || v=; printf '%s\n' "${v%% *}"; done < "$cT/mhl$k" > "$cT/mh$k"
-    else true > "$cT/mh$k"; fi; } &
-  k=$((k+1))
-done
-wait
-CINCH_PH
+  printf '%s\n' 'tr '\''\n'\'' '\''\000'\'' < "$cT/mp" | xargs -0 stat -c '\''%F|%a/%u/%g/%s|%n'\'' > "$cT/ms" 2>/dev/null' > "$cT/ps"
+  printf '%s\n' \
+    'pn() { tr '\''\n'\'' '\''\000'\'' < "$cT/mr" | xargs -0 stat -c '\''%u' '%U' '%g' '%G'\'' > "$cT/mn" 2>/dev/null; }' \
+    'ph() {' \
+    '  if [ -s "$cT/mhl$1" ]; then' \
+    '    tr '\''\n'\'' '\''\000'\'' < "$cT/mhl$1" | xargs -0 sha256sum > "$cT/mh$1" 2>/dev/null ||' \
+    '      while IFS= read -r p; do v=$(sha256sum < "$p" 2>/dev/null) || v=; printf '\''%s\n'\'' "${v%% *}"; done < "$cT/mhl$1" > "$cT/mh$1"' \
+    '  else true > "$cT/mh$1"; fi' \
+    '}' \
+    'if [ "$pp" = 1 ]; then pn; ph 0; else' \
+    '  pn & k=0; while [ $k -lt "$pp" ]; do ph $k & k=$((k+1)); done; wait' \
+    'fi' > "$cT/ph"
   pa $pp
   while IFS= read -r x; do pmx "$x"; done < "$cT/mu"
   cz
