@@ -69,3 +69,17 @@ fn write_sorted_object<'v>(
     }
     w.write_all(b"}")
 }
+
+/// `v` with every object's keys sorted, recursively; arrays keep their order (it means
+/// something: a list of return codes, a command's words).
+pub fn canonical(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut pairs: Vec<(String, Value)> = m.into_iter().collect();
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(pairs.into_iter().map(|(k, v)| (k, canonical(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}

@@ -657,7 +657,7 @@ fn actual_hash_is_the_hash_of_the_sorted_copy_it_replaced() {
     let mut without = state.clone();
     without.remove(crate::items::file::LEFTOVERS);
     let reference = hex::encode(Sha256::digest(
-        serde_json::to_vec(&crate::review::expected::canonical(Value::Object(without))).unwrap(),
+        serde_json::to_vec(&crate::digest::canonical(Value::Object(without))).unwrap(),
     ));
     assert_eq!(actual_hash(&state), reference);
 }
