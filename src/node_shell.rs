@@ -1036,9 +1036,18 @@ mod tests {
     use super::*;
 
     fn run_sh(shell: &str, script: &mut Script) -> Vec<u8> {
+        run_sh_with_path(shell, script, None)
+    }
+
+    /// [`run_sh`] with `PATH` set to `path` (to put stand-in tools first).
+    fn run_sh_with_path(shell: &str, script: &mut Script, path: Option<&str>) -> Vec<u8> {
         use std::io::Write;
         script.finish();
-        let mut child = std::process::Command::new(shell)
+        let mut cmd = std::process::Command::new(shell);
+        if let Some(p) = path {
+            cmd.env("PATH", p);
+        }
+        let mut child = cmd
             .arg("-c")
             .arg(script.text())
             .stdin(std::process::Stdio::piped())
@@ -1328,6 +1337,47 @@ mod tests {
             } else {
                 assert_eq!(content, None, "{what}");
             }
+        }
+    }
+
+    /// A manifest of 256 KB or more is hashed on every CPU (`nproc`, at most 4): the awk deals
+    /// the files out over one list per CPU and reads their hashes back in the same turn, so
+    /// no file may get another's hash. A stand-in `nproc` saying 3 takes that path on any
+    /// machine, and says it was asked.
+    #[test]
+    fn big_probe_hashed_on_several_cpus_keeps_each_files_state_in_dash_and_bash() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("d".repeat(200));
+        std::fs::create_dir(&deep).unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let asked = dir.path().join("nproc-asked");
+        let nproc = bin.join("nproc");
+        std::fs::write(
+            &nproc,
+            format!("#!/bin/sh\n: > '{}'\necho 3\n", asked.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&nproc, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let n = 1300;
+        for shell in ["dash", "bash"] {
+            let _ = std::fs::remove_file(&asked);
+            let mut s = many_file_probes(&deep, n);
+            s.finish();
+            assert!(
+                s.stdin.len() >= 262_144,
+                "manifest of {} bytes",
+                s.stdin.len()
+            );
+            let recs = parse(&run_sh_with_path(shell, &mut s, Some(&path))).unwrap();
+            assert!(asked.exists(), "{shell}: the CPUs were not counted");
+            check_many(&recs, n, shell);
         }
     }
 
