@@ -64,6 +64,16 @@ pub enum PlanCheck {
     Actual(Option<String>),
 }
 
+/// An item's expected state (`None`: it must not exist, or it has no state).
+fn expected_state(item: &Item, local: &Local) -> Option<State> {
+    stateful(&item.kind)?.expected(item, local)
+}
+
+/// An item's actual state as its probe record says (`None`: absent, or not read).
+fn actual_state(item: &Item, local: &Local, fields: Option<&Fields>) -> Option<State> {
+    stateful(&item.kind)?.actual(item, local, fields?)
+}
+
 /// Nodes with fewer items build their states one by one, as needed (no thread hand-off).
 const PRIME_AT_LEAST: usize = 256;
 
@@ -465,15 +475,10 @@ impl<'a, 'j> Exec<'a, 'j> {
         let states: Vec<(Option<State>, Option<State>)> = (0..items.len())
             .into_par_iter()
             .map(|i| {
-                let item = &items[i];
-                let Some(b) = stateful(&item.kind) else {
-                    return (None, None);
-                };
-                let expected = b.expected(item, &locals[i]);
-                let actual = actual[i]
-                    .as_ref()
-                    .and_then(|f| b.actual(item, &locals[i], f));
-                (expected, actual)
+                (
+                    expected_state(&items[i], &locals[i]),
+                    actual_state(&items[i], &locals[i], actual[i].as_ref()),
+                )
             })
             .collect();
         for (i, (expected, actual)) in states.into_iter().enumerate() {
@@ -492,10 +497,7 @@ impl<'a, 'j> Exec<'a, 'j> {
     /// Item `i`'s expected state (`None`: it must not exist, or it has no state).
     fn expected_of(&self, i: usize) -> Option<&State> {
         self.expected_memo[i]
-            .get_or_init(|| {
-                let item = &self.g.items[i];
-                stateful(&item.kind)?.expected(item, &self.job.locals[i])
-            })
+            .get_or_init(|| expected_state(&self.g.items[i], &self.job.locals[i]))
             .as_ref()
     }
 
@@ -503,11 +505,11 @@ impl<'a, 'j> Exec<'a, 'j> {
     pub(super) fn actual_of(&self, i: usize) -> Option<&State> {
         self.actual_memo[i]
             .get_or_init(|| {
-                let item = &self.g.items[i];
-                let b = stateful(&item.kind)?;
-                self.actual[i]
-                    .as_ref()
-                    .and_then(|f| b.actual(item, &self.job.locals[i], f))
+                actual_state(
+                    &self.g.items[i],
+                    &self.job.locals[i],
+                    self.actual[i].as_ref(),
+                )
             })
             .as_ref()
     }
