@@ -21,8 +21,15 @@ pub fn entries_hash<'v>(entries: impl Iterator<Item = (&'v String, &'v Value)>) 
     hex::encode(h.0.finalize())
 }
 
-/// Feeds written bytes into a hash.
-struct HashWriter(Sha256);
+/// Feeds written bytes or formatted text into a SHA-256 without building them in memory.
+pub struct HashWriter(pub Sha256);
+
+impl std::fmt::Write for HashWriter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
+    }
+}
 
 impl std::io::Write for HashWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::digest::HashWriter;
+
 use super::*;
 use crate::items::state::stateful;
 
@@ -18,16 +20,6 @@ pub(super) const STEADY_CONTRADICTED: &str = "not changed: the node's steady mar
 /// Items per chunk of the judged digest.
 const DIGEST_CHUNK: usize = 512;
 
-/// Feeds formatted text into a hash without building the string.
-struct HashWrite(Sha256);
-
-impl std::fmt::Write for HashWrite {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.update(s.as_bytes());
-        Ok(())
-    }
-}
-
 impl Exec<'_, '_> {
     /// Digest of what decides this run's judgment besides the node's answer and the expected
     /// states the guard adds: cinch's version, the options, every item (attributes and
@@ -35,7 +27,7 @@ impl Exec<'_, '_> {
     pub(super) fn judged_digest(&self, probe: &str) -> String {
         let o = self.job.options;
         let g = self.g;
-        let mut w = HashWrite(Sha256::new());
+        let mut w = HashWriter(Sha256::new());
         // Writing into a hash cannot fail.
         let _ = write!(
             w,
@@ -52,7 +44,7 @@ impl Exec<'_, '_> {
             .items
             .par_chunks(DIGEST_CHUNK)
             .map(|items| {
-                let mut c = HashWrite(Sha256::new());
+                let mut c = HashWriter(Sha256::new());
                 for item in items {
                     let _ = writeln!(c, "{item:?}");
                 }
