@@ -51,7 +51,7 @@ use crate::shell::quote;
 const PRELUDE: &str = r#"export LC_ALL=C
 f() { printf '%s:%s,' "${#1}" "$1"; }
 fc() { n=$(wc -c < "$1" | tr -d ' ') && printf '%s:' "$n" && cat -- "$1" && printf ','; }
-cn=0; cT=; cN='
+hc=; hw=0; cn=0; cT=; cN='
 '
 aw=0; command -v awk >/dev/null 2>&1 && aw=1
 trap '[ -z "$cT" ] || rm -rf -- "$cT"' EXIT
@@ -210,7 +210,7 @@ pm() { if pmc && ctmp; then take "$1" > "$cT/m"; pmq "$1"; else take "$1" | pml;
 pmx() { oi=$IFS; IFS='	'; set -f; set -- $1; set +f; IFS=$oi; pf "$@"; }
 pml() { n=0; while IFS= read -r x; do pmx "$x"; n=$((n+1)); [ $n -lt 256 ] || { cz; n=0; }; done; cz; }
 pa() {
-  cT="$cT" awk -F '\t' -v P="$1" -v MF="$cT/m" -v PL="$cT/mp" -v S="$cT/ms" -v N="$cT/mn" -v H="$cT/mh" -v U="$cT/mu" -v T="$cT/mt" -v C="$cT/mc" -v R="$cT/mr" '
+  cT="$cT" zr="$zr" awk -F '\t' -v P="$1" -v HK="$zk" -v HW="$zw" -v T0="$zt" -v HN="$cT/hn" -v MF="$cT/m" -v PL="$cT/mp" -v S="$cT/ms" -v N="$cT/mn" -v H="$cT/mh" -v U="$cT/mu" -v T="$cT/mt" -v C="$cT/mc" -v R="$cT/mr" '
     function dn(p) { sub(/\/[^\/]*$/, "", p); return p }
     function tn(k) {
       if (k == "regular file" || k == "regular empty file") return "file"
@@ -218,43 +218,61 @@ pa() {
       if (k == "symbolic link") return "symlink"
       return "other"
     }
-    function uns(   d, n, b, q, j, l, ok) {
-      d = dn($2); if (d == "") return 0
-      n = split(substr(d, 2), b, "/"); q = ""
+    function unp(p, lk,   d, n, b, q, j, l, ok, r, a, i) {
+      if (!anyl) return 0
+      d = dn(p); if (d == "") return 0
+      if (lk == "" && (d in ud)) return ud[d]
+      n = split(substr(d, 2), b, "/"); q = ""; r = 0; l = split(lk, a, "\t")
       for (j = 1; j <= n; j++) {
         q = q "/" b[j]
-        if (ty[q] == "symbolic link") { ok = 0; for (l = 6; l <= NF; l++) if ($l == q) ok = 1; if (!ok) return 1 }
+        if (ty[q] == "symbolic link") { ok = 0; for (i = 1; i <= l; i++) if (a[i] == q) ok = 1; if (!ok) { r = 1; break } }
       }
-      return 0
+      if (lk == "") ud[d] = r
+      return r
+    }
+    function uns(   lk, l) {
+      if (!anyl) return 0
+      lk = ""; for (l = 6; l <= NF; l++) lk = lk (l > 6 ? "\t" : "") $l
+      return unp($2, lk)
     }
     BEGIN {
       while ((getline x < MF) > 0) {
-        split(x, a, "\t"); if (a[1] !~ /^[0-9]+$/ || substr(a[2], 1, 1) != "/") continue
-        w[a[2]] = 1; d = dn(a[2])
-        if (d != "") { n = split(substr(d, 2), b, "/"); q = ""; for (j = 1; j <= n; j++) { q = q "/" b[j]; w[q] = 1 } }
+        n = split(x, a, "\t"); if (a[1] !~ /^[0-9]+$/ || substr(a[2], 1, 1) != "/") continue
+        w[a[2]] = 1; mf[a[2]] = 1; d = dn(a[2])
+        if (n >= 6) { q = a[6]; for (j = 7; j <= n; j++) q = q "\t" a[j]; lk[a[2]] = q }
+        if (d != "" && !(d in wd)) { wd[d] = 1; n = split(substr(d, 2), b, "/"); q = ""; for (j = 1; j <= n; j++) { q = q "/" b[j]; w[q] = 1; wa[q] = 1 } }
       }
       close(MF)
       for (p in w) print p > PL
       close(PL)
       system(". \"$cT/ps\"")
       while ((getline x < S) > 0) {
+        if (HK) { i = index(x, "|"); zt = substr(x, 1, i - 1); x = substr(x, i + 1); i = index(x, "|"); zk = substr(x, 1, i - 1); x = substr(x, i + 1) }
         i = index(x, "|"); if (i == 0) continue
-        k = substr(x, 1, i - 1); r = substr(x, i + 1); j = index(r, "|"); nm = substr(r, j + 1)
-        if (j > 0 && (nm in w)) { ty[nm] = k; st[nm] = substr(r, 1, j - 1) }
+        k = substr(x, 1, i - 1); x = substr(x, i + 1); i = index(x, "|"); if (i == 0) continue
+        z = substr(x, 1, i - 1); x = substr(x, i + 1); i = index(x, "|"); if (i == 0) continue
+        pr = substr(x, 1, i - 1); nm = substr(x, i + 1)
+        if (!(nm in w)) continue
+        ty[nm] = k; tk[nm] = tn(k); st[nm] = pr; sz[nm] = z
+        if (HK) { ck[nm] = zk; ct[nm] = zt }
+        if (k == "symbolic link" && (nm in wa)) anyl = 1
+        q = substr(pr, index(pr, "/") + 1); if (!(q in rep)) { rep[q] = 1; print nm > R }
       }
-      for (p in st) { split(st[p], f, "/"); q = f[2] "/" f[3]; if (!(q in rep)) { rep[q] = 1; print p > R } }
       close(R)
+      HC = ENVIRON["zr"]
+      if (HC != "") { while ((getline x < HC) > 0) if (index(x, " ") == 65) oc[substr(x, 66)] = substr(x, 1, 64); close(HC) }
       hk = 0
-      while ((getline x < MF) > 0) {
-        $0 = x
-        if ($1 !~ /^[0-9]+$/ || substr($2, 1, 1) != "/") continue
-        if (tn(ty[$2]) == "file" && ($2 in st) && !uns()) { print $2 > (H "l" hk); hk = (hk + 1) % P }
+      for (p in mf) {
+        if (tk[p] != "file" || (HK && (ck[p] in oc)) || unp(p, lk[p])) continue
+        print p > (H "l" hk); hk = (hk + 1) % P
       }
-      close(MF)
       for (j = 0; j < P; j++) close(H "l" j)
       system("pp=" P "; . \"$cT/ph\"")
+      for (j = 0; j < P; j++) {
+        while ((getline p < (H "l" j)) > 0) { v = ""; if ((getline v < (H j)) <= 0) v = ""; sub(/^\\/, "", v); sub(/ .*/, "", v); hv[p] = v }
+        close(H "l" j); close(H j)
+      }
       while ((getline x < N) > 0) { un = ""; getline un < N; getline g < N; gn = ""; getline gn < N; un_[x] = un; gn_[g] = gn }
-      hk = 0
     }
     $1 !~ /^[0-9]+$/ || substr($2, 1, 1) != "/" { next }
     {
@@ -262,20 +280,26 @@ pa() {
       if ($5 != 0) { d = dn($2); if (d == "") d = "/"; print $1 "\t" $5 "\t" d > T }
       r = "1:P," length($1) ":" $1 ","
       if ($2 in st) {
-        k = tn(ty[$2]); split(st[$2], f, "/")
-        s = f[1] "/" f[2] "/" f[3] "/" ((f[2] in un_) ? un_[f[2]] : "UNKNOWN") "/" ((f[3] in gn_) ? gn_[f[3]] : "UNKNOWN") "/" f[4]
+        k = tk[$2]; pr = st[$2]
+        if (!(pr in on_)) { split(pr, f, "/"); on_[pr] = ((f[2] in un_) ? un_[f[2]] : "UNKNOWN") "/" ((f[3] in gn_) ? gn_[f[3]] : "UNKNOWN") }
+        s = pr "/" on_[pr] "/" sz[$2]
         r = r "4:type," length(k) ":" k ",4:stat," length(s) ":" s ","
         if (k == "file") {
-          v = ""; if ((getline v < (H hk)) <= 0) v = ""; hk = (hk + 1) % P
-          sub(/^\\/, "", v); sub(/ .*/, "", v)
+          if (HK && (ck[$2] in oc)) v = oc[ck[$2]]; else v = hv[$2]
           if (v != "") {
+            if (HW && length(v) == 64 && ct[$2] + 2 <= T0 + 0) nc[ck[$2]] = v
             r = r "6:sha256," length(v) ":" v ","
-            z = s; sub(/.*\//, "", z)
-            if ($4 + 0 > 0 && v != $3 && z + 0 <= $4 + 0) print $1 "\t" $2 > C
+            if ($4 + 0 > 0 && v != $3 && sz[$2] + 0 <= $4 + 0) print $1 "\t" $2 > C
           }
         }
       }
       printf "%s0:,", r
+    }
+    END {
+      if (!HW) exit
+      for (q in nc) { nn++; if (!(q in oc) || oc[q] != nc[q]) ch = 1 }
+      for (q in oc) on++
+      if (ch || nn != on) { for (q in nc) print nc[q] " " q > HN; close(HN) }
     }' "$cT/m"
 }
 pmq() {
@@ -285,7 +309,19 @@ pmq() {
   k=0; while [ $k -lt $pp ]; do true > "$cT/mhl$k"; k=$((k+1)); done
   true > "$cT/mp"; true > "$cT/ms"; true > "$cT/mr"; true > "$cT/mn"
   true > "$cT/mu"; true > "$cT/mt"; true > "$cT/mc"
-  printf '%s\n' 'tr '\''\n'\'' '\''\000'\'' < "$cT/mp" | xargs -0 stat -c '\''%F|%a/%u/%g/%s|%n'\'' > "$cT/ms" 2>/dev/null' > "$cT/ps"
+  zk=; zr=; zw=; zt=0; zf='%F|%s|%a/%u/%g|%n'
+  if [ -n "$hc" ] && [ "$1" -ge 262144 ]; then
+    if [ -f "$hc" ] && [ ! -L "$hc" ] && [ -O "$hc" ]; then zr=$hc; zw=$hw
+    elif [ ! -e "$hc" ] && [ ! -L "$hc" ]; then zw=$hw; fi
+    [ "$zw" = 1 ] || zw=
+    if [ -n "$zr$zw" ]; then
+      zt=$(stat -c %.9Z -- "$cT" 2>/dev/null) || zt=
+      case $zt in [0-9]*.?????????) zk='%.9Z'; zt=${zt%.*};; *) zk='%z'; zt=$(date +%s 2>/dev/null);; esac
+      case $zt in ''|*[!0-9]*) zt=0; zw=;; esac
+      zf="%Z|%d:%i:%s:$zk|$zf"; zk=1; true > "$cT/hn"
+    fi
+  fi
+  printf '%s\n' "tr '\\n' '\\000' < \"\$cT/mp\" | xargs -0 stat -c '$zf' > \"\$cT/ms\" 2>/dev/null" > "$cT/ps"
   printf '%s\n' \
     'pn() { tr '\''\n'\'' '\''\000'\'' < "$cT/mr" | xargs -0 stat -c '\''%u' '%U' '%g' '%G'\'' > "$cT/mn" 2>/dev/null; }' \
     'ph() {' \
@@ -298,6 +334,9 @@ pmq() {
     '  pn & k=0; while [ $k -lt "$pp" ]; do ph $k & k=$((k+1)); done; wait' \
     'fi' > "$cT/ph"
   pa $pp
+  if [ -n "$zw" ] && [ -s "$cT/hn" ]; then
+    zn=$(umask 077; mktemp "$hc.XXXXXX" 2>/dev/null) && { cat -- "$cT/hn" > "$zn" && mv -f -- "$zn" "$hc" || rm -f -- "$zn"; } 2>/dev/null
+  fi
   while IFS= read -r x; do pmx "$x"; done < "$cT/mu"
   cz
   while IFS='	' read -r i s d; do f Q; f "$i"; st "$s" "$d"; f ''; done < "$cT/mt"
@@ -775,6 +814,17 @@ impl Script {
         self.text.push_str(shell);
         self.text
             .push_str("\n} 2>&1 ); r=$?; f L; f \"$r\"; f \"$o\"; [ \"$r\" = 0 ] || exit 0\n");
+    }
+
+    /// Lets the big file probes (`pm`) of this script trust the node's hash cache at `path`
+    /// (a private file in the lock directory: `SHA256 DEV:INODE:SIZE:CTIME` per line) for
+    /// files whose device, inode, size and change time are unchanged, and (`write`, only
+    /// while the hard lock is held) rewrite it. A file's change time moves with every write,
+    /// so only entries at least two seconds older than the probe are kept (as git's index).
+    pub fn hash_cache(&mut self, path: &str, write: bool) {
+        self.flush();
+        self.text
+            .push_str(&format!("hc={}; hw={}\n", quote(path), u8::from(write)));
     }
 
     /// Starts capturing the probe output (call right after [`Script::prologue`]); finish

@@ -528,6 +528,9 @@ impl<'a, 'j> Exec<'a, 'j> {
         if let Some(p) = &prologue {
             script.prologue(p);
         }
+        if let Some((path, write)) = guard.as_ref().and_then(|g| g.hash_cache()) {
+            script.hash_cache(&path, write);
+        }
         // apply (without a saved plan) may settle an unchanged node in this one command.
         let steady = prologue.is_some()
             && !self.steady_off

@@ -44,6 +44,11 @@ pub trait Guard: Send {
     /// After the walk, before the epilogue: whether the node was found unchanged without any
     /// command besides the first, so the release may write the steady marker.
     fn settled(&mut self, _unchanged: bool) {}
+    /// The node's file-hash cache for the first command's probe, and whether that probe may
+    /// rewrite it (it holds the hard lock). `None`: every file is hashed.
+    fn hash_cache(&self) -> Option<(String, bool)> {
+        None
+    }
     /// Silent shell put in front of every later command and sent on its own at the interval
     /// given with it, so others can tell the lock holder is alive.
     fn heartbeat(&self) -> Option<(String, Duration)> {
@@ -86,6 +91,8 @@ pub struct ApplyGuard<'a> {
     took_over: bool,
     /// The node's steady marker was found wrong: the release removes it.
     distrusted: bool,
+    /// `--rehash`: hash every file, trusting no cached hash.
+    rehash: bool,
 }
 
 impl<'a> ApplyGuard<'a> {
@@ -119,7 +126,14 @@ impl<'a> ApplyGuard<'a> {
             unchanged: false,
             took_over: false,
             distrusted: false,
+            rehash: false,
         }
+    }
+
+    /// `--rehash`: the probe hashes every file instead of trusting the node's hash cache.
+    pub fn with_rehash(mut self, rehash: bool) -> Self {
+        self.rehash = rehash;
+        self
     }
 
     /// Drift attribution: apply records each item's state with `expected` (its `(id,
@@ -243,6 +257,10 @@ impl Guard for ApplyGuard<'_> {
     fn heartbeat(&self) -> Option<(String, std::time::Duration)> {
         self.take_hard
             .then(|| (heartbeat_script(self.node, &self.token), HEARTBEAT_INTERVAL))
+    }
+
+    fn hash_cache(&self) -> Option<(String, bool)> {
+        (!self.rehash).then(|| (hashes_file(self.node), self.take_hard))
     }
 
     fn soft_locked(&self, item: &Item) -> Option<String> {

@@ -194,6 +194,11 @@ fn hard_dir(node: &Node) -> String {
     format!("{}/hard-{}", node.lock_dir.trim_end_matches('/'), node.name)
 }
 
+/// The node's file-hash cache (see [`crate::node_shell::Script::hash_cache`]).
+fn hashes_file(node: &Node) -> String {
+    format!("{}/hashes-{}", node.lock_dir.trim_end_matches('/'), node.name)
+}
+
 fn soft_dir(node: &Node) -> String {
     format!("{}/soft-{}", node.lock_dir.trim_end_matches('/'), node.name)
 }
