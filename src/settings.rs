@@ -66,6 +66,8 @@ pub struct Select {
     pub stats: bool,
     /// `--shard I/N`: only this shard of the selected nodes.
     pub shard: Option<crate::shard::Shard>,
+    /// `--rehash`: the nodes hash every file (their hash caches are not trusted).
+    pub rehash: bool,
 }
 
 impl Select {
@@ -92,6 +94,7 @@ impl Select {
             no_diff,
             stats,
             shard: None,
+            rehash: false,
         })
     }
 }

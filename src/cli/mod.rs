@@ -163,6 +163,10 @@ pub struct SelectArgs {
     /// control machines or CI jobs; every node is in exactly one shard.
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     pub shard: Option<crate::shard::Shard>,
+    /// Hash every file on the nodes, trusting none of the hashes they cached for files whose
+    /// device, inode, size and change time are unchanged (the cache is rebuilt).
+    #[arg(long)]
+    pub rehash: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -181,6 +185,7 @@ impl SelectArgs {
             self.stats,
         )?;
         select.shard = shard;
+        select.rehash = self.rehash;
         Ok(select)
     }
 }

@@ -84,6 +84,8 @@ enum Saved<'p> {
 struct Locking {
     me: String,
     force: bool,
+    /// `--rehash`: no node's hash cache is trusted.
+    rehash: bool,
 }
 
 /// One node's locally prepared work.
@@ -212,6 +214,7 @@ fn run(
     let locking = Locking {
         me: crate::lock::identity(),
         force,
+        rehash: select.rehash,
     };
     // The JSON subscriber is already on the bus (crate::hooks::command_bus).
     let out = Arc::new(Reporter::new(
@@ -562,7 +565,8 @@ fn run_node(
                 locking.force,
                 out.console(),
             )
-            .with_drift(expected.clone(), &seen);
+            .with_drift(expected.clone(), &seen)
+            .with_rehash(locking.rehash);
             let mut r = executor::run(&exec_job, transport.as_ref(), Some(&mut guard));
             if let Err(e) = transport.close() {
                 r.error.get_or_insert(e.reason());

@@ -196,7 +196,11 @@ fn hard_dir(node: &Node) -> String {
 
 /// The node's file-hash cache (see [`crate::node_shell::Script::hash_cache`]).
 fn hashes_file(node: &Node) -> String {
-    format!("{}/hashes-{}", node.lock_dir.trim_end_matches('/'), node.name)
+    format!(
+        "{}/hashes-{}",
+        node.lock_dir.trim_end_matches('/'),
+        node.name
+    )
 }
 
 fn soft_dir(node: &Node) -> String {

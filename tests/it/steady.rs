@@ -592,3 +592,56 @@ fn steady_marker_is_ignored_when_another_applier_applies() {
     assert_eq!(commands(&s.apply_json(&[]).1), 2);
     assert_eq!(commands(&s.apply_json(&[]).1), 1);
 }
+
+/// A node with thousands of files keeps a hash cache (`LOCK_DIR/hashes-NODE`): an unchanged
+/// apply writes it, `verify` believes it (a poisoned entry shows as drift, which is how the
+/// test sees it is used), `verify --rehash` trusts none of it, and the next apply heals the
+/// file the poisoned entry named.
+#[test]
+fn big_node_hash_cache_is_used_and_rehash_trusts_none_of_it() {
+    use std::fmt::Write as _;
+    use std::os::unix::fs::MetadataExt;
+    let n = 2000;
+    let mut items = String::from("[directories.\"@/d\"]\n\n");
+    for i in 0..n {
+        let _ = write!(items, "[files.\"@/d/{i:0>80}\"]\ncontent = \"{i}\\n\"\n\n");
+    }
+    let s = Scene::new(&items);
+    s.cinch(&["apply", "n1"]).expect_code(0);
+    // Only files unchanged for two seconds before a probe are cached.
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    s.cinch(&["apply", "n1"]).expect_code(0);
+    let cache = locks(&s).join("hashes-n1");
+    let text = std::fs::read_to_string(&cache).expect("the unchanged apply wrote a hash cache");
+    assert_eq!(text.lines().count(), n);
+
+    let file = s.path(&format!("d/{:0>80}", 5));
+    let m = std::fs::metadata(&file).expect("file 5");
+    let key = format!(
+        "{}:{}:{}:{}.{:09}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.ctime(),
+        m.ctime_nsec()
+    );
+    use sha2::Digest as _;
+    let entry = format!("{} {key}", hex::encode(sha2::Sha256::digest(b"5\n")));
+    assert!(text.lines().any(|l| l == entry), "no entry {entry}");
+    std::fs::write(
+        &cache,
+        text.replace(&entry, &format!("{} {key}", "0".repeat(64))),
+    )
+    .expect("poison");
+
+    let believed = s.cinch(&["verify", "n1"]).expect_code(1);
+    assert!(
+        believed.stdout.contains(&format!("{:0>80}", 5)),
+        "{}",
+        believed.stdout
+    );
+    s.cinch(&["verify", "n1", "--rehash"]).expect_code(0);
+    s.cinch(&["apply", "n1"]).expect_code(0);
+    s.cinch(&["verify", "n1", "--rehash"]).expect_code(0);
+    assert_eq!(std::fs::read(&file).expect("file 5"), b"5\n");
+}
