@@ -243,10 +243,10 @@ pa() {
         if (d != "" && !(d in wd)) { wd[d] = 1; n = split(substr(d, 2), b, "/"); q = ""; for (j = 1; j <= n; j++) { q = q "/" b[j]; w[q] = 1; wa[q] = 1 } }
       }
       close(MF)
-      for (p in w) print p > PL
-      close(PL)
-      system(". \"$cT/ps\"")
-      while ((getline x < S) > 0) {
+      sk = 0; for (p in w) { print p > (PL sk); sk = (sk + 1) % P }
+      for (j = 0; j < P; j++) close(PL j)
+      system("pp=" P "; . \"$cT/ps\"")
+      for (sk = 0; sk < P; sk++) while ((getline x < (S sk)) > 0) {
         if (HK) { i = index(x, "|"); zt = substr(x, 1, i - 1); x = substr(x, i + 1); i = index(x, "|"); zk = substr(x, 1, i - 1); x = substr(x, i + 1) }
         i = index(x, "|"); if (i == 0) continue
         k = substr(x, 1, i - 1); x = substr(x, i + 1); i = index(x, "|"); if (i == 0) continue
@@ -258,6 +258,7 @@ pa() {
         if (k == "symbolic link" && (nm in wa)) anyl = 1
         q = substr(pr, index(pr, "/") + 1); if (!(q in rep)) { rep[q] = 1; print nm > R }
       }
+      for (j = 0; j < P; j++) close(S j)
       close(R)
       HC = ENVIRON["zr"]
       if (HC != "") { while ((getline x < HC) > 0) if (index(x, " ") == 65) oc[substr(x, 66)] = substr(x, 1, 64); close(HC) }
@@ -306,8 +307,8 @@ pmq() {
   pp=1
   if [ "$1" -ge 262144 ] && command -v nproc >/dev/null 2>&1; then pp=$(nproc 2>/dev/null) || pp=1; fi
   case $pp in ''|*[!0-9]*) pp=1;; esac; [ "$pp" -ge 1 ] || pp=1; [ "$pp" -le 4 ] || pp=4
-  k=0; while [ $k -lt $pp ]; do true > "$cT/mhl$k"; k=$((k+1)); done
-  true > "$cT/mp"; true > "$cT/ms"; true > "$cT/mr"; true > "$cT/mn"
+  k=0; while [ $k -lt $pp ]; do true > "$cT/mhl$k"; true > "$cT/mp$k"; true > "$cT/ms$k"; k=$((k+1)); done
+  true > "$cT/mr"; true > "$cT/mn"
   true > "$cT/mu"; true > "$cT/mt"; true > "$cT/mc"
   zk=; zr=; zw=; zt=0; zf='%F|%s|%a/%u/%g|%n'
   if [ -n "$hc" ] && [ "$1" -ge 262144 ]; then
@@ -321,7 +322,8 @@ pmq() {
       zf="%Z|%d:%i:%s:$zk|$zf"; zk=1; true > "$cT/hn"
     fi
   fi
-  printf '%s\n' "tr '\\n' '\\000' < \"\$cT/mp\" | xargs -0 stat -c '$zf' > \"\$cT/ms\" 2>/dev/null" > "$cT/ps"
+  printf '%s\n' "ps1() { tr '\\n' '\\000' < \"\$cT/mp\$1\" | xargs -0 stat -c '$zf' > \"\$cT/ms\$1\" 2>/dev/null; }" \
+    'if [ "$pp" = 1 ]; then ps1 0; else k=0; while [ $k -lt "$pp" ]; do ps1 $k & k=$((k+1)); done; wait; fi' > "$cT/ps"
   printf '%s\n' \
     'pn() { tr '\''\n'\'' '\''\000'\'' < "$cT/mr" | xargs -0 stat -c '\''%u' '%U' '%g' '%G'\'' > "$cT/mn" 2>/dev/null; }' \
     'ph() {' \
