@@ -211,7 +211,11 @@ pmx() { oi=$IFS; IFS='	'; set -f; set -- $1; set +f; IFS=$oi; pf "$@"; }
 pml() { n=0; while IFS= read -r x; do pmx "$x"; n=$((n+1)); [ $n -lt 256 ] || { cz; n=0; }; done; cz; }
 pa() {
   cT="$cT" zr="$zr" awk -F '\t' -v P="$1" -v HK="$zk" -v HW="$zw" -v T0="$zt" -v HN="$cT/hn" -v MF="$cT/m" -v PL="$cT/mp" -v S="$cT/ms" -v N="$cT/mn" -v H="$cT/mh" -v U="$cT/mu" -v T="$cT/mt" -v C="$cT/mc" -v R="$cT/mr" '
-    function dn(p) { sub(/\/[^\/]*$/, "", p); return p }
+    function dn(p,   n, b) {
+      if (dl && substr(p, 1, dl) == dp && index(substr(p, dl + 1), "/") == 0) return dd
+      n = split(p, b, "/"); dd = substr(p, 1, length(p) - length(b[n]) - 1); dp = dd "/"; dl = length(dp)
+      return dd
+    }
     function tn(k) {
       if (k == "regular file" || k == "regular empty file") return "file"
       if (k == "directory") return k
@@ -236,29 +240,30 @@ pa() {
       return unp($2, lk)
     }
     BEGIN {
-      while ((getline x < MF) > 0) {
-        n = split(x, a, "\t"); if (a[1] !~ /^[0-9]+$/ || substr(a[2], 1, 1) != "/") continue
-        w[a[2]] = 1; mf[a[2]] = 1; d = dn(a[2])
-        if (n >= 6) { q = a[6]; for (j = 7; j <= n; j++) q = q "\t" a[j]; lk[a[2]] = q }
+      while ((getline < MF) > 0) {
+        if ($1 !~ /^[0-9]+$/ || substr($2, 1, 1) != "/") continue
+        p = $2; w[p] = 1; mf[p] = 1; d = dn(p)
+        if (NF >= 6) { q = $6; for (j = 7; j <= NF; j++) q = q "\t" $j; lk[p] = q }
         if (d != "" && !(d in wd)) { wd[d] = 1; n = split(substr(d, 2), b, "/"); q = ""; for (j = 1; j <= n; j++) { q = q "/" b[j]; w[q] = 1; wa[q] = 1 } }
       }
       close(MF)
       sk = 0; for (p in w) { print p > (PL sk); sk = (sk + 1) % P }
       for (j = 0; j < P; j++) close(PL j)
       system("pp=" P "; . \"$cT/ps\"")
-      for (sk = 0; sk < P; sk++) while ((getline x < (S sk)) > 0) {
-        if (HK) { i = index(x, "|"); zt = substr(x, 1, i - 1); x = substr(x, i + 1); i = index(x, "|"); zk = substr(x, 1, i - 1); x = substr(x, i + 1) }
-        i = index(x, "|"); if (i == 0) continue
-        k = substr(x, 1, i - 1); x = substr(x, i + 1); i = index(x, "|"); if (i == 0) continue
-        z = substr(x, 1, i - 1); x = substr(x, i + 1); i = index(x, "|"); if (i == 0) continue
-        pr = substr(x, 1, i - 1); nm = substr(x, i + 1)
+      FS = "|"; nf = HK ? 6 : 4
+      for (sk = 0; sk < P; sk++) { sf = S sk; while ((getline < sf) > 0) {
+        if (NF < nf) continue
+        if (NF == nf) nm = $nf
+        else { nm = $0; for (j = 1; j < nf; j++) nm = substr(nm, index(nm, "|") + 1) }
         if (!(nm in w)) continue
+        if (HK) { zt = $1; zk = $2; k = $3; z = $4; pr = $5 } else { k = $1; z = $2; pr = $3 }
         ty[nm] = k; tk[nm] = tn(k); st[nm] = pr; sz[nm] = z
         if (HK) { ck[nm] = zk; ct[nm] = zt }
         if (k == "symbolic link" && (nm in wa)) anyl = 1
         q = substr(pr, index(pr, "/") + 1); if (!(q in rep)) { rep[q] = 1; print nm > R }
-      }
+      } }
       for (j = 0; j < P; j++) close(S j)
+      FS = "\t"
       close(R)
       HC = ENVIRON["zr"]
       if (HC != "") { while ((getline x < HC) > 0) if (index(x, " ") == 65) oc[substr(x, 66)] = substr(x, 1, 64); close(HC) }
@@ -270,37 +275,34 @@ pa() {
       for (j = 0; j < P; j++) close(H "l" j)
       system("pp=" P "; . \"$cT/ph\"")
       for (j = 0; j < P; j++) {
-        while ((getline p < (H "l" j)) > 0) { v = ""; if ((getline v < (H j)) <= 0) v = ""; sub(/^\\/, "", v); sub(/ .*/, "", v); hv[p] = v }
+        sf = H "l" j; hf = H j
+        while ((getline p < sf) > 0) { v = ""; if ((getline v < hf) <= 0) v = ""; sub(/^\\/, "", v); sub(/ .*/, "", v); hv[p] = v }
         close(H "l" j); close(H j)
       }
       while ((getline x < N) > 0) { un = ""; getline un < N; getline g < N; gn = ""; getline gn < N; un_[x] = un; gn_[g] = gn }
+      OFS = ""; ORS = ""
     }
     $1 !~ /^[0-9]+$/ || substr($2, 1, 1) != "/" { next }
     {
-      if (uns()) { print > U; next }
-      if ($5 != 0) { d = dn($2); if (d == "") d = "/"; print $1 "\t" $5 "\t" d > T }
-      r = "1:P," length($1) ":" $1 ","
-      if ($2 in st) {
-        k = tk[$2]; pr = st[$2]
-        if (!(pr in on_)) { split(pr, f, "/"); on_[pr] = ((f[2] in un_) ? un_[f[2]] : "UNKNOWN") "/" ((f[3] in gn_) ? gn_[f[3]] : "UNKNOWN") }
-        s = pr "/" on_[pr] "/" sz[$2]
-        r = r "4:type," length(k) ":" k ",4:stat," length(s) ":" s ","
-        if (k == "file") {
-          if (HK && (ck[$2] in oc)) v = oc[ck[$2]]; else v = hv[$2]
-          if (v != "") {
-            if (HW && length(v) == 64 && ct[$2] + 2 <= T0 + 0) nc[ck[$2]] = v
-            r = r "6:sha256," length(v) ":" v ","
-            if ($4 + 0 > 0 && v != $3 && sz[$2] + 0 <= $4 + 0) print $1 "\t" $2 > C
-          }
-        }
-      }
-      printf "%s0:,", r
+      if (uns()) { print $0 "\n" > U; next }
+      if ($5 != 0) { d = dn($2); if (d == "") d = "/"; print $1 "\t" $5 "\t" d "\n" > T }
+      p = $2
+      if (!(p in st)) { print "1:P,", length($1), ":", $1, ",0:,"; next }
+      k = tk[p]; pr = st[p]
+      if (!(pr in on_)) { split(pr, f, "/"); on_[pr] = pr "/" ((f[2] in un_) ? un_[f[2]] : "UNKNOWN") "/" ((f[3] in gn_) ? gn_[f[3]] : "UNKNOWN") "/" }
+      s = on_[pr] sz[p]
+      if (k != "file") { print "1:P,", length($1), ":", $1, ",4:type,", length(k), ":", k, ",4:stat,", length(s), ":", s, ",0:,"; next }
+      if (HK && ((q = ck[p]) in oc)) v = oc[q]; else v = hv[p]
+      if (v == "") { print "1:P,", length($1), ":", $1, ",4:type,4:file,4:stat,", length(s), ":", s, ",0:,"; next }
+      if (HW && length(v) == 64 && ct[p] + 2 <= T0 + 0) nc[ck[p]] = v
+      print "1:P,", length($1), ":", $1, ",4:type,4:file,4:stat,", length(s), ":", s, ",6:sha256,", length(v), ":", v, ",0:,"
+      if ($4 + 0 > 0 && v != $3 && sz[p] + 0 <= $4 + 0) print $1 "\t" p "\n" > C
     }
     END {
       if (!HW) exit
       for (q in nc) { nn++; if (!(q in oc) || oc[q] != nc[q]) ch = 1 }
       for (q in oc) on++
-      if (ch || nn != on) { for (q in nc) print nc[q] " " q > HN; close(HN) }
+      if (ch || nn != on) { for (q in nc) print nc[q] " " q "\n" > HN; close(HN) }
     }' "$cT/m"
 }
 pmq() {
