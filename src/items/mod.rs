@@ -220,6 +220,7 @@ pub mod selector;
 pub mod state;
 pub mod svc_systemd;
 pub mod symlink;
+mod toml_chunks;
 pub mod user;
 
 pub use load::load_node_items;
