@@ -592,3 +592,54 @@ fn steady_marker_is_ignored_when_another_applier_applies() {
     assert_eq!(commands(&s.apply_json(&[]).1), 2);
     assert_eq!(commands(&s.apply_json(&[]).1), 1);
 }
+
+/// A node with more items than the executor builds one by one (its states are built on all
+/// cores, its expected states while the node works, its memory freed on another thread) and
+/// an items.toml big enough to be parsed in pieces: the same events on the two-command and
+/// the one-command path, records kept by a steady apply, drift fixed and a changed item
+/// recorded anew.
+#[test]
+fn a_big_node_is_judged_and_recorded_the_same_on_every_path() {
+    let mut items = String::from("[directories.\"@/big\"]\nmode = \"0755\"\n");
+    for k in 0..300 {
+        items.push_str(&format!(
+            "[files.\"@/big/f{k:03}\"]\ncontent = \"{}\\n\"\nmode = \"0644\"\n",
+            format!("{k:04}").repeat(250)
+        ));
+    }
+    assert!(items.len() > 300_000, "{}", items.len());
+    let s = Scene::new(&items);
+    let (_, summary) = s.apply_json(&[]);
+    assert_eq!(summary["nodes"][0]["fixed"], 301, "{summary}");
+    let before = records(&s);
+    assert_eq!(before.len(), 301);
+    // Records carry whole seconds: a rewrite would be visible.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (second, summary) = s.apply_json(&[]);
+    let n = &summary["nodes"][0];
+    assert_eq!((n["ok"].as_i64(), commands(&summary)), (Some(301), 2));
+    let (third, summary) = s.apply_json(&[]);
+    let n = &summary["nodes"][0];
+    assert_eq!((n["ok"].as_i64(), commands(&summary)), (Some(301), 1));
+    assert_eq!(item_events(&second), item_events(&third));
+    assert_eq!(records(&s), before, "a steady apply rewrote records");
+
+    // Drift on the node is fixed; a changed item in the repo is fixed and recorded anew.
+    std::fs::write(s.path("big/f007"), "drift\n").expect("write");
+    s.items(&items.replace("01230123", "changed!"));
+    let (_, summary) = s.apply_json(&[]);
+    assert_eq!(summary["nodes"][0]["fixed"], 2, "{summary}");
+    assert_eq!(
+        std::fs::read_to_string(s.path("big/f007")).expect("read"),
+        format!("{}\n", "0007".repeat(250))
+    );
+    let after = records(&s);
+    let newer: Vec<&str> = after
+        .iter()
+        .zip(&before)
+        .filter(|(a, b)| a.2 > b.2)
+        .map(|(a, _)| a.0.as_str())
+        .collect();
+    assert_eq!(newer, [format!("file:{}/big/f123", s.root())]);
+    s.cinch(&["verify", "n1"]).expect_code(0);
+}
