@@ -643,3 +643,25 @@ fn a_big_node_is_judged_and_recorded_the_same_on_every_path() {
     assert_eq!(newer, [format!("file:{}/big/f123", s.root())]);
     s.cinch(&["verify", "n1"]).expect_code(0);
 }
+
+/// The judged digest hashes every field of every item (no longer their `{:?}` text): a
+/// change that no expected state shows (a tag, a dependency) still means the marker's
+/// judgment is not this repo's, so the apply takes its release again and writes a new one.
+#[test]
+fn steady_marker_is_ignored_when_only_a_tag_or_a_dependency_changed() {
+    let s = settled();
+    assert_eq!(commands(&s.apply_json(&[]).1), 1);
+    for items in [
+        ITEMS.replace("mode = \"0640\"", "mode = \"0640\"\ntags = [\"web\"]"),
+        ITEMS.replace(
+            "content_type = \"jinja2\"",
+            "content_type = \"jinja2\"\nafter = [\"symlink:@/app/current\"]",
+        ),
+    ] {
+        s.items(&items);
+        let (_, summary) = s.apply_json(&[]);
+        assert_eq!(summary["nodes"][0]["fixed"], 0, "{summary}");
+        assert_eq!(commands(&summary), 2, "{items}\n{summary}");
+        assert_eq!(commands(&s.apply_json(&[]).1), 1);
+    }
+}
