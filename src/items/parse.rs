@@ -939,6 +939,41 @@ owner = true
         assert!(errors.contains("two/items.toml:3:1"), "{errors}");
     }
 
+    /// A bundle that only one node of the repo has is loaded for that node alone: no copy of
+    /// its items is kept for nodes that never come (a bundle shared by two nodes still is).
+    #[test]
+    fn a_bundle_of_one_node_is_not_cached_and_a_shared_one_is() {
+        let mut f = Fixture::new()
+            .toml("own", "[actions.a]\ncommand = \"true\"\n")
+            .toml("shared", "[actions.s]\ncommand = \"true\"\n");
+        let n1 = f.node("n1", &["own", "shared"], serde_json::json!({}));
+        let n2 = f.node("n2", &["shared"], serde_json::json!({}));
+        f.repo.nodes.insert("n1".into(), n1.clone());
+        f.repo.nodes.insert("n2".into(), n2);
+        let ids = |items: Vec<crate::items::Item>| -> Vec<String> {
+            items.into_iter().map(|i| i.id).collect()
+        };
+        let load = |f: &Fixture| crate::items::load_node_items(&f.repo, &n1).map(ids);
+        assert_eq!(load(&f), Ok(vec!["action:a".into(), "action:s".into()]));
+        let cached = |name: &str| {
+            crate::items::load::BundleCache::of(&f.repo.bundles[name])
+                .toml
+                .get()
+                .is_some()
+        };
+        assert!(!cached("own"));
+        assert!(cached("shared"));
+        f.write(
+            "bundles/own/items.toml",
+            "[actions.b]\ncommand = \"true\"\n",
+        );
+        f.write(
+            "bundles/shared/items.toml",
+            "[actions.t]\ncommand = \"true\"\n",
+        );
+        assert_eq!(load(&f), Ok(vec!["action:b".into(), "action:s".into()]));
+    }
+
     #[test]
     fn static_items_are_parsed_once_per_bundle() {
         let f = Fixture::new().toml("b", "[actions.a]\ncommand = \"true\"\n");
