@@ -91,7 +91,10 @@ fn parse_pieces(path: &Path, text: &str, piece: usize) -> Option<Vec<RawItem>> {
             diags.is_empty().then_some(raws)
         })
         .collect::<Option<Vec<Vec<RawItem>>>>()?;
-    let mut seen = std::collections::HashSet::with_capacity(parts.iter().map(Vec::len).sum());
+    let mut seen = foldhash::HashSet::with_capacity_and_hasher(
+        parts.iter().map(Vec::len).sum(),
+        Default::default(),
+    );
     let mut types: Vec<&'static str> = Vec::new();
     for raw in parts.iter().flatten() {
         if !seen.insert((raw.type_name, raw.name.as_str())) {
