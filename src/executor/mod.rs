@@ -323,6 +323,8 @@ struct Exec<'a, 'j> {
     heartbeat: Option<String>,
     /// verify: why an item would have been skipped by apply (someone else's soft lock).
     locked_by: Vec<Option<String>>,
+    /// Some subscriber reads the states of item results (hooks, JSON lines).
+    states_read: bool,
     run: NodeRun,
 }
 
@@ -365,6 +367,7 @@ impl<'a, 'j> Exec<'a, 'j> {
             steady_off: false,
             heartbeat: None,
             locked_by: vec![None; n],
+            states_read: job.bus.reads_item_states(),
             run: NodeRun::default(),
         }
     }
