@@ -59,7 +59,7 @@ fn load_static(bundle: &Bundle) -> Result<Vec<Item>, Vec<Diagnostic>> {
         }
     };
     let (raws, mut diags) = parse_toml(&path, &text);
-    let (items, more) = build_items(bundle, &raws);
+    let (items, more) = build_items(bundle, raws);
     diags.extend(more);
     if diags.is_empty() {
         Ok(items)
