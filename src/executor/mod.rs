@@ -301,6 +301,9 @@ struct Exec<'a, 'j> {
     /// unchanged item is judged, reported and recorded from the same state (20,000 files
     /// built each state four times).
     actual_memo: Vec<std::cell::OnceCell<Option<State>>>,
+    /// Whether item `i`'s memos above are the same state, judged with them on all cores
+    /// (`None`: not judged yet); cleared with the probe record.
+    same: Vec<std::cell::Cell<Option<bool>>>,
     done: Vec<Option<Outcome>>,
     /// The change each item was fixed by in this run (canned actions ask whether it left
     /// them anything to do).
@@ -355,6 +358,7 @@ impl<'a, 'j> Exec<'a, 'j> {
             actual: vec![None; n],
             expected_memo: vec![std::cell::OnceCell::new(); n],
             actual_memo: vec![std::cell::OnceCell::new(); n],
+            same: vec![std::cell::Cell::new(None); n],
             done: vec![None; n],
             fixed_by: vec![None; n],
             fired: vec![false; n],
@@ -502,34 +506,40 @@ impl<'a, 'j> Exec<'a, 'j> {
     }
 
     /// Builds every item's actual state (and any expected state not built yet) at once, on all
-    /// cores: judging 20,000 unchanged files was mostly building their states one after the
-    /// other.
+    /// cores, and judges whether the two are the same: judging 20,000 unchanged files was
+    /// mostly building their states one after the other.
     fn prime_states(&mut self) {
         use rayon::prelude::*;
         let (items, locals, actual) = (&self.g.items, &self.job.locals, &self.actual);
         if items.len() < PRIME_AT_LEAST {
             return;
         }
-        let missing: Vec<bool> = self
-            .expected_memo
-            .iter()
-            .map(|m| m.get().is_none())
-            .collect();
-        let states: Vec<(Option<Option<State>>, Option<State>)> = (0..items.len())
+        let built: Vec<Option<&Option<State>>> =
+            self.expected_memo.iter().map(|m| m.get()).collect();
+        type Primed = (Option<Option<State>>, Option<State>, bool);
+        let states: Vec<Primed> = (0..items.len())
             .into_par_iter()
             .map(|i| {
-                (
-                    missing[i].then(|| expected_state(&items[i], &locals[i])),
-                    actual_state(&items[i], &locals[i], actual[i].as_ref()),
-                )
+                let new = built[i]
+                    .is_none()
+                    .then(|| expected_state(&items[i], &locals[i]));
+                let actual = actual_state(&items[i], &locals[i], actual[i].as_ref());
+                let expected = match (built[i], &new) {
+                    (Some(e), _) | (None, Some(e)) => e.as_ref(),
+                    (None, None) => None,
+                };
+                let same = !Change::differs(expected, actual.as_ref());
+                (new, actual, same)
             })
             .collect();
-        for (i, (expected, actual)) in states.into_iter().enumerate() {
+        drop(built);
+        for (i, (expected, actual, same)) in states.into_iter().enumerate() {
             // A memo already set holds the same state (it is a function of the same inputs).
             if let Some(expected) = expected {
                 let _ = self.expected_memo[i].set(expected);
             }
             let _ = self.actual_memo[i].set(actual);
+            self.same[i].set(Some(same));
         }
     }
 
@@ -548,6 +558,7 @@ impl<'a, 'j> Exec<'a, 'j> {
     pub(super) fn set_actual(&mut self, i: usize, fields: Option<Fields>) {
         self.actual[i] = fields;
         self.actual_memo[i].take();
+        self.same[i].set(None);
     }
 
     /// Item `i`'s expected state (`None`: it must not exist, or it has no state).
@@ -625,6 +636,11 @@ impl<'a, 'j> Exec<'a, 'j> {
 
     fn change_of(&self, i: usize) -> Option<Change> {
         stateful(&self.g.items[i].kind)?;
+        // Already judged the same from these very memos (the contradiction check and the walk
+        // each asked again for all 20,000 items of an unchanged node).
+        if self.same[i].get() == Some(true) {
+            return None;
+        }
         let (expected, actual) = (self.expected_of(i), self.actual_of(i));
         if !Change::differs(expected, actual) {
             return None;

@@ -713,3 +713,29 @@ fn an_unchanged_items_state_is_built_only_when_a_subscriber_reads_it() {
         }
     }
 }
+
+/// A big node's items are judged on all cores right after the first answer; an item an
+/// earlier action changed is judged again from its new record (that judgment is dropped with
+/// the old record), so it is fixed, not reported ok.
+#[test]
+fn an_item_an_action_changed_is_judged_anew_on_a_big_node() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_str().unwrap();
+    let target = format!("{root}/target");
+    let mut specs: Vec<_> = (0..PRIME_AT_LEAST)
+        .map(|k| file(&format!("{root}/f{k:03}"), "x\n"))
+        .collect();
+    specs.push(file(&target, "right\n"));
+    specs.push(action("spoil", &format!("echo wrong > {target}")));
+    let mut fx = Fixture::new(specs);
+    let (t, a) = (fx.idx(&format!("file:{target}")), fx.idx("action:spoil"));
+    fx.graph.needs[t].push(a);
+    let (_, ends) = fx.run();
+    assert_eq!(outcome_of(&ends, &format!("file:{target}")), Outcome::Fixed);
+    // Right before this run; the action spoils it again before its wave.
+    let (_, ends) = fx.run();
+    assert_eq!(outcome_of(&ends, "action:spoil"), Outcome::Fixed);
+    assert_eq!(outcome_of(&ends, &format!("file:{target}")), Outcome::Fixed);
+    assert_eq!(outcome_of(&ends, &format!("file:{root}/f000")), Outcome::Ok);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "right\n");
+}

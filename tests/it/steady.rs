@@ -346,13 +346,30 @@ fn soft_lock_added_after_the_steady_marker_is_honoured() {
 
 #[test]
 fn steady_marker_that_the_answer_contradicts_is_caught_and_the_node_fixed() {
-    // A node whose digest tool lies (the same digest whatever it reads) matches its marker
-    // even after a hand edit; the controller still judges the full answer it gets back.
+    contradicted_marker_is_caught(ITEMS);
+}
+
+/// The same with 300 more files: a node big enough that its states are built and judged on
+/// all cores, and that judgment is dropped with the distrusted answer.
+#[test]
+fn steady_marker_that_the_answer_contradicts_is_caught_on_a_big_node() {
+    let mut items = String::from(ITEMS);
+    for k in 0..300 {
+        items.push_str(&format!(
+            "[files.\"@/app/f{k:03}\"]\ncontent = \"{k}\\n\"\n"
+        ));
+    }
+    contradicted_marker_is_caught(&items);
+}
+
+/// A node whose digest tool lies (the same digest whatever it reads) matches its marker even
+/// after a hand edit; the controller still judges the full answer it gets back.
+fn contradicted_marker_is_caught(items: &str) {
     let real = ["/usr/bin/sha256sum", "/bin/sha256sum"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("sha256sum is needed: install coreutils");
-    let s = Scene::new(ITEMS);
+    let s = Scene::new(items);
     let bin = s.repo.path().join("lying-bin");
     std::fs::create_dir(&bin).expect("mkdir");
     let tool = bin.join("sha256sum");
