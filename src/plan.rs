@@ -7,7 +7,9 @@
 //! item that `precedes` X runs before X, only when X is about to change.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use foldhash::HashMap;
 use std::path::Path;
 
 use crate::diag::{Diagnostic, did_you_mean};
@@ -70,10 +72,10 @@ impl<'a> Index<'a> {
     fn new(items: &'a [Item]) -> Self {
         let mut ix = Index {
             items,
-            by_id: HashMap::with_capacity(items.len()),
-            by_type: HashMap::new(),
-            by_bundle: HashMap::new(),
-            by_tag: HashMap::new(),
+            by_id: HashMap::with_capacity_and_hasher(items.len(), Default::default()),
+            by_type: HashMap::default(),
+            by_bundle: HashMap::default(),
+            by_tag: HashMap::default(),
             tagged: Vec::new(),
         };
         for (i, item) in items.iter().enumerate() {
@@ -727,7 +729,7 @@ fn strongly_connected(adj: &[Vec<usize>], done: &[bool]) -> Vec<Vec<usize>> {
 fn shortest_cycle(adj: &[Vec<usize>], scc: &[usize]) -> Vec<usize> {
     let start = scc[0];
     let inside = |v: usize| scc.binary_search(&v).is_ok();
-    let mut parent: HashMap<usize, usize> = HashMap::new();
+    let mut parent: HashMap<usize, usize> = HashMap::default();
     let mut queue = std::collections::VecDeque::from([start]);
     while let Some(v) = queue.pop_front() {
         for &w in &adj[v] {

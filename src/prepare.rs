@@ -36,8 +36,8 @@ pub fn prepare(repo: &Repo, node: &Node) -> Result<Prepared, Vec<Diagnostic>> {
         .map(|item| item.id.clone())
         .zip(crate::items::render::contents(repo, node, &items))
         .collect();
-    let mut contents: std::collections::HashMap<String, Option<Vec<u8>>> =
-        std::collections::HashMap::with_capacity(rendered.len());
+    let mut contents: foldhash::HashMap<String, Option<Vec<u8>>> =
+        foldhash::HashMap::with_capacity_and_hasher(rendered.len(), Default::default());
     for (id, r) in rendered {
         match r {
             Ok(c) => {

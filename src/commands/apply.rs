@@ -24,7 +24,6 @@ use crate::output::{Lines, untrusted};
 use crate::plan::Plan;
 use crate::render::human::Reporter;
 use crate::repo::{Node, Repo};
-use crate::review::expected::state_hash;
 use crate::settings::{ApplySettings, Select, Settings};
 
 use super::saved_plan::{self, PlanItem, PlanNode, SavedPlan};
@@ -531,7 +530,7 @@ fn run_node(
         .items
         .par_iter()
         .zip(&job.locals)
-        .map(|(i, l)| (i.id.clone(), state_hash(&i.canonical_expected(l))))
+        .map(|(i, l)| (i.id.clone(), i.expected_hash(l)))
         .collect();
     let seen = std::sync::OnceLock::new();
     let run = match fleet.open(node) {
@@ -655,7 +654,7 @@ fn restrict_to_plan(
                 continue;
             };
             let item = &job.plan.items[idx];
-            let now = state_hash(&item.canonical_expected(&job.locals[idx]));
+            let now = item.expected_hash(&job.locals[idx]);
             checks[idx] = if now == planned.expected {
                 PlanCheck::Actual(planned.actual.clone())
             } else {
@@ -693,7 +692,7 @@ fn write_plan(
                 Some(PlanItem {
                     item: item.id.clone(),
                     change: r.verb.unwrap_or("fix").to_string(),
-                    expected: state_hash(&item.canonical_expected(job.locals.get(r.idx)?)),
+                    expected: item.expected_hash(job.locals.get(r.idx)?),
                     actual: match &item.kind {
                         crate::items::ItemKind::Action(_) => None,
                         _ => r.actual_hash.clone(),

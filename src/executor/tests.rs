@@ -101,6 +101,10 @@ impl crate::events::Subscriber for Rec {
         }
         Flow::Continue
     }
+
+    fn reads_item_states(&self) -> bool {
+        false
+    }
 }
 
 impl Asker for Rec {
@@ -660,4 +664,78 @@ fn actual_hash_is_the_hash_of_the_sorted_copy_it_replaced() {
         serde_json::to_vec(&crate::digest::canonical(Value::Object(without))).unwrap(),
     ));
     assert_eq!(actual_hash(&state), reference);
+}
+
+/// Records the `status_before` of every `item_apply_end`; reads states only when told to.
+struct Before {
+    reads: bool,
+    seen: std::sync::Arc<Mutex<Vec<Option<serde_json::Value>>>>,
+}
+
+impl crate::events::Subscriber for Before {
+    fn on_event(&self, event: &crate::events::Event<'_>) -> Flow {
+        if let crate::events::Event::ItemApplyEnd { status_before, .. } = event {
+            self.seen.lock().unwrap().push(status_before.cloned());
+        }
+        Flow::Continue
+    }
+
+    fn reads_item_states(&self) -> bool {
+        self.reads
+    }
+}
+
+/// An unchanged item's public state is built for the hooks and JSON lines that read it, and
+/// not at all when no subscriber does (the terminal lines never show it).
+#[test]
+fn an_unchanged_items_state_is_built_only_when_a_subscriber_reads_it() {
+    let d = tempfile::tempdir().unwrap();
+    let path = format!("{}/f", d.path().to_str().unwrap());
+    let fx = Fixture::new(vec![file(&path, "x\n")]);
+    let (_, ends) = fx.run();
+    assert_eq!(outcome_of(&ends, &format!("file:{path}")), Outcome::Fixed);
+    for reads in [true, false] {
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut bus = crate::events::Bus::new();
+        bus.subscribe(Box::new(Before {
+            reads,
+            seen: seen.clone(),
+        }));
+        assert!(bus.reads_item_states() == reads);
+        let (_, ends) = fx.run_on(bus);
+        assert_eq!(outcome_of(&ends, &format!("file:{path}")), Outcome::Ok);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1);
+        match &seen[0] {
+            Some(state) if reads => assert_eq!(state["type"], "file", "{state}"),
+            None if !reads => {}
+            other => panic!("reads {reads}: {other:?}"),
+        }
+    }
+}
+
+/// A big node's items are judged on all cores right after the first answer; an item an
+/// earlier action changed is judged again from its new record (that judgment is dropped with
+/// the old record), so it is fixed, not reported ok.
+#[test]
+fn an_item_an_action_changed_is_judged_anew_on_a_big_node() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_str().unwrap();
+    let target = format!("{root}/target");
+    let mut specs: Vec<_> = (0..PRIME_AT_LEAST)
+        .map(|k| file(&format!("{root}/f{k:03}"), "x\n"))
+        .collect();
+    specs.push(file(&target, "right\n"));
+    specs.push(action("spoil", &format!("echo wrong > {target}")));
+    let mut fx = Fixture::new(specs);
+    let (t, a) = (fx.idx(&format!("file:{target}")), fx.idx("action:spoil"));
+    fx.graph.needs[t].push(a);
+    let (_, ends) = fx.run();
+    assert_eq!(outcome_of(&ends, &format!("file:{target}")), Outcome::Fixed);
+    // Right before this run; the action spoils it again before its wave.
+    let (_, ends) = fx.run();
+    assert_eq!(outcome_of(&ends, "action:spoil"), Outcome::Fixed);
+    assert_eq!(outcome_of(&ends, &format!("file:{target}")), Outcome::Fixed);
+    assert_eq!(outcome_of(&ends, &format!("file:{root}/f000")), Outcome::Ok);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "right\n");
 }

@@ -179,7 +179,11 @@ impl Exec<'_, '_> {
             }
             match self.change_of(i) {
                 None => {
-                    let before = self.public(i, self.actual_of(i));
+                    let before = if self.states_read {
+                        self.public(i, self.actual_of(i))
+                    } else {
+                        None
+                    };
                     self.report(
                         i,
                         ItemReport {

@@ -285,6 +285,10 @@ impl Subscriber for Hooks {
     fn had_errors(&self) -> bool {
         Hooks::had_errors(self)
     }
+
+    fn reads_item_states(&self) -> bool {
+        !self.calls.is_empty()
+    }
 }
 
 /// What `skip_node` / `abort` asked for.

@@ -4,7 +4,7 @@
 use crate::diag::Location;
 
 /// What kind of thing an item manages, with its type-specific attributes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub enum ItemKind {
     File(FileAttrs),
     Directory(DirectoryAttrs),
@@ -44,7 +44,7 @@ pub fn item_types() -> impl Iterator<Item = (&'static str, &'static str)> + Clon
 }
 
 /// How a file's content is produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ContentType {
     /// UTF-8 text taken verbatim.
@@ -61,7 +61,7 @@ pub enum ContentType {
 }
 
 /// Where a file's content comes from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub enum FileSource {
     /// Inline `content`.
     Content(String),
@@ -72,7 +72,7 @@ pub enum FileSource {
 }
 
 /// `[files."PATH"]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub struct FileAttrs {
     pub source: FileSource,
     pub content_type: ContentType,
@@ -86,7 +86,7 @@ pub struct FileAttrs {
 }
 
 /// `[directories."PATH"]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub struct DirectoryAttrs {
     pub mode: Option<u32>,
     pub owner: Option<String>,
@@ -97,7 +97,7 @@ pub struct DirectoryAttrs {
 }
 
 /// `[symlinks."PATH"]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub struct SymlinkAttrs {
     pub target: String,
     pub owner: Option<String>,
@@ -106,7 +106,7 @@ pub struct SymlinkAttrs {
 }
 
 /// `[actions.NAME]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub struct ActionAttrs {
     pub command: String,
     /// Accepted exit codes; empty means any.
@@ -119,7 +119,7 @@ pub struct ActionAttrs {
 }
 
 /// `[users.NAME]`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Hash)]
 pub struct UserAttrs {
     pub uid: Option<u32>,
     /// Primary group, by name or number.
@@ -133,20 +133,20 @@ pub struct UserAttrs {
 }
 
 /// `[groups.NAME]`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Hash)]
 pub struct GroupAttrs {
     pub gid: Option<u32>,
     pub delete: bool,
 }
 
 /// `[pkg_apt.NAME]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub struct PkgAptAttrs {
     pub installed: bool,
 }
 
 /// `[svc_systemd.NAME]`; `None` means "don't care".
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Hash)]
 pub struct SvcSystemdAttrs {
     pub running: Option<bool>,
     pub enabled: Option<bool>,
@@ -154,7 +154,7 @@ pub struct SvcSystemdAttrs {
 }
 
 /// The attributes every item type shares (docs/items.md), as written (selectors unresolved).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Hash)]
 pub struct Deps {
     pub needs: Vec<String>,
     pub needed_by: Vec<String>,
@@ -184,7 +184,7 @@ impl Deps {
 }
 
 /// One item of one node.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub struct Item {
     /// `TYPE:NAME`, e.g. `file:/etc/motd`.
     pub id: String,
@@ -220,6 +220,7 @@ pub mod selector;
 pub mod state;
 pub mod svc_systemd;
 pub mod symlink;
+mod toml_chunks;
 pub mod user;
 
 pub use load::load_node_items;

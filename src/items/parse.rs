@@ -33,8 +33,88 @@ pub(crate) fn item_type(table: &str, loc: &Location) -> Result<&'static str, Dia
     Err(d)
 }
 
+/// Bytes per piece a big items.toml is parsed in (see [`super::toml_chunks`]).
+const PIECE: usize = 256 * 1024;
+
 /// Parses the text of an items.toml into raw items, keeping every key's and value's place.
 pub(crate) fn parse_toml(path: &Path, text: &str) -> (Vec<RawItem>, Vec<Diagnostic>) {
+    parse_toml_in(path, text, PIECE)
+}
+
+/// [`parse_toml`] with pieces of about `piece` bytes: a big file in pieces on all cores when
+/// each piece is plain and they add up to exactly what the whole file says, else (and for
+/// every problem, so errors are the whole file's own) the whole file in one go.
+fn parse_toml_in(path: &Path, text: &str, piece: usize) -> (Vec<RawItem>, Vec<Diagnostic>) {
+    if text.len() > piece
+        && let Some(raws) = parse_pieces(path, text, piece)
+    {
+        return (raws, Vec::new());
+    }
+    parse_whole(path, text)
+}
+
+/// The raw items of `text` parsed in pieces, in the order the whole file gives them; `None`
+/// when the file has one piece, a piece does not parse or has a problem, or the pieces might
+/// not mean what the whole file means: only pieces made of `[TYPE."NAME"…]` headers, none
+/// defining the same item as another, are combined (a type table written as `[TYPE]`, by
+/// dotted keys or inline could be defined twice across pieces, which the whole file rejects).
+fn parse_pieces(path: &Path, text: &str, piece: usize) -> Option<Vec<RawItem>> {
+    use rayon::prelude::*;
+    let cuts = super::toml_chunks::cut_points(text, piece);
+    if cuts.len() < 2 {
+        return None;
+    }
+    let spans: Vec<(usize, usize)> = cuts
+        .iter()
+        .copied()
+        .zip(cuts[1..].iter().copied().chain([text.len()]))
+        .collect();
+    let lines = LineIndex::new(text);
+    let parts = spans
+        .par_iter()
+        .with_max_len(1)
+        .map(|&(from, to)| {
+            let doc = toml_edit::ImDocument::parse(&text[from..to]).ok()?;
+            let root = doc.as_table();
+            let plain = root.iter().all(|(_, t)| {
+                matches!(t, toml_edit::Item::Table(t) if t.is_implicit() && !t.is_dotted())
+            });
+            if !plain {
+                return None;
+            }
+            let mut diags = Vec::new();
+            let at = |span: Option<std::ops::Range<usize>>| match span {
+                Some(s) => lines.location(path, from + s.start),
+                None => Location::file(path),
+            };
+            let raws = raw_items(root, at, &mut diags);
+            diags.is_empty().then_some(raws)
+        })
+        .collect::<Option<Vec<Vec<RawItem>>>>()?;
+    let mut seen = foldhash::HashSet::with_capacity_and_hasher(
+        parts.iter().map(Vec::len).sum(),
+        Default::default(),
+    );
+    let mut types: Vec<&'static str> = Vec::new();
+    for raw in parts.iter().flatten() {
+        if !seen.insert((raw.type_name, raw.name.as_str())) {
+            return None;
+        }
+        if !types.contains(&raw.type_name) {
+            types.push(raw.type_name);
+        }
+    }
+    // The whole file lists each type's items together, types in the order they first appear.
+    let mut by_type: Vec<Vec<RawItem>> = types.iter().map(|_| Vec::new()).collect();
+    for raw in parts.into_iter().flatten() {
+        let t = types.iter().position(|&t| t == raw.type_name)?;
+        by_type[t].push(raw);
+    }
+    Some(by_type.into_iter().flatten().collect())
+}
+
+/// Parses the whole text of an items.toml at once.
+fn parse_whole(path: &Path, text: &str) -> (Vec<RawItem>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let doc = match toml_edit::ImDocument::parse(text) {
         Ok(doc) => doc,
@@ -56,7 +136,16 @@ pub(crate) fn parse_toml(path: &Path, text: &str) -> (Vec<RawItem>, Vec<Diagnost
         Some(s) => lines.location(path, s.start),
         None => Location::file(path),
     };
-    let root = doc.as_table();
+    let raws = raw_items(doc.as_table(), at, &mut diags);
+    (raws, diags)
+}
+
+/// The raw items of a parsed items.toml (or a piece of one); `at` turns a span into a place.
+fn raw_items(
+    root: &toml_edit::Table,
+    at: impl Fn(Option<std::ops::Range<usize>>) -> Location,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<RawItem> {
     let mut raws = Vec::new();
     for (table, tval) in root.iter() {
         let tkey_loc = at(root.key(table).and_then(|k| k.span()));
@@ -121,7 +210,7 @@ pub(crate) fn parse_toml(path: &Path, text: &str) -> (Vec<RawItem>, Vec<Diagnost
             raws.push(raw);
         }
     }
-    (raws, diags)
+    raws
 }
 
 fn toml_item_to_json(item: &toml_edit::Item) -> Result<Value, &'static str> {
@@ -216,7 +305,7 @@ fn check_name(type_name: &str, name: &str) -> Result<(), (String, Option<&'stati
 /// Turns a raw item into a typed one; `None` (with diagnostics pushed) when anything is wrong.
 pub(crate) fn build_item(
     bundle: &Bundle,
-    raw: &RawItem,
+    mut raw: RawItem,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Item> {
     let type_name = raw.type_name;
@@ -258,12 +347,12 @@ pub(crate) fn build_item(
         }
         diags.push(d);
     }
-    // Secret strings (`!password_for:` ...) become their values here; an item whose state
-    // holds a secret is sensitive without anyone marking it.
-    let mut resolved = raw.attrs.clone();
+    // Secret strings (`!password_for:` ...) become their values here, in place (the raw item
+    // is this function's own); an item whose state holds a secret is sensitive without anyone
+    // marking it.
     let mut has_secret = false;
     let files = files_dir(bundle);
-    for a in &mut resolved {
+    for a in &mut raw.attrs {
         let mut errors = Vec::new();
         has_secret |=
             crate::repo::secrets::resolve_json(&mut a.value, &files, &mut Vec::new(), &mut errors);
@@ -275,7 +364,8 @@ pub(crate) fn build_item(
             ));
         }
     }
-    let mut r = Reader::new(declared, id.clone(), &resolved, diags);
+    let resolved = &raw.attrs;
+    let mut r = Reader::new(declared, id.clone(), resolved, diags);
     let deps = Deps {
         needs: selectors(&mut r, "needs"),
         needed_by: selectors(&mut r, "needed_by"),
@@ -332,20 +422,20 @@ pub(crate) fn build_item(
         }
     }
     // `type_name` was checked against the registry when the item was read.
-    let mut kind = ty.and_then(|t| t.parse(bundle, raw, &mut r));
+    let mut kind = ty.and_then(|t| t.parse(bundle, &raw, &mut r));
     if has_secret {
-        secret_item(&id, &mut kind, &resolved, diags);
+        secret_item(&id, &mut kind, resolved, diags);
     }
     if diags.len() > before {
         return None;
     }
     Some(Item {
         id,
-        name: raw.name.clone(),
+        name: raw.name,
         bundle: bundle.name.clone(),
         kind: kind?,
         deps,
-        location: raw.loc.clone(),
+        location: raw.loc,
     })
 }
 
@@ -378,11 +468,11 @@ fn secret_item(
     }
 }
 /// Builds items from raw ones, collecting every problem.
-pub(crate) fn build_items(bundle: &Bundle, raws: &[RawItem]) -> (Vec<Item>, Vec<Diagnostic>) {
+pub(crate) fn build_items(bundle: &Bundle, raws: Vec<RawItem>) -> (Vec<Item>, Vec<Diagnostic>) {
     use rayon::prelude::*;
     // On all cores, in order: a bundle of 20,000 files spent a fifth of its load here.
     let built: Vec<(Option<Item>, Vec<Diagnostic>)> = raws
-        .par_iter()
+        .into_par_iter()
         .with_min_len(BUILD_CHUNK)
         .map(|raw| {
             let mut diags = Vec::new();
@@ -457,6 +547,103 @@ mod tests {
             "10x the items took {:.1}x the time ({ts:?} -> {tl:?})",
             tl.as_secs_f64() / ts.as_secs_f64().max(1e-9)
         );
+    }
+
+    /// Parses `text` whole and in pieces of (at least) one byte, the smallest possible.
+    fn whole_and_in_pieces(text: &str) -> (String, String, usize) {
+        let path = std::path::Path::new("/repo/bundles/b/items.toml");
+        let whole = super::parse_whole(path, text);
+        let problems = whole.1.len();
+        (
+            format!("{whole:?}"),
+            format!("{:?}", super::parse_toml_in(path, text, 1)),
+            problems,
+        )
+    }
+
+    /// A big items.toml is parsed in pieces cut before its table headers; a line starting
+    /// with `[` inside a multi-line string or array is not a header, and the items come out in
+    /// the whole file's order (each type's items together) with the same places.
+    #[test]
+    fn items_toml_in_pieces_gives_what_the_whole_file_gives() {
+        let text = concat!(
+            "# a comment\n",
+            "[files.\"/a\"]\ncontent = \"\"\"\n[not a header]\n  [nor this]\n\"\"\"\nmode = \"0644\"\n\n",
+            "[directories.\"/d\"]\nmode = \"0755\"\n",
+            "[actions.\"run\"]\ncommand = '''\n[x]\n'''\nneeds = [\n\"file:/a\",\n]\n",
+            "[files.\"/b\"]\ncontent = \"b\"\ntriggers = [\n  \"action:run\",\n]\n",
+            "[files.\"/c\".nested]\nx = [\n[1],\n]\n",
+            "[directories.\"/e\"]\n",
+        );
+        let path = std::path::Path::new("/repo/bundles/b/items.toml");
+        let pieces = super::parse_pieces(path, text, 1).expect("parsed in pieces");
+        let whole = super::parse_whole(path, text);
+        assert!(whole.1.is_empty(), "{:?}", whole.1);
+        assert_eq!(format!("{pieces:?}"), format!("{:?}", whole.0));
+        let (whole, in_pieces, _) = whole_and_in_pieces(text);
+        assert_eq!(in_pieces, whole);
+        let order: Vec<String> = pieces
+            .iter()
+            .map(|r| format!("{}:{}@{}:{}", r.type_name, r.name, r.loc.line, r.loc.column))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "file:/a@2:1",
+                "file:/b@18:1",
+                "file:/c@23:8",
+                "directory:/d@9:1",
+                "directory:/e@27:1",
+                "action:run@11:1"
+            ]
+        );
+    }
+
+    /// Pieces that each parse but together are not valid TOML (or not what the whole file
+    /// says) are never combined: the whole file's own error comes out, at its line.
+    #[test]
+    fn items_toml_pieces_defining_one_item_or_table_twice_give_the_whole_files_error() {
+        for text in [
+            // The same item in two pieces.
+            "[files.\"/a\"]\nmode = \"0644\"\n[files.\"/b\"]\n[files.\"/a\"]\nmode = \"0600\"\n",
+            // An item's sub-table in another piece than the item, then the item twice.
+            "[files.\"/a\".x]\n[files.\"/b\"]\n[files.\"/a\"]\n[files.\"/a\"]\n",
+            // A type table written twice.
+            "[files]\n[files.\"/a\"]\n[files]\n",
+            // An inline type table extended by a header.
+            "files = { \"/a\" = { mode = \"0644\" } }\n[files.\"/b\"]\n",
+            // Dotted keys at the top, then headers.
+            "files.\"/a\".mode = \"0644\"\n[files.\"/b\"]\n[files.\"/a\"]\n",
+            // An array of tables in two pieces.
+            "[[files]]\n[[files]]\n",
+            // A syntax error in a later piece.
+            "[files.\"/a\"]\n[files.\"/b\"]\nmode = 0644\n",
+            // An item that is not a table.
+            "[files.\"/a\"]\n[directories]\n\"/d\" = 1\n",
+        ] {
+            let (whole, in_pieces, problems) = whole_and_in_pieces(text);
+            assert!(problems > 0, "the whole file has a problem:\n{text}");
+            assert_eq!(in_pieces, whole, "{text}");
+        }
+        let path = std::path::Path::new("items.toml");
+        let text =
+            "[files.\"/a\"]\nmode = \"0644\"\n[files.\"/b\"]\n[files.\"/a\"]\nmode = \"0600\"\n";
+        let (_, diags) = super::parse_toml_in(path, text, 1);
+        let line = diags[0].location.as_ref().map(|l| l.line);
+        assert_eq!(line, Some(4), "{diags:?}");
+    }
+
+    /// A type table written once as `[files]` next to its items is valid TOML: the file is
+    /// read whole, with the same result.
+    #[test]
+    fn an_explicit_type_table_is_read_whole_with_the_same_items() {
+        let text = "[files.\"/a\"]\nmode = \"0644\"\n[files]\n[files.\"/b\"]\nmode = \"0600\"\n";
+        let path = std::path::Path::new("items.toml");
+        assert!(super::parse_pieces(path, text, 1).is_none());
+        let (whole, in_pieces, problems) = whole_and_in_pieces(text);
+        assert_eq!(problems, 0, "{whole}");
+        assert!(whole.contains("/b"), "{whole}");
+        assert_eq!(in_pieces, whole);
     }
 
     fn line_of(errors: &str, needle: &str) -> String {
@@ -754,6 +941,41 @@ owner = true
         assert!(errors.contains("bundle 'one' ("), "{errors}");
         assert!(errors.contains("one/items.toml:1:1"), "{errors}");
         assert!(errors.contains("two/items.toml:3:1"), "{errors}");
+    }
+
+    /// A bundle that only one node of the repo has is loaded for that node alone: no copy of
+    /// its items is kept for nodes that never come (a bundle shared by two nodes still is).
+    #[test]
+    fn a_bundle_of_one_node_is_not_cached_and_a_shared_one_is() {
+        let mut f = Fixture::new()
+            .toml("own", "[actions.a]\ncommand = \"true\"\n")
+            .toml("shared", "[actions.s]\ncommand = \"true\"\n");
+        let n1 = f.node("n1", &["own", "shared"], serde_json::json!({}));
+        let n2 = f.node("n2", &["shared"], serde_json::json!({}));
+        f.repo.nodes.insert("n1".into(), n1.clone());
+        f.repo.nodes.insert("n2".into(), n2);
+        let ids = |items: Vec<crate::items::Item>| -> Vec<String> {
+            items.into_iter().map(|i| i.id).collect()
+        };
+        let load = |f: &Fixture| crate::items::load_node_items(&f.repo, &n1).map(ids);
+        assert_eq!(load(&f), Ok(vec!["action:a".into(), "action:s".into()]));
+        let cached = |name: &str| {
+            crate::items::load::BundleCache::of(&f.repo.bundles[name])
+                .toml
+                .get()
+                .is_some()
+        };
+        assert!(!cached("own"));
+        assert!(cached("shared"));
+        f.write(
+            "bundles/own/items.toml",
+            "[actions.b]\ncommand = \"true\"\n",
+        );
+        f.write(
+            "bundles/shared/items.toml",
+            "[actions.t]\ncommand = \"true\"\n",
+        );
+        assert_eq!(load(&f), Ok(vec!["action:b".into(), "action:s".into()]));
     }
 
     #[test]

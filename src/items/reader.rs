@@ -3,7 +3,7 @@
 //! unknown attributes and bad values as diagnostics. Depends on no item type or registry, so
 //! the type files and the registry can both build on it.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use serde_json::Value;
 

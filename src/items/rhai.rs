@@ -139,7 +139,7 @@ pub(crate) fn node_items(
         ))
     })?;
     let (raws, mut diags) = raw_items(compiled, &value);
-    let (items, more) = build_items(bundle, &raws);
+    let (items, more) = build_items(bundle, raws);
     diags.extend(more);
     if diags.is_empty() {
         Ok(items)

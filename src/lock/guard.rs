@@ -23,6 +23,11 @@ pub trait Guard: Send {
     /// After an apply's walk, before the epilogue: the items now as the repo says (ok or
     /// fixed) by plan index, each with the `executor::actual_hash` of its state, for drift records.
     fn applied(&mut self, _items: Vec<(usize, String)>) {}
+    /// Whether what [`Guard::applied`] is given is recorded: when not, the executor does not
+    /// hash every item's actual state for it.
+    fn records(&self) -> bool {
+        true
+    }
     /// After `accept` refused: whether the first command should be sent once more (its
     /// prologue now takes over a lock whose holder is gone).
     fn retry(&self) -> bool {
@@ -265,6 +270,11 @@ impl Guard for ApplyGuard<'_> {
 
     fn soft_locked(&self, item: &Item) -> Option<String> {
         soft_lock_reason(item, &self.acquired.as_ref()?.soft_locks, &self.me)
+    }
+
+    fn records(&self) -> bool {
+        // The same condition as `writes_records`, before any record is there.
+        self.take_hard && !self.released
     }
 
     fn applied(&mut self, items: Vec<(usize, String)>) {

@@ -51,4 +51,9 @@ impl Subscriber for HookLines {
         }
         Flow::Continue
     }
+
+    /// Only the hooks' own lines.
+    fn reads_item_states(&self) -> bool {
+        false
+    }
 }

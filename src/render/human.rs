@@ -206,6 +206,11 @@ impl Subscriber for Reporter {
         }
         Flow::Continue
     }
+
+    /// Item lines show verbs, reasons and diffs, never the states.
+    fn reads_item_states(&self) -> bool {
+        false
+    }
 }
 
 impl Asker for Reporter {

@@ -28,6 +28,17 @@ impl Item {
     /// The canonical expected state of this item (keys sorted), given what the executor knows
     /// locally (the rendered content's hash): the input of [`state_hash`].
     pub fn canonical_expected(&self, local: &Local) -> Value {
+        canonical(Value::Object(self.expected_entries(local)))
+    }
+
+    /// [`state_hash`] of [`Item::canonical_expected`], without the sorted copy (the hash sorts
+    /// keys as it goes): apply hashes every item's expected state before its first command.
+    pub fn expected_hash(&self, local: &Local) -> String {
+        entries_hash(self.expected_entries(local).iter())
+    }
+
+    /// The entries of the canonical expected state, in no particular order.
+    fn expected_entries(&self, local: &Local) -> Map<String, Value> {
         let mut m = Map::new();
         match stateful(&self.kind) {
             Some(behaviour) => match behaviour.expected(self, local) {
@@ -82,7 +93,7 @@ impl Item {
         if let Some(u) = &self.deps.unless {
             m.insert("unless".into(), json!(u));
         }
-        canonical(Value::Object(m))
+        m
     }
 
     /// Keys of the canonical state whose values are never shown (their changes are named).
@@ -304,6 +315,61 @@ unless = "false"
             s["action:go"].state,
             json!({"command": "true", "expected_return_code": [0], "type": "action", "unless": "false"})
         );
+    }
+
+    /// apply hashes expected states without the sorted copy: the same hash as review's.
+    #[test]
+    fn expected_hash_is_the_hash_of_the_canonical_expected_state() {
+        let fx = Fixture::new().toml(
+            "b",
+            r#"
+[files."/etc/hello"]
+content = "hi\n"
+mode = "0600"
+owner = "root"
+triggered = true
+
+[files."/etc/old"]
+delete = true
+
+[directories."/srv"]
+purge = true
+skip = true
+
+[symlinks."/srv/l"]
+target = "/etc/hello"
+
+[users.u]
+groups = ["b", "a"]
+home = "/home/u"
+
+[groups.g]
+gid = 5
+
+[pkg_apt.nginx]
+installed = false
+
+[svc_systemd.nginx]
+running = true
+
+[actions.go]
+command = "true"
+unless = "false"
+expected_return_code = [3, 0]
+"#,
+        );
+        let node = fx.node("n1", &["b"], json!({}));
+        let checked = crate::prepare::prepare(&fx.repo, &node).unwrap_or_else(|d| panic!("{d:?}"));
+        let locals = crate::executor::locals(&checked.plan.items, checked.contents, 0);
+        assert!(checked.plan.items.len() >= 9);
+        for (item, local) in checked.plan.items.iter().zip(&locals) {
+            assert_eq!(
+                item.expected_hash(local),
+                state_hash(&item.canonical_expected(local)),
+                "{}",
+                item.id
+            );
+        }
     }
 
     #[test]

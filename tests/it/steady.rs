@@ -346,13 +346,30 @@ fn soft_lock_added_after_the_steady_marker_is_honoured() {
 
 #[test]
 fn steady_marker_that_the_answer_contradicts_is_caught_and_the_node_fixed() {
-    // A node whose digest tool lies (the same digest whatever it reads) matches its marker
-    // even after a hand edit; the controller still judges the full answer it gets back.
+    contradicted_marker_is_caught(ITEMS);
+}
+
+/// The same with 300 more files: a node big enough that its states are built and judged on
+/// all cores, and that judgment is dropped with the distrusted answer.
+#[test]
+fn steady_marker_that_the_answer_contradicts_is_caught_on_a_big_node() {
+    let mut items = String::from(ITEMS);
+    for k in 0..300 {
+        items.push_str(&format!(
+            "[files.\"@/app/f{k:03}\"]\ncontent = \"{k}\\n\"\n"
+        ));
+    }
+    contradicted_marker_is_caught(&items);
+}
+
+/// A node whose digest tool lies (the same digest whatever it reads) matches its marker even
+/// after a hand edit; the controller still judges the full answer it gets back.
+fn contradicted_marker_is_caught(items: &str) {
     let real = ["/usr/bin/sha256sum", "/bin/sha256sum"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("sha256sum is needed: install coreutils");
-    let s = Scene::new(ITEMS);
+    let s = Scene::new(items);
     let bin = s.repo.path().join("lying-bin");
     std::fs::create_dir(&bin).expect("mkdir");
     let tool = bin.join("sha256sum");
@@ -644,4 +661,77 @@ fn big_node_hash_cache_is_used_and_rehash_trusts_none_of_it() {
     s.cinch(&["apply", "n1"]).expect_code(0);
     s.cinch(&["verify", "n1", "--rehash"]).expect_code(0);
     assert_eq!(std::fs::read(&file).expect("file 5"), b"5\n");
+}
+
+/// A node with more items than the executor builds one by one (its states are built on all
+/// cores, its expected states while the node works, its memory freed on another thread) and
+/// an items.toml big enough to be parsed in pieces: the same events on the two-command and
+/// the one-command path, records kept by a steady apply, drift fixed and a changed item
+/// recorded anew.
+#[test]
+fn a_big_node_is_judged_and_recorded_the_same_on_every_path() {
+    let mut items = String::from("[directories.\"@/big\"]\nmode = \"0755\"\n");
+    for k in 0..300 {
+        items.push_str(&format!(
+            "[files.\"@/big/f{k:03}\"]\ncontent = \"{}\\n\"\nmode = \"0644\"\n",
+            format!("{k:04}").repeat(250)
+        ));
+    }
+    assert!(items.len() > 300_000, "{}", items.len());
+    let s = Scene::new(&items);
+    let (_, summary) = s.apply_json(&[]);
+    assert_eq!(summary["nodes"][0]["fixed"], 301, "{summary}");
+    let before = records(&s);
+    assert_eq!(before.len(), 301);
+    // Records carry whole seconds: a rewrite would be visible.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (second, summary) = s.apply_json(&[]);
+    let n = &summary["nodes"][0];
+    assert_eq!((n["ok"].as_i64(), commands(&summary)), (Some(301), 2));
+    let (third, summary) = s.apply_json(&[]);
+    let n = &summary["nodes"][0];
+    assert_eq!((n["ok"].as_i64(), commands(&summary)), (Some(301), 1));
+    assert_eq!(item_events(&second), item_events(&third));
+    assert_eq!(records(&s), before, "a steady apply rewrote records");
+
+    // Drift on the node is fixed; a changed item in the repo is fixed and recorded anew.
+    std::fs::write(s.path("big/f007"), "drift\n").expect("write");
+    s.items(&items.replace("01230123", "changed!"));
+    let (_, summary) = s.apply_json(&[]);
+    assert_eq!(summary["nodes"][0]["fixed"], 2, "{summary}");
+    assert_eq!(
+        std::fs::read_to_string(s.path("big/f007")).expect("read"),
+        format!("{}\n", "0007".repeat(250))
+    );
+    let after = records(&s);
+    let newer: Vec<&str> = after
+        .iter()
+        .zip(&before)
+        .filter(|(a, b)| a.2 > b.2)
+        .map(|(a, _)| a.0.as_str())
+        .collect();
+    assert_eq!(newer, [format!("file:{}/big/f123", s.root())]);
+    s.cinch(&["verify", "n1"]).expect_code(0);
+}
+
+/// The judged digest hashes every field of every item (no longer their `{:?}` text): a
+/// change that no expected state shows (a tag, a dependency) still means the marker's
+/// judgment is not this repo's, so the apply takes its release again and writes a new one.
+#[test]
+fn steady_marker_is_ignored_when_only_a_tag_or_a_dependency_changed() {
+    let s = settled();
+    assert_eq!(commands(&s.apply_json(&[]).1), 1);
+    for items in [
+        ITEMS.replace("mode = \"0640\"", "mode = \"0640\"\ntags = [\"web\"]"),
+        ITEMS.replace(
+            "content_type = \"jinja2\"",
+            "content_type = \"jinja2\"\nafter = [\"symlink:@/app/current\"]",
+        ),
+    ] {
+        s.items(&items);
+        let (_, summary) = s.apply_json(&[]);
+        assert_eq!(summary["nodes"][0]["fixed"], 0, "{summary}");
+        assert_eq!(commands(&summary), 2, "{items}\n{summary}");
+        assert_eq!(commands(&s.apply_json(&[]).1), 1);
+    }
 }
