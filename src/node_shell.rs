@@ -240,26 +240,33 @@ pa() {
       return unp($2, lk)
     }
     BEGIN {
+      for (j = 0; j < P; j++) plf[j] = PL j
+      sk = 0
       while ((getline < MF) > 0) {
         if ($1 !~ /^[0-9]+$/ || substr($2, 1, 1) != "/") continue
-        p = $2; w[p] = 1; mf[p] = 1; d = dn(p)
+        p = $2; d = dn(p)
+        if (!(p in mf) && !(p in wa)) { print p > plf[sk]; sk = (sk + 1) % P }
+        mf[p] = 1
         if (NF >= 6) { q = $6; for (j = 7; j <= NF; j++) q = q "\t" $j; lk[p] = q }
-        if (d != "" && !(d in wd)) { wd[d] = 1; n = split(substr(d, 2), b, "/"); q = ""; for (j = 1; j <= n; j++) { q = q "/" b[j]; w[q] = 1; wa[q] = 1 } }
+        if (d != "" && !(d in wd)) {
+          wd[d] = 1; n = split(substr(d, 2), b, "/"); q = ""
+          for (j = 1; j <= n; j++) { q = q "/" b[j]; if (!(q in wa)) { wa[q] = 1; if (!(q in mf)) { print q > plf[sk]; sk = (sk + 1) % P } } }
+        }
       }
       close(MF)
-      sk = 0; for (p in w) { print p > (PL sk); sk = (sk + 1) % P }
-      for (j = 0; j < P; j++) close(PL j)
+      for (j = 0; j < P; j++) close(plf[j])
       system("pp=" P "; . \"$cT/ps\"")
       FS = "|"; nf = HK ? 6 : 4
       for (sk = 0; sk < P; sk++) { sf = S sk; while ((getline < sf) > 0) {
         if (NF < nf) continue
         if (NF == nf) nm = $nf
         else { nm = $0; for (j = 1; j < nf; j++) nm = substr(nm, index(nm, "|") + 1) }
-        if (!(nm in w)) continue
+        if (!(nm in mf) && !(nm in wa)) continue
         if (HK) { zt = $1; zk = $2; k = $3; z = $4; pr = $5 } else { k = $1; z = $2; pr = $3 }
-        ty[nm] = k; tk[nm] = tn(k); st[nm] = pr; sz[nm] = z
+        if (!(k in tnc)) tnc[k] = tn(k)
+        tk[nm] = tnc[k]; st[nm] = pr; sz[nm] = z
         if (HK) { ck[nm] = zk; ct[nm] = zt }
-        if (k == "symbolic link" && (nm in wa)) anyl = 1
+        if (nm in wa) { ty[nm] = k; if (k == "symbolic link") anyl = 1 }
         q = substr(pr, index(pr, "/") + 1); if (!(q in rep)) { rep[q] = 1; print nm > R }
       } }
       for (j = 0; j < P; j++) close(S j)
@@ -646,7 +653,8 @@ const STEADY_HEAD: &str = r#"zo=0
 if ctmp && { : > "$cT/o"; } 2>/dev/null; then exec 5>&1 >>"$cT/o"; zo=1; fi
 "#;
 
-/// Digests stdin with whichever SHA-256 tool the node has (GNU/busybox, Perl, OpenSSL, BSD).
+/// Digests stdin with whichever SHA-256 tool the node has (GNU/busybox, Perl, OpenSSL, BSD);
+/// then sends the captured probe output (`cat` in the background, beside the digest).
 const STEADY_DIGEST: &str = r#"zdg() {
   if command -v sha256sum >/dev/null 2>&1; then sha256sum
   elif command -v shasum >/dev/null 2>&1; then shasum -a 256
@@ -655,8 +663,10 @@ const STEADY_DIGEST: &str = r#"zdg() {
   else return 1; fi
 }
 zd=; zs=0
+zc=
 if [ $zo = 1 ]; then
   exec 1>&5 5>&-
+  cat -- "$cT/o" & zc=$!
   zd=$( { printf '%s' "$o"; cat -- "$cT/o"; } | zdg 2>/dev/null ) || zd=
   zd=${zd%% *}
   case $zd in *[!0-9a-f]*) zd=;; esac
@@ -838,10 +848,10 @@ impl Script {
         self.text.push_str(STEADY_HEAD);
     }
 
-    /// Reads the pending probes, digests the prologue's and the probe's output (`$zd`, empty
-    /// when the node cannot), runs `check` (caller shell that sets `zs=1` when it released
-    /// the lock; only when there is a digest and awk), then prints the `D` record and the
-    /// captured probe output.
+    /// Reads the pending probes, sends the captured probe output while it digests it with the
+    /// prologue's output (`$zd`, empty when the node cannot), runs `check` (caller shell that
+    /// sets `zs=1` when it released the lock; only when there is a digest and awk), then
+    /// prints the `D` record (after the probe output: records are matched by kind, not order).
     pub fn steady_end(&mut self, check: &str) {
         self.flush();
         self.text.push_str(STEADY_DIGEST);
@@ -852,7 +862,7 @@ impl Script {
             self.text.push('\n');
         }
         self.text.push_str(
-            "fi\nf D; f \"$zd\"; f \"$zs\"\nif [ $zo = 1 ]; then cat -- \"$cT/o\"; rm -f -- \"$cT/o\"; fi\n",
+            "fi\n[ -z \"$zc\" ] || wait \"$zc\"\nf D; f \"$zd\"; f \"$zs\"\nif [ $zo = 1 ]; then rm -f -- \"$cT/o\"; fi\n",
         );
     }
 
@@ -1345,6 +1355,23 @@ mod tests {
         }
     }
 
+    /// The SHA-256 of the prologue's output (`acquired`) and of the probe output that follows
+    /// the `L` record and ends with the `D` record (`1:D,64:{d},1:1,`), which closes the answer.
+    fn digest_between_l_and_d(out: &[u8], d: &str) -> String {
+        let (l, mark) = (b"1:L,1:0,8:acquired,", format!("1:D,64:{d},1:1,"));
+        assert!(out.starts_with(l), "{}", String::from_utf8_lossy(out));
+        assert!(
+            out.ends_with(mark.as_bytes()),
+            "{}",
+            String::from_utf8_lossy(out)
+        );
+        use sha2::{Digest as _, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"acquired");
+        h.update(&out[l.len()..out.len() - mark.len()]);
+        hex::encode(h.finalize())
+    }
+
     /// Probes of `n` files in `dir` (content `i`), every other one with content kept for a
     /// diff (limit 100) and a different expected hash, so the probe sends its content.
     fn many_file_probes(dir: &std::path::Path, n: usize) -> Script {
@@ -1663,7 +1690,6 @@ mod tests {
 
     #[test]
     fn steady_envelope_digests_exactly_the_lock_and_probe_answer_in_dash_and_bash() {
-        use sha2::{Digest, Sha256};
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f"), "x").unwrap();
         let f = dir.path().join("f");
@@ -1686,17 +1712,9 @@ mod tests {
                 recs.iter()
                     .any(|r| matches!(r, Record::Probe { idx: 0, .. }))
             );
-            // The answer after the D record is the probe output the digest covers, with the
-            // prologue's output in front.
-            let mark = format!("1:D,64:{d},1:1,");
-            let at = out
-                .windows(mark.len())
-                .position(|w| w == mark.as_bytes())
-                .unwrap();
-            let mut h = Sha256::new();
-            h.update(b"acquired");
-            h.update(&out[at + mark.len()..]);
-            assert_eq!(*d, hex::encode(h.finalize()), "{shell}");
+            // Between the L record and the D record at the end is the probe output the digest
+            // covers, with the prologue's output in front.
+            assert_eq!(*d, digest_between_l_and_d(&out, d), "{shell}");
         }
     }
 
@@ -1737,7 +1755,6 @@ mod tests {
 
     #[test]
     fn steady_envelope_digests_with_openssl_or_shasum_and_without_any_tool_keeps_the_lock() {
-        use sha2::{Digest, Sha256};
         let out = envelope_with_tools(&[]);
         let recs = parse(&out).unwrap();
         assert!(
@@ -1761,15 +1778,7 @@ mod tests {
             else {
                 panic!("{tool}: {recs:?}");
             };
-            let mark = format!("1:D,64:{d},1:1,");
-            let at = out
-                .windows(mark.len())
-                .position(|w| w == mark.as_bytes())
-                .unwrap();
-            let mut h = Sha256::new();
-            h.update(b"acquired");
-            h.update(&out[at + mark.len()..]);
-            assert_eq!(*d, hex::encode(h.finalize()), "{tool}");
+            assert_eq!(*d, digest_between_l_and_d(&out, d), "{tool}");
         }
     }
 }
