@@ -495,14 +495,19 @@ impl<'a, 'j> Exec<'a, 'j> {
         }
     }
 
-    fn absorb(&mut self, records: &[Record]) {
+    /// Takes the probe records' fields as the items' latest (moved, not copied: 20,000 files
+    /// copied 60,000 strings) and gives back the other records.
+    fn absorb(&mut self, records: Vec<Record>) -> Vec<Record> {
+        let mut rest = Vec::new();
         for r in records {
-            if let Record::Probe { idx, fields } = r
-                && *idx < self.actual.len()
-            {
-                self.set_actual(*idx, Some(fields.clone()));
+            match r {
+                Record::Probe { idx, fields } if idx < self.actual.len() => {
+                    self.set_actual(idx, Some(fields));
+                }
+                other => rest.push(other),
             }
         }
+        rest
     }
 
     /// Builds every item's actual state (and any expected state not built yet) at once, on all
@@ -632,7 +637,7 @@ impl<'a, 'j> Exec<'a, 'j> {
                 self.released = released;
             }
         }
-        self.absorb(&records);
+        self.absorb(records);
         self.prime_states();
         Ok(())
     }

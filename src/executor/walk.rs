@@ -155,8 +155,8 @@ impl Exec<'_, '_> {
         for &i in &fixed {
             self.set_actual(i, None);
         }
-        self.absorb(&records);
-        self.settle(to_fix, &records, started);
+        let rest = self.absorb(records);
+        self.settle(to_fix, &rest, started);
         Ok(())
     }
 
@@ -168,7 +168,7 @@ impl Exec<'_, '_> {
             let mut script = Script::probe();
             self.probe_into(&mut script, items);
             let records = self.send(script)?;
-            self.absorb(&records);
+            self.absorb(records);
             self.stale = false;
         }
         let mut changes = Vec::new();
