@@ -633,23 +633,17 @@ fn big_node_hash_cache_is_used_and_rehash_trusts_none_of_it() {
     assert_eq!(text.lines().count(), n);
 
     let file = s.path(&format!("d/{:0>80}", 5));
-    let m = std::fs::metadata(&file).expect("file 5");
-    let key = format!(
-        "{}:{}:{}:{}.{:09}",
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.ctime(),
-        m.ctime_nsec()
-    );
+    // The entry of file 5 (its inode is in the key; the key's format is pinned in node_shell).
+    let inode = std::fs::metadata(&file).expect("file 5").ino().to_string();
+    let entry = text
+        .lines()
+        .find(|l| l.split([' ', ':']).nth(2) == Some(inode.as_str()))
+        .unwrap_or_else(|| panic!("no entry for inode {inode}"));
     use sha2::Digest as _;
-    let entry = format!("{} {key}", hex::encode(sha2::Sha256::digest(b"5\n")));
-    assert!(text.lines().any(|l| l == entry), "no entry {entry}");
-    std::fs::write(
-        &cache,
-        text.replace(&entry, &format!("{} {key}", "0".repeat(64))),
-    )
-    .expect("poison");
+    let hash = hex::encode(sha2::Sha256::digest(b"5\n"));
+    assert_eq!(entry.split(' ').next(), Some(hash.as_str()), "{entry}");
+    let poisoned = entry.replacen(&hash, &"0".repeat(64), 1);
+    std::fs::write(&cache, text.replace(entry, &poisoned)).expect("poison");
 
     let believed = s.cinch(&["verify", "n1"]).expect_code(1);
     assert!(
