@@ -332,7 +332,14 @@ fn ids(members: &[&Upload]) -> Vec<String> {
 /// their cost in dash and bash grows with their number, and a wave of 100,000 files is linear.
 const CHUNK: usize = 256;
 
-/// The shell of a wave's uploads: every upload that fits a manifest line goes into one bulk
+/// Uploads per wave from which the bulk write pays: its constant ~45 processes (manifest
+/// passes, a pipeline per mode, owner and step) made a wave of one file start 107 processes
+/// in all where the per-file helpers start 77; from a few dozen files on, the bulk write's
+/// lack of any per-file process wins.
+const BULK_AT_LEAST: usize = 32;
+
+/// The shell of a wave's uploads: a wave of [`BULK_AT_LEAST`] uploads or more puts every
+/// upload that fits a manifest line into one bulk
 /// write ([`write_bulk`]); the rest (a tab, newline or backslash in a path, mode, owner or
 /// managed link) takes the per-file helpers of the fix prelude in [`crate::node_shell`], in
 /// batches of [`CHUNK`]: register every file of the batch (`wf`, which prepares a private
@@ -340,7 +347,9 @@ const CHUNK: usize = 256;
 /// files from one tar archive on stdin (`wt`), then verify, chmod, chown, sync and rename them
 /// per batch.
 fn write_files(uploads: &[Upload], script: &mut Script) {
-    let (bulk, rest): (Vec<&Upload>, Vec<&Upload>) = uploads.iter().partition(|u| u.bulk());
+    let small = uploads.len() < BULK_AT_LEAST;
+    let (bulk, rest): (Vec<&Upload>, Vec<&Upload>) =
+        uploads.iter().partition(|u| !small && u.bulk());
     write_bulk(&bulk, script);
     let rest: Vec<Upload> = rest.into_iter().cloned().collect();
     for batch in rest.chunks(CHUNK) {
@@ -1120,6 +1129,35 @@ mod tests {
         }
     }
 
+    /// A wave of a few files took the bulk write's fixed ~45 processes (awk passes, a
+    /// `cut | tr | xargs` pipeline per step): a node of 20 files changing one started 107
+    /// processes in all, against 29 before the bulk write. Below [`BULK_AT_LEAST`] uploads
+    /// the per-file helpers write the wave, with no awk, `cut`, `tr` or `xargs` at all; from
+    /// there on the bulk write takes over (one awk pass per step).
+    #[test]
+    fn small_wave_writes_without_the_bulk_pipelines_in_dash_and_bash() {
+        for shell in ["dash", "bash"] {
+            for n in [1, BULK_AT_LEAST] {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let d = dir.path().to_str().expect("utf-8").to_string();
+                let path = counting_path(dir.path(), &["awk", "cut", "tr", "xargs"]);
+                let contents: Vec<String> = (0..n).map(|i| format!("file {i}\n")).collect();
+                let files: Vec<(String, &str, Vec<String>)> = contents
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("{d}/f{i}"), c.as_str(), vec![]))
+                    .collect();
+                write_all_with_modes(shell, &files, |_| 0o640, &path);
+                let log = std::fs::read_to_string(dir.path().join("calls")).unwrap_or_default();
+                if n == 1 {
+                    assert!(log.is_empty(), "{shell}: {log}");
+                } else {
+                    assert!(log.lines().any(|l| l.starts_with("awk ")), "{shell}: {log}");
+                }
+            }
+        }
+    }
+
     /// The bulk write's awk keeps at most 8 of its lists (per mode, owner and directory) open;
     /// once a wave had more than 8 it closed the list after every line, so each file's two
     /// lines reopened two files (~40,000 opens for 20,000 files). Now it closes them all when
@@ -1157,9 +1195,15 @@ mod tests {
     /// In a bulk write, a file whose chown fails, or whose target is a directory or a
     /// symlink, is that file's own case: the chown failure fails only its item, a directory
     /// in the way is replaced as before, and a symlink is replaced, never written through.
+    /// Both ways of writing a wave (per file below [`BULK_AT_LEAST`] uploads, bulk from there).
     #[test]
     fn bulk_upload_failures_and_odd_targets_stay_with_their_own_item_in_dash_and_bash() {
-        for shell in ["dash", "bash"] {
+        for (shell, pad) in [
+            ("dash", 0),
+            ("bash", 0),
+            ("dash", BULK_AT_LEAST),
+            ("bash", BULK_AT_LEAST),
+        ] {
             let dir = tempfile::tempdir().expect("tempdir");
             let d = dir.path().to_str().expect("utf-8").to_string();
             std::fs::create_dir(dir.path().join("was-dir")).expect("mkdir");
@@ -1173,13 +1217,22 @@ mod tests {
                 (format!("{d}/was-dir"), "dir\n", vec![]),
                 (format!("{d}/was-link"), "link\n", vec![]),
             ];
-            let items = vec![
+            let mut items = vec![
                 file_item_with(&files[0].0, 0o644, None),
                 file_item_with(&files[1].0, 0o644, Some("cinch-no-such-user")),
                 file_item_with(&files[2].0, 0o600, None),
                 file_item_with(&files[3].0, 0o600, None),
             ];
+            let mut files = files;
+            for i in 0..pad {
+                files.push((format!("{d}/pad{i}"), "pad\n", vec![]));
+                items.push(file_item_with(&files[4 + i].0, 0o644, None));
+            }
             let got = wave_of(shell, items, &files, None);
+            assert!(
+                got[4..].iter().all(|g| *g == (0, String::new())),
+                "{shell}: {got:?}"
+            );
             assert_eq!(got[0], (0, String::new()), "{shell}");
             assert_eq!(got[1].0, 1, "{shell}: {got:?}");
             assert!(
