@@ -1564,6 +1564,64 @@ mod tests {
         }
     }
 
+    /// A node of 20 files started 31 processes for a steady apply, most of them the bulk
+    /// probe's awk pipeline (a dozen whatever the number of files, `xargs` feeding `stat` and
+    /// `sha256sum`). A manifest under 16 KB is now read by the shell (`stat` and `sha256sum`
+    /// called once with the paths as arguments, no `xargs`), with the same states; a bigger one
+    /// still takes the pipeline.
+    #[test]
+    fn small_probe_reads_its_manifest_in_the_shell_not_the_awk_pipeline_in_dash_and_bash() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let calls = dir.path().join("xargs-calls");
+        let real = String::from_utf8(
+            std::process::Command::new("sh")
+                .args(["-c", "command -v xargs"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let shim = bin.join("xargs");
+        std::fs::write(
+            &shim,
+            format!(
+                "#!/bin/sh\necho x >> '{}'\nexec '{}' \"$@\"\n",
+                calls.display(),
+                real.trim()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        for shell in ["dash", "bash"] {
+            for n in [20, 600] {
+                let _ = std::fs::remove_file(&calls);
+                let mut s = many_file_probes(dir.path(), n);
+                s.finish();
+                let big = s.stdin.len() >= 16_384;
+                assert_eq!(big, n == 600, "{} bytes", s.stdin.len());
+                let recs = parse(&run_sh_with_path(shell, &mut s, Some(&path))).unwrap();
+                check_many(&recs, n, shell);
+                let xargs = std::fs::read_to_string(&calls)
+                    .unwrap_or_default()
+                    .lines()
+                    .count();
+                if big {
+                    assert!(xargs > 0, "{shell}: the big probe takes the awk pipeline");
+                } else {
+                    assert_eq!(xargs, 0, "{shell}: {n} files");
+                }
+            }
+        }
+    }
+
     /// The probe of 20,000 files spent most of its time in dash itself: one generated line
     /// of shell (a function call, an `eval` per variable, a growing `"$@"`) per file. File
     /// probes are now data on stdin, read by one `awk` and one `stat`/`sha256sum` each (via
