@@ -1374,6 +1374,21 @@ mod tests {
         hex::encode(h.finalize())
     }
 
+    /// A `PATH` whose first directory (`dir/bin`) holds a stand-in `tool` running `body`.
+    fn stand_in_path(dir: &std::path::Path, tool: &str, body: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let shim = bin.join(tool);
+        std::fs::write(&shim, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
     /// Probes of `n` files in `dir` (content `i`), every other one with content kept for a
     /// diff (limit 100) and a different expected hash, so the probe sends its content.
     fn many_file_probes(dir: &std::path::Path, n: usize) -> Script {
@@ -1443,24 +1458,14 @@ mod tests {
     /// machine, and says it was asked.
     #[test]
     fn big_probe_hashed_on_several_cpus_keeps_each_files_state_in_dash_and_bash() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let deep = dir.path().join("d".repeat(200));
         std::fs::create_dir(&deep).unwrap();
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
         let asked = dir.path().join("nproc-asked");
-        let nproc = bin.join("nproc");
-        std::fs::write(
-            &nproc,
-            format!("#!/bin/sh\n: > '{}'\necho 3\n", asked.display()),
-        )
-        .unwrap();
-        std::fs::set_permissions(&nproc, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
+        let path = stand_in_path(
+            dir.path(),
+            "nproc",
+            &format!(": > '{}'\necho 3", asked.display()),
         );
         let n = 1300;
         for shell in ["dash", "bash"] {
@@ -1571,10 +1576,7 @@ mod tests {
     /// still takes the pipeline.
     #[test]
     fn small_probe_reads_its_manifest_in_the_shell_not_the_awk_pipeline_in_dash_and_bash() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
         let calls = dir.path().join("xargs-calls");
         let real = String::from_utf8(
             std::process::Command::new("sh")
@@ -1584,21 +1586,14 @@ mod tests {
                 .stdout,
         )
         .unwrap();
-        let shim = bin.join("xargs");
-        std::fs::write(
-            &shim,
-            format!(
-                "#!/bin/sh\necho x >> '{}'\nexec '{}' \"$@\"\n",
+        let path = stand_in_path(
+            dir.path(),
+            "xargs",
+            &format!(
+                "echo x >> '{}'\nexec '{}' \"$@\"",
                 calls.display(),
                 real.trim()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
         );
         for shell in ["dash", "bash"] {
             for n in [20, 600] {
