@@ -1487,7 +1487,8 @@ mod tests {
     /// before. A big probe now takes a file's hash from the node's cache when the file's
     /// device, inode, size and change time are those of the entry, and only then: a file
     /// written since (same size) is hashed again, one changed in the two seconds before the
-    /// probe is not cached, and a cache that is a symlink is neither read nor written through.
+    /// probe is not cached, and a cache that is a symlink or another user's is neither read
+    /// nor written through.
     #[test]
     fn hash_cache_is_trusted_only_for_files_unchanged_since_in_dash_and_bash() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -1566,6 +1567,15 @@ mod tests {
             assert_eq!(sha_of(&probe(true), 8), Some(sha("8")), "{shell}");
             assert!(cache.symlink_metadata().unwrap().file_type().is_symlink());
             assert_eq!(std::fs::read(&decoy).unwrap(), before, "{shell}");
+
+            // Nor is a cache another user owns (it could have been planted).
+            std::fs::remove_file(&cache).unwrap();
+            std::fs::write(&cache, &before).unwrap();
+            std::os::unix::fs::chown(&cache, Some(65534), Some(65534))
+                .expect("this test runs as root, to give the cache to another user");
+            assert_eq!(sha_of(&probe(true), 8), Some(sha("8")), "{shell}");
+            assert_eq!(std::fs::read(&cache).unwrap(), before, "{shell}");
+            assert_eq!(std::fs::metadata(&cache).unwrap().uid(), 65534, "{shell}");
         }
     }
 
